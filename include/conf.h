@@ -1,0 +1,121 @@
+/*
+ * conf.h - the proxy configuration: parsed, validated completely, immutable.
+ *
+ * The struct is public on purpose: it is plain data every module reads, and
+ * it is never changed after conf_load() returns. A reload builds a new one;
+ * holders keep the old one alive with conf_ref()/conf_unref().
+ */
+#ifndef ZT_CONF_H
+#define ZT_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "device_id.h"
+#include "log.h"
+
+enum conf_unauth { CONF_UNAUTH_REJECT = 0, CONF_UNAUTH_ENROLL_PAGE };
+
+
+struct conf_listener {
+    char *text; /* as written, for logs */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int backlog;
+};
+
+struct conf_route {
+    char *name;
+    char *host;        /* lower case, no port */
+    char *path_prefix; /* "/" or "/x" without trailing slash */
+    size_t path_prefix_len;
+    char *upstream; /* as written */
+    int upstream_tls;
+    char *upstream_host;
+    int upstream_port;
+    struct sockaddr_storage upstream_addr;
+    socklen_t upstream_addrlen;
+    char *upstream_ca;          /* NULL: system store */
+    int upstream_verify;        /* verify certificate and name */
+    char *upstream_server_name; /* SNI and name to verify */
+    uint64_t max_body_size;     /* 0: unlimited */
+    int websocket;
+    int allow_encoded_slash;
+    int pool_size;
+};
+
+struct conf {
+    char *path; /* the file it came from */
+
+    struct conf_listener *listeners;
+    size_t nlisteners;
+    int workers; /* resolved: "auto" became the core count */
+
+    char *tls_certificate;
+    char *tls_key;
+    char *tls_device_ca;
+    char *tls_crl; /* NULL: none */
+    enum conf_unauth tls_unauthenticated;
+    char *tls_enroll_url; /* NULL: none */
+    int tls_session_tickets;
+    uint64_t tls_ticket_key_lifetime_ms;
+
+    enum device_id_source devid_source;
+    char *devid_prefix;
+
+    uint64_t timeout_handshake_ms;
+    uint64_t timeout_header_ms;
+    uint64_t timeout_keepalive_ms;
+    uint64_t timeout_body_ms;
+    uint64_t timeout_upstream_connect_ms;
+    uint64_t timeout_upstream_response_ms;
+    uint64_t timeout_send_ms;
+    uint64_t timeout_shutdown_grace_ms;
+
+    size_t limit_request_line;
+    size_t limit_header_size;
+    size_t limit_header_count;
+    uint64_t limit_body_size;
+    size_t limit_connections;
+
+    char *access_log; /* path, "stderr" or "off" */
+    enum log_level log_level;
+
+    struct conf_route *routes;
+    size_t nroutes;
+
+    int refs; /* atomic; see conf_ref() */
+};
+
+/* Flags for conf_parse(). */
+#define CONF_NO_FS 0x1 /* do not touch the filesystem or resolve names (fuzzing) */
+
+/*
+ * Parse and validate configuration text. name is used in messages, basedir
+ * resolves relative paths. On success returns 0 and *out (refcount 1, free
+ * with conf_unref()). On failure returns -1, leaves *out untouched and writes
+ * one line "name: $.json.path: what was expected" into err.
+ */
+int conf_parse(const char *text, size_t len, const char *name, const char *basedir,
+               unsigned flags, struct conf **out, char *err, size_t errlen);
+
+/* Read FILE and conf_parse() it. */
+int conf_load(const char *file, struct conf **out, char *err, size_t errlen);
+
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c);
+
+/*
+ * Route lookup: host (any case, without port) and a normalised path. The
+ * longest matching path prefix on whole segments wins. NULL: no route.
+ */
+const struct conf_route *conf_route_match(const struct conf *c, const char *host, size_t host_len,
+                                          const char *path, size_t path_len);
+
+/* Parse "10s", "500ms", "2m", "1h" -> milliseconds. 0 ok, -1 invalid. */
+int conf_duration_parse(const char *s, uint64_t *ms);
+/* Parse "16k", "1g", "512b", "100" -> bytes. 0 ok, -1 invalid. */
+int conf_size_parse(const char *s, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * proxy.h - the data plane: worker threads, client connections, routing,
+ * upstream pools, streaming relay.
+ *
+ * A "generation" bundles everything derived from one configuration (the
+ * conf, the server TLS context, upstream TLS contexts). Workers hold a
+ * reference to the generation they use; connections hold one to the
+ * generation they were accepted under, so a reload never changes the rules
+ * under an open connection.
+ */
+#ifndef ZT_PROXY_H
+#define ZT_PROXY_H
+
+#include <stddef.h>
+
+#include "conf.h"
+
+struct proxy_gen; /* opaque */
+
+/*
+ * Build a generation from a validated conf (takes a reference to it). Loads
+ * certificates and keys. NULL with err on failure. Free with
+ * proxy_gen_unref().
+ */
+struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen);
+void proxy_gen_unref(struct proxy_gen *g);
+/* The configuration of a generation (valid while the generation is). */
+const struct conf *proxy_gen_conf(const struct proxy_gen *g);
+
+/* Open listeners, start conf->workers worker threads. 0 or -1 (logged). */
+int proxy_start(struct proxy_gen *g);
+/* Hand a new generation to every worker (takes a reference per worker). */
+void proxy_reload(struct proxy_gen *g);
+/* Stop accepting; let in-flight requests finish within the grace period. */
+void proxy_shutdown(void);
+/* Wait for every worker to exit. */
+void proxy_join(void);
+
+#endif

@@ -1,0 +1,956 @@
+/*
+ * conf.c - load and validate the JSON configuration.
+ *
+ * Validation is complete and strict: every object is checked against a key
+ * table (unknown keys are errors), every value against its type and range,
+ * files are checked to be readable (and secret files not to be readable by
+ * others). The first error found is reported with its JSON path.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+
+struct conf_ctx {
+    const char *name;
+    const char *basedir;
+    unsigned flags;
+    char *err;
+    size_t errlen;
+    int failed;
+};
+
+static int conf_fail(struct conf_ctx *cx, const char *jpath, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int conf_fail(struct conf_ctx *cx, const char *jpath, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (cx->failed)
+        return -1;
+    cx->failed = 1;
+    n = snprintf(cx->err, cx->errlen, "%s: %s: ", cx->name, jpath);
+    if (n < 0 || (size_t)n >= cx->errlen)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(cx->err + n, cx->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "something else";
+}
+
+/* Every key of obj must be in the NULL-terminated allowed list. */
+static int conf_check_keys(struct conf_ctx *cx, const char *jpath, json_t *obj,
+                           const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    char p[256];
+    size_t i;
+
+    if (!json_is_object(obj))
+        return conf_fail(cx, jpath, "expected an object, got %s", json_type_name(obj));
+    json_object_foreach(obj, key, val)
+    {
+        int ok = 0;
+        for (i = 0; allowed[i] != NULL; i++) {
+            if (strcmp(key, allowed[i]) == 0) {
+                ok = 1;
+                break;
+            }
+        }
+        if (!ok) {
+            snprintf(p, sizeof(p), "%s.%s", jpath, key);
+            return conf_fail(cx, p, "unknown key");
+        }
+    }
+    return 0;
+}
+
+static void jp(char *buf, size_t len, const char *base, const char *key)
+{
+    snprintf(buf, len, "%s.%s", base, key);
+}
+
+static int get_string(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                      int required, const char *def, char **out)
+{
+    json_t *v = json_object_get(obj, key);
+    char p[256];
+
+    jp(p, sizeof(p), base, key);
+    if (v == NULL) {
+        if (required)
+            return conf_fail(cx, p, "required key is missing");
+        *out = def != NULL ? strdup(def) : NULL;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return conf_fail(cx, p, "expected a string, got %s", json_type_name(v));
+    if (json_string_length(v) != strlen(json_string_value(v)))
+        return conf_fail(cx, p, "string contains a NUL byte");
+    *out = strdup(json_string_value(v));
+    return 0;
+}
+
+static int get_bool(struct conf_ctx *cx, json_t *obj, const char *base, const char *key, int def,
+                    int *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char p[256];
+
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    jp(p, sizeof(p), base, key);
+    if (!json_is_boolean(v))
+        return conf_fail(cx, p, "expected true or false, got %s", json_type_name(v));
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_int(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                   long long min, long long max, long long def, long long *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char p[256];
+    long long n;
+
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    jp(p, sizeof(p), base, key);
+    if (!json_is_integer(v))
+        return conf_fail(cx, p, "expected an integer %lld..%lld, got %s", min, max,
+                         json_type_name(v));
+    n = json_integer_value(v);
+    if (n < min || n > max)
+        return conf_fail(cx, p, "expected an integer %lld..%lld, got %lld", min, max, n);
+    *out = n;
+    return 0;
+}
+
+int conf_duration_parse(const char *s, uint64_t *ms)
+{
+    uint64_t n = 0, mult;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p)) {
+        if (n > UINT64_MAX / 10 - 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    if (strcmp(p, "ms") == 0)
+        mult = 1;
+    else if (strcmp(p, "s") == 0)
+        mult = 1000;
+    else if (strcmp(p, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600 * 1000;
+    else
+        return -1;
+    if (n > UINT64_MAX / mult)
+        return -1;
+    *ms = n * mult;
+    return 0;
+}
+
+int conf_size_parse(const char *s, uint64_t *bytes)
+{
+    uint64_t n = 0, mult = 1;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p)) {
+        if (n > UINT64_MAX / 10 - 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    if (*p == '\0' || strcmp(p, "b") == 0)
+        mult = 1;
+    else if (strcmp(p, "k") == 0)
+        mult = 1024;
+    else if (strcmp(p, "m") == 0)
+        mult = 1024 * 1024;
+    else if (strcmp(p, "g") == 0)
+        mult = 1024ULL * 1024 * 1024;
+    else
+        return -1;
+    if (n > UINT64_MAX / mult)
+        return -1;
+    *bytes = n * mult;
+    return 0;
+}
+
+/* A duration: "10s" etc., or a number of seconds. min/max in ms. */
+static int get_duration(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                        uint64_t min, uint64_t max, uint64_t def, uint64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char p[256];
+    uint64_t ms;
+
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    jp(p, sizeof(p), base, key);
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0 || json_integer_value(v) > 1000000000)
+            return conf_fail(cx, p, "expected a duration, got %lld", json_integer_value(v));
+        ms = (uint64_t)json_integer_value(v) * 1000;
+    } else if (json_is_string(v)) {
+        if (conf_duration_parse(json_string_value(v), &ms) == -1)
+            return conf_fail(cx, p, "expected a duration like \"500ms\", \"10s\", \"2m\", \"1h\", got \"%s\"",
+                             json_string_value(v));
+    } else {
+        return conf_fail(cx, p, "expected a duration (string or seconds), got %s",
+                         json_type_name(v));
+    }
+    if (ms < min || ms > max)
+        return conf_fail(cx, p, "duration out of range %llums..%llums",
+                         (unsigned long long)min, (unsigned long long)max);
+    *out = ms;
+    return 0;
+}
+
+static int get_size(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                    uint64_t min, uint64_t max, uint64_t def, uint64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char p[256];
+    uint64_t n;
+
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    jp(p, sizeof(p), base, key);
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            return conf_fail(cx, p, "expected a size, got %lld", json_integer_value(v));
+        n = (uint64_t)json_integer_value(v);
+    } else if (json_is_string(v)) {
+        if (conf_size_parse(json_string_value(v), &n) == -1)
+            return conf_fail(cx, p, "expected a size like \"16k\", \"1m\", \"1g\", got \"%s\"",
+                             json_string_value(v));
+    } else {
+        return conf_fail(cx, p, "expected a size (string or bytes), got %s", json_type_name(v));
+    }
+    if (n < min || n > max)
+        return conf_fail(cx, p, "size out of range %llu..%llu bytes", (unsigned long long)min,
+                         (unsigned long long)max);
+    *out = n;
+    return 0;
+}
+
+/* Resolve a relative path against the config's directory. */
+static char *conf_path(struct conf_ctx *cx, const char *p)
+{
+    char *out;
+    size_t n;
+
+    if (p[0] == '/' || cx->basedir == NULL || cx->basedir[0] == '\0')
+        return strdup(p);
+    n = strlen(cx->basedir) + strlen(p) + 2;
+    out = malloc(n);
+    if (out != NULL)
+        snprintf(out, n, "%s/%s", cx->basedir, p);
+    return out;
+}
+
+/* A file path value: resolved, and checked to be a readable regular file.
+ * secret: must not be readable or writable by group or others. */
+static int get_file(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                    int required, int secret, char **out)
+{
+    char *raw = NULL, *full;
+    char p[256];
+    struct stat st;
+
+    if (get_string(cx, obj, base, key, required, NULL, &raw) == -1)
+        return -1;
+    if (raw == NULL) {
+        *out = NULL;
+        return 0;
+    }
+    jp(p, sizeof(p), base, key);
+    if (raw[0] == '\0') {
+        free(raw);
+        return conf_fail(cx, p, "expected a file path, got an empty string");
+    }
+    full = conf_path(cx, raw);
+    free(raw);
+    if (full == NULL)
+        return conf_fail(cx, p, "out of memory");
+    *out = full;
+    if (cx->flags & CONF_NO_FS)
+        return 0;
+    if (stat(full, &st) == -1)
+        return conf_fail(cx, p, "cannot read \"%s\": %s", full, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return conf_fail(cx, p, "\"%s\" is not a regular file", full);
+    if (access(full, R_OK) == -1)
+        return conf_fail(cx, p, "cannot read \"%s\": %s", full, strerror(errno));
+    if (secret && (st.st_mode & 077))
+        return conf_fail(cx, p, "\"%s\" holds a private key and must not be accessible by group "
+                                "or others (chmod 600)",
+                         full);
+    return 0;
+}
+
+/* "1.2.3.4:443" or "[::1]:443". */
+static int parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *colon, *hs, *he;
+    char *end;
+    long port;
+
+    memset(ss, 0, sizeof(*ss));
+    if (s[0] == '[') {
+        hs = s + 1;
+        he = strchr(hs, ']');
+        if (he == NULL || he[1] != ':')
+            return -1;
+        colon = he + 1;
+    } else {
+        hs = s;
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return -1;
+        he = colon;
+    }
+    if ((size_t)(he - hs) >= sizeof(host) || he == hs)
+        return -1;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = '\0';
+    if (!isdigit((unsigned char)colon[1]))
+        return -1;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
+        return -1;
+    if (s[0] == '[') {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+            return -1;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*a6);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+        if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+            return -1;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a4);
+    }
+    return 0;
+}
+
+static int valid_hostname(const char *h)
+{
+    size_t i, n = strlen(h);
+
+    if (n == 0 || n > 253)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (!(isalnum(c) || c == '-' || c == '.' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+static int parse_upstream(struct conf_ctx *cx, const char *p, struct conf_route *r)
+{
+    const char *s = r->upstream, *hs, *he, *portp;
+    size_t n;
+    char *end;
+    long port;
+
+    if (strncmp(s, "http://", 7) == 0) {
+        r->upstream_tls = 0;
+        hs = s + 7;
+    } else if (strncmp(s, "https://", 8) == 0) {
+        r->upstream_tls = 1;
+        hs = s + 8;
+    } else {
+        return conf_fail(cx, p, "expected \"http://host:port\" or \"https://host:port\", got \"%s\"",
+                         s);
+    }
+    if (*hs == '[') {
+        he = strchr(hs, ']');
+        if (he == NULL)
+            return conf_fail(cx, p, "unterminated IPv6 literal in \"%s\"", s);
+        portp = he + 1;
+        hs++;
+    } else {
+        he = hs + strcspn(hs, ":/");
+        portp = he;
+    }
+    n = (size_t)(he - hs);
+    if (n == 0)
+        return conf_fail(cx, p, "no host in \"%s\"", s);
+    r->upstream_host = strndup(hs, n);
+    if (*portp == ':') {
+        errno = 0;
+        port = strtol(portp + 1, &end, 10);
+        if (!isdigit((unsigned char)portp[1]) || errno != 0 || port < 1 || port > 65535)
+            return conf_fail(cx, p, "bad port in \"%s\"", s);
+        portp = end;
+    } else {
+        port = r->upstream_tls ? 443 : 80;
+    }
+    if (*portp == '/' && portp[1] == '\0')
+        portp++;
+    if (*portp != '\0')
+        return conf_fail(cx, p, "expected \"scheme://host:port\" without a path, got \"%s\"", s);
+    r->upstream_port = (int)port;
+    if (!valid_hostname(r->upstream_host) && strchr(r->upstream_host, ':') == NULL)
+        return conf_fail(cx, p, "bad host name in \"%s\"", s);
+    if (cx->flags & CONF_NO_FS)
+        return 0;
+    {
+        struct addrinfo hints, *res = NULL;
+        char ports[8];
+        int rc;
+
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_family = AF_UNSPEC;
+        snprintf(ports, sizeof(ports), "%d", r->upstream_port);
+        /* Resolved once, at load: a reload (off the worker loops) re-resolves. */
+        rc = getaddrinfo(r->upstream_host, ports, &hints, &res);
+        if (rc != 0 || res == NULL)
+            return conf_fail(cx, p, "cannot resolve \"%s\": %s", r->upstream_host,
+                             gai_strerror(rc));
+        memcpy(&r->upstream_addr, res->ai_addr, res->ai_addrlen);
+        r->upstream_addrlen = res->ai_addrlen;
+        freeaddrinfo(res);
+    }
+    return 0;
+}
+
+static int valid_route_name(const char *s)
+{
+    size_t i;
+
+    if (s[0] == '\0' || strlen(s) > 64)
+        return 0;
+    for (i = 0; s[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(islower(c) || isdigit(c) || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
+                       struct conf_route *r)
+{
+    static const char *const keys[] = {"name", "host", "path_prefix", "upstream", "upstream_tls",
+                                       "max_body_size", "websocket", "allow_encoded_slash",
+                                       "pool_size", NULL};
+    static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
+    char base[64], p[256], *prefix = NULL;
+    json_t *t;
+    long long n;
+    size_t i;
+
+    snprintf(base, sizeof(base), "$.routes[%zu]", idx);
+    if (conf_check_keys(cx, base, o, keys) == -1)
+        return -1;
+    if (get_string(cx, o, base, "name", 1, NULL, &r->name) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "name");
+    if (!valid_route_name(r->name))
+        return conf_fail(cx, p, "expected 1-64 characters of [a-z0-9_-], got \"%s\"", r->name);
+    for (i = 0; i < idx; i++)
+        if (strcmp(c->routes[i].name, r->name) == 0)
+            return conf_fail(cx, p, "duplicate route name \"%s\" (also $.routes[%zu])", r->name,
+                             i);
+    if (get_string(cx, o, base, "host", 1, NULL, &r->host) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "host");
+    for (i = 0; r->host[i] != '\0'; i++)
+        r->host[i] = (char)tolower((unsigned char)r->host[i]);
+    if (!valid_hostname(r->host))
+        return conf_fail(cx, p, "expected a host name without port, got \"%s\"", r->host);
+
+    if (get_string(cx, o, base, "path_prefix", 0, "/", &prefix) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "path_prefix");
+    if (prefix[0] != '/') {
+        free(prefix);
+        return conf_fail(cx, p, "expected a path starting with \"/\"");
+    }
+    for (i = 0; prefix[i] != '\0'; i++) {
+        unsigned char ch = (unsigned char)prefix[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '%' || ch == '?' || ch == '#' ||
+            (ch == '/' && prefix[i + 1] == '/')) {
+            free(prefix);
+            return conf_fail(cx, p, "expected a normalised path (no %%, ?, #, //, spaces)");
+        }
+    }
+    /* Stored without a trailing slash so matching is on whole segments. */
+    r->path_prefix_len = strlen(prefix);
+    while (r->path_prefix_len > 1 && prefix[r->path_prefix_len - 1] == '/')
+        prefix[--r->path_prefix_len] = '\0';
+    r->path_prefix = prefix;
+    for (i = 0; i < idx; i++)
+        if (strcmp(c->routes[i].host, r->host) == 0 &&
+            strcmp(c->routes[i].path_prefix, r->path_prefix) == 0)
+            return conf_fail(cx, p, "host \"%s\" with path prefix \"%s\" is already $.routes[%zu]",
+                             r->host, r->path_prefix, i);
+
+    if (get_string(cx, o, base, "upstream", 1, NULL, &r->upstream) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "upstream");
+    if (parse_upstream(cx, p, r) == -1)
+        return -1;
+
+    r->upstream_verify = 1;
+    t = json_object_get(o, "upstream_tls");
+    if (t != NULL) {
+        char tb[96];
+        snprintf(tb, sizeof(tb), "%s.upstream_tls", base);
+        if (conf_check_keys(cx, tb, t, tkeys) == -1)
+            return -1;
+        if (!r->upstream_tls)
+            return conf_fail(cx, tb, "only valid with an https:// upstream");
+        if (get_file(cx, t, tb, "ca", 0, 0, &r->upstream_ca) == -1 ||
+            get_bool(cx, t, tb, "verify", 1, &r->upstream_verify) == -1 ||
+            get_string(cx, t, tb, "server_name", 0, NULL, &r->upstream_server_name) == -1)
+            return -1;
+    }
+    if (r->upstream_server_name == NULL)
+        r->upstream_server_name = strdup(r->upstream_host);
+
+    if (get_size(cx, o, base, "max_body_size", 0, UINT64_MAX, c->limit_body_size,
+                 &r->max_body_size) == -1 ||
+        get_bool(cx, o, base, "websocket", 1, &r->websocket) == -1 ||
+        get_bool(cx, o, base, "allow_encoded_slash", 0, &r->allow_encoded_slash) == -1 ||
+        get_int(cx, o, base, "pool_size", 0, 4096, 64, &n) == -1)
+        return -1;
+    r->pool_size = (int)n;
+    return 0;
+}
+
+static void route_free(struct conf_route *r)
+{
+    free(r->name);
+    free(r->host);
+    free(r->path_prefix);
+    free(r->upstream);
+    free(r->upstream_host);
+    free(r->upstream_ca);
+    free(r->upstream_server_name);
+}
+
+static void conf_free(struct conf *c)
+{
+    size_t i;
+
+    if (c == NULL)
+        return;
+    for (i = 0; i < c->nlisteners; i++)
+        free(c->listeners[i].text);
+    free(c->listeners);
+    for (i = 0; i < c->nroutes; i++)
+        route_free(&c->routes[i]);
+    free(c->routes);
+    free(c->path);
+    free(c->tls_certificate);
+    free(c->tls_key);
+    free(c->tls_device_ca);
+    free(c->tls_crl);
+    free(c->tls_enroll_url);
+    free(c->devid_prefix);
+    free(c->access_log);
+    free(c);
+}
+
+struct conf *conf_ref(struct conf *c)
+{
+    atomic_fetch_add_explicit((_Atomic int *)&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void conf_unref(struct conf *c)
+{
+    if (c == NULL)
+        return;
+    if (atomic_fetch_sub_explicit((_Atomic int *)&c->refs, 1, memory_order_acq_rel) == 1)
+        conf_free(c);
+}
+
+static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
+{
+    static const char *const keys[] = {"listen", "workers", "tls", "device_id", "timeouts",
+                                       "limits", "access_log", "log_level", "routes", NULL};
+    static const char *const lkeys[] = {"address", "backlog", NULL};
+    static const char *const tkeys[] = {"certificate", "key", "device_ca", "crl",
+                                        "unauthenticated", "enroll_url", "session_tickets",
+                                        "ticket_key_lifetime", NULL};
+    static const char *const dkeys[] = {"source", "prefix", NULL};
+    static const char *const tokeys[] = {"handshake", "header", "keepalive", "body",
+                                         "upstream_connect", "upstream_response", "send",
+                                         "shutdown_grace", NULL};
+    static const char *const likeys[] = {"request_line", "header_size", "header_count",
+                                         "body_size", "connections", NULL};
+    json_t *v, *o, *empty = json_object();
+    char p[256], *s = NULL;
+    long long n;
+    uint64_t u;
+    size_t i;
+    int rc = -1;
+
+    if (conf_check_keys(cx, "$", root, keys) == -1)
+        goto out;
+
+    /* listen */
+    v = json_object_get(root, "listen");
+    if (v == NULL) {
+        conf_fail(cx, "$.listen", "required key is missing");
+        goto out;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 16) {
+        conf_fail(cx, "$.listen", "expected an array of 1-16 listener objects");
+        goto out;
+    }
+    c->nlisteners = json_array_size(v);
+    c->listeners = calloc(c->nlisteners, sizeof(*c->listeners));
+    json_array_foreach(v, i, o)
+    {
+        char base[64];
+        snprintf(base, sizeof(base), "$.listen[%zu]", i);
+        if (conf_check_keys(cx, base, o, lkeys) == -1 ||
+            get_string(cx, o, base, "address", 1, NULL, &c->listeners[i].text) == -1)
+            goto out;
+        jp(p, sizeof(p), base, "address");
+        if (parse_address(c->listeners[i].text, &c->listeners[i].addr,
+                          &c->listeners[i].addrlen) == -1) {
+            conf_fail(cx, p, "expected \"IPv4:port\" or \"[IPv6]:port\", got \"%s\"",
+                      c->listeners[i].text);
+            goto out;
+        }
+        if (get_int(cx, o, base, "backlog", 1, 65535, 511, &n) == -1)
+            goto out;
+        c->listeners[i].backlog = (int)n;
+    }
+
+    /* workers */
+    v = json_object_get(root, "workers");
+    if (v == NULL || (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
+    } else if (json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 64) {
+        c->workers = (int)json_integer_value(v);
+    } else {
+        conf_fail(cx, "$.workers", "expected an integer 1..64 or \"auto\"");
+        goto out;
+    }
+
+    /* tls */
+    o = json_object_get(root, "tls");
+    if (o == NULL) {
+        conf_fail(cx, "$.tls", "required key is missing");
+        goto out;
+    }
+    if (conf_check_keys(cx, "$.tls", o, tkeys) == -1 ||
+        get_file(cx, o, "$.tls", "certificate", 1, 0, &c->tls_certificate) == -1 ||
+        get_file(cx, o, "$.tls", "key", 1, 1, &c->tls_key) == -1 ||
+        get_file(cx, o, "$.tls", "device_ca", 1, 0, &c->tls_device_ca) == -1 ||
+        get_file(cx, o, "$.tls", "crl", 0, 0, &c->tls_crl) == -1 ||
+        get_string(cx, o, "$.tls", "unauthenticated", 0, "reject", &s) == -1)
+        goto out;
+    if (strcmp(s, "reject") == 0) {
+        c->tls_unauthenticated = CONF_UNAUTH_REJECT;
+    } else if (strcmp(s, "enroll_page") == 0) {
+        c->tls_unauthenticated = CONF_UNAUTH_ENROLL_PAGE;
+    } else {
+        conf_fail(cx, "$.tls.unauthenticated", "expected \"reject\" or \"enroll_page\", got \"%s\"",
+                  s);
+        goto out;
+    }
+    if (get_string(cx, o, "$.tls", "enroll_url", 0, NULL, &c->tls_enroll_url) == -1 ||
+        get_bool(cx, o, "$.tls", "session_tickets", 1, &c->tls_session_tickets) == -1 ||
+        get_duration(cx, o, "$.tls", "ticket_key_lifetime", 60 * 1000, 7 * 24 * 3600 * 1000ULL,
+                     3600 * 1000, &c->tls_ticket_key_lifetime_ms) == -1)
+        goto out;
+    if (c->tls_enroll_url != NULL &&
+        (strncmp(c->tls_enroll_url, "https://", 8) != 0 || strpbrk(c->tls_enroll_url, "\"<>'") != NULL)) {
+        conf_fail(cx, "$.tls.enroll_url", "expected an https:// URL without quotes or angle brackets");
+        goto out;
+    }
+
+    /* device_id */
+    o = json_object_get(root, "device_id");
+    if (o == NULL)
+        o = empty;
+    free(s);
+    s = NULL;
+    if (conf_check_keys(cx, "$.device_id", o, dkeys) == -1 ||
+        get_string(cx, o, "$.device_id", "source", 0, "san_uri", &s) == -1 ||
+        get_string(cx, o, "$.device_id", "prefix", 0, "urn:ztproxy:device:", &c->devid_prefix) ==
+            -1)
+        goto out;
+    if (strcmp(s, "san_uri") == 0) {
+        c->devid_source = DEVICE_ID_SAN_URI;
+    } else if (strcmp(s, "subject_cn") == 0) {
+        c->devid_source = DEVICE_ID_SUBJECT_CN;
+    } else if (strcmp(s, "serial") == 0) {
+        c->devid_source = DEVICE_ID_SERIAL;
+    } else {
+        conf_fail(cx, "$.device_id.source",
+                  "expected \"san_uri\", \"subject_cn\" or \"serial\", got \"%s\"", s);
+        goto out;
+    }
+    if (c->devid_source == DEVICE_ID_SAN_URI && c->devid_prefix[0] == '\0') {
+        conf_fail(cx, "$.device_id.prefix", "expected a non-empty URI prefix");
+        goto out;
+    }
+
+    /* timeouts */
+    o = json_object_get(root, "timeouts");
+    if (o == NULL)
+        o = empty;
+#define DUR(key, def, field)                                                                       \
+    get_duration(cx, o, "$.timeouts", key, 100, 24 * 3600 * 1000ULL, def, &c->field)
+    if (conf_check_keys(cx, "$.timeouts", o, tokeys) == -1 ||
+        DUR("handshake", 10000, timeout_handshake_ms) == -1 ||
+        DUR("header", 10000, timeout_header_ms) == -1 ||
+        DUR("keepalive", 60000, timeout_keepalive_ms) == -1 ||
+        DUR("body", 30000, timeout_body_ms) == -1 ||
+        DUR("upstream_connect", 5000, timeout_upstream_connect_ms) == -1 ||
+        DUR("upstream_response", 60000, timeout_upstream_response_ms) == -1 ||
+        DUR("send", 60000, timeout_send_ms) == -1 ||
+        DUR("shutdown_grace", 30000, timeout_shutdown_grace_ms) == -1)
+        goto out;
+#undef DUR
+
+    /* limits */
+    o = json_object_get(root, "limits");
+    if (o == NULL)
+        o = empty;
+    if (conf_check_keys(cx, "$.limits", o, likeys) == -1)
+        goto out;
+    if (get_size(cx, o, "$.limits", "request_line", 64, 1024 * 1024, 8192, &u) == -1)
+        goto out;
+    c->limit_request_line = (size_t)u;
+    if (get_size(cx, o, "$.limits", "header_size", 256, 1024 * 1024, 32768, &u) == -1)
+        goto out;
+    c->limit_header_size = (size_t)u;
+    if (c->limit_request_line > c->limit_header_size) {
+        conf_fail(cx, "$.limits.request_line", "must not exceed $.limits.header_size");
+        goto out;
+    }
+    if (get_int(cx, o, "$.limits", "header_count", 1, 256, 100, &n) == -1)
+        goto out;
+    c->limit_header_count = (size_t)n;
+    if (get_size(cx, o, "$.limits", "body_size", 0, UINT64_MAX, 1024ULL * 1024 * 1024,
+                 &c->limit_body_size) == -1)
+        goto out;
+    if (get_int(cx, o, "$.limits", "connections", 1, 1000000, 10000, &n) == -1)
+        goto out;
+    c->limit_connections = (size_t)n;
+
+    /* access_log, log_level */
+    if (get_string(cx, root, "$", "access_log", 0, "stderr", &c->access_log) == -1)
+        goto out;
+    if (strcmp(c->access_log, "stderr") != 0 && strcmp(c->access_log, "off") != 0) {
+        char *full = conf_path(cx, c->access_log);
+        free(c->access_log);
+        c->access_log = full;
+    }
+    free(s);
+    s = NULL;
+    if (get_string(cx, root, "$", "log_level", 0, "info", &s) == -1)
+        goto out;
+    if (log_level_parse(s, &c->log_level) == -1) {
+        conf_fail(cx, "$.log_level", "expected \"debug\", \"info\" or \"warn\", got \"%s\"", s);
+        goto out;
+    }
+
+    /* routes */
+    v = json_object_get(root, "routes");
+    if (v == NULL) {
+        conf_fail(cx, "$.routes", "required key is missing");
+        goto out;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 4096) {
+        conf_fail(cx, "$.routes", "expected an array of 1-4096 route objects");
+        goto out;
+    }
+    c->routes = calloc(json_array_size(v), sizeof(*c->routes));
+    json_array_foreach(v, i, o)
+    {
+        c->nroutes = i + 1;
+        if (parse_route(cx, c, o, i, &c->routes[i]) == -1)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(s);
+    json_decref(empty);
+    return rc;
+}
+
+int conf_parse(const char *text, size_t len, const char *name, const char *basedir,
+               unsigned flags, struct conf **out, char *err, size_t errlen)
+{
+    struct conf_ctx cx = {name, basedir, flags, err, errlen, 0};
+    json_error_t jerr;
+    json_t *root;
+    struct conf *c;
+
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(err, errlen, "%s:%d:%d: JSON syntax error: %s", name, jerr.line, jerr.column,
+                 jerr.text);
+        return -1;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        json_decref(root);
+        snprintf(err, errlen, "%s: out of memory", name);
+        return -1;
+    }
+    c->refs = 1;
+    c->path = strdup(name);
+    if (parse_top(&cx, root, c) == -1) {
+        json_decref(root);
+        conf_free(c);
+        if (!cx.failed)
+            snprintf(err, errlen, "%s: invalid configuration", name);
+        return -1;
+    }
+    json_decref(root);
+    *out = c;
+    return 0;
+}
+
+int conf_load(const char *file, struct conf **out, char *err, size_t errlen)
+{
+    FILE *f;
+    char *buf = NULL, *dir, *slash;
+    size_t cap = 0, len = 0, n;
+    int rc;
+
+    f = fopen(file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", file, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            char *nb;
+            if (cap >= 16 * 1024 * 1024) {
+                snprintf(err, errlen, "%s: larger than 16 MiB", file);
+                fclose(f);
+                free(buf);
+                return -1;
+            }
+            cap = cap ? cap * 2 : 65536;
+            nb = realloc(buf, cap);
+            if (nb == NULL) {
+                fclose(f);
+                free(buf);
+                snprintf(err, errlen, "%s: out of memory", file);
+                return -1;
+            }
+            buf = nb;
+        }
+        n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error: %s", file, strerror(errno));
+        fclose(f);
+        free(buf);
+        return -1;
+    }
+    fclose(f);
+    dir = strdup(file);
+    slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        dir[0] = '\0';
+    rc = conf_parse(buf, len, file, dir, 0, out, err, errlen);
+    free(dir);
+    free(buf);
+    return rc;
+}
+
+const struct conf_route *conf_route_match(const struct conf *c, const char *host, size_t host_len,
+                                          const char *path, size_t path_len)
+{
+    const struct conf_route *best = NULL;
+    size_t i;
+
+    for (i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        size_t pl = r->path_prefix_len;
+
+        if (strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
+            continue;
+        if (pl > 1) {
+            /* Whole segments: "/api" matches "/api" and "/api/...", not "/apix". */
+            if (path_len < pl || memcmp(path, r->path_prefix, pl) != 0)
+                continue;
+            if (path_len > pl && path[pl] != '/')
+                continue;
+        }
+        if (best == NULL || pl > best->path_prefix_len)
+            best = r;
+    }
+    return best;
+}

@@ -1,0 +1,164 @@
+/*
+ * main.c - ztproxy: command line, start-up, signals, reload.
+ *
+ *   ztproxy -c FILE           run in the foreground
+ *   ztproxy -c FILE --check   validate the whole configuration and exit
+ *
+ * SIGHUP re-reads FILE; a configuration that does not validate (or whose
+ * certificates or keys do not load) is refused and the running one kept.
+ * SIGTERM/SIGINT stop accepting, let in-flight requests finish within
+ * timeouts.shutdown_grace, and exit 0.
+ */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "accesslog.h"
+#include "conf.h"
+#include "log.h"
+#include "proxy.h"
+#include "tls.h"
+
+static const char *conf_file;
+static struct proxy_gen *current;
+static struct event_base *main_base;
+static int stopping;
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: ztproxy -c FILE [--check]\n");
+    exit(2);
+}
+
+/* Load and build a generation; NULL (and err) if anything fails. */
+static struct proxy_gen *load_generation(char *err, size_t errlen)
+{
+    struct conf *c = NULL;
+    struct proxy_gen *g;
+
+    if (conf_load(conf_file, &c, err, errlen) == -1)
+        return NULL;
+    g = proxy_gen_new(c, err, errlen);
+    conf_unref(c);
+    return g;
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    char err[1024];
+    struct proxy_gen *g;
+    struct conf *c = NULL;
+
+    log_info("SIGHUP: reloading %s", conf_file);
+    if (conf_load(conf_file, &c, err, sizeof(err)) == -1) {
+        log_warnx("reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    g = proxy_gen_new(c, err, sizeof(err));
+    if (g == NULL) {
+        log_warnx("reload refused, keeping the running configuration: %s", err);
+        conf_unref(c);
+        return;
+    }
+    log_set_level(c->log_level);
+    if (accesslog_reopen(c->access_log) == -1)
+        log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);
+    conf_unref(c);
+    proxy_reload(g);
+    proxy_gen_unref(current);
+    current = g;
+    log_info("reload done: new connections use the new configuration");
+}
+
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    if (stopping)
+        return;
+    stopping = 1;
+    log_info("%s: shutting down (in-flight requests may finish)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    proxy_shutdown();
+    event_base_loopbreak(main_base);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"check", no_argument, NULL, 'k'},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct event *ev_hup, *ev_term, *ev_int;
+    char err[1024];
+    int ch, check = 0;
+    sigset_t set;
+
+    log_init("ztproxy");
+    while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            conf_file = optarg;
+            break;
+        case 'k':
+            check = 1;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (conf_file == NULL || optind != argc)
+        usage();
+    if (tls_init() == -1)
+        fatalx("cannot initialise OpenSSL");
+
+    current = load_generation(err, sizeof(err));
+    if (current == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("ok\n");
+        proxy_gen_unref(current);
+        return 0;
+    }
+    log_set_level(proxy_gen_conf(current)->log_level);
+    if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
+        fatal("access log %s", proxy_gen_conf(current)->access_log);
+    signal(SIGPIPE, SIG_IGN);
+    /* Workers inherit a mask without these: only this thread handles them. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (proxy_start(current) == -1)
+        fatalx("cannot start");
+    main_base = event_base_new();
+    if (main_base == NULL)
+        fatalx("event_base_new");
+    ev_hup = evsignal_new(main_base, SIGHUP, on_sighup, NULL);
+    ev_term = evsignal_new(main_base, SIGTERM, on_sigterm, NULL);
+    ev_int = evsignal_new(main_base, SIGINT, on_sigterm, NULL);
+    evsignal_add(ev_hup, NULL);
+    evsignal_add(ev_term, NULL);
+    evsignal_add(ev_int, NULL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    log_info("ztproxy ready");
+    event_base_dispatch(main_base);
+
+    proxy_join();
+    log_info("stopped");
+    event_free(ev_hup);
+    event_free(ev_term);
+    event_free(ev_int);
+    event_base_free(main_base);
+    proxy_gen_unref(current);
+    accesslog_stop();
+    return 0;
+}

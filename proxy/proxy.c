@@ -1,0 +1,1787 @@
+/*
+ * proxy.c - workers, client connections and the request/response relay.
+ *
+ * Each worker thread owns an event_base, its own SO_REUSEPORT listeners, its
+ * connections and its upstream pools; nothing is shared between workers but
+ * the immutable generation (conf + TLS contexts) and the access-log queue.
+ *
+ * A client connection goes through these states:
+ *
+ *   HANDSHAKE -> READ_HEAD -> FORWARD -> READ_HEAD ... (keep-alive)
+ *                                     \-> TUNNEL    (after 101 Switching)
+ *   any state -> CLOSING (flush what is queued, then linger and close)
+ *
+ * In FORWARD the request body (if any) streams client -> upstream while the
+ * response streams upstream -> client; each direction stops reading when
+ * the other side's output passes RELAY_HIGH and resumes below RELAY_LOW, so
+ * memory per connection is bounded whatever the body size.
+ *
+ * Pipelined requests wait in the client's input buffer: reading is off
+ * while a request is in flight and the next head is parsed only after the
+ * response has been sent.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
+#include "accesslog.h"
+#include "http.h"
+#include "log.h"
+#include "proxy.h"
+#include "tls.h"
+
+#define RELAY_HIGH (256 * 1024)
+#define RELAY_LOW (64 * 1024)
+#define UPSTREAM_MAX_HEAD (64 * 1024)
+#define UPSTREAM_IDLE_MS 30000
+#define LINGER_MS 2000
+#define MAX_LISTENERS 16
+
+struct proxy_gen {
+    atomic_int refs;
+    struct conf *conf;
+    struct tls_server *tls;
+    SSL_CTX **up_ctx; /* per route; NULL for http:// */
+    char **pool_key;  /* per route: identifies compatible upstream connections */
+};
+
+enum conn_state {
+    CST_HANDSHAKE = 0,
+    CST_READ_HEAD,
+    CST_FORWARD,
+    CST_TUNNEL,
+    CST_CLOSING,
+};
+
+static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWARD", "TUNNEL",
+                                               "CLOSING"};
+
+struct worker;
+struct upconn;
+
+struct conn {
+    TAILQ_ENTRY(conn) link;
+    struct worker *w;
+    struct proxy_gen *gen; /* reference held */
+    struct bufferevent *bev;
+    enum conn_state state;
+    struct event *timer; /* header deadline, linger */
+    struct tls_peer peer;
+    char client[64]; /* "ip:port" */
+    char client_ip[48];
+    unsigned nreq;
+    int head_started; /* first byte of the current head seen */
+    int lingering;
+
+    /* The request in flight. */
+    char reqid[33];
+    const struct conf_route *route;
+    char method[24];
+    char host[256];
+    char *path; /* normalised path (+ "?query" for the upstream) */
+    size_t path_len;
+    int minor;
+    int keep_alive;
+    int is_head;
+    int websocket;
+    enum http_body_kind req_body;
+    uint64_t req_remaining;
+    struct http_chunked req_chunked;
+    int req_done;
+    uint64_t req_bytes;
+    uint64_t max_body;
+    struct upconn *up;
+    struct evbuffer *retry_head; /* the head, while a retry on a new connection is possible */
+    int retried;
+    const char *error; /* why the request failed, for the access log */
+
+    int resp_started;
+    int status;
+    enum http_body_kind resp_body;
+    int resp_chunk_out; /* re-chunk to the client */
+    uint64_t resp_remaining;
+    struct http_chunked resp_chunked;
+    int resp_done;
+    int up_keep_alive;
+    uint64_t resp_bytes;
+    struct timespec t_start;
+};
+
+enum up_state { UP_CONNECTING = 0, UP_ACTIVE, UP_IDLE };
+
+struct upconn {
+    TAILQ_ENTRY(upconn) link;
+    struct worker *w;
+    struct pool *pool;
+    struct bufferevent *bev;
+    enum up_state state;
+    struct conn *client; /* when active */
+    int reused;
+};
+
+struct pool {
+    char *key;
+    TAILQ_HEAD(, upconn) idle;
+    int nidle;
+};
+
+struct worker {
+    int id;
+    pthread_t thr;
+    struct event_base *base;
+    struct evconnlistener *lev[MAX_LISTENERS];
+    size_t nlev;
+    struct event *notify;
+    pthread_mutex_t mtx;
+    struct proxy_gen *pending; /* set by the main thread under mtx */
+    int stop_requested;        /* ditto */
+    struct proxy_gen *gen;
+    TAILQ_HEAD(, conn) conns;
+    size_t nconns;
+    int stopping;
+    struct event *grace;
+    struct pool **pools;
+    size_t npools;
+    struct http_header hdrs[HTTP_MAX_HEADERS];
+    uint64_t seq;
+    char idprefix[17];
+    struct evbuffer *logbuf;
+    struct event *logtimer;
+};
+
+static struct worker *workers;
+static int nworkers;
+static int listen_fds[64][MAX_LISTENERS];
+static size_t nlisten;
+
+static void conn_free(struct conn *c);
+static int conn_read_head(struct conn *c);
+static int conn_relay_request(struct conn *c);
+static int conn_relay_response(struct conn *c);
+static void conn_close_after_flush(struct conn *c);
+static void up_free(struct upconn *u);
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+
+/* ---- generations ------------------------------------------------------- */
+
+struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen)
+{
+    struct proxy_gen *g = calloc(1, sizeof(*g));
+    size_t i;
+
+    if (g == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&g->refs, 1);
+    g->conf = conf_ref(c);
+    g->up_ctx = calloc(c->nroutes, sizeof(*g->up_ctx));
+    g->pool_key = calloc(c->nroutes, sizeof(*g->pool_key));
+    if (g->up_ctx == NULL || g->pool_key == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    g->tls = tls_server_new(c, err, errlen);
+    if (g->tls == NULL)
+        goto err;
+    for (i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        char key[1024];
+
+        if (r->upstream_tls) {
+            g->up_ctx[i] = tls_upstream_ctx_new(r, err, errlen);
+            if (g->up_ctx[i] == NULL)
+                goto err;
+        }
+        snprintf(key, sizeof(key), "%s|%s|%s|%d", r->upstream, r->upstream_server_name,
+                 r->upstream_ca ? r->upstream_ca : "-", r->upstream_verify);
+        g->pool_key[i] = strdup(key);
+    }
+    return g;
+err:
+    proxy_gen_unref(g);
+    return NULL;
+}
+
+const struct conf *proxy_gen_conf(const struct proxy_gen *g)
+{
+    return g->conf;
+}
+
+static struct proxy_gen *gen_ref(struct proxy_gen *g)
+{
+    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+    return g;
+}
+
+void proxy_gen_unref(struct proxy_gen *g)
+{
+    size_t i;
+
+    if (g == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; g->conf != NULL && i < g->conf->nroutes; i++) {
+        if (g->up_ctx != NULL)
+            SSL_CTX_free(g->up_ctx[i]);
+        if (g->pool_key != NULL)
+            free(g->pool_key[i]);
+    }
+    free(g->up_ctx);
+    free(g->pool_key);
+    tls_server_free(g->tls);
+    conf_unref(g->conf);
+    free(g);
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void conn_set_state(struct conn *c, enum conn_state st)
+{
+    if (c->state != st)
+        log_debug("conn %s: %s -> %s", c->client, conn_state_names[c->state],
+                  conn_state_names[st]);
+    c->state = st;
+}
+
+static void set_tv(struct timeval *tv, uint64_t ms)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
+}
+
+static void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
+{
+    struct timeval r, w;
+
+    set_tv(&r, read_ms);
+    set_tv(&w, write_ms);
+    bufferevent_set_timeouts(bev, read_ms ? &r : NULL, write_ms ? &w : NULL);
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 421:
+        return "Misdirected Request";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
+    }
+}
+
+static void conn_new_reqid(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    snprintf(c->reqid, sizeof(c->reqid), "%s%016llx", w->idprefix,
+             (unsigned long long)++w->seq);
+}
+
+static void access_log_write(struct conn *c)
+{
+    struct evbuffer *b = c->w->logbuf;
+    struct timespec now;
+    struct tm tm;
+    char ts[32];
+    double ms;
+
+    if (!accesslog_enabled())
+        return;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    {
+        struct timespec mono;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        ms = (double)(mono.tv_sec - c->t_start.tv_sec) * 1e3 +
+             (double)(mono.tv_nsec - c->t_start.tv_nsec) / 1e6;
+    }
+    evbuffer_add_printf(b, "{\"ts\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"worker\":%d,\"client\":\"",
+                        ts, now.tv_nsec / 1000000, c->reqid, c->w->id);
+    accesslog_json_escape(b, c->client, strlen(c->client));
+    evbuffer_add_printf(b, "\",\"device\":\"%s\",\"tls_resumed\":%s,\"route\":\"%s\",\"method\":\"",
+                        c->peer.verified ? c->peer.device_id : "",
+                        c->peer.resumed ? "true" : "false", c->route ? c->route->name : "");
+    accesslog_json_escape(b, c->method, strlen(c->method));
+    evbuffer_add(b, "\",\"host\":\"", 10);
+    accesslog_json_escape(b, c->host, strlen(c->host));
+    evbuffer_add(b, "\",\"path\":\"", 10);
+    if (c->path != NULL)
+        accesslog_json_escape(b, c->path, c->path_len);
+    evbuffer_add_printf(b,
+                        "\",\"status\":%d,\"upstream_status\":%d,\"bytes_in\":%llu,"
+                        "\"bytes_out\":%llu,\"duration_ms\":%.3f",
+                        c->status, c->resp_started ? c->status : 0,
+                        (unsigned long long)c->req_bytes, (unsigned long long)c->resp_bytes, ms);
+    if (c->error != NULL) {
+        evbuffer_add(b, ",\"error\":\"", 10);
+        accesslog_json_escape(b, c->error, strlen(c->error));
+        evbuffer_add(b, "\"", 1);
+    }
+    evbuffer_add(b, "}\n", 2);
+    if (evbuffer_get_length(b) > 64 * 1024)
+        accesslog_submit(b);
+}
+
+static void conn_reset_request(struct conn *c)
+{
+    free(c->path);
+    c->path = NULL;
+    c->path_len = 0;
+    c->route = NULL;
+    c->method[0] = '\0';
+    c->host[0] = '\0';
+    c->req_body = HTTP_BODY_NONE;
+    c->req_done = 0;
+    c->req_bytes = 0;
+    c->req_remaining = 0;
+    c->websocket = 0;
+    c->is_head = 0;
+    c->resp_started = 0;
+    c->resp_done = 0;
+    c->resp_bytes = 0;
+    c->status = 0;
+    c->error = NULL;
+    c->retried = 0;
+    c->head_started = 0;
+    if (c->retry_head != NULL) {
+        evbuffer_free(c->retry_head);
+        c->retry_head = NULL;
+    }
+}
+
+/*
+ * Answer with a generated page and close the connection afterwards. msg
+ * must be a static string (it is shown to the person and never contains
+ * client input).
+ */
+static void conn_respond_error(struct conn *c, int status, const char *msg)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char body[1024];
+    int n;
+
+    c->status = status;
+    if (c->error == NULL)
+        c->error = msg;
+    if (c->reqid[0] == '\0')
+        conn_new_reqid(c);
+    n = snprintf(body, sizeof(body),
+                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>%d %s</title></head>"
+                 "<body><h1>%d %s</h1>\n<p>%s</p>\n<p><small>ztproxy &middot; request id "
+                 "%s</small></p></body></html>\n",
+                 status, status_text(status), status, status_text(status), msg, c->reqid);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                        "X-ZT-Request-Id: %s\r\n\r\n",
+                        status, status_text(status), n, c->reqid);
+    if (!c->is_head)
+        evbuffer_add(out, body, (size_t)n);
+    c->resp_bytes += (uint64_t)n;
+    access_log_write(c);
+    conn_close_after_flush(c);
+}
+
+static void conn_respond_enroll(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct conf *cf = c->gen->conf;
+    char body[2048];
+    int n;
+
+    c->status = 403;
+    c->error = "device not enrolled";
+    n = snprintf(body, sizeof(body),
+                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Device not "
+                 "enrolled</title></head><body><h1>This device is not enrolled</h1>\n"
+                 "<p>Access to internal applications requires a device certificate issued to "
+                 "this device. Your browser did not present a valid one (%s).</p>\n"
+                 "<p>%s%s%s</p>\n<p><small>ztproxy &middot; request id %s</small></p>"
+                 "</body></html>\n",
+                 c->peer.reason[0] ? c->peer.reason : "no certificate",
+                 cf->tls_enroll_url ? "Enroll this device at <a href=\"" : "Ask IT to enroll "
+                                                                          "this device.",
+                 cf->tls_enroll_url ? cf->tls_enroll_url : "",
+                 cf->tls_enroll_url ? "\">the enrollment page</a>, then restart the browser." : "",
+                 c->reqid);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                        "X-ZT-Request-Id: %s\r\n\r\n",
+                        n, c->reqid);
+    if (!c->is_head)
+        evbuffer_add(out, body, (size_t)n);
+    c->resp_bytes += (uint64_t)n;
+    access_log_write(c);
+    conn_close_after_flush(c);
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_free(arg);
+}
+
+/*
+ * Closing after an error: the client may still be sending (a body we
+ * refused). Closing at once would make the kernel answer with RST and the
+ * client could lose our response, so we half-close and discard input for a
+ * little while (nginx's lingering close).
+ */
+static void conn_start_linger(struct conn *c)
+{
+    struct timeval tv;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    if (c->lingering)
+        return;
+    c->lingering = 1;
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    set_tv(&tv, LINGER_MS);
+    evtimer_assign(c->timer, c->w->base, conn_linger_cb, c);
+    evtimer_add(c->timer, &tv);
+}
+
+static void conn_close_after_flush(struct conn *c)
+{
+    if (c->up != NULL) {
+        c->up->client = NULL;
+        up_free(c->up);
+        c->up = NULL;
+    }
+    conn_set_state(c, CST_CLOSING);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_disable(c->bev, EV_READ);
+    bev_timeouts(c->bev, 0, c->gen->conf->timeout_send_ms);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_start_linger(c);
+    else
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->up != NULL) {
+        c->up->client = NULL;
+        up_free(c->up);
+        c->up = NULL;
+    }
+    TAILQ_REMOVE(&w->conns, c, link);
+    w->nconns--;
+    if (c->timer != NULL)
+        event_free(c->timer);
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    conn_reset_request(c);
+    proxy_gen_unref(c->gen);
+    OPENSSL_cleanse(&c->peer, sizeof(c->peer));
+    free(c);
+    if (w->stopping && w->nconns == 0)
+        event_base_loopbreak(w->base);
+}
+
+/* ---- upstream connections --------------------------------------------- */
+
+static struct pool *pool_find(struct worker *w, const char *key)
+{
+    struct pool **np, *p;
+    size_t i;
+
+    for (i = 0; i < w->npools; i++)
+        if (strcmp(w->pools[i]->key, key) == 0)
+            return w->pools[i];
+    /* Pools are allocated one by one: a TAILQ head must not move. */
+    p = calloc(1, sizeof(*p));
+    np = realloc(w->pools, (w->npools + 1) * sizeof(*w->pools));
+    if (p == NULL || np == NULL) {
+        free(p);
+        if (np != NULL)
+            w->pools = np;
+        return NULL;
+    }
+    w->pools = np;
+    p->key = strdup(key);
+    TAILQ_INIT(&p->idle);
+    w->pools[w->npools++] = p;
+    return p;
+}
+
+static void up_free(struct upconn *u)
+{
+    if (u->state == UP_IDLE && u->pool != NULL) {
+        TAILQ_REMOVE(&u->pool->idle, u, link);
+        u->pool->nidle--;
+    }
+    if (u->bev != NULL)
+        bufferevent_free(u->bev);
+    free(u);
+}
+
+static void up_idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    /* An idle upstream connection must not send anything: drop it. */
+    up_free(arg);
+}
+
+static void up_idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    up_free(arg);
+}
+
+/* The response is complete: keep the upstream connection or close it. */
+static void up_release(struct conn *c)
+{
+    struct upconn *u = c->up;
+    int keep;
+
+    if (u == NULL)
+        return;
+    c->up = NULL;
+    u->client = NULL;
+    keep = c->up_keep_alive && c->req_done && !c->websocket && u->pool != NULL &&
+           c->route != NULL && u->pool->nidle < c->route->pool_size && !c->w->stopping &&
+           evbuffer_get_length(bufferevent_get_input(u->bev)) == 0;
+    if (!keep) {
+        up_free(u);
+        return;
+    }
+    u->state = UP_IDLE;
+    u->reused = 1;
+    TAILQ_INSERT_HEAD(&u->pool->idle, u, link);
+    u->pool->nidle++;
+    bufferevent_setcb(u->bev, up_idle_read_cb, NULL, up_idle_event_cb, u);
+    bufferevent_setwatermark(u->bev, EV_WRITE, 0, 0);
+    bev_timeouts(u->bev, UPSTREAM_IDLE_MS, 0);
+    bufferevent_enable(u->bev, EV_READ);
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static struct upconn *up_connect(struct conn *c)
+{
+    struct worker *w = c->w;
+    const struct conf_route *r = c->route;
+    size_t ri = (size_t)(r - c->gen->conf->routes);
+    struct upconn *u;
+    struct pool *p;
+    SSL *ssl = NULL;
+
+    p = pool_find(w, c->gen->pool_key[ri]);
+    if (p != NULL && (u = TAILQ_FIRST(&p->idle)) != NULL) {
+        TAILQ_REMOVE(&p->idle, u, link);
+        p->nidle--;
+        u->state = UP_ACTIVE;
+        u->client = c;
+        bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
+        return u;
+    }
+    u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->w = w;
+    u->pool = p;
+    u->client = c;
+    u->state = UP_CONNECTING;
+    if (r->upstream_tls) {
+        ssl = SSL_new(c->gen->up_ctx[ri]);
+        if (ssl == NULL) {
+            free(u);
+            return NULL;
+        }
+        SSL_set_tlsext_host_name(ssl, r->upstream_server_name);
+        if (r->upstream_verify)
+            SSL_set1_host(ssl, r->upstream_server_name);
+        u->bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (u->bev != NULL)
+            bufferevent_openssl_set_allow_dirty_shutdown(u->bev, 1);
+    } else {
+        u->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (u->bev == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
+        free(u);
+        return NULL;
+    }
+    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
+    /* libevent applies the write timeout to connect(). */
+    bev_timeouts(u->bev, 0, c->gen->conf->timeout_upstream_connect_ms);
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&r->upstream_addr,
+                                   (int)r->upstream_addrlen) == -1) {
+        /* Immediate failure (e.g. refused on loopback) is reported through
+         * the event callback by libevent; a -1 here means no socket. */
+        up_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* ---- building the upstream request ------------------------------------ */
+
+static int header_is(const struct http_header *h, const char *lower)
+{
+    return http_token_eq(h->name, h->name_len, lower);
+}
+
+/* Is this header named by a token of any Connection header? */
+static int named_in_connection(const struct http_header *hs, size_t n, const struct http_header *h)
+{
+    char name[64];
+    size_t i;
+
+    if (h->name_len >= sizeof(name))
+        return 0;
+    for (i = 0; i < h->name_len; i++) {
+        char ch = h->name[i];
+        name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    name[h->name_len] = '\0';
+    for (i = 0; i < n; i++)
+        if (header_is(&hs[i], "connection") &&
+            http_list_has_token(hs[i].value, hs[i].value_len, name))
+            return 1;
+    return 0;
+}
+
+static int hop_by_hop(const struct http_header *h)
+{
+    return header_is(h, "connection") || header_is(h, "keep-alive") ||
+           header_is(h, "proxy-connection") || header_is(h, "te") || header_is(h, "trailer") ||
+           header_is(h, "transfer-encoding") || header_is(h, "upgrade") ||
+           header_is(h, "proxy-authorization") || header_is(h, "proxy-authenticate");
+}
+
+static int spoofable(const struct http_header *h)
+{
+    /* Anything the proxy asserts must come from the proxy alone. */
+    if (h->name_len >= 5 && http_token_eq(h->name, 5, "x-zt-"))
+        return 1;
+    return header_is(h, "x-forwarded-for") || header_is(h, "x-forwarded-proto") ||
+           header_is(h, "x-forwarded-host") || header_is(h, "forwarded") ||
+           header_is(h, "x-real-ip") || header_is(h, "content-length") ||
+           header_is(h, "expect");
+}
+
+static void build_upstream_head(struct conn *c, const struct http_request *req,
+                                struct evbuffer *out)
+{
+    size_t i;
+
+    evbuffer_add(out, c->method, strlen(c->method));
+    evbuffer_add(out, " ", 1);
+    evbuffer_add(out, c->path, c->path_len);
+    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    for (i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (hop_by_hop(h) || spoofable(h) || named_in_connection(req->headers, req->nheaders, h))
+            continue;
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (c->websocket)
+        evbuffer_add(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
+    if (c->req_body == HTTP_BODY_LENGTH)
+        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_remaining);
+    else if (c->req_body == HTTP_BODY_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add_printf(out,
+                        "X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
+                        c->client_ip);
+    evbuffer_add(out, req->host, req->host_len);
+    evbuffer_add_printf(out, "\r\nX-ZT-Device: %s\r\nX-ZT-Request-Id: %s\r\n\r\n",
+                        c->peer.device_id, c->reqid);
+}
+
+/* ---- the request head ------------------------------------------------- */
+
+static int conn_start_upstream(struct conn *c, struct evbuffer *head)
+{
+    struct upconn *u = up_connect(c);
+
+    if (u == NULL) {
+        evbuffer_free(head);
+        conn_respond_error(c, 502, "The application could not be reached.");
+        return -1;
+    }
+    c->up = u;
+    if (c->req_body == HTTP_BODY_NONE && !c->websocket && !c->retried) {
+        /* Keep a copy so a request that meets a pooled connection the
+         * upstream just closed can be retried once on a new one. */
+        c->retry_head = evbuffer_new();
+        if (c->retry_head != NULL)
+            evbuffer_add_buffer_reference(c->retry_head, head);
+    }
+    evbuffer_add_buffer(bufferevent_get_output(u->bev), head);
+    evbuffer_free(head);
+    if (u->state == UP_ACTIVE)
+        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_upstream_response_ms);
+    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    return 0;
+}
+
+static void conn_header_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    c->error = "header timeout";
+    conn_respond_error(c, 408, "The request was not received in time.");
+}
+
+/*
+ * Parse and act on a request head in the input buffer. Returns -1 when the
+ * connection was freed or is closing, 0 otherwise.
+ */
+static int conn_read_head(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct conf *cf = c->gen->conf;
+    struct http_limits lim = {cf->limit_request_line, cf->limit_header_size,
+                              cf->limit_header_count};
+    struct http_request req;
+    enum http_parse_status st;
+    size_t len = evbuffer_get_length(in), n;
+    const char *buf, *perr = NULL;
+    struct evbuffer *head;
+    char *path;
+    size_t plen;
+
+    if (len == 0)
+        return 0;
+    if (!c->head_started) {
+        struct timeval tv;
+        c->head_started = 1;
+        clock_gettime(CLOCK_MONOTONIC, &c->t_start);
+        conn_new_reqid(c);
+        set_tv(&tv, cf->timeout_header_ms);
+        evtimer_assign(c->timer, c->w->base, conn_header_timer_cb, c);
+        evtimer_add(c->timer, &tv);
+        bev_timeouts(c->bev, cf->timeout_header_ms, cf->timeout_send_ms);
+    }
+    n = len < cf->limit_header_size ? len : cf->limit_header_size;
+    buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    if (buf == NULL) {
+        conn_respond_error(c, 500, "Out of memory.");
+        return -1;
+    }
+    memset(&req, 0, sizeof(req));
+    st = http_request_parse(buf, n, &lim, c->w->hdrs, HTTP_MAX_HEADERS, &req);
+    if (st == HTTP_PARSE_INCOMPLETE) {
+        if (n >= cf->limit_header_size) {
+            conn_respond_error(c, 431, "The request head is too large.");
+            return -1;
+        }
+        return 0;
+    }
+    evtimer_del(c->timer);
+    if (st == HTTP_PARSE_ERROR) {
+        c->error = req.error;
+        conn_respond_error(c, req.error_status ? req.error_status : 400,
+                           req.error ? req.error : "Malformed request.");
+        return -1;
+    }
+    c->nreq++;
+    c->minor = req.minor_version;
+    c->keep_alive = req.keep_alive;
+    c->is_head = req.is_head;
+    snprintf(c->method, sizeof(c->method), "%.*s", (int)req.method_len, req.method);
+    snprintf(c->host, sizeof(c->host), "%.*s", (int)req.host_len, req.host ? req.host : "");
+
+    if (c->peer.verified == 0) {
+        /* enroll_page mode: nothing but the enroll page, ever. */
+        conn_respond_enroll(c);
+        return -1;
+    }
+    if (req.is_connect) {
+        conn_respond_error(c, 405, "CONNECT is not supported.");
+        return -1;
+    }
+    if (req.method_len != strlen(c->method)) {
+        conn_respond_error(c, 501, "Method not supported.");
+        return -1;
+    }
+    /* Domain fronting: the TLS server name and the Host must agree. */
+    if (c->peer.sni[0] != '\0' &&
+        (strlen(c->peer.sni) != req.host_len ||
+         strncasecmp(c->peer.sni, req.host, req.host_len) != 0)) {
+        conn_respond_error(c, 421, "The Host header does not match the TLS server name.");
+        return -1;
+    }
+
+    path = malloc(req.path_len + 1 + (req.query ? req.query_len + 1 : 0));
+    if (path == NULL) {
+        conn_respond_error(c, 500, "Out of memory.");
+        return -1;
+    }
+    c->path = path;
+    if (http_path_normalize(req.path, req.path_len, 0, path, &plen, &perr) == -1) {
+        /* Retry with encoded slashes allowed: the route decides. */
+        const char *perr2 = NULL;
+        if (http_path_normalize(req.path, req.path_len, HTTP_PATH_ALLOW_ENCODED_SLASH, path,
+                                &plen, &perr2) == -1) {
+            c->path_len = 0;
+            c->error = perr2;
+            conn_respond_error(c, 400, "The request path is malformed.");
+            return -1;
+        }
+        c->route = conf_route_match(cf, req.host, req.host_len, path, plen);
+        if (c->route == NULL || !c->route->allow_encoded_slash) {
+            c->path_len = plen;
+            c->error = perr;
+            conn_respond_error(c, 400, "The request path is malformed.");
+            return -1;
+        }
+    } else {
+        c->route = conf_route_match(cf, req.host, req.host_len, path, plen);
+    }
+    c->path_len = plen;
+    if (c->route == NULL) {
+        conn_respond_error(c, 404, "No application is configured for this address.");
+        return -1;
+    }
+    if (req.query != NULL) {
+        path[plen] = '?';
+        memcpy(path + plen + 1, req.query, req.query_len);
+        c->path_len = plen + 1 + req.query_len;
+    }
+
+    c->req_body = req.body;
+    c->req_remaining = req.content_length;
+    c->max_body = c->route->max_body_size;
+    if (req.body == HTTP_BODY_LENGTH && c->max_body != 0 && req.content_length > c->max_body) {
+        conn_respond_error(c, 413, "The request body is larger than this application accepts.");
+        return -1;
+    }
+    if (req.body == HTTP_BODY_CHUNKED)
+        http_chunked_init(&c->req_chunked);
+    c->req_done = req.body == HTTP_BODY_NONE || (req.body == HTTP_BODY_LENGTH && req.content_length == 0);
+    c->websocket = req.upgrade_websocket && c->route->websocket;
+
+    head = evbuffer_new();
+    if (head == NULL) {
+        conn_respond_error(c, 500, "Out of memory.");
+        return -1;
+    }
+    build_upstream_head(c, &req, head);
+    evbuffer_drain(in, req.head_len);
+    conn_set_state(c, CST_FORWARD);
+    if (req.expect_continue && !c->req_done)
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (conn_start_upstream(c, head) == -1)
+        return -1;
+    /* Body: read from the client with the body timeout; no body: stop
+     * reading until the response is done (pipelined requests wait). */
+    if (!c->req_done) {
+        bev_timeouts(c->bev, cf->timeout_body_ms, cf->timeout_send_ms);
+        return conn_relay_request(c);
+    }
+    bufferevent_disable(c->bev, EV_READ);
+    bev_timeouts(c->bev, 0, cf->timeout_send_ms);
+    return 0;
+}
+
+/* ---- relaying bodies -------------------------------------------------- */
+
+/*
+ * Move a chunked body from src to dst. emit: re-encode as chunked (else copy
+ * payload only). Returns 1 when the last chunk was consumed, 0 when more
+ * input is needed, -1 on a framing error (*err set).
+ */
+static int relay_chunked(struct evbuffer *src, struct evbuffer *dst, struct http_chunked *ck,
+                         int emit, uint64_t *bytes, uint64_t limit, const char **err)
+{
+    while (evbuffer_get_length(src) > 0 && evbuffer_get_length(dst) < RELAY_HIGH) {
+        struct evbuffer_iovec v;
+        size_t consumed = 0, dlen = 0, pre;
+        const char *data = NULL;
+        enum http_chunked_status st;
+
+        if (evbuffer_peek(src, -1, NULL, &v, 1) < 1)
+            break;
+        st = http_chunked_feed(ck, v.iov_base, v.iov_len, &consumed, &data, &dlen);
+        if (st == HTTP_CHUNKED_ERROR) {
+            *err = ck->error ? ck->error : "malformed chunked body";
+            return -1;
+        }
+        if (st == HTTP_CHUNKED_DATA && dlen > 0) {
+            pre = (size_t)(data - (const char *)v.iov_base);
+            *bytes += dlen;
+            if (limit != 0 && *bytes > limit) {
+                *err = "body too large";
+                return -1;
+            }
+            evbuffer_drain(src, pre);
+            if (emit)
+                evbuffer_add_printf(dst, "%zx\r\n", dlen);
+            evbuffer_remove_buffer(src, dst, dlen);
+            if (emit)
+                evbuffer_add(dst, "\r\n", 2);
+            evbuffer_drain(src, consumed - pre - dlen);
+        } else {
+            evbuffer_drain(src, consumed);
+        }
+        if (st == HTTP_CHUNKED_DONE) {
+            if (emit)
+                evbuffer_add(dst, "0\r\n\r\n", 5);
+            return 1;
+        }
+        if (consumed == 0 && st == HTTP_CHUNKED_MORE)
+            break;
+    }
+    return 0;
+}
+
+/* Client -> upstream. Returns -1 if the connection was freed/closing. */
+static int conn_relay_request(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out;
+    const char *err = NULL;
+
+    if (c->up == NULL || c->req_done)
+        return 0;
+    out = bufferevent_get_output(c->up->bev);
+    if (c->req_body == HTTP_BODY_LENGTH) {
+        size_t n = evbuffer_get_length(in);
+        if (n > c->req_remaining)
+            n = (size_t)c->req_remaining;
+        if (n > 0) {
+            evbuffer_remove_buffer(in, out, n);
+            c->req_remaining -= n;
+            c->req_bytes += n;
+        }
+        if (c->req_remaining == 0)
+            c->req_done = 1;
+    } else if (c->req_body == HTTP_BODY_CHUNKED) {
+        int rc = relay_chunked(in, out, &c->req_chunked, 1, &c->req_bytes, c->max_body, &err);
+        if (rc == -1) {
+            c->error = err;
+            c->keep_alive = 0;
+            if (c->resp_started) {
+                /* Too late for an error page: cut both sides. */
+                conn_free(c);
+                return -1;
+            }
+            if (strcmp(err, "body too large") == 0)
+                conn_respond_error(c, 413, "The request body is larger than this application "
+                                           "accepts.");
+            else
+                conn_respond_error(c, 400, "The request body is malformed.");
+            return -1;
+        }
+        if (rc == 1)
+            c->req_done = 1;
+    }
+    if (c->req_done) {
+        bufferevent_disable(c->bev, EV_READ);
+        bev_timeouts(c->bev, 0, c->gen->conf->timeout_send_ms);
+        return 0;
+    }
+    if (evbuffer_get_length(out) >= RELAY_HIGH) {
+        /* Backpressure: resume from up_write_cb below RELAY_LOW. */
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setwatermark(c->up->bev, EV_WRITE, RELAY_LOW, 0);
+    } else {
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    return 0;
+}
+
+static void conn_request_done(struct conn *c);
+
+/* Upstream -> client. Returns -1 if the connection was freed/closing. */
+static int conn_relay_response(struct conn *c)
+{
+    struct upconn *u = c->up;
+    struct evbuffer *in, *out = bufferevent_get_output(c->bev);
+    const char *err = NULL;
+
+    if (u == NULL)
+        return 0;
+    in = bufferevent_get_input(u->bev);
+    if (c->state == CST_TUNNEL) {
+        evbuffer_add_buffer(out, in);
+    } else if (c->resp_body == HTTP_BODY_LENGTH) {
+        size_t n = evbuffer_get_length(in);
+        if (n > c->resp_remaining)
+            n = (size_t)c->resp_remaining;
+        if (n > 0) {
+            evbuffer_remove_buffer(in, out, n);
+            c->resp_remaining -= n;
+            c->resp_bytes += n;
+        }
+        if (c->resp_remaining == 0)
+            c->resp_done = 1;
+    } else if (c->resp_body == HTTP_BODY_CHUNKED) {
+        int rc = relay_chunked(in, out, &c->resp_chunked, c->resp_chunk_out, &c->resp_bytes, 0,
+                               &err);
+        if (rc == -1) {
+            log_warnx("upstream %s: %s (request %s)", c->route->upstream, err, c->reqid);
+            c->error = "malformed chunked response from upstream";
+            access_log_write(c);
+            conn_free(c);
+            return -1;
+        }
+        if (rc == 1)
+            c->resp_done = 1;
+    } else if (c->resp_body == HTTP_BODY_CLOSE) {
+        size_t n = evbuffer_get_length(in);
+        if (n > 0) {
+            if (c->resp_chunk_out)
+                evbuffer_add_printf(out, "%zx\r\n", n);
+            c->resp_bytes += n;
+            evbuffer_remove_buffer(in, out, n);
+            if (c->resp_chunk_out)
+                evbuffer_add(out, "\r\n", 2);
+        }
+    } else {
+        c->resp_done = 1;
+    }
+    if (c->resp_done) {
+        conn_request_done(c);
+        return -1; /* c may be gone or reset: callers stop here */
+    }
+    if (evbuffer_get_length(out) >= RELAY_HIGH) {
+        bufferevent_disable(u->bev, EV_READ);
+        bufferevent_setwatermark(c->bev, EV_WRITE, RELAY_LOW, 0);
+    } else {
+        bufferevent_enable(u->bev, EV_READ);
+    }
+    return 0;
+}
+
+/* The response has been handed to the client's output buffer. */
+static void conn_request_done(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    int keep;
+
+    access_log_write(c);
+    /* A response that finished before the request body did: the rest of the
+     * body is still on the wire, so this connection cannot carry another
+     * request. */
+    if (!c->req_done)
+        c->keep_alive = 0;
+    keep = c->keep_alive && !c->w->stopping;
+    up_release(c);
+    if (!keep) {
+        conn_close_after_flush(c);
+        return;
+    }
+    conn_reset_request(c);
+    c->reqid[0] = '\0';
+    conn_set_state(c, CST_READ_HEAD);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bev_timeouts(c->bev, c->gen->conf->timeout_keepalive_ms, c->gen->conf->timeout_send_ms);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(in) > 0)
+        conn_read_head(c); /* pipelined */
+}
+
+/* ---- the response head ------------------------------------------------ */
+
+static int conn_response_head(struct conn *c)
+{
+    struct upconn *u = c->up;
+    struct evbuffer *in = bufferevent_get_input(u->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct http_response resp;
+    enum http_parse_status st;
+    size_t len, n, i;
+    const char *buf;
+
+    for (;;) {
+        len = evbuffer_get_length(in);
+        if (len == 0)
+            return 0;
+        n = len < UPSTREAM_MAX_HEAD ? len : UPSTREAM_MAX_HEAD;
+        buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        memset(&resp, 0, sizeof(resp));
+        st = http_response_parse(buf, n, UPSTREAM_MAX_HEAD, c->is_head, c->w->hdrs,
+                                 HTTP_MAX_HEADERS, &resp);
+        if (st == HTTP_PARSE_INCOMPLETE) {
+            if (n >= UPSTREAM_MAX_HEAD)
+                break;
+            return 0;
+        }
+        if (st == HTTP_PARSE_ERROR)
+            break;
+        if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
+            /* Interim responses: we answered Expect ourselves. */
+            evbuffer_drain(in, resp.head_len);
+            continue;
+        }
+        if (resp.status == 101 && !(c->websocket && resp.upgrade_websocket))
+            break;
+        goto ok;
+    }
+    log_warnx("upstream %s: malformed response head (%s), request %s", c->route->upstream,
+              resp.error ? resp.error : "too large", c->reqid);
+    c->error = "malformed response from upstream";
+    c->keep_alive = 0;
+    conn_respond_error(c, 502, "The application sent an invalid response.");
+    return -1;
+ok:
+    if (c->retry_head != NULL) {
+        evbuffer_free(c->retry_head);
+        c->retry_head = NULL;
+    }
+    c->resp_started = 1;
+    c->status = resp.status;
+    c->resp_body = resp.body;
+    c->resp_remaining = resp.content_length;
+    c->up_keep_alive = resp.keep_alive;
+    c->resp_chunk_out = 0;
+    if (resp.body == HTTP_BODY_CHUNKED)
+        http_chunked_init(&c->resp_chunked);
+    if (resp.body == HTTP_BODY_CLOSE) {
+        if (c->minor >= 1)
+            c->resp_chunk_out = 1;
+        else
+            c->keep_alive = 0;
+    } else if (resp.body == HTTP_BODY_CHUNKED) {
+        if (c->minor >= 1)
+            c->resp_chunk_out = 1;
+        else
+            c->keep_alive = 0;
+    }
+    if (!c->req_done)
+        c->keep_alive = 0; /* see conn_request_done() */
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d ", resp.status);
+    evbuffer_add(out, resp.reason, resp.reason_len);
+    evbuffer_add(out, "\r\n", 2);
+    for (i = 0; i < resp.nheaders; i++) {
+        const struct http_header *h = &resp.headers[i];
+        if (hop_by_hop(h) || named_in_connection(resp.headers, resp.nheaders, h))
+            continue;
+        if (header_is(h, "content-length") && resp.body != HTTP_BODY_LENGTH &&
+            !(c->is_head || resp.status == 304))
+            continue;
+        if (header_is(h, "x-zt-request-id"))
+            continue;
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (resp.status == 101) {
+        evbuffer_add(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
+    } else {
+        if (c->resp_chunk_out)
+            evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        if (!c->keep_alive || c->w->stopping)
+            evbuffer_add(out, "Connection: close\r\n", 19);
+        else if (c->minor == 0)
+            evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    }
+    evbuffer_add_printf(out, "X-ZT-Request-Id: %s\r\n\r\n", c->reqid);
+    evbuffer_drain(in, resp.head_len);
+
+    if (resp.status == 101) {
+        /* From here on: bytes both ways, no HTTP. */
+        access_log_write(c);
+        conn_set_state(c, CST_TUNNEL);
+        c->req_done = 1;
+        bev_timeouts(c->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_send_ms);
+        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_send_ms);
+        bufferevent_enable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            evbuffer_add_buffer(bufferevent_get_output(u->bev), bufferevent_get_input(c->bev));
+    }
+    return 0;
+}
+
+/* ---- upstream callbacks ----------------------------------------------- */
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct upconn *u = arg;
+    struct conn *c = u->client;
+
+    if (c == NULL) {
+        up_free(u);
+        return;
+    }
+    if (!c->resp_started && c->state != CST_TUNNEL) {
+        if (conn_response_head(c) == -1 || !c->resp_started)
+            return;
+    }
+    conn_relay_response(c);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct upconn *u = arg;
+    struct conn *c = u->client;
+
+    if (c == NULL)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) <= RELAY_LOW) {
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        if (c->state == CST_TUNNEL) {
+            bufferevent_enable(c->bev, EV_READ);
+            if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+                evbuffer_add_buffer(bufferevent_get_output(bev), bufferevent_get_input(c->bev));
+        } else if (c->state == CST_FORWARD && !c->req_done) {
+            conn_relay_request(c);
+        }
+    }
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct upconn *u = arg;
+    struct conn *c = u->client;
+    const struct conf *cf;
+
+    if (c == NULL) {
+        up_free(u);
+        return;
+    }
+    cf = c->gen->conf;
+    if (what & BEV_EVENT_CONNECTED) {
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        u->state = UP_ACTIVE;
+        bev_timeouts(bev, cf->timeout_upstream_response_ms, cf->timeout_upstream_response_ms);
+        return;
+    }
+    if (what & BEV_EVENT_EOF && (c->resp_started || c->state == CST_TUNNEL)) {
+        /* Drain what is left, then finish. */
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0 &&
+            conn_relay_response(c) == -1)
+            return;
+        if (c->state == CST_TUNNEL) {
+            c->up = NULL;
+            u->client = NULL;
+            up_free(u);
+            conn_close_after_flush(c);
+            return;
+        }
+        if (c->resp_body == HTTP_BODY_CLOSE) {
+            if (c->resp_chunk_out)
+                evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+            c->up_keep_alive = 0;
+            c->resp_done = 1;
+            conn_request_done(c);
+            return;
+        }
+        log_warnx("upstream %s closed mid-response, request %s", c->route->upstream, c->reqid);
+        c->error = "upstream closed mid-response";
+        access_log_write(c);
+        conn_free(c);
+        return;
+    }
+    if (c->resp_started || c->state == CST_TUNNEL) {
+        /* Error or timeout after the head went out: all we can do is cut. */
+        log_warnx("upstream %s: %s after response started, request %s", c->route->upstream,
+                  (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", c->reqid);
+        if (c->state != CST_TUNNEL) {
+            c->error = (what & BEV_EVENT_TIMEOUT) ? "upstream timeout" : "upstream error";
+            access_log_write(c);
+        }
+        conn_free(c);
+        return;
+    }
+    /* Nothing received yet. A reused connection that the upstream closed
+     * while idle: retry once on a fresh one if the request is replayable. */
+    if (u->reused && c->retry_head != NULL && !(what & BEV_EVENT_TIMEOUT)) {
+        struct evbuffer *head = c->retry_head;
+        c->retry_head = NULL;
+        c->retried = 1;
+        c->up = NULL;
+        u->client = NULL;
+        up_free(u);
+        log_debug("upstream %s: pooled connection closed, retrying request %s",
+                  c->route->upstream, c->reqid);
+        conn_start_upstream(c, head);
+        return;
+    }
+    c->up = NULL;
+    u->client = NULL;
+    if (what & BEV_EVENT_TIMEOUT) {
+        log_warnx("upstream %s: timeout (%s), request %s", c->route->upstream,
+                  u->state == UP_CONNECTING ? "connect" : "response", c->reqid);
+        up_free(u);
+        c->error = "upstream timeout";
+        conn_respond_error(c, 504, "The application did not answer in time.");
+        return;
+    }
+    {
+        int e = EVUTIL_SOCKET_ERROR();
+        unsigned long se = bufferevent_get_openssl_error(bev);
+        char sbuf[160] = "";
+        if (se != 0)
+            ERR_error_string_n(se, sbuf, sizeof(sbuf));
+        log_warnx("upstream %s: %s%s%s, request %s", c->route->upstream,
+                  u->state == UP_CONNECTING ? "connect failed: " : "error: ",
+                  se != 0 ? sbuf : (e ? evutil_socket_error_to_string(e) : "closed"), "",
+                  c->reqid);
+    }
+    up_free(u);
+    c->error = "upstream unreachable";
+    conn_respond_error(c, 502, "The application could not be reached.");
+}
+
+/* ---- client callbacks ------------------------------------------------- */
+
+static void conn_handshake_done(struct conn *c)
+{
+    const struct conf *cf = c->gen->conf;
+
+    tls_server_peer(c->gen->tls, bufferevent_openssl_get_ssl(c->bev), &c->peer);
+    if (!c->peer.verified) {
+        log_warnx("tls: handshake refused from %s: %s", c->client, c->peer.reason);
+        if (cf->tls_unauthenticated == CONF_UNAUTH_REJECT) {
+            conn_free(c);
+            return;
+        }
+    } else {
+        log_debug("tls: %s device %s%s", c->client, c->peer.device_id,
+                  c->peer.resumed ? " (resumed)" : "");
+    }
+    conn_set_state(c, CST_READ_HEAD);
+    bev_timeouts(c->bev, cf->timeout_keepalive_ms, cf->timeout_send_ms);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        conn_read_head(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        conn_handshake_done(c);
+        return;
+    }
+    if (c->state == CST_HANDSHAKE) {
+        char reason[200];
+        unsigned long e, first = 0;
+        while ((e = bufferevent_get_openssl_error(bev)) != 0)
+            if (first == 0)
+                first = e;
+        if (what & BEV_EVENT_TIMEOUT)
+            snprintf(reason, sizeof(reason), "handshake timeout");
+        else
+            tls_handshake_error(bufferevent_openssl_get_ssl(bev), first, reason, sizeof(reason));
+        log_warnx("tls: handshake refused from %s: %s", c->client, reason);
+        conn_free(c);
+        return;
+    }
+    if (c->state == CST_CLOSING) {
+        conn_free(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->state == CST_READ_HEAD && c->head_started) {
+            c->error = "header timeout";
+            conn_respond_error(c, 408, "The request was not received in time.");
+            return;
+        }
+        if (c->state == CST_FORWARD && !c->req_done && !c->resp_started) {
+            c->error = "body timeout";
+            conn_respond_error(c, 408, "The request body was not received in time.");
+            return;
+        }
+        if (c->state == CST_FORWARD)
+            c->error = (what & BEV_EVENT_WRITING) ? "client send timeout" : "client timeout";
+    } else if (c->state == CST_FORWARD) {
+        c->error = "client closed connection";
+    }
+    if (c->state == CST_FORWARD)
+        access_log_write(c);
+    if (c->state == CST_TUNNEL && (what & BEV_EVENT_EOF) && c->up != NULL) {
+        /* Client finished sending: pass the rest on, then close. */
+        evbuffer_add_buffer(bufferevent_get_output(c->up->bev), bufferevent_get_input(bev));
+    }
+    conn_free(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    switch (c->state) {
+    case CST_READ_HEAD:
+        conn_read_head(c);
+        break;
+    case CST_FORWARD:
+        conn_relay_request(c);
+        break;
+    case CST_TUNNEL:
+        if (c->up != NULL) {
+            struct evbuffer *out = bufferevent_get_output(c->up->bev);
+            evbuffer_add_buffer(out, bufferevent_get_input(bev));
+            if (evbuffer_get_length(out) >= RELAY_HIGH) {
+                bufferevent_disable(bev, EV_READ);
+                bufferevent_setwatermark(c->up->bev, EV_WRITE, RELAY_LOW, 0);
+            }
+        }
+        break;
+    case CST_CLOSING:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+
+    if (c->state == CST_CLOSING) {
+        if (left == 0)
+            conn_start_linger(c);
+        return;
+    }
+    if (left <= RELAY_LOW && c->up != NULL) {
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_enable(c->up->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(c->up->bev)) > 0)
+            conn_relay_response(c);
+    }
+}
+
+/* ---- accepting -------------------------------------------------------- */
+
+static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                             int salen, void *arg)
+{
+    struct worker *w = arg;
+    struct proxy_gen *g = w->gen;
+    struct conn *c;
+    SSL *ssl;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0, one = 1;
+
+    if (w->stopping || w->nconns >= g->conf->limit_connections) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c = calloc(1, sizeof(*c));
+    ssl = tls_server_ssl_new(g->tls);
+    if (c == NULL || ssl == NULL) {
+        free(c);
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        log_warnx("accept: out of memory");
+        return;
+    }
+    c->w = w;
+    c->gen = gen_ref(g);
+    snprintf(c->client_ip, sizeof(c->client_ip), "%s", ip);
+    snprintf(c->client, sizeof(c->client), "%s:%d", ip, port);
+    c->timer = evtimer_new(w->base, conn_header_timer_cb, c);
+    c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    TAILQ_INSERT_TAIL(&w->conns, c, link);
+    w->nconns++;
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev == NULL) {
+            SSL_free(ssl);
+            evutil_closesocket(fd);
+        }
+        conn_free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bev_timeouts(c->bev, g->conf->timeout_handshake_ms, g->conf->timeout_handshake_ms);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void worker_log_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    accesslog_submit(w->logbuf);
+}
+
+static void worker_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    log_info("worker %d: shutdown grace period over, %zu connections cut", w->id, w->nconns);
+    event_base_loopbreak(w->base);
+}
+
+static void worker_begin_stop(struct worker *w)
+{
+    struct conn *c, *next;
+    struct timeval tv;
+    size_t i;
+
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    for (i = 0; i < w->nlev; i++) {
+        evconnlistener_free(w->lev[i]);
+        w->lev[i] = NULL;
+    }
+    w->nlev = 0;
+    /* Idle keep-alive connections close now; busy ones after their response. */
+    for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if ((c->state == CST_READ_HEAD && !c->head_started) || c->state == CST_HANDSHAKE)
+            conn_free(c);
+    }
+    if (w->nconns == 0) {
+        event_base_loopbreak(w->base);
+        return;
+    }
+    set_tv(&tv, w->gen->conf->timeout_shutdown_grace_ms);
+    w->grace = evtimer_new(w->base, worker_grace_cb, w);
+    evtimer_add(w->grace, &tv);
+}
+
+static void worker_notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct proxy_gen *g;
+    int stop;
+
+    pthread_mutex_lock(&w->mtx);
+    g = w->pending;
+    w->pending = NULL;
+    stop = w->stop_requested;
+    pthread_mutex_unlock(&w->mtx);
+    if (g != NULL) {
+        proxy_gen_unref(w->gen);
+        w->gen = g;
+        log_debug("worker %d: new configuration in use", w->id);
+    }
+    if (stop)
+        worker_begin_stop(w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv = {0, 100000};
+    struct conn *c;
+    size_t i;
+
+    w->logtimer = event_new(w->base, -1, EV_PERSIST, worker_log_timer_cb, w);
+    event_add(w->logtimer, &tv);
+    event_base_dispatch(w->base);
+
+    while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+        conn_free(c);
+    for (i = 0; i < w->npools; i++) {
+        struct upconn *u;
+        while ((u = TAILQ_FIRST(&w->pools[i]->idle)) != NULL)
+            up_free(u);
+        free(w->pools[i]->key);
+        free(w->pools[i]);
+    }
+    free(w->pools);
+    accesslog_submit(w->logbuf);
+    return NULL;
+}
+
+static int listen_socket(const struct conf_listener *l)
+{
+    int fd, one = 1;
+
+    fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
+        bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) == -1 ||
+        listen(fd, l->backlog) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int proxy_start(struct proxy_gen *g)
+{
+    const struct conf *cf = g->conf;
+    int i;
+    size_t j;
+
+    if (evthread_use_pthreads() == -1) {
+        log_warnx("libevent: no thread support");
+        return -1;
+    }
+    nworkers = cf->workers;
+    nlisten = cf->nlisteners;
+    workers = calloc((size_t)nworkers, sizeof(*workers));
+    if (workers == NULL)
+        return -1;
+    /* Bind everything first so that a bad address fails the start. */
+    for (i = 0; i < nworkers; i++) {
+        for (j = 0; j < nlisten; j++) {
+            listen_fds[i][j] = listen_socket(&cf->listeners[j]);
+            if (listen_fds[i][j] == -1) {
+                log_warn("listen %s", cf->listeners[j].text);
+                return -1;
+            }
+        }
+    }
+    for (i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        unsigned char rnd[8];
+
+        w->id = i;
+        w->base = event_base_new();
+        if (w->base == NULL)
+            return -1;
+        pthread_mutex_init(&w->mtx, NULL);
+        TAILQ_INIT(&w->conns);
+        w->gen = gen_ref(g);
+        w->logbuf = evbuffer_new();
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+            return -1;
+        for (j = 0; j < sizeof(rnd); j++)
+            snprintf(w->idprefix + 2 * j, 3, "%02x", rnd[j]);
+        w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
+        for (j = 0; j < nlisten; j++) {
+            w->lev[j] = evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1,
+                                           listen_fds[i][j]);
+            if (w->lev[j] == NULL)
+                return -1;
+        }
+        w->nlev = nlisten;
+        if (pthread_create(&w->thr, NULL, worker_main, w) != 0)
+            return -1;
+    }
+    for (j = 0; j < nlisten; j++)
+        log_info("listening on %s (%d workers)", cf->listeners[j].text, nworkers);
+    return 0;
+}
+
+void proxy_reload(struct proxy_gen *g)
+{
+    int i;
+
+    for (i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        struct proxy_gen *old;
+
+        pthread_mutex_lock(&w->mtx);
+        old = w->pending;
+        w->pending = gen_ref(g);
+        pthread_mutex_unlock(&w->mtx);
+        proxy_gen_unref(old);
+        event_active(w->notify, EV_READ, 0);
+    }
+}
+
+void proxy_shutdown(void)
+{
+    int i;
+
+    for (i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        pthread_mutex_lock(&w->mtx);
+        w->stop_requested = 1;
+        pthread_mutex_unlock(&w->mtx);
+        event_active(w->notify, EV_READ, 0);
+    }
+}
+
+void proxy_join(void)
+{
+    int i;
+
+    for (i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+        pthread_join(w->thr, NULL);
+        if (w->grace != NULL)
+            event_free(w->grace);
+        event_free(w->notify);
+        event_free(w->logtimer);
+        evbuffer_free(w->logbuf);
+        proxy_gen_unref(w->gen);
+        proxy_gen_unref(w->pending);
+        event_base_free(w->base);
+        pthread_mutex_destroy(&w->mtx);
+    }
+    free(workers);
+    workers = NULL;
+    nworkers = 0;
+}

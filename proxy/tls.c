@@ -1,0 +1,549 @@
+/*
+ * tls.c - server and upstream TLS contexts.
+ *
+ * The server context requires a client certificate that chains to the
+ * device CA, is within its validity, is not on the CRL, and carries the
+ * clientAuth extended key usage explicitly (OpenSSL alone accepts a
+ * certificate without any EKU; a device certificate must say what it is
+ * for). With "unauthenticated": "enroll_page" the handshake completes
+ * anyway and the connection is marked unverified: the proxy then answers
+ * only its enroll page on it.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "tls.h"
+
+struct tls_server {
+    SSL_CTX *ctx;
+    X509_STORE *store; /* owned by ctx */
+    enum conf_unauth unauth;
+    enum device_id_source devid_source;
+    char *devid_prefix;
+    /* Identifies the device CA bundle: sessions issued under another CA are
+     * not resumed (carried in the ticket's app data). */
+    unsigned char ca_id[16];
+};
+
+/* Per-SSL verification outcome, kept in ex_data as an intptr: 0 = none,
+ * else X509 verify error + 1. */
+static int tls_ex_verify_err = -1;
+
+static const char tls12_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/* ---- session ticket keys ------------------------------------------------
+ * One ring per process, shared by all contexts so that a reload does not
+ * invalidate every session. The newest key encrypts; the previous one still
+ * decrypts (and asks for a renewed ticket) for one more lifetime. */
+
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    time_t created;
+    int valid;
+};
+
+static pthread_mutex_t ticket_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key ticket_cur, ticket_prev;
+static uint64_t ticket_lifetime_s = 3600;
+
+static int ticket_key_make(struct ticket_key *k)
+{
+    if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+        RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+        return -1;
+    k->created = time(NULL);
+    k->valid = 1;
+    return 0;
+}
+
+/* Called with ticket_mtx held. */
+static void ticket_rotate_locked(time_t now)
+{
+    struct ticket_key k;
+
+    if (ticket_cur.valid && (uint64_t)(now - ticket_cur.created) < ticket_lifetime_s)
+        return;
+    if (ticket_key_make(&k) == -1)
+        return; /* keep the current key rather than fail handshakes */
+    OPENSSL_cleanse(&ticket_prev, sizeof(ticket_prev));
+    ticket_prev = ticket_cur;
+    ticket_cur = k;
+    OPENSSL_cleanse(&k, sizeof(k));
+    log_debug("tls: session ticket key rotated");
+}
+
+static int ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key k;
+    OSSL_PARAM params[3];
+    char digest[] = "SHA256";
+    time_t now = time(NULL);
+    int rc = 1;
+
+    pthread_mutex_lock(&ticket_mtx);
+    ticket_rotate_locked(now);
+    if (enc) {
+        k = ticket_cur;
+    } else if (ticket_cur.valid && CRYPTO_memcmp(key_name, ticket_cur.name, 16) == 0) {
+        k = ticket_cur;
+    } else if (ticket_prev.valid && CRYPTO_memcmp(key_name, ticket_prev.name, 16) == 0 &&
+               (uint64_t)(now - ticket_prev.created) < 2 * ticket_lifetime_s) {
+        k = ticket_prev;
+        rc = 2; /* decrypts, but issue a ticket under the current key */
+    } else {
+        pthread_mutex_unlock(&ticket_mtx);
+        return 0; /* unknown or retired key: full handshake */
+    }
+    pthread_mutex_unlock(&ticket_mtx);
+
+    if (!k.valid)
+        return enc ? -1 : 0;
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (enc) {
+        memcpy(key_name, k.name, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1 ||
+            EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+            rc = -1;
+    } else {
+        if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+            rc = -1;
+    }
+    if (rc != -1 && EVP_MAC_CTX_set_params(hctx, params) != 1)
+        rc = -1;
+    (void)s;
+    OPENSSL_cleanse(&k, sizeof(k));
+    return rc;
+}
+
+/* The ticket carries the CA identity it was issued under. */
+static int ticket_gen_cb(SSL *s, void *arg)
+{
+    struct tls_server *ts = arg;
+    SSL_SESSION *sess = SSL_get0_session(s);
+
+    if (sess == NULL)
+        return 0;
+    return SSL_SESSION_set1_ticket_appdata(sess, ts->ca_id, sizeof(ts->ca_id));
+}
+
+static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
+                                       size_t keyname_length, SSL_TICKET_STATUS status, void *arg)
+{
+    struct tls_server *ts = arg;
+    void *data = NULL;
+    size_t len = 0;
+
+    (void)s;
+    (void)keyname;
+    (void)keyname_length;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+        if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(ts->ca_id) ||
+            CRYPTO_memcmp(data, ts->ca_id, len) != 0)
+            return SSL_TICKET_RETURN_IGNORE_RENEW; /* issued under another device CA */
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE
+                                            : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
+int tls_init(void)
+{
+    if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL) !=
+        1)
+        return -1;
+    if (tls_ex_verify_err == -1)
+        tls_ex_verify_err = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    return tls_ex_verify_err == -1 ? -1 : 0;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *xs)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct tls_server *ts = SSL_get_app_data(ssl);
+    int depth = X509_STORE_CTX_get_error_depth(xs);
+
+    if (ok && depth == 0) {
+        X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+        uint32_t flags = X509_get_extension_flags(cert);
+        /* Require the clientAuth EKU explicitly, not just "no EKU". */
+        if (!(flags & EXFLAG_XKUSAGE) || !(X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT)) {
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_INVALID_PURPOSE);
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        int e = X509_STORE_CTX_get_error(xs);
+        if (SSL_get_ex_data(ssl, tls_ex_verify_err) == NULL)
+            SSL_set_ex_data(ssl, tls_ex_verify_err, (void *)(intptr_t)(e + 1));
+        if (ts != NULL && ts->unauth == CONF_UNAUTH_ENROLL_PAGE)
+            return 1; /* complete the handshake; the connection stays unverified */
+    }
+    return ok;
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    unsigned int i = 0;
+
+    (void)ssl;
+    (void)arg;
+    while (i < inlen) {
+        unsigned int n = in[i];
+        if (i + 1 + n > inlen)
+            break;
+        if (n == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    /* No common protocol: proceed without ALPN (an h2-only client then
+     * fails on its own terms rather than with a fatal alert from us). */
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+static void ssl_err_string(char *err, size_t errlen, const char *file, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[200];
+
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, errlen, "%s: %s: %s", file, what, buf);
+    } else {
+        snprintf(err, errlen, "%s: %s", file, what);
+    }
+    ERR_clear_error();
+}
+
+static int load_crls(X509_STORE *store, const char *file, char *err, size_t errlen)
+{
+    BIO *b = BIO_new_file(file, "r");
+    X509_CRL *crl;
+    int n = 0;
+
+    if (b == NULL) {
+        ssl_err_string(err, errlen, file, "cannot open CRL");
+        return -1;
+    }
+    while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        if (next != NULL && X509_cmp_current_time(next) < 0)
+            log_warnx("tls: CRL in %s is past its nextUpdate: every client certificate will be "
+                      "refused until it is renewed",
+                      file);
+        if (X509_STORE_add_crl(store, crl) != 1) {
+            X509_CRL_free(crl);
+            BIO_free(b);
+            ssl_err_string(err, errlen, file, "cannot use CRL");
+            return -1;
+        }
+        X509_CRL_free(crl);
+        n++;
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    if (n == 0) {
+        snprintf(err, errlen, "%s: no PEM CRL found", file);
+        return -1;
+    }
+    return 0;
+}
+
+static int ca_identity(const char *file, unsigned char out[16], char *err, size_t errlen)
+{
+    unsigned char md[32], buf[4096];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    FILE *f = fopen(file, "rb");
+    size_t n;
+    int rc = -1;
+
+    if (f == NULL || m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "%s: cannot read device CA", file);
+        goto out;
+    }
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        EVP_DigestUpdate(m, buf, n);
+    if (EVP_DigestFinal_ex(m, md, &mdlen) != 1)
+        goto out;
+    memcpy(out, md, 16);
+    rc = 0;
+out:
+    if (f != NULL)
+        fclose(f);
+    EVP_MD_CTX_free(m);
+    return rc;
+}
+
+struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen)
+{
+    struct tls_server *ts = calloc(1, sizeof(*ts));
+    STACK_OF(X509_NAME) *cas;
+    X509_VERIFY_PARAM *vp;
+    SSL_CTX *ctx;
+    static const unsigned char sid_ctx[] = "ztproxy";
+
+    if (ts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ts->unauth = c->tls_unauthenticated;
+    ts->devid_source = c->devid_source;
+    ts->devid_prefix = strdup(c->devid_prefix);
+    pthread_mutex_lock(&ticket_mtx);
+    ticket_lifetime_s = c->tls_ticket_key_lifetime_ms / 1000;
+    pthread_mutex_unlock(&ticket_mtx);
+
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        ssl_err_string(err, errlen, "tls", "cannot create context");
+        goto err;
+    }
+    ts->ctx = ctx;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
+        ssl_err_string(err, errlen, "tls", "cannot set ciphers");
+        goto err;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_certificate) != 1) {
+        ssl_err_string(err, errlen, c->tls_certificate, "cannot load server certificate");
+        goto err;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_key, SSL_FILETYPE_PEM) != 1) {
+        ssl_err_string(err, errlen, c->tls_key, "cannot load server key");
+        goto err;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ssl_err_string(err, errlen, c->tls_key, "key does not match the server certificate");
+        goto err;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, c->tls_device_ca, NULL) != 1) {
+        ssl_err_string(err, errlen, c->tls_device_ca, "cannot load device CA");
+        goto err;
+    }
+    cas = SSL_load_client_CA_file(c->tls_device_ca);
+    if (cas == NULL) {
+        ssl_err_string(err, errlen, c->tls_device_ca, "no CA certificate found");
+        goto err;
+    }
+    SSL_CTX_set_client_CA_list(ctx, cas);
+    if (ca_identity(c->tls_device_ca, ts->ca_id, err, errlen) == -1)
+        goto err;
+    ts->store = SSL_CTX_get_cert_store(ctx);
+    if (c->tls_crl != NULL) {
+        if (load_crls(ts->store, c->tls_crl, err, errlen) == -1)
+            goto err;
+        X509_STORE_set_flags(ts->store, X509_V_FLAG_CRL_CHECK);
+    }
+    vp = SSL_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_CLIENT);
+    X509_VERIFY_PARAM_set_depth(vp, 4);
+    SSL_CTX_set_verify(ctx,
+                       c->tls_unauthenticated == CONF_UNAUTH_REJECT
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_PEER,
+                       verify_cb);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    /* Stateless tickets only: no server-side cache to share or lock. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (c->tls_session_tickets) {
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+        SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, ts);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    pthread_mutex_lock(&ticket_mtx);
+    ticket_rotate_locked(time(NULL));
+    pthread_mutex_unlock(&ticket_mtx);
+    return ts;
+err:
+    tls_server_free(ts);
+    return NULL;
+}
+
+void tls_server_free(struct tls_server *ts)
+{
+    if (ts == NULL)
+        return;
+    SSL_CTX_free(ts->ctx);
+    free(ts->devid_prefix);
+    free(ts);
+}
+
+SSL *tls_server_ssl_new(struct tls_server *ts)
+{
+    SSL *ssl = SSL_new(ts->ctx);
+
+    if (ssl == NULL)
+        return NULL;
+    SSL_set_app_data(ssl, ts);
+    return ssl;
+}
+
+/* Resumed sessions skip chain verification: re-check what can change since
+ * the ticket was issued — revocation and the validity period. */
+static int recheck_resumed(struct tls_server *ts, X509 *cert, char *reason, size_t len)
+{
+    X509_STORE_CTX *xs = X509_STORE_CTX_new();
+    STACK_OF(X509_CRL) *crls = NULL;
+    X509_NAME *issuer = X509_get_issuer_name(cert);
+    int i, rc = 0;
+
+    if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
+        snprintf(reason, len, "certificate has expired (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
+        snprintf(reason, len, "certificate is not yet valid (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    if (!(X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(ts->store)) & X509_V_FLAG_CRL_CHECK))
+        goto out;
+    if (xs == NULL || X509_STORE_CTX_init(xs, ts->store, cert, NULL) != 1) {
+        snprintf(reason, len, "cannot check revocation (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    crls = X509_STORE_CTX_get1_crls(xs, issuer);
+    if (crls == NULL || sk_X509_CRL_num(crls) == 0) {
+        snprintf(reason, len, "unable to get certificate CRL (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    for (i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_REVOKED *rev = NULL;
+        if (X509_CRL_get0_by_cert(sk_X509_CRL_value(crls, i), &rev, cert) == 1) {
+            snprintf(reason, len, "certificate revoked (resumed session)");
+            rc = -1;
+            goto out;
+        }
+    }
+out:
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    X509_STORE_CTX_free(xs);
+    return rc;
+}
+
+void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    intptr_t verr = (intptr_t)SSL_get_ex_data(ssl, tls_ex_verify_err);
+    const char *why = NULL;
+
+    out->verified = 0;
+    out->device_id[0] = '\0';
+    out->reason[0] = '\0';
+    out->resumed = SSL_session_reused(ssl);
+    snprintf(out->sni, sizeof(out->sni), "%s", sni != NULL ? sni : "");
+    if (cert == NULL) {
+        snprintf(out->reason, sizeof(out->reason), "no client certificate");
+        return;
+    }
+    if (verr != 0 || SSL_get_verify_result(ssl) != X509_V_OK) {
+        long e = verr != 0 ? (long)(verr - 1) : SSL_get_verify_result(ssl);
+        snprintf(out->reason, sizeof(out->reason), "%s", X509_verify_cert_error_string(e));
+        return;
+    }
+    if (out->resumed && recheck_resumed(ts, cert, out->reason, sizeof(out->reason)) == -1)
+        return;
+    if (device_id_from_cert(cert, ts->devid_source, ts->devid_prefix, out->device_id, &why) ==
+        -1) {
+        snprintf(out->reason, sizeof(out->reason), "cannot read device id: %s", why);
+        out->device_id[0] = '\0';
+        return;
+    }
+    if (device_cert_thumbprint(cert, out->thumbprint) == -1) {
+        snprintf(out->reason, sizeof(out->reason), "cannot compute certificate thumbprint");
+        return;
+    }
+    out->verified = 1;
+}
+
+void tls_handshake_error(SSL *ssl, unsigned long e, char *buf, size_t len)
+{
+    intptr_t verr = ssl != NULL ? (intptr_t)SSL_get_ex_data(ssl, tls_ex_verify_err) : 0;
+
+    if (verr != 0) {
+        snprintf(buf, len, "%s", X509_verify_cert_error_string((long)(verr - 1)));
+        ERR_clear_error();
+        return;
+    }
+    if (e == 0)
+        e = ERR_peek_last_error();
+    if (e != 0) {
+        const char *r = ERR_reason_error_string(e);
+        if (ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+            snprintf(buf, len, "no client certificate");
+        else
+            snprintf(buf, len, "%s", r != NULL ? r : "TLS error");
+    } else {
+        snprintf(buf, len, "connection closed during handshake");
+    }
+    ERR_clear_error();
+}
+
+SSL_CTX *tls_upstream_ctx_new(const struct conf_route *r, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL) {
+        ssl_err_string(err, errlen, "tls", "cannot create upstream context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    if (r->upstream_verify) {
+        int ok = r->upstream_ca != NULL
+                     ? SSL_CTX_load_verify_locations(ctx, r->upstream_ca, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            ssl_err_string(err, errlen, r->upstream_ca ? r->upstream_ca : "system store",
+                           "cannot load upstream CA");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}

@@ -53,7 +53,8 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out);
  */
 void tls_handshake_error(SSL *ssl, unsigned long sslerr, char *buf, size_t len);
 
-/* Client context for an https:// upstream route; NULL and err on failure. */
-SSL_CTX *tls_upstream_ctx_new(const struct conf_route *r, char *err, size_t errlen);
+/* Client context for the https:// upstream of c->routes[idx]; NULL and err
+ * on failure. */
+SSL_CTX *tls_upstream_ctx_new(const struct conf *c, size_t idx, char *err, size_t errlen);
 
 #endif

@@ -208,7 +208,7 @@ struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen)
         char key[1024];
 
         if (r->upstream_tls) {
-            g->up_ctx[i] = tls_upstream_ctx_new(r, err, errlen);
+            g->up_ctx[i] = tls_upstream_ctx_new(c, i, err, errlen);
             if (g->up_ctx[i] == NULL)
                 goto err;
         }
@@ -465,9 +465,18 @@ static void conn_respond_enroll(struct conn *c)
 
 /* ---- closing ----------------------------------------------------------- */
 
-static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+/* The one timer of a connection: the header deadline, or the end of the
+ * lingering close. */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    conn_free(arg);
+    struct conn *c = arg;
+
+    if (c->lingering) {
+        conn_free(c);
+        return;
+    }
+    c->error = "header timeout";
+    conn_respond_error(c, 408, "The request was not received in time.");
 }
 
 /*
@@ -491,7 +500,6 @@ static void conn_start_linger(struct conn *c)
     bufferevent_enable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     set_tv(&tv, LINGER_MS);
-    evtimer_assign(c->timer, c->w->base, conn_linger_cb, c);
     evtimer_add(c->timer, &tv);
 }
 
@@ -769,23 +777,15 @@ static int conn_start_upstream(struct conn *c, struct evbuffer *head)
          * upstream just closed can be retried once on a new one. */
         c->retry_head = evbuffer_new();
         if (c->retry_head != NULL)
-            evbuffer_add_buffer_reference(c->retry_head, head);
+            evbuffer_add(c->retry_head, evbuffer_pullup(head, -1), evbuffer_get_length(head));
     }
     evbuffer_add_buffer(bufferevent_get_output(u->bev), head);
     evbuffer_free(head);
     if (u->state == UP_ACTIVE)
-        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+        bev_timeouts(u->bev, c->req_done ? c->gen->conf->timeout_upstream_response_ms : 0,
                      c->gen->conf->timeout_upstream_response_ms);
     bufferevent_enable(u->bev, EV_READ | EV_WRITE);
     return 0;
-}
-
-static void conn_header_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c = arg;
-
-    c->error = "header timeout";
-    conn_respond_error(c, 408, "The request was not received in time.");
 }
 
 /*
@@ -814,7 +814,6 @@ static int conn_read_head(struct conn *c)
         clock_gettime(CLOCK_MONOTONIC, &c->t_start);
         conn_new_reqid(c);
         set_tv(&tv, cf->timeout_header_ms);
-        evtimer_assign(c->timer, c->w->base, conn_header_timer_cb, c);
         evtimer_add(c->timer, &tv);
         bev_timeouts(c->bev, cf->timeout_header_ms, cf->timeout_send_ms);
     }
@@ -1033,8 +1032,13 @@ static int conn_relay_request(struct conn *c)
             c->req_done = 1;
     }
     if (c->req_done) {
+        const struct conf *cf = c->gen->conf;
         bufferevent_disable(c->bev, EV_READ);
-        bev_timeouts(c->bev, 0, c->gen->conf->timeout_send_ms);
+        bev_timeouts(c->bev, 0, cf->timeout_send_ms);
+        /* The upstream's answer is awaited from now on, not during the upload. */
+        if (c->up->state == UP_ACTIVE)
+            bev_timeouts(c->up->bev, cf->timeout_upstream_response_ms,
+                         cf->timeout_upstream_response_ms);
         return 0;
     }
     if (evbuffer_get_length(out) >= RELAY_HIGH) {
@@ -1307,7 +1311,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         u->state = UP_ACTIVE;
-        bev_timeouts(bev, cf->timeout_upstream_response_ms, cf->timeout_upstream_response_ms);
+        bev_timeouts(bev, c->req_done ? cf->timeout_upstream_response_ms : 0,
+                     cf->timeout_upstream_response_ms);
         return;
     }
     if (what & BEV_EVENT_EOF && (c->resp_started || c->state == CST_TUNNEL)) {
@@ -1548,7 +1553,7 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     c->gen = gen_ref(g);
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", ip);
     snprintf(c->client, sizeof(c->client), "%s:%d", ip, port);
-    c->timer = evtimer_new(w->base, conn_header_timer_cb, c);
+    c->timer = evtimer_new(w->base, conn_timer_cb, c);
     c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     TAILQ_INSERT_TAIL(&w->conns, c, link);

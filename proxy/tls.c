@@ -228,6 +228,22 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* "cfg.json: $.tls.key: /etc/zt/server.key: what: OpenSSL's reason" */
+static void ssl_err_at(char *err, size_t errlen, const char *conf, const char *jpath,
+                       const char *file, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[200];
+
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, errlen, "%s: %s: \"%s\": %s: %s", conf, jpath, file, what, buf);
+    } else {
+        snprintf(err, errlen, "%s: %s: \"%s\": %s", conf, jpath, file, what);
+    }
+    ERR_clear_error();
+}
+
 static void ssl_err_string(char *err, size_t errlen, const char *file, const char *what)
 {
     unsigned long e = ERR_peek_last_error();
@@ -242,14 +258,15 @@ static void ssl_err_string(char *err, size_t errlen, const char *file, const cha
     ERR_clear_error();
 }
 
-static int load_crls(X509_STORE *store, const char *file, char *err, size_t errlen)
+static int load_crls(X509_STORE *store, const char *conf, const char *file, char *err,
+                     size_t errlen)
 {
     BIO *b = BIO_new_file(file, "r");
     X509_CRL *crl;
     int n = 0;
 
     if (b == NULL) {
-        ssl_err_string(err, errlen, file, "cannot open CRL");
+        ssl_err_at(err, errlen, conf, "$.tls.crl", file, "cannot open CRL");
         return -1;
     }
     while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
@@ -261,7 +278,7 @@ static int load_crls(X509_STORE *store, const char *file, char *err, size_t errl
         if (X509_STORE_add_crl(store, crl) != 1) {
             X509_CRL_free(crl);
             BIO_free(b);
-            ssl_err_string(err, errlen, file, "cannot use CRL");
+            ssl_err_at(err, errlen, conf, "$.tls.crl", file, "cannot use CRL");
             return -1;
         }
         X509_CRL_free(crl);
@@ -270,7 +287,7 @@ static int load_crls(X509_STORE *store, const char *file, char *err, size_t errl
     BIO_free(b);
     ERR_clear_error();
     if (n == 0) {
-        snprintf(err, errlen, "%s: no PEM CRL found", file);
+        snprintf(err, errlen, "%s: $.tls.crl: \"%s\": no PEM CRL found", conf, file);
         return -1;
     }
     return 0;
@@ -338,24 +355,28 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         goto err;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_certificate) != 1) {
-        ssl_err_string(err, errlen, c->tls_certificate, "cannot load server certificate");
+        ssl_err_at(err, errlen, c->path, "$.tls.certificate", c->tls_certificate,
+                   "cannot load server certificate");
         goto err;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_key, SSL_FILETYPE_PEM) != 1) {
-        ssl_err_string(err, errlen, c->tls_key, "cannot load server key");
+        ssl_err_at(err, errlen, c->path, "$.tls.key", c->tls_key, "cannot load server key");
         goto err;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_err_string(err, errlen, c->tls_key, "key does not match the server certificate");
+        ssl_err_at(err, errlen, c->path, "$.tls.key", c->tls_key,
+                   "key does not match the server certificate");
         goto err;
     }
     if (SSL_CTX_load_verify_locations(ctx, c->tls_device_ca, NULL) != 1) {
-        ssl_err_string(err, errlen, c->tls_device_ca, "cannot load device CA");
+        ssl_err_at(err, errlen, c->path, "$.tls.device_ca", c->tls_device_ca,
+                   "cannot load device CA");
         goto err;
     }
     cas = SSL_load_client_CA_file(c->tls_device_ca);
     if (cas == NULL) {
-        ssl_err_string(err, errlen, c->tls_device_ca, "no CA certificate found");
+        ssl_err_at(err, errlen, c->path, "$.tls.device_ca", c->tls_device_ca,
+                   "no CA certificate found");
         goto err;
     }
     SSL_CTX_set_client_CA_list(ctx, cas);
@@ -363,7 +384,7 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         goto err;
     ts->store = SSL_CTX_get_cert_store(ctx);
     if (c->tls_crl != NULL) {
-        if (load_crls(ts->store, c->tls_crl, err, errlen) == -1)
+        if (load_crls(ts->store, c->path, c->tls_crl, err, errlen) == -1)
             goto err;
         X509_STORE_set_flags(ts->store, X509_V_FLAG_CRL_CHECK);
     }
@@ -520,9 +541,11 @@ void tls_handshake_error(SSL *ssl, unsigned long e, char *buf, size_t len)
     ERR_clear_error();
 }
 
-SSL_CTX *tls_upstream_ctx_new(const struct conf_route *r, char *err, size_t errlen)
+SSL_CTX *tls_upstream_ctx_new(const struct conf *c, size_t idx, char *err, size_t errlen)
 {
+    const struct conf_route *r = &c->routes[idx];
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char jpath[64];
 
     if (ctx == NULL) {
         ssl_err_string(err, errlen, "tls", "cannot create upstream context");
@@ -536,8 +559,9 @@ SSL_CTX *tls_upstream_ctx_new(const struct conf_route *r, char *err, size_t errl
                      ? SSL_CTX_load_verify_locations(ctx, r->upstream_ca, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
-            ssl_err_string(err, errlen, r->upstream_ca ? r->upstream_ca : "system store",
-                           "cannot load upstream CA");
+            snprintf(jpath, sizeof(jpath), "$.routes[%zu].upstream_tls.ca", idx);
+            ssl_err_at(err, errlen, c->path, jpath,
+                       r->upstream_ca ? r->upstream_ca : "system store", "cannot load upstream CA");
             SSL_CTX_free(ctx);
             return NULL;
         }

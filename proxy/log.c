@@ -47,6 +47,9 @@ int log_level_parse(const char *s, enum log_level *out)
 }
 
 static void log_emit(const char *tag, const char *fmt, va_list ap, const char *suffix)
+    __attribute__((format(printf, 2, 0)));
+
+static void log_emit(const char *tag, const char *fmt, va_list ap, const char *suffix)
 {
     char msg[1024], line[4200];
     struct timespec ts;

@@ -1659,6 +1659,10 @@ static void *worker_main(void *arg)
         free(w->pools[i]);
     }
     free(w->pools);
+    w->pools = NULL;
+    w->npools = 0;
+    /* bufferevents are finalised by deferred callbacks: run them. */
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
     accesslog_submit(w->logbuf);
     return NULL;
 }

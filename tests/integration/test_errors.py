@@ -33,7 +33,7 @@ class ErrorsTest(ProxyTestCase):
     @classmethod
     def config_extra(cls):
         return {
-            "timeouts": {"header": "1s", "body": "1s", "keepalive": "2s",
+            "timeouts": {"header": "1s", "body": "1s", "keepalive": "2s", "handshake": "1s",
                          "upstream_response": "1s", "upstream_connect": "2s"},
             "limits": {"header_size": "4k", "header_count": 20, "request_line": "1k"},
         }
@@ -115,6 +115,15 @@ class ErrorsTest(ProxyTestCase):
                     closed = True
                     break
             self.assertTrue(closed, "a trickled head was not cut off")
+
+    def test_handshake_timeout(self):
+        # TCP connected, TLS never started.
+        with ztlib.connect_plain(self.port, timeout=GENEROUS) as c:
+            try:
+                data, closed = c.read_until_close(timeout=GENEROUS)
+            except OSError:
+                closed = True
+            self.assertTrue(closed, "a connection that never starts TLS is still open")
 
     def test_idle_connection_closed(self):
         with self.conn() as c:
@@ -226,6 +235,53 @@ class ErrorsTest(ProxyTestCase):
     def test_request_line_below_limit_ok(self):
         r = self.get("/" + "b" * 900)
         self.assertEqual(r.status, 200, r)
+
+    # -- malformed upstream responses ----------------------------------------
+    def test_malformed_upstream_response_is_502(self):
+        for kind in ("cl_te", "dup_cl", "bare_lf", "garbage"):
+            with self.subTest(kind=kind):
+                r = self.get("/bad?kind=%s" % kind)
+                self.assertEqual(r.status, 502, r)
+
+    def test_bad_chunk_from_upstream_not_passed_as_complete(self):
+        # The head is already on its way when the bad chunk arrives: the
+        # proxy may answer 502, or must cut the response short; it must not
+        # hand the client a cleanly terminated response.
+        with self.conn() as c:
+            c.send(build_request("GET", "/bad?kind=bad_chunk"))
+            try:
+                r = c.read_response()
+            except (ztlib.ConnectionClosed, ConnectionError, ssl.SSLError, ValueError):
+                return
+            self.assertEqual(r.status, 502, r)
+
+
+class ConnectionLimitTest(ProxyTestCase):
+    """limits.connections: open client connections per worker; beyond it new
+    connections are closed."""
+
+    @classmethod
+    def config_extra(cls):
+        return {"workers": 1, "limits": {"connections": 3}}
+
+    def test_connection_limit(self):
+        held = []
+        try:
+            for i in range(3):
+                c = self.conn()
+                c.send(build_request("GET", "/held-%d" % i))
+                self.assertEqual(c.read_response().status, 200)
+                held.append(c)
+            refused, detail = ztlib.is_refused(self.port, self.pki, "good", timeout=GENEROUS)
+            self.assertTrue(refused, "a 4th connection was served: %s" % detail)
+            held.pop().close()
+            # a slot is free again (bounded wait: the close must be noticed)
+            ztlib.wait_until(lambda: self.get("/after-limit").status == 200
+                             if not ztlib.is_refused(self.port, self.pki, "good")[0] else False,
+                             GENEROUS, interval=0.2, what="a free connection slot")
+        finally:
+            for c in held:
+                c.close()
 
 
 class UpstreamDiesTest(ProxyTestCase):

@@ -143,6 +143,18 @@ class SmugglingTest(ProxyTestCase):
         # 408 (not an accepted status) after 5 s instead of hanging.
         return {"timeouts": {"header": "5s", "body": "5s"}}
 
+    @classmethod
+    def routes(cls):
+        return [{"name": "app", "host": "app.test", "upstream": cls.up.url},
+                {"name": "slashes", "host": "other.test", "upstream": cls.up.url,
+                 "allow_encoded_slash": True}]
+
+    def test_encoded_slash_allowed_on_route(self):
+        r = self.get("/a%2Fb/c", host="other.test")
+        self.assertEqual(r.status, 200, r)
+        targets = [t for t in self.up.targets() if t.startswith("/a")]
+        self.assertIn(targets[-1], ("/a%2Fb/c", "/a%2fb/c"))
+
     def run_case(self, name):
         raw, statuses, pipeline = CASES[name]
         body_error = name in BODY_ERRORS

@@ -34,15 +34,17 @@ class RejectModeTest(ProxyTestCase):
         refused, detail = is_refused(self.port, self.pki, device, version)
         self.assertTrue(refused, "%s was not refused: %s" % (label, detail))
         keywords = REFUSALS[device]
-        line = self.proxy.wait_log(
-            off, lambda l: "handshake refused" in l.lower(), timeout=10,
-            what="a 'handshake refused' line for %s" % label)
-        lines = [l for l in self.proxy.stderr_since(off).splitlines()
-                 if "handshake refused" in l.lower()]
-        self.assertTrue(
-            any(any(k in l.lower() for k in keywords) for l in lines),
-            "%s: no 'handshake refused' line names the reason (one of %r); got %r"
-            % (label, keywords, lines or line))
+
+        def names_reason(l):
+            l = l.lower()
+            return "handshake refused" in l and any(k in l for k in keywords)
+        try:
+            self.proxy.wait_log(off, names_reason, timeout=10)
+        except AssertionError:
+            lines = [l for l in self.proxy.stderr_since(off).splitlines()
+                     if "handshake refused" in l.lower()]
+            self.fail("%s: no 'handshake refused' line names the reason (one of %r); got %r"
+                      % (label, keywords, lines))
         self.assertEqual(len(self.up.heads()), before,
                          "%s: a request reached the upstream" % label)
 
@@ -188,6 +190,36 @@ class EnrollPageTest(ProxyTestCase):
         self.assertEqual(r.status, 200, r)
         devs = [v for n, v in r.json()["headers"] if n.lower() == "x-zt-device"]
         self.assertEqual(devs, ["good"])
+
+
+class DeviceIdSubjectCNTest(ProxyTestCase):
+    @classmethod
+    def config_extra(cls):
+        return {"device_id": {"source": "subject_cn"}}
+
+    def test_device_from_subject_cn(self):
+        r = self.get("/echo", device="good2")
+        self.assertEqual(r.status, 200, r)
+        devs = [v for n, v in r.json()["headers"] if n.lower() == "x-zt-device"]
+        self.assertEqual(devs, ["good2"])
+
+
+class DeviceIdPrefixMismatchTest(ProxyTestCase):
+    """A certificate without a SAN URI of the configured prefix has no device
+    id: refused, and the reason logged."""
+
+    @classmethod
+    def config_extra(cls):
+        return {"device_id": {"source": "san_uri", "prefix": "urn:other:device:"}}
+
+    def test_refused_without_device_id(self):
+        off = self.proxy.stderr_size()
+        refused, detail = is_refused(self.port, self.pki, "good")
+        self.assertTrue(refused, "a certificate without a device id was accepted: %s" % detail)
+        self.proxy.wait_log(off, lambda l: "handshake refused" in l.lower() and
+                            "device" in l.lower(), timeout=10,
+                            what="a 'handshake refused' line about the device id")
+        self.assertEqual(self.up.heads(), [])
 
 
 if __name__ == "__main__":

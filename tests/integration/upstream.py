@@ -22,6 +22,8 @@ Endpoints:
                              pattern_chunks()), Content-Length, chunked, or
                              delimited by closing the connection
   GET  /status?code=N        answers with that status and a small body
+  GET  /bad?kind=K           a malformed response (cl_te, dup_cl, bad_chunk,
+                             bare_lf, garbage), then closes
   GET  /ws                   WebSocket handshake (RFC 6455), then echoes frames
   GET  /hang                 never answers; the socket stays open until the
                              peer closes it or the server stops
@@ -334,6 +336,8 @@ class Server:
             chunked = query.get("chunked", ["0"])[0] == "1"
             close = query.get("close", ["0"])[0] == "1"
             return self.send_download(conn, size, chunked, close, keep, is_head)
+        if path == "/bad":
+            return self.send_bad(conn, query.get("kind", [""])[0])
         if path == "/status":
             code = int(query.get("code", ["200"])[0])
             body = b"status %d from %s\n" % (code, self.name.encode())
@@ -342,6 +346,25 @@ class Server:
             return self.send_simple(conn, code, "Status", body, "text/plain", keep, is_head)
         body = b"hello from %s\n" % self.name.encode()
         return self.send_simple(conn, 200, "OK", body, "text/plain", keep, is_head)
+
+    def send_bad(self, conn, kind):
+        """Malformed responses, for the proxy's response parser."""
+        bad = {
+            "cl_te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nhello",
+            "dup_cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                      b"Content-Length: 7\r\n\r\nhello!!",
+            "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"zz\r\nhello\r\n0\r\n\r\n",
+            "bare_lf": b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+            "garbage": b"this is not http\r\n\r\n",
+        }.get(kind, b"HTTP/1.1 500 Unknown\r\nContent-Length: 0\r\n\r\n")
+        conn.sock.sendall(bad)
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return False
 
     def common_headers(self):
         return b"Server: zt-test-upstream\r\nX-Upstream: %s\r\n" % self.name.encode()

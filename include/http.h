@@ -175,8 +175,9 @@ enum http_chunked_status http_chunked_feed(struct http_chunked *c, const char *i
  * hex of every other escape, merge repeated '/', remove "." and ".."
  * segments (RFC 3986 5.2.4; ".." never climbs above "/"). The path must
  * start with '/'. Rejected (returns -1, *err set to a static reason):
- * invalid escapes, %00, a raw NUL or control character, and %2F unless
- * HTTP_PATH_ALLOW_ENCODED_SLASH is given. out needs len + 1 bytes; the
+ * invalid escapes, %00, a raw NUL or control character, a raw backslash,
+ * and %2F or %5C unless HTTP_PATH_ALLOW_ENCODED_SLASH is given (a decoded
+ * slash or backslash would change how some upstreams split the path). out needs len + 1 bytes; the
  * result is NUL-terminated and *out_len excludes the NUL.
  */
 int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,

@@ -66,6 +66,12 @@ int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
                     *err = "'?' or '#' in path";
                     return -1;
                 }
+                /* Some upstreams (IIS, Windows file servers) treat '\\' as a
+                 * separator: "/a\\..\\admin" would escape a path rule. */
+                if (c == '\\') {
+                    *err = "backslash in path";
+                    return -1;
+                }
                 out[o++] = (char)c;
                 continue;
             }
@@ -85,8 +91,8 @@ int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
                 *err = "%00 in path";
                 return -1;
             }
-            if (c == '/' && !(flags & HTTP_PATH_ALLOW_ENCODED_SLASH)) {
-                *err = "encoded slash in path";
+            if ((c == '/' || c == '\\') && !(flags & HTTP_PATH_ALLOW_ENCODED_SLASH)) {
+                *err = "encoded slash or backslash in path";
                 return -1;
             }
             if (is_unreserved(c)) {

@@ -140,7 +140,7 @@ struct upconn {
 
 struct pool {
     char *key;
-    TAILQ_HEAD(, upconn) idle;
+    TAILQ_HEAD(upconn_list, upconn) idle;
     int nidle;
 };
 
@@ -155,7 +155,7 @@ struct worker {
     struct proxy_gen *pending; /* set by the main thread under mtx */
     int stop_requested;        /* ditto */
     struct proxy_gen *gen;
-    TAILQ_HEAD(, conn) conns;
+    TAILQ_HEAD(conn_list, conn) conns;
     size_t nconns;
     int stopping;
     struct event *grace;
@@ -294,6 +294,8 @@ static const char *status_text(int status)
         return "Request Timeout";
     case 413:
         return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
     case 414:
         return "URI Too Long";
     case 421:
@@ -696,6 +698,11 @@ static int named_in_connection(const struct http_header *hs, size_t n, const str
     size_t i;
 
     if (h->name_len >= sizeof(name))
+        return 0;
+    /* Framing and routing are the proxy's business: "Connection: host" or
+     * "Connection: content-length" must not make us drop them. */
+    if (header_is(h, "host") || header_is(h, "content-length") ||
+        header_is(h, "transfer-encoding"))
         return 0;
     for (i = 0; i < h->name_len; i++) {
         char ch = h->name[i];

@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 fuzz_seconds=${FUZZ_SECONDS:-60}
 
+echo "== cppcheck"
+cppcheck --quiet --enable=warning,portability --inline-suppr --error-exitcode=1 -I include \
+  --std=c11 proxy device policy tools
+
 echo "== build (RelWithDebInfo)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"

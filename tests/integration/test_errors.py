@@ -276,9 +276,12 @@ class ConnectionLimitTest(ProxyTestCase):
             self.assertTrue(refused, "a 4th connection was served: %s" % detail)
             held.pop().close()
             # a slot is free again (bounded wait: the close must be noticed)
-            ztlib.wait_until(lambda: self.get("/after-limit").status == 200
-                             if not ztlib.is_refused(self.port, self.pki, "good")[0] else False,
-                             GENEROUS, interval=0.2, what="a free connection slot")
+            def served():
+                try:
+                    return self.get("/after-limit", timeout=5).status == 200
+                except (ztlib.ConnectionClosed, ConnectionError, ssl.SSLError, OSError):
+                    return False
+            ztlib.wait_until(served, GENEROUS, interval=0.2, what="a free connection slot")
         finally:
             for c in held:
                 c.close()

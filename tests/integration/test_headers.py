@@ -5,7 +5,6 @@ Host and path prefix; the access log."""
 
 import hashlib
 import os
-import unittest
 
 import ztlib
 from ztlib import ProxyTestCase

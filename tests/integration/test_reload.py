@@ -4,11 +4,9 @@ path), SIGHUP with a broken config (keeps serving, says why), SIGHUP with a
 good one (applies to new connections, CRL included), SIGTERM (exits 0)."""
 
 import copy
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import unittest
 
@@ -59,7 +57,9 @@ class ReloadTest(unittest.TestCase):
 
     def tearDown(self):
         self.proxy.stop()
+        report = self.proxy.sanitizer_report()
         type(self).proxy = None
+        self.assertEqual(report, [], "the proxy's sanitizer reported problems")
 
     def get(self, path="/", host="app.test", device="good"):
         return ztlib.http_request(self.port, "GET", path, pki=self.pki, host=host,
@@ -94,10 +94,9 @@ class ReloadTest(unittest.TestCase):
         cfg["bogus_key"] = 1
         cfg["routes"][0]["upstream"] = self.ups["new"].url  # must NOT apply
         off = self.reload_with(cfg)
-        line = self.assert_reload_refused(off, "unknown key")
+        self.assert_reload_refused(off, "unknown key")
         text = self.proxy.stderr_since(off)
         self.assertIn("$.bogus_key", text, "the refusal does not name the JSON path")
-        del line
 
     def test_sighup_missing_certificate_keeps_serving(self):
         cfg = copy.deepcopy(self.cfg)
@@ -358,7 +357,6 @@ class CheckTest(unittest.TestCase):
     def test_start_with_broken_config_fails(self):
         path = write_config(os.path.join(self.tmp, "broken-start.json"),
                             self.mutated(lambda c: c.__setitem__("bogus", 1)))
-        port = self.good["listen"][0]["address"]
         p = ztlib.spawn([ztlib.ZTPROXY_BIN, "-c", path], stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         try:
@@ -367,7 +365,6 @@ class CheckTest(unittest.TestCase):
             ztlib.stop_process(p)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("$.bogus", (out + err).decode(errors="replace"))
-        del port
 
 
 if __name__ == "__main__":

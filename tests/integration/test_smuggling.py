@@ -4,7 +4,6 @@
 including a request pipelined behind it. Also path normalisation."""
 
 import ssl
-import unittest
 
 import ztlib
 from ztlib import ProxyTestCase

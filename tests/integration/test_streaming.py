@@ -3,7 +3,6 @@
 pipelining, HEAD, Expect: 100-continue and WebSocket pass-through."""
 
 import hashlib
-import json
 import os
 import threading
 
@@ -98,7 +97,6 @@ class StreamingTest(ProxyTestCase):
         self.assertEqual(r.body_sha256, pattern_sha256(size))
 
     def test_large_upload_content_length(self):
-        h = hashlib.sha256()
         with self.conn(timeout=120) as c:
             c.send(build_request("POST", "/upload", [("Content-Length", str(LARGE))]))
             for part in ztlib.pattern_chunks(LARGE, MiB):
@@ -107,7 +105,6 @@ class StreamingTest(ProxyTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["length"], LARGE)
         self.assertEqual(r.json()["sha256"], pattern_sha256(LARGE))
-        del h
 
     def test_large_upload_chunked(self):
         size = 64 * MiB

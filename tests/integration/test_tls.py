@@ -2,10 +2,6 @@
 """Mutual TLS: which device certificates get in, which are refused and why,
 the enroll page mode, session resumption, ALPN."""
 
-import os
-import ssl
-import unittest
-
 import ztlib
 from ztlib import ProxyTestCase, is_refused
 

@@ -41,7 +41,6 @@ import random
 import signal
 import socket
 import ssl
-import sys
 import threading
 import urllib.parse
 

@@ -112,6 +112,8 @@ atexit.register(_kill_all_children)
 
 def _on_term(signum, frame):
     _kill_all_children()
+    for d in list(_tmpdirs):
+        remove_tmpdir(d)
     os._exit(128 + signum)
 
 
@@ -151,12 +153,17 @@ def port_accepts(port, host="127.0.0.1"):
 # temp dirs
 # --------------------------------------------------------------------------
 
+_tmpdirs = set()
+
+
 def make_tmpdir(prefix="zt-"):
     d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.add(d)
     return d
 
 
 def remove_tmpdir(d):
+    _tmpdirs.discard(d)
     if d and not KEEP_TMP:
         shutil.rmtree(d, ignore_errors=True)
     elif d:
@@ -238,9 +245,6 @@ class PKI:
 
     def device_key(self, device_id):
         return os.path.join(self.device_dir(device_id), "devices", device_id + ".key")
-
-
-_pki_cache = {}
 
 
 def make_pki(dir):
@@ -444,6 +448,14 @@ class Proxy:
             return ""
 
     logs = stderr
+
+    SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                         "runtime error:", "WARNING: ThreadSanitizer")
+
+    def sanitizer_report(self):
+        """Lines of stderr where a sanitizer reported a problem."""
+        return [l for l in self.stderr().splitlines()
+                if any(m in l for m in self.SANITIZER_MARKERS)]
 
     def stderr_size(self):
         try:
@@ -884,12 +896,19 @@ class ProxyTestCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        report = []
         if cls.proxy is not None:
             cls.proxy.stop()
+            report = cls.proxy.sanitizer_report()
+            if report:
+                sys.stderr.write("---- sanitizer report in proxy stderr ----\n%s\n" % _tail(
+                    cls.proxy.stderr_path, 60))
             cls.proxy = None
         for u in getattr(cls, "ups", {}).values():
             u.stop()
         remove_tmpdir(cls.tmp)
+        if report:
+            raise AssertionError("the proxy's sanitizer reported: %s" % report[:5])
 
     # conveniences
     def get(self, path, headers=None, **kw):

@@ -284,6 +284,57 @@ class StreamingTest(ProxyTestCase):
         self.assertEqual(got, size)
         self.assertEqual(h.hexdigest(), pattern_sha256(size))
 
+    def test_upload_backpressure(self):
+        # The upstream does not read the body for a few seconds: the proxy
+        # must hold the client back rather than buffer the upload.
+        if _is_sanitized(ztlib.ZTPROXY_BIN):
+            self.skipTest("sanitizer build")
+        size = 256 * MiB
+        base = _rss(self.proxy.proc.pid)
+        result = {}
+        c = self.conn(timeout=120)
+
+        def sender():
+            try:
+                c.send(build_request("POST", "/upload?pause=3",
+                                     [("Content-Length", str(size))]))
+                for part in ztlib.pattern_chunks(size, MiB):
+                    c.send(part)
+                result["resp"] = c.read_response()
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
+
+        t = threading.Thread(target=sender)
+        t.start()
+        try:
+            import time
+            peak = base
+            for _ in range(25):
+                time.sleep(0.1)
+                peak = max(peak, _rss(self.proxy.proc.pid))
+            t.join(120)
+        finally:
+            c.close()
+        self.assertFalse(t.is_alive(), "upload did not finish")
+        self.assertNotIn("error", result)
+        self.assertLess(peak - base, 64 * MiB,
+                        "proxy RSS grew by %d MiB while the upstream did not read"
+                        % ((peak - base) // MiB))
+        r = result["resp"]
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["length"], size)
+        self.assertEqual(r.json()["sha256"], pattern_sha256(size))
+
+    def test_pipelining_order_with_slow_first(self):
+        raw = (build_request("GET", "/slow?ms=700") + build_request("GET", "/echo?n=2") +
+               build_request("GET", "/download?size=100000"))
+        with self.conn() as c:
+            c.send(raw)
+            r1, r2, r3 = c.read_response(), c.read_response(), c.read_response()
+        self.assertEqual(r1.body, b"slow from main\n")
+        self.assertEqual(r2.json()["query"], "n=2")
+        self.assertEqual(r3.body_sha256, pattern_sha256(100000))
+
     def test_parallel_connections(self):
         errors = []
 

@@ -21,6 +21,8 @@ Endpoints:
                              N bytes of deterministic content (see
                              pattern_chunks()), Content-Length, chunked, or
                              delimited by closing the connection
+  ANY  ...?pause=S            wait S seconds before reading the body
+  GET  /slow?ms=N            answers after N milliseconds
   GET  /status?code=N        answers with that status and a small body
   GET  /bad?kind=K           a malformed response (cl_te, dup_cl, bad_chunk,
                              bare_lf, garbage), then closes
@@ -42,6 +44,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -300,6 +303,14 @@ class Server:
                     continue
             raise PeerClosed()
 
+        url = urllib.parse.urlsplit(target)
+        query = urllib.parse.parse_qs(url.query)
+        pause = float(query.get("pause", ["0"])[0])
+        if pause > 0:
+            # Do not read the body for a while: the proxy has to hold back
+            # the client (backpressure), not buffer the whole upload.
+            time.sleep(min(pause, 30))
+
         length, _ = self.read_body(conn, headers, rid, method, target, h)
         digest = h.hexdigest()
         self.record({"phase": "end", "id": rid, "method": method, "target": target,
@@ -311,9 +322,7 @@ class Server:
         else:
             keep = "close" not in conn_hdr
 
-        url = urllib.parse.urlsplit(target)
         path = url.path
-        query = urllib.parse.parse_qs(url.query)
         is_head = method == "HEAD"
 
         if path == "/ws" and (hget(headers, "upgrade") or "").lower() == "websocket":
@@ -335,6 +344,10 @@ class Server:
             chunked = query.get("chunked", ["0"])[0] == "1"
             close = query.get("close", ["0"])[0] == "1"
             return self.send_download(conn, size, chunked, close, keep, is_head)
+        if path == "/slow":
+            time.sleep(min(int(query.get("ms", ["0"])[0]), 30000) / 1000.0)
+            body = b"slow from %s\n" % self.name.encode()
+            return self.send_simple(conn, 200, "OK", body, "text/plain", keep, is_head)
         if path == "/bad":
             return self.send_bad(conn, query.get("kind", [""])[0])
         if path == "/status":

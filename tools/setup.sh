@@ -26,6 +26,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The development OpenID provider (deploy/dev-idp) runs on Node.js.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: node and npm are missing (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+idp=deploy/dev-idp
+if [ ! -f "$idp/node_modules/.package-lock.json" ] ||
+   ! cmp -s "$idp/package-lock.json" "$idp/node_modules/.ztproxy-lock"; then
+  echo "setup: npm ci in $idp"
+  (cd "$idp" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$idp/package-lock.json" "$idp/node_modules/.ztproxy-lock"
+fi
+
 if [ "${1:-}" != "--no-build" ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build -j"$(nproc)"

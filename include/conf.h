@@ -17,12 +17,35 @@
 
 enum conf_unauth { CONF_UNAUTH_REJECT = 0, CONF_UNAUTH_ENROLL_PAGE };
 
-
 struct conf_listener {
     char *text; /* as written, for logs */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int backlog;
+};
+
+enum conf_auth_mode {
+    CONF_AUTH_NONE = 0, /* device certificate only */
+    CONF_AUTH_SESSION,  /* SSO session cookie (browser) */
+    CONF_AUTH_BEARER,   /* Authorization: Bearer <provider JWT> (CLI) */
+    CONF_AUTH_ANY       /* either */
+};
+
+enum conf_user_header { CONF_USER_EMAIL = 0, CONF_USER_SUBJECT };
+
+/* An OpenID Connect provider (identity.providers[]). */
+struct conf_provider {
+    char *name;
+    char *issuer; /* exact "iss"; discovery at issuer + /.well-known/... */
+    char *client_id;
+    char *client_secret; /* read from client_secret_file; wiped on free */
+    char *scopes;        /* space-separated, always includes "openid" */
+    char *ca;            /* CA bundle for https:// to the provider, NULL: system */
+    uint64_t clock_skew_ms;
+    uint64_t jwks_min_refresh_ms; /* refetch the JWKS at most this often on unknown kid */
+    char **bearer_audiences;      /* accepted "aud" of bearer tokens */
+    size_t nbearer_audiences;
+    char *mfa_acr; /* an acr value that means MFA ("" if none) */
 };
 
 struct conf_route {
@@ -43,6 +66,14 @@ struct conf_route {
     int websocket;
     int allow_encoded_slash;
     int pool_size;
+
+    /* identity (meaningful when the config has an identity section) */
+    enum conf_auth_mode auth_mode;
+    int auth_provider; /* index into providers, -1 when auth_mode is NONE */
+    int bearer_bound;  /* bearer tokens must carry cnf.x5t#S256 of the device cert */
+    enum conf_user_header user_header;
+    uint64_t max_auth_age_ms; /* 0: no limit beyond the session's own */
+    int require_mfa;
 };
 
 struct conf {
@@ -85,6 +116,21 @@ struct conf {
     struct conf_route *routes;
     size_t nroutes;
 
+    char *state_dir; /* persistent state (revocations, posture); NULL: none */
+
+    /* identity: nproviders == 0 means no SSO at all */
+    struct conf_provider *providers;
+    size_t nproviders;
+    char *session_cookie_name; /* without the __Host- prefix */
+    char *session_keys;        /* key ring file */
+    uint64_t session_lifetime_ms;
+    uint64_t session_idle_ms;
+    uint64_t login_timeout_ms; /* how long a login round trip may take */
+    char *assertion_key;       /* directory of ES256 keys (*.pem) for X-ZT-Assertion */
+    char *assertion_issuer;
+    uint64_t assertion_lifetime_ms;
+    size_t assertion_groups_budget; /* bytes of group names in headers */
+
     int refs; /* atomic; see conf_ref() */
 };
 
@@ -97,8 +143,8 @@ struct conf {
  * with conf_unref()). On failure returns -1, leaves *out untouched and writes
  * one line "name: $.json.path: what was expected" into err.
  */
-int conf_parse(const char *text, size_t len, const char *name, const char *basedir,
-               unsigned flags, struct conf **out, char *err, size_t errlen);
+int conf_parse(const char *text, size_t len, const char *name, const char *basedir, unsigned flags,
+               struct conf **out, char *err, size_t errlen);
 
 /* Read FILE and conf_parse() it. */
 int conf_load(const char *file, struct conf **out, char *err, size_t errlen);

@@ -98,9 +98,9 @@ struct http_response {
 
     enum http_body_kind body;
     uint64_t content_length;
-    int keep_alive;         /* upstream will keep the connection open */
-    int upgrade_websocket;  /* 101 with Upgrade: websocket */
-    const char *error;      /* on HTTP_PARSE_ERROR */
+    int keep_alive;        /* upstream will keep the connection open */
+    int upgrade_websocket; /* 101 with Upgrade: websocket */
+    const char *error;     /* on HTTP_PARSE_ERROR */
 };
 
 /*
@@ -121,9 +121,8 @@ enum http_parse_status http_request_parse(const char *buf, size_t len,
  * Content-Length or chunked is HTTP_BODY_CLOSE.
  */
 enum http_parse_status http_response_parse(const char *buf, size_t len, size_t max_head,
-                                           int request_was_head,
-                                           struct http_header *headers, size_t cap,
-                                           struct http_response *resp);
+                                           int request_was_head, struct http_header *headers,
+                                           size_t cap, struct http_response *resp);
 
 /* Case-insensitive comparison of a slice with a NUL-terminated lowercase
  * literal. Returns 1 when equal. */
@@ -162,8 +161,7 @@ void http_chunked_init(struct http_chunked *c);
  * Call repeatedly until the input is used up or DONE/ERROR is returned.
  */
 enum http_chunked_status http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
-                                           size_t *consumed, const char **data,
-                                           size_t *data_len);
+                                           size_t *consumed, const char **data, size_t *data_len);
 
 /* ---- path normalisation ----------------------------------------------- */
 
@@ -180,7 +178,7 @@ enum http_chunked_status http_chunked_feed(struct http_chunked *c, const char *i
  * slash or backslash would change how some upstreams split the path). out needs len + 1 bytes; the
  * result is NUL-terminated and *out_len excludes the NUL.
  */
-int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
-                        size_t *out_len, const char **err);
+int http_path_normalize(const char *path, size_t len, unsigned flags, char *out, size_t *out_len,
+                        const char **err);
 
 #endif

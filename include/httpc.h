@@ -37,10 +37,10 @@ struct httpc_opts {
     size_t body_len;
     const char *basic_user; /* HTTP Basic credentials (client_secret_basic), or NULL */
     const char *basic_password;
-    long timeout_ms;       /* whole exchange; default 10 s */
+    long timeout_ms;         /* whole exchange; default 10 s */
     long connect_timeout_ms; /* default 5 s */
-    size_t max_body;       /* response bodies beyond it fail; default 1 MiB */
-    const char *ca_file;   /* verify against this CA bundle instead of the system's */
+    size_t max_body;         /* response bodies beyond it fail; default 1 MiB */
+    const char *ca_file;     /* verify against this CA bundle instead of the system's */
     const char *client_cert; /* PEM client certificate and key, or NULL */
     const char *client_key;
 };

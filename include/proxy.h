@@ -36,4 +36,9 @@ void proxy_shutdown(void);
 /* Wait for every worker to exit. */
 void proxy_join(void);
 
+/* The session revocation store in c->state_dir (with identity configured):
+ * open at start, close at exit. 0 or -1 with err. */
+int proxy_revocations_open(const struct conf *c, char *err, size_t errlen);
+void proxy_revocations_close(void);
+
 #endif

@@ -31,11 +31,11 @@ SSL *tls_server_ssl_new(struct tls_server *ts);
 
 /* What the handshake established about the peer. */
 struct tls_peer {
-    int verified;                    /* 1: a valid device certificate, id read */
+    int verified; /* 1: a valid device certificate, id read */
     char device_id[DEVICE_ID_MAX + 1];
-    unsigned char thumbprint[32];    /* SHA-256 of the certificate (DER) */
-    char reason[160];                /* when not verified: why (for the log) */
-    char sni[256];                   /* server name the client asked for, "" if none */
+    unsigned char thumbprint[32]; /* SHA-256 of the certificate (DER) */
+    char reason[160];             /* when not verified: why (for the log) */
+    char sni[256];                /* server name the client asked for, "" if none */
     int resumed;
 };
 

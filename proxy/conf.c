@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "conf.h"
 
@@ -490,12 +491,285 @@ static int valid_route_name(const char *s)
     return 1;
 }
 
+
+/* Read a small secret file (mode 0600/0400) into a string without the
+ * trailing newline. */
+static int read_secret_file(struct conf_ctx *cx, const char *jpath, const char *file,
+                            char **out)
+{
+    char buf[4096];
+    FILE *f;
+    size_t n;
+
+    if (cx->flags & CONF_NO_FS) {
+        *out = strdup("fuzz");
+        return 0;
+    }
+    f = fopen(file, "r");
+    if (f == NULL)
+        return conf_fail(cx, jpath, "cannot read \"%s\": %s", file, strerror(errno));
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (n == 0 || n >= sizeof(buf) - 1) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return conf_fail(cx, jpath, "\"%s\" must hold one secret of 1-4094 bytes", file);
+    }
+    *out = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return 0;
+}
+
+static int get_string_list(struct conf_ctx *cx, json_t *obj, const char *base, const char *key,
+                           char ***out, size_t *nout)
+{
+    json_t *v = json_object_get(obj, key), *e;
+    char p[256];
+    size_t i;
+
+    *out = NULL;
+    *nout = 0;
+    if (v == NULL)
+        return 0;
+    jp(p, sizeof(p), base, key);
+    if (!json_is_array(v) || json_array_size(v) > 64)
+        return conf_fail(cx, p, "expected an array of at most 64 strings");
+    *out = calloc(json_array_size(v) + 1, sizeof(char *));
+    if (*out == NULL)
+        return conf_fail(cx, p, "out of memory");
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e) || json_string_length(e) == 0)
+            return conf_fail(cx, p, "expected non-empty strings, item %zu is not", i);
+        (*out)[i] = strdup(json_string_value(e));
+        *nout = i + 1;
+    }
+    return 0;
+}
+
+static int parse_provider(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
+                          struct conf_provider *pv)
+{
+    static const char *const keys[] = {"name", "issuer", "client_id", "client_secret_file",
+                                       "scopes", "ca", "clock_skew", "jwks_min_refresh",
+                                       "bearer_audiences", "mfa_acr", NULL};
+    char base[64], p[256], *secret_file = NULL;
+    size_t i;
+    int rc;
+
+    snprintf(base, sizeof(base), "$.identity.providers[%zu]", idx);
+    if (conf_check_keys(cx, base, o, keys) == -1 ||
+        get_string(cx, o, base, "name", 1, NULL, &pv->name) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "name");
+    if (!valid_route_name(pv->name))
+        return conf_fail(cx, p, "expected 1-64 characters of [a-z0-9_-], got \"%s\"", pv->name);
+    for (i = 0; i < idx; i++)
+        if (strcmp(c->providers[i].name, pv->name) == 0)
+            return conf_fail(cx, p, "duplicate provider name \"%s\"", pv->name);
+    if (get_string(cx, o, base, "issuer", 1, NULL, &pv->issuer) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "issuer");
+    if ((strncmp(pv->issuer, "https://", 8) != 0 && strncmp(pv->issuer, "http://", 7) != 0) ||
+        strpbrk(pv->issuer, " \"<>?#") != NULL)
+        return conf_fail(cx, p, "expected an http(s):// URL without query or fragment, got \"%s\"",
+                         pv->issuer);
+    if (get_string(cx, o, base, "client_id", 1, NULL, &pv->client_id) == -1 ||
+        get_file(cx, o, base, "client_secret_file", 1, 1, &secret_file) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "client_secret_file");
+    rc = read_secret_file(cx, p, secret_file, &pv->client_secret);
+    free(secret_file);
+    if (rc == -1)
+        return -1;
+    if (get_string(cx, o, base, "scopes", 0, "openid email profile", &pv->scopes) == -1 ||
+        get_file(cx, o, base, "ca", 0, 0, &pv->ca) == -1 ||
+        get_duration(cx, o, base, "clock_skew", 0, 600 * 1000, 60 * 1000, &pv->clock_skew_ms) ==
+            -1 ||
+        get_duration(cx, o, base, "jwks_min_refresh", 1000, 24 * 3600 * 1000ULL, 30 * 1000,
+                     &pv->jwks_min_refresh_ms) == -1 ||
+        get_string_list(cx, o, base, "bearer_audiences", &pv->bearer_audiences,
+                        &pv->nbearer_audiences) == -1 ||
+        get_string(cx, o, base, "mfa_acr", 0, "", &pv->mfa_acr) == -1)
+        return -1;
+    jp(p, sizeof(p), base, "scopes");
+    if (strstr(pv->scopes, "openid") == NULL)
+        return conf_fail(cx, p, "must include \"openid\"");
+    if (pv->nbearer_audiences == 0) {
+        pv->bearer_audiences = calloc(2, sizeof(char *));
+        pv->bearer_audiences[0] = strdup(pv->client_id);
+        pv->nbearer_audiences = 1;
+    }
+    return 0;
+}
+
+static int parse_identity(struct conf_ctx *cx, struct conf *c, json_t *o)
+{
+    static const char *const keys[] = {"providers", "session", "assertion", NULL};
+    static const char *const skeys[] = {"cookie_name", "keys", "lifetime", "idle_timeout",
+                                        "login_timeout", NULL};
+    static const char *const akeys[] = {"keys_dir", "issuer", "lifetime", "groups_budget", NULL};
+    json_t *v, *e, *empty = json_object();
+    long long n;
+    size_t i;
+    int rc = -1;
+
+    if (conf_check_keys(cx, "$.identity", o, keys) == -1)
+        goto out;
+    v = json_object_get(o, "providers");
+    if (v == NULL || !json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 16) {
+        conf_fail(cx, "$.identity.providers", "expected an array of 1-16 provider objects");
+        goto out;
+    }
+    c->providers = calloc(json_array_size(v), sizeof(*c->providers));
+    json_array_foreach(v, i, e)
+    {
+        c->nproviders = i + 1;
+        if (parse_provider(cx, c, e, i, &c->providers[i]) == -1)
+            goto out;
+    }
+    v = json_object_get(o, "session");
+    if (v == NULL)
+        v = empty;
+    if (conf_check_keys(cx, "$.identity.session", v, skeys) == -1 ||
+        get_string(cx, v, "$.identity.session", "cookie_name", 0, "zt_session",
+                   &c->session_cookie_name) == -1)
+        goto out;
+    for (i = 0; c->session_cookie_name[i] != '\0'; i++) {
+        unsigned char ch = (unsigned char)c->session_cookie_name[i];
+        if (!(isalnum(ch) || ch == '_' || ch == '-') || i >= 48) {
+            conf_fail(cx, "$.identity.session.cookie_name", "expected 1-48 characters of [A-Za-z0-9_-]");
+            goto out;
+        }
+    }
+    if (c->session_cookie_name[0] == '\0') {
+        conf_fail(cx, "$.identity.session.cookie_name", "expected 1-48 characters of [A-Za-z0-9_-]");
+        goto out;
+    }
+    if (get_string(cx, v, "$.identity.session", "keys", 1, NULL, &c->session_keys) == -1)
+        goto out;
+    {
+        char *full = conf_path(cx, c->session_keys);
+        free(c->session_keys);
+        c->session_keys = full;
+    }
+    if (get_duration(cx, v, "$.identity.session", "lifetime", 1000, 30 * 24 * 3600 * 1000ULL,
+                     12 * 3600 * 1000ULL, &c->session_lifetime_ms) == -1 ||
+        get_duration(cx, v, "$.identity.session", "idle_timeout", 1000,
+                     30 * 24 * 3600 * 1000ULL, 3600 * 1000ULL, &c->session_idle_ms) == -1 ||
+        get_duration(cx, v, "$.identity.session", "login_timeout", 10 * 1000, 3600 * 1000ULL,
+                     600 * 1000ULL, &c->login_timeout_ms) == -1)
+        goto out;
+    v = json_object_get(o, "assertion");
+    if (v == NULL)
+        v = empty;
+    if (conf_check_keys(cx, "$.identity.assertion", v, akeys) == -1 ||
+        get_string(cx, v, "$.identity.assertion", "keys_dir", 1, NULL, &c->assertion_key) == -1 ||
+        get_string(cx, v, "$.identity.assertion", "issuer", 0, "ztproxy", &c->assertion_issuer) ==
+            -1 ||
+        get_duration(cx, v, "$.identity.assertion", "lifetime", 1000, 60 * 1000, 60 * 1000,
+                     &c->assertion_lifetime_ms) == -1 ||
+        get_int(cx, v, "$.identity.assertion", "groups_budget", 0, 16384, 2048, &n) == -1)
+        goto out;
+    c->assertion_groups_budget = (size_t)n;
+    {
+        char *full = conf_path(cx, c->assertion_key);
+        free(c->assertion_key);
+        c->assertion_key = full;
+    }
+    rc = 0;
+out:
+    json_decref(empty);
+    return rc;
+}
+
+static int parse_route_auth(struct conf_ctx *cx, struct conf *c, json_t *o, const char *base,
+                            struct conf_route *r)
+{
+    static const char *const keys[] = {"provider", "mode", "bearer_bound", "user_header",
+                                       "max_auth_age", "require_mfa", NULL};
+    json_t *a = json_object_get(o, "auth"), *empty = json_object();
+    char ab[96], p[256], *s = NULL;
+    size_t i;
+    int rc = -1;
+
+    r->auth_provider = -1;
+    r->auth_mode = CONF_AUTH_NONE;
+    snprintf(ab, sizeof(ab), "%s.auth", base);
+    if (a == NULL)
+        a = empty;
+    if (conf_check_keys(cx, ab, a, keys) == -1)
+        goto out;
+    if (get_string(cx, a, ab, "mode", 0, c->nproviders > 0 ? "any" : "none", &s) == -1)
+        goto out;
+    jp(p, sizeof(p), ab, "mode");
+    if (strcmp(s, "none") == 0)
+        r->auth_mode = CONF_AUTH_NONE;
+    else if (strcmp(s, "session") == 0)
+        r->auth_mode = CONF_AUTH_SESSION;
+    else if (strcmp(s, "bearer") == 0)
+        r->auth_mode = CONF_AUTH_BEARER;
+    else if (strcmp(s, "any") == 0)
+        r->auth_mode = CONF_AUTH_ANY;
+    else {
+        conf_fail(cx, p, "expected \"session\", \"bearer\", \"any\" or \"none\", got \"%s\"", s);
+        goto out;
+    }
+    if (r->auth_mode != CONF_AUTH_NONE && c->nproviders == 0) {
+        conf_fail(cx, p, "needs an identity provider in $.identity.providers");
+        goto out;
+    }
+    free(s);
+    s = NULL;
+    if (get_string(cx, a, ab, "provider", 0, NULL, &s) == -1)
+        goto out;
+    if (r->auth_mode != CONF_AUTH_NONE) {
+        r->auth_provider = 0;
+        if (s != NULL) {
+            r->auth_provider = -1;
+            for (i = 0; i < c->nproviders; i++)
+                if (strcmp(c->providers[i].name, s) == 0)
+                    r->auth_provider = (int)i;
+            if (r->auth_provider == -1) {
+                jp(p, sizeof(p), ab, "provider");
+                conf_fail(cx, p, "unknown provider \"%s\"", s);
+                goto out;
+            }
+        }
+    }
+    free(s);
+    s = NULL;
+    if (get_bool(cx, a, ab, "bearer_bound", 0, &r->bearer_bound) == -1 ||
+        get_string(cx, a, ab, "user_header", 0, "email", &s) == -1)
+        goto out;
+    if (strcmp(s, "email") == 0) {
+        r->user_header = CONF_USER_EMAIL;
+    } else if (strcmp(s, "subject") == 0) {
+        r->user_header = CONF_USER_SUBJECT;
+    } else {
+        jp(p, sizeof(p), ab, "user_header");
+        conf_fail(cx, p, "expected \"email\" or \"subject\", got \"%s\"", s);
+        goto out;
+    }
+    if (get_duration(cx, a, ab, "max_auth_age", 0, 30 * 24 * 3600 * 1000ULL, 0,
+                     &r->max_auth_age_ms) == -1 ||
+        get_bool(cx, a, ab, "require_mfa", 0, &r->require_mfa) == -1)
+        goto out;
+    rc = 0;
+out:
+    free(s);
+    json_decref(empty);
+    return rc;
+}
+
 static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
                        struct conf_route *r)
 {
     static const char *const keys[] = {"name", "host", "path_prefix", "upstream", "upstream_tls",
                                        "max_body_size", "websocket", "allow_encoded_slash",
-                                       "pool_size", NULL};
+                                       "pool_size", "auth", NULL};
     static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
     char base[64], p[256], *prefix = NULL;
     json_t *t;
@@ -578,7 +852,7 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
         get_int(cx, o, base, "pool_size", 0, 4096, 64, &n) == -1)
         return -1;
     r->pool_size = (int)n;
-    return 0;
+    return parse_route_auth(cx, c, o, base, r);
 }
 
 static void route_free(struct conf_route *r)
@@ -592,12 +866,39 @@ static void route_free(struct conf_route *r)
     free(r->upstream_server_name);
 }
 
+static void provider_free(struct conf_provider *pv)
+{
+    size_t i;
+
+    free(pv->name);
+    free(pv->issuer);
+    free(pv->client_id);
+    if (pv->client_secret != NULL) {
+        OPENSSL_cleanse(pv->client_secret, strlen(pv->client_secret));
+        free(pv->client_secret);
+    }
+    free(pv->scopes);
+    free(pv->ca);
+    for (i = 0; i < pv->nbearer_audiences; i++)
+        free(pv->bearer_audiences[i]);
+    free(pv->bearer_audiences);
+    free(pv->mfa_acr);
+}
+
 static void conf_free(struct conf *c)
 {
     size_t i;
 
     if (c == NULL)
         return;
+    for (i = 0; i < c->nproviders; i++)
+        provider_free(&c->providers[i]);
+    free(c->providers);
+    free(c->state_dir);
+    free(c->session_cookie_name);
+    free(c->session_keys);
+    free(c->assertion_key);
+    free(c->assertion_issuer);
     for (i = 0; i < c->nlisteners; i++)
         free(c->listeners[i].text);
     free(c->listeners);
@@ -631,8 +932,9 @@ void conf_unref(struct conf *c)
 
 static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
-    static const char *const keys[] = {"listen", "workers", "tls", "device_id", "timeouts",
-                                       "limits", "access_log", "log_level", "routes", NULL};
+    static const char *const keys[] = {"listen",     "workers",   "tls",    "device_id",
+                                       "timeouts",   "limits",    "access_log", "log_level",
+                                       "routes",     "state_dir", "identity", NULL};
     static const char *const lkeys[] = {"address", "backlog", NULL};
     static const char *const tkeys[] = {"certificate", "key", "device_ca", "crl",
                                         "unauthenticated", "enroll_url", "session_tickets",
@@ -815,6 +1117,31 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     if (log_level_parse(s, &c->log_level) == -1) {
         conf_fail(cx, "$.log_level", "expected \"debug\", \"info\" or \"warn\", got \"%s\"", s);
         goto out;
+    }
+
+    /* state_dir */
+    if (get_string(cx, root, "$", "state_dir", 0, NULL, &c->state_dir) == -1)
+        goto out;
+    if (c->state_dir != NULL) {
+        char *full = conf_path(cx, c->state_dir);
+        struct stat st;
+        free(c->state_dir);
+        c->state_dir = full;
+        if (!(cx->flags & CONF_NO_FS) && stat(full, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            conf_fail(cx, "$.state_dir", "\"%s\" is not a directory", full);
+            goto out;
+        }
+    }
+
+    /* identity (before routes: routes name providers) */
+    o = json_object_get(root, "identity");
+    if (o != NULL) {
+        if (parse_identity(cx, c, o) == -1)
+            goto out;
+        if (c->state_dir == NULL) {
+            conf_fail(cx, "$.state_dir", "required with $.identity (session revocations are kept there)");
+            goto out;
+        }
     }
 
     /* routes */

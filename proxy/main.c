@@ -17,11 +17,14 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "accesslog.h"
 #include "conf.h"
 #include "log.h"
 #include "proxy.h"
+#include "session.h"
+#include "sso.h"
 #include "tls.h"
 
 static const char *conf_file;
@@ -36,13 +39,19 @@ static void usage(void)
 }
 
 /* Load and build a generation; NULL (and err) if anything fails. */
-static struct proxy_gen *load_generation(char *err, size_t errlen)
+static struct proxy_gen *load_generation(int check, char *err, size_t errlen)
 {
     struct conf *c = NULL;
     struct proxy_gen *g;
 
     if (conf_load(conf_file, &c, err, errlen) == -1)
         return NULL;
+    /* Providers are fetched on the main loop; --check touches no network. */
+    if (!check && sso_registry_sync(main_base, c) == -1) {
+        snprintf(err, errlen, "%s: cannot start identity providers", conf_file);
+        conf_unref(c);
+        return NULL;
+    }
     g = proxy_gen_new(c, err, errlen);
     conf_unref(c);
     return g;
@@ -57,6 +66,12 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     log_info("SIGHUP: reloading %s", conf_file);
     if (conf_load(conf_file, &c, err, sizeof(err)) == -1) {
         log_warnx("reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    if (sso_registry_sync(main_base, c) == -1) {
+        log_warnx("reload refused, keeping the running configuration: cannot start identity "
+                  "providers");
+        conf_unref(c);
         return;
     }
     g = proxy_gen_new(c, err, sizeof(err));
@@ -117,7 +132,14 @@ int main(int argc, char **argv)
     if (tls_init() == -1)
         fatalx("cannot initialise OpenSSL");
 
-    current = load_generation(err, sizeof(err));
+    /* Before any event_base: workers, the main loop and other threads
+     * (the revocation writer) hand events to each other. */
+    if (evthread_use_pthreads() == -1)
+        fatalx("libevent: no thread support");
+    main_base = event_base_new();
+    if (main_base == NULL)
+        fatalx("event_base_new");
+    current = load_generation(check, err, sizeof(err));
     if (current == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -125,8 +147,12 @@ int main(int argc, char **argv)
     if (check) {
         printf("ok\n");
         proxy_gen_unref(current);
+        event_base_free(main_base);
         return 0;
     }
+    if (proxy_gen_conf(current)->nproviders > 0 &&
+        proxy_revocations_open(proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
         fatal("access log %s", proxy_gen_conf(current)->access_log);
@@ -139,9 +165,6 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (proxy_start(current) == -1)
         fatalx("cannot start");
-    main_base = event_base_new();
-    if (main_base == NULL)
-        fatalx("event_base_new");
     ev_hup = evsignal_new(main_base, SIGHUP, on_sighup, NULL);
     ev_term = evsignal_new(main_base, SIGTERM, on_sigterm, NULL);
     ev_int = evsignal_new(main_base, SIGINT, on_sigterm, NULL);
@@ -153,6 +176,8 @@ int main(int argc, char **argv)
     event_base_dispatch(main_base);
 
     proxy_join();
+    proxy_revocations_close();
+    sso_registry_free();
     log_info("stopped");
     event_free(ev_hup);
     event_free(ev_term);

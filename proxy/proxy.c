@@ -47,137 +47,21 @@
 #include "http.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_int.h"
+#include "httpc.h"
+#include "jwt.h"
 #include "tls.h"
 
-#define RELAY_HIGH (256 * 1024)
-#define RELAY_LOW (64 * 1024)
-#define UPSTREAM_MAX_HEAD (64 * 1024)
-#define UPSTREAM_IDLE_MS 30000
-#define LINGER_MS 2000
-#define MAX_LISTENERS 16
-
-struct proxy_gen {
-    atomic_int refs;
-    struct conf *conf;
-    struct tls_server *tls;
-    SSL_CTX **up_ctx; /* per route; NULL for http:// */
-    char **pool_key;  /* per route: identifies compatible upstream connections */
-};
-
-enum conn_state {
-    CST_HANDSHAKE = 0,
-    CST_READ_HEAD,
-    CST_FORWARD,
-    CST_TUNNEL,
-    CST_CLOSING,
-};
-
 static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWARD", "TUNNEL",
-                                               "CLOSING"};
-
-struct worker;
-struct upconn;
-
-struct conn {
-    TAILQ_ENTRY(conn) link;
-    struct worker *w;
-    struct proxy_gen *gen; /* reference held */
-    struct bufferevent *bev;
-    enum conn_state state;
-    struct event *timer; /* header deadline, linger */
-    struct tls_peer peer;
-    char client[64]; /* "ip:port" */
-    char client_ip[48];
-    unsigned nreq;
-    int head_started; /* first byte of the current head seen */
-    int lingering;
-
-    /* The request in flight. */
-    char reqid[33];
-    const struct conf_route *route;
-    char method[24];
-    char host[256];
-    char *path; /* normalised path (+ "?query" for the upstream) */
-    size_t path_len;
-    int minor;
-    int keep_alive;
-    int is_head;
-    int websocket;
-    enum http_body_kind req_body;
-    uint64_t req_remaining;
-    struct http_chunked req_chunked;
-    int req_done;
-    uint64_t req_bytes;
-    uint64_t max_body;
-    struct upconn *up;
-    struct evbuffer *retry_head; /* the head, while a retry on a new connection is possible */
-    int retried;
-    const char *error; /* why the request failed, for the access log */
-
-    int resp_started;
-    int status;
-    enum http_body_kind resp_body;
-    int resp_chunk_out; /* re-chunk to the client */
-    uint64_t resp_remaining;
-    struct http_chunked resp_chunked;
-    int resp_done;
-    int up_keep_alive;
-    uint64_t resp_bytes;
-    struct timespec t_start;
-};
-
-enum up_state { UP_CONNECTING = 0, UP_ACTIVE, UP_IDLE };
-
-struct upconn {
-    TAILQ_ENTRY(upconn) link;
-    struct worker *w;
-    struct pool *pool;
-    struct bufferevent *bev;
-    enum up_state state;
-    struct conn *client; /* when active */
-    int reused;
-};
-
-struct pool {
-    char *key;
-    TAILQ_HEAD(upconn_list, upconn) idle;
-    int nidle;
-};
-
-struct worker {
-    int id;
-    pthread_t thr;
-    struct event_base *base;
-    struct evconnlistener *lev[MAX_LISTENERS];
-    size_t nlev;
-    struct event *notify;
-    pthread_mutex_t mtx;
-    struct proxy_gen *pending; /* set by the main thread under mtx */
-    int stop_requested;        /* ditto */
-    struct proxy_gen *gen;
-    TAILQ_HEAD(conn_list, conn) conns;
-    size_t nconns;
-    int stopping;
-    struct event *grace;
-    struct pool **pools;
-    size_t npools;
-    struct http_header hdrs[HTTP_MAX_HEADERS];
-    uint64_t seq;
-    char idprefix[17];
-    struct evbuffer *logbuf;
-    struct event *logtimer;
-};
+                                               "LOCAL",     "CLOSING"};
 
 static struct worker *workers;
 static int nworkers;
 static int listen_fds[64][MAX_LISTENERS];
 static size_t nlisten;
 
-static void conn_free(struct conn *c);
-static int conn_read_head(struct conn *c);
 static int conn_relay_request(struct conn *c);
 static int conn_relay_response(struct conn *c);
-static void conn_close_after_flush(struct conn *c);
 static void up_free(struct upconn *u);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 
@@ -216,6 +100,8 @@ struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen)
                  r->upstream_ca ? r->upstream_ca : "-", r->upstream_verify);
         g->pool_key[i] = strdup(key);
     }
+    if (sso_gen_init(g, err, errlen) == -1)
+        goto err;
     return g;
 err:
     proxy_gen_unref(g);
@@ -249,6 +135,7 @@ void proxy_gen_unref(struct proxy_gen *g)
     }
     free(g->up_ctx);
     free(g->pool_key);
+    sso_gen_free(g);
     tls_server_free(g->tls);
     conf_unref(g->conf);
     free(g);
@@ -256,7 +143,7 @@ void proxy_gen_unref(struct proxy_gen *g)
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static void conn_set_state(struct conn *c, enum conn_state st)
+void conn_set_state(struct conn *c, enum conn_state st)
 {
     if (c->state != st)
         log_debug("conn %s: %s -> %s", c->client, conn_state_names[c->state],
@@ -264,13 +151,13 @@ static void conn_set_state(struct conn *c, enum conn_state st)
     c->state = st;
 }
 
-static void set_tv(struct timeval *tv, uint64_t ms)
+void set_tv(struct timeval *tv, uint64_t ms)
 {
     tv->tv_sec = (time_t)(ms / 1000);
     tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
-static void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
+void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
 {
     struct timeval r, w;
 
@@ -279,7 +166,7 @@ static void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t wri
     bufferevent_set_timeouts(bev, read_ms ? &r : NULL, write_ms ? &w : NULL);
 }
 
-static const char *status_text(int status)
+const char *status_text(int status)
 {
     switch (status) {
     case 400:
@@ -325,7 +212,7 @@ static void conn_new_reqid(struct conn *c)
              (unsigned long long)++w->seq);
 }
 
-static void access_log_write(struct conn *c)
+void access_log_write(struct conn *c)
 {
     struct evbuffer *b = c->w->logbuf;
     struct timespec now;
@@ -373,6 +260,8 @@ static void access_log_write(struct conn *c)
 
 static void conn_reset_request(struct conn *c)
 {
+    sso_req_free(c);
+    c->pending_head = 0;
     free(c->path);
     c->path = NULL;
     c->path_len = 0;
@@ -403,7 +292,7 @@ static void conn_reset_request(struct conn *c)
  * must be a static string (it is shown to the person and never contains
  * client input).
  */
-static void conn_respond_error(struct conn *c, int status, const char *msg)
+void conn_respond_error(struct conn *c, int status, const char *msg)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char body[1024];
@@ -429,6 +318,44 @@ static void conn_respond_error(struct conn *c, int status, const char *msg)
     c->resp_bytes += (uint64_t)n;
     access_log_write(c);
     conn_close_after_flush(c);
+}
+
+void conn_respond_local(struct conn *c, int status, const char *headers, const char *ctype,
+                        const char *body, size_t body_len, int keep)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct conf *cf = c->gen->conf;
+
+    if (c->pending_head > 0) {
+        evbuffer_drain(in, c->pending_head);
+        c->pending_head = 0;
+    }
+    /* A body we did not read is still on the wire: close after answering. */
+    if (!c->req_done || !c->keep_alive || c->w->stopping)
+        keep = 0;
+    c->status = status;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+                             "X-ZT-Request-Id: %s\r\n\r\n",
+                        status, status_text(status), headers ? headers : "", ctype, body_len,
+                        keep ? "" : "Connection: close\r\n", c->reqid);
+    if (!c->is_head && body_len > 0)
+        evbuffer_add(out, body, body_len);
+    c->resp_bytes += body_len;
+    access_log_write(c);
+    if (!keep) {
+        conn_close_after_flush(c);
+        return;
+    }
+    conn_reset_request(c);
+    c->reqid[0] = '\0';
+    conn_set_state(c, CST_READ_HEAD);
+    bev_timeouts(c->bev, cf->timeout_keepalive_ms, cf->timeout_send_ms);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(in) > 0) {
+        /* Pipelined: continue from the loop, not from inside this call. */
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    }
 }
 
 static void conn_respond_enroll(struct conn *c)
@@ -505,7 +432,7 @@ static void conn_start_linger(struct conn *c)
     evtimer_add(c->timer, &tv);
 }
 
-static void conn_close_after_flush(struct conn *c)
+void conn_close_after_flush(struct conn *c)
 {
     if (c->up != NULL) {
         c->up->client = NULL;
@@ -522,7 +449,7 @@ static void conn_close_after_flush(struct conn *c)
         bufferevent_enable(c->bev, EV_WRITE);
 }
 
-static void conn_free(struct conn *c)
+void conn_free(struct conn *c)
 {
     struct worker *w = c->w;
 
@@ -686,7 +613,7 @@ static struct upconn *up_connect(struct conn *c)
 
 /* ---- building the upstream request ------------------------------------ */
 
-static int header_is(const struct http_header *h, const char *lower)
+int header_is(const struct http_header *h, const char *lower)
 {
     return http_token_eq(h->name, h->name_len, lower);
 }
@@ -735,6 +662,34 @@ static int spoofable(const struct http_header *h)
            header_is(h, "expect");
 }
 
+/* The session and login cookies are the proxy's credentials: the upstream
+ * never sees them (an app could otherwise log or leak them). */
+static void add_cookie_without_ours(const struct conf *cf, const struct http_header *h,
+                                    struct evbuffer *out)
+{
+    const char *p = h->value, *end = h->value + h->value_len;
+    int first = 1;
+
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *e = semi ? semi : end, *eq, *t = e;
+
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        eq = memchr(p, '=', (size_t)(t - p));
+        if (t > p && !sso_cookie_is_ours(cf, p, eq ? (size_t)(eq - p) : (size_t)(t - p))) {
+            evbuffer_add(out, first ? "Cookie: " : "; ", first ? 8 : 2);
+            evbuffer_add(out, p, (size_t)(t - p));
+            first = 0;
+        }
+        p = semi ? semi + 1 : end;
+    }
+    if (!first)
+        evbuffer_add(out, "\r\n", 2);
+}
+
 static void build_upstream_head(struct conn *c, const struct http_request *req,
                                 struct evbuffer *out)
 {
@@ -748,6 +703,10 @@ static void build_upstream_head(struct conn *c, const struct http_request *req,
         const struct http_header *h = &req->headers[i];
         if (hop_by_hop(h) || spoofable(h) || named_in_connection(req->headers, req->nheaders, h))
             continue;
+        if (header_is(h, "cookie") && c->gen->conf->nproviders > 0) {
+            add_cookie_without_ours(c->gen->conf, h, out);
+            continue;
+        }
         evbuffer_add(out, h->name, h->name_len);
         evbuffer_add(out, ": ", 2);
         evbuffer_add(out, h->value, h->value_len);
@@ -763,8 +722,10 @@ static void build_upstream_head(struct conn *c, const struct http_request *req,
                         "X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
                         c->client_ip);
     evbuffer_add(out, req->host, req->host_len);
-    evbuffer_add_printf(out, "\r\nX-ZT-Device: %s\r\nX-ZT-Request-Id: %s\r\n\r\n",
+    evbuffer_add_printf(out, "\r\nX-ZT-Device: %s\r\nX-ZT-Request-Id: %s\r\n",
                         c->peer.device_id, c->reqid);
+    sso_upstream_headers(c, out);
+    evbuffer_add(out, "\r\n", 2);
 }
 
 /* ---- the request head ------------------------------------------------- */
@@ -799,7 +760,7 @@ static int conn_start_upstream(struct conn *c, struct evbuffer *head)
  * Parse and act on a request head in the input buffer. Returns -1 when the
  * connection was freed or is closing, 0 otherwise.
  */
-static int conn_read_head(struct conn *c)
+int conn_read_head(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     const struct conf *cf = c->gen->conf;
@@ -874,6 +835,7 @@ static int conn_read_head(struct conn *c)
         return -1;
     }
 
+    free(c->path);
     path = malloc(req.path_len + 1 + (req.query ? req.query_len + 1 : 0));
     if (path == NULL) {
         conn_respond_error(c, 500, "Out of memory.");
@@ -922,6 +884,23 @@ static int conn_read_head(struct conn *c)
         http_chunked_init(&c->req_chunked);
     c->req_done = req.body == HTTP_BODY_NONE || (req.body == HTTP_BODY_LENGTH && req.content_length == 0);
     c->websocket = req.upgrade_websocket && c->route->websocket;
+    c->pending_head = req.head_len;
+
+    /* Built-in endpoints, then identity. Both may answer themselves, or
+     * wait (reading off) and come back through conn_read_head(). */
+    if (sso_is_builtin(c->path, plen)) {
+        if (sso_builtin(c, &req) == SSO_HANDLED && sso_waiting_body(c)) {
+            evbuffer_drain(in, req.head_len);
+            c->pending_head = 0;
+            conn_set_state(c, CST_LOCAL);
+            bev_timeouts(c->bev, cf->timeout_body_ms, cf->timeout_send_ms);
+            bufferevent_enable(c->bev, EV_READ);
+            return sso_local_body(c);
+        }
+        return -1;
+    }
+    if (sso_authenticate(c, &req) == SSO_HANDLED)
+        return -1;
 
     head = evbuffer_new();
     if (head == NULL) {
@@ -930,6 +909,7 @@ static int conn_read_head(struct conn *c)
     }
     build_upstream_head(c, &req, head);
     evbuffer_drain(in, req.head_len);
+    c->pending_head = 0;
     conn_set_state(c, CST_FORWARD);
     if (req.expect_continue && !c->req_done)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1246,6 +1226,7 @@ ok:
         else if (c->minor == 0)
             evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     }
+    sso_response_headers(c, out);
     evbuffer_add_printf(out, "X-ZT-Request-Id: %s\r\n\r\n", c->reqid);
     evbuffer_drain(in, resp.head_len);
 
@@ -1495,6 +1476,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             }
         }
         break;
+    case CST_LOCAL:
+        sso_local_body(c);
+        break;
     case CST_CLOSING:
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
         break;
@@ -1699,10 +1683,6 @@ int proxy_start(struct proxy_gen *g)
     int i;
     size_t j;
 
-    if (evthread_use_pthreads() == -1) {
-        log_warnx("libevent: no thread support");
-        return -1;
-    }
     nworkers = cf->workers;
     nlisten = cf->nlisteners;
     workers = calloc((size_t)nworkers, sizeof(*workers));
@@ -1735,6 +1715,10 @@ int proxy_start(struct proxy_gen *g)
         for (j = 0; j < sizeof(rnd); j++)
             snprintf(w->idprefix + 2 * j, 3, "%02x", rnd[j]);
         w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
+        w->httpc = httpc_new(w->base);
+        w->assertions = jwt_assertion_cache_new(5);
+        if (w->httpc == NULL || w->assertions == NULL)
+            return -1;
         for (j = 0; j < nlisten; j++) {
             w->lev[j] = evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1,
                                            listen_fds[i][j]);
@@ -1792,6 +1776,8 @@ void proxy_join(void)
         event_free(w->notify);
         event_free(w->logtimer);
         evbuffer_free(w->logbuf);
+        httpc_free(w->httpc);
+        jwt_assertion_cache_free(w->assertions);
         proxy_gen_unref(w->gen);
         proxy_gen_unref(w->pending);
         event_base_free(w->base);

@@ -160,8 +160,9 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned c
         if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(ts->ca_id) ||
             CRYPTO_memcmp(data, ts->ca_id, len) != 0)
             return SSL_TICKET_RETURN_IGNORE_RENEW; /* issued under another device CA */
-        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE
-                                            : SSL_TICKET_RETURN_USE_RENEW;
+        /* Always renew: a TLS 1.3 client uses a ticket once, so without a
+         * fresh one its next connection would need a full handshake. */
+        return SSL_TICKET_RETURN_USE_RENEW;
     case SSL_TICKET_EMPTY:
     case SSL_TICKET_NO_DECRYPT:
         return SSL_TICKET_RETURN_IGNORE_RENEW;

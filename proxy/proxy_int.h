@@ -1,0 +1,204 @@
+/*
+ * proxy_int.h - the proxy module's internal structures, shared by its files
+ * (proxy.c: connections and relay; sso.c: login, sessions and the /.zt/
+ * endpoints). Not a public contract: nothing outside proxy/ includes it.
+ */
+#ifndef ZT_PROXY_INT_H
+#define ZT_PROXY_INT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+
+#include "conf.h"
+#include "http.h"
+#include "tls.h"
+
+#define RELAY_HIGH (256 * 1024)
+#define RELAY_LOW (64 * 1024)
+#define UPSTREAM_MAX_HEAD (64 * 1024)
+#define UPSTREAM_IDLE_MS 30000
+#define LINGER_MS 2000
+#define MAX_LISTENERS 16
+
+struct proxy_gen {
+    atomic_int refs;
+    struct conf *conf;
+    struct tls_server *tls;
+    SSL_CTX **up_ctx; /* per route; NULL for http:// */
+    char **pool_key;  /* per route: identifies compatible upstream connections */
+    /* identity (NULL without an identity section) */
+    struct session_keyring *keyring;
+    struct jwt_signer *signer;
+    struct sso_provider **providers; /* per conf provider */
+};
+
+enum conn_state {
+    CST_HANDSHAKE = 0,
+    CST_READ_HEAD,
+    CST_FORWARD,
+    CST_TUNNEL,
+    CST_LOCAL,   /* answering a /.zt/ endpoint or an authentication step (may wait) */
+    CST_CLOSING,
+};
+
+struct worker;
+struct upconn;
+
+struct conn {
+    TAILQ_ENTRY(conn) link;
+    struct worker *w;
+    struct proxy_gen *gen; /* reference held */
+    struct bufferevent *bev;
+    enum conn_state state;
+    struct event *timer; /* header deadline, linger */
+    struct tls_peer peer;
+    char client[64]; /* "ip:port" */
+    char client_ip[48];
+    unsigned nreq;
+    int head_started; /* first byte of the current head seen */
+    int lingering;
+
+    /* The request in flight. */
+    char reqid[33];
+    const struct conf_route *route;
+    char method[24];
+    char host[256];
+    char *path; /* normalised path (+ "?query" for the upstream) */
+    size_t path_len;
+    int minor;
+    int keep_alive;
+    int is_head;
+    int websocket;
+    enum http_body_kind req_body;
+    uint64_t req_remaining;
+    struct http_chunked req_chunked;
+    int req_done;
+    uint64_t req_bytes;
+    uint64_t max_body;
+    struct upconn *up;
+    struct evbuffer *retry_head; /* the head, while a retry on a new connection is possible */
+    int retried;
+    const char *error; /* why the request failed, for the access log */
+
+    int resp_started;
+    int status;
+    enum http_body_kind resp_body;
+    int resp_chunk_out; /* re-chunk to the client */
+    uint64_t resp_remaining;
+    struct http_chunked resp_chunked;
+    int resp_done;
+    int up_keep_alive;
+    uint64_t resp_bytes;
+    struct timespec t_start;
+
+    struct sso_req *sso; /* identity state of the current request, or NULL */
+    size_t pending_head; /* bytes of a parsed head still in the input buffer */
+};
+
+enum up_state { UP_CONNECTING = 0, UP_ACTIVE, UP_IDLE };
+
+struct upconn {
+    TAILQ_ENTRY(upconn) link;
+    struct worker *w;
+    struct pool *pool;
+    struct bufferevent *bev;
+    enum up_state state;
+    struct conn *client; /* when active */
+    int reused;
+};
+
+struct pool {
+    char *key;
+    TAILQ_HEAD(upconn_list, upconn) idle;
+    int nidle;
+};
+
+struct worker {
+    int id;
+    pthread_t thr;
+    struct event_base *base;
+    struct evconnlistener *lev[MAX_LISTENERS];
+    size_t nlev;
+    struct event *notify;
+    pthread_mutex_t mtx;
+    struct proxy_gen *pending; /* set by the main thread under mtx */
+    int stop_requested;        /* ditto */
+    struct proxy_gen *gen;
+    TAILQ_HEAD(conn_list, conn) conns;
+    size_t nconns;
+    int stopping;
+    struct event *grace;
+    struct pool **pools;
+    size_t npools;
+    struct http_header hdrs[HTTP_MAX_HEADERS];
+    uint64_t seq;
+    char idprefix[17];
+    struct evbuffer *logbuf;
+    struct event *logtimer;
+    struct httpc *httpc;                   /* this loop's HTTP client (IdP calls) */
+    struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
+};
+
+
+struct session_keyring;
+struct jwt_signer;
+struct sso_provider;
+struct sso_req;
+
+/* The global session revocation store (NULL without identity). */
+extern struct session_revocations *proxy_revocations;
+
+/* proxy.c: shared helpers */
+void set_tv(struct timeval *tv, uint64_t ms);
+void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms);
+const char *status_text(int status);
+void access_log_write(struct conn *c);
+void conn_free(struct conn *c);
+void conn_close_after_flush(struct conn *c);
+void conn_set_state(struct conn *c, enum conn_state st);
+/* A generated page; msg is a static string. Closes the connection after. */
+void conn_respond_error(struct conn *c, int status, const char *msg);
+int header_is(const struct http_header *h, const char *lower);
+/* Process the request head in the input buffer (again, after an
+ * asynchronous authentication step). -1 when the connection is gone or
+ * closing. */
+int conn_read_head(struct conn *c);
+/* A local response: status, extra header lines (each ending in CRLF, may be
+ * NULL), a content type and body. keep: keep the connection open after. */
+void conn_respond_local(struct conn *c, int status, const char *headers, const char *ctype,
+                        const char *body, size_t body_len, int keep);
+
+/* sso.c: the request-time identity layer */
+enum sso_verdict {
+    SSO_CONTINUE = 0, /* identity settled (or not needed): forward */
+    SSO_HANDLED       /* a response was sent or is pending: stop here */
+};
+/* Built-in endpoints under /.zt/ (path is the normalised path). */
+int sso_is_builtin(const char *path, size_t len);
+enum sso_verdict sso_builtin(struct conn *c, const struct http_request *req);
+/* Identity for a route that needs it: cookie or bearer, step-up, login. */
+enum sso_verdict sso_authenticate(struct conn *c, const struct http_request *req);
+/* Identity headers for the upstream (X-ZT-User, X-ZT-Email, X-ZT-Assertion). */
+void sso_upstream_headers(struct conn *c, struct evbuffer *out);
+/* Extra response headers (a re-sealed session cookie). */
+void sso_response_headers(struct conn *c, struct evbuffer *out);
+/* Is this Cookie header entry one of ours (never forwarded upstream)? */
+int sso_cookie_is_ours(const struct conf *cf, const char *name, size_t len);
+/* A /.zt/ endpoint reading a small body: feed it / is it waiting? */
+int sso_local_body(struct conn *c);
+int sso_waiting_body(const struct conn *c);
+/* Release the request's identity state (cancels anything in flight). */
+void sso_req_free(struct conn *c);
+/* Per generation: load the key ring and the assertion signer. */
+int sso_gen_init(struct proxy_gen *g, char *err, size_t errlen);
+void sso_gen_free(struct proxy_gen *g);
+
+#endif

@@ -20,8 +20,9 @@ struct jwt_keyset;
 
 /*
  * Start keeping the providers of c fresh: discovery document and JWKS are
- * fetched on base (the main thread's loop) now, then every 10 minutes, and
- * retried with backoff while they fail. Providers are identified by issuer
+ * fetched on base (the main thread's loop) now; discovery is re-read every
+ * 5 seconds as a liveness probe and the JWKS every 10 minutes; failures are
+ * retried with backoff. Providers are identified by issuer
  * and client id, so a reload that keeps a provider keeps its state.
  * Call again after a reload with the new conf. 0 or -1.
  */
@@ -51,6 +52,15 @@ struct sso_provider *sso_provider_get(const struct conf *c, size_t idx);
 void sso_provider_snapshot(struct sso_provider *p, struct sso_meta **meta, struct jwt_keyset **keys,
                            char *error, size_t errlen);
 void sso_meta_unref(struct sso_meta *m);
+
+/* Is the provider answering? Discovery is re-read every 5 seconds (a cheap
+ * probe); a failed probe or token call marks it down until one succeeds.
+ * New logins are refused with a clear page while it is down. */
+int sso_provider_up(struct sso_provider *p);
+void sso_provider_mark_down(struct sso_provider *p);
+
+/* --check: validate without creating key files. */
+void sso_set_check_mode(int on);
 
 /*
  * An unknown kid was seen: may this thread refetch the JWKS now? Returns 1

@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     main_base = event_base_new();
     if (main_base == NULL)
         fatalx("event_base_new");
+    sso_set_check_mode(check);
     current = load_generation(check, err, sizeof(err));
     if (current == NULL) {
         fprintf(stderr, "%s\n", err);

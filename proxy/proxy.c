@@ -48,6 +48,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxy_int.h"
+#include "sbuf.h"
 #include "httpc.h"
 #include "jwt.h"
 #include "tls.h"
@@ -214,48 +215,76 @@ static void conn_new_reqid(struct conn *c)
 
 void access_log_write(struct conn *c)
 {
-    struct evbuffer *b = c->w->logbuf;
-    struct timespec now;
-    struct tm tm;
-    char ts[32];
-    double ms;
+    struct worker *w = c->w;
+    struct timespec now, mono;
+    struct sbuf b;
+    char line[1024];
+    uint64_t us;
 
     if (!accesslog_enabled())
         return;
     clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    if (now.tv_sec != w->ts_sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(w->ts_text, sizeof(w->ts_text), "%Y-%m-%dT%H:%M:%S", &tm);
+        w->ts_sec = now.tv_sec;
+    }
+    us = (uint64_t)((mono.tv_sec - c->t_start.tv_sec) * 1000000 +
+                    (mono.tv_nsec - c->t_start.tv_nsec) / 1000);
+    sbuf_init(&b, line, sizeof(line));
+    sbuf_lit(&b, "{\"ts\":\"");
+    sbuf_str(&b, w->ts_text);
     {
-        struct timespec mono;
-        clock_gettime(CLOCK_MONOTONIC, &mono);
-        ms = (double)(mono.tv_sec - c->t_start.tv_sec) * 1e3 +
-             (double)(mono.tv_nsec - c->t_start.tv_nsec) / 1e6;
+        char ms[6] = {'.', (char)('0' + now.tv_nsec / 100000000),
+                      (char)('0' + now.tv_nsec / 10000000 % 10),
+                      (char)('0' + now.tv_nsec / 1000000 % 10), 'Z', '"'};
+        sbuf_add(&b, ms, 6);
     }
-    evbuffer_add_printf(b, "{\"ts\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"worker\":%d,\"client\":\"",
-                        ts, now.tv_nsec / 1000000, c->reqid, c->w->id);
-    accesslog_json_escape(b, c->client, strlen(c->client));
-    evbuffer_add_printf(b, "\",\"device\":\"%s\",\"tls_resumed\":%s,\"route\":\"%s\",\"method\":\"",
-                        c->peer.verified ? c->peer.device_id : "",
-                        c->peer.resumed ? "true" : "false", c->route ? c->route->name : "");
-    accesslog_json_escape(b, c->method, strlen(c->method));
-    evbuffer_add(b, "\",\"host\":\"", 10);
-    accesslog_json_escape(b, c->host, strlen(c->host));
-    evbuffer_add(b, "\",\"path\":\"", 10);
+    sbuf_lit(&b, ",\"request_id\":\"");
+    sbuf_str(&b, c->reqid);
+    sbuf_lit(&b, "\",\"worker\":");
+    sbuf_u64(&b, (uint64_t)w->id);
+    sbuf_lit(&b, ",\"client\":\"");
+    sbuf_str(&b, c->client);
+    sbuf_lit(&b, "\",\"device\":\"");
+    if (c->peer.verified)
+        sbuf_str(&b, c->peer.device_id); /* validated charset */
+    if (c->peer.resumed)
+        sbuf_lit(&b, "\",\"tls_resumed\":true,\"route\":\"");
+    else
+        sbuf_lit(&b, "\",\"tls_resumed\":false,\"route\":\"");
+    if (c->route != NULL)
+        sbuf_str(&b, c->route->name);
+    sbuf_lit(&b, "\",\"method\":\"");
+    sbuf_json(&b, c->method, strlen(c->method));
+    sbuf_lit(&b, "\",\"host\":\"");
+    sbuf_json(&b, c->host, strlen(c->host));
+    sbuf_lit(&b, "\",\"path\":\"");
     if (c->path != NULL)
-        accesslog_json_escape(b, c->path, c->path_len);
-    evbuffer_add_printf(b,
-                        "\",\"status\":%d,\"upstream_status\":%d,\"bytes_in\":%llu,"
-                        "\"bytes_out\":%llu,\"duration_ms\":%.3f",
-                        c->status, c->resp_started ? c->status : 0,
-                        (unsigned long long)c->req_bytes, (unsigned long long)c->resp_bytes, ms);
+        sbuf_json(&b, c->path, c->path_len);
+    sbuf_lit(&b, "\",\"status\":");
+    sbuf_u64(&b, (uint64_t)c->status);
+    sbuf_lit(&b, ",\"upstream_status\":");
+    sbuf_u64(&b, c->resp_started ? (uint64_t)c->status : 0);
+    sbuf_lit(&b, ",\"bytes_in\":");
+    sbuf_u64(&b, c->req_bytes);
+    sbuf_lit(&b, ",\"bytes_out\":");
+    sbuf_u64(&b, c->resp_bytes);
+    sbuf_lit(&b, ",\"duration_us\":");
+    sbuf_u64(&b, us);
     if (c->error != NULL) {
-        evbuffer_add(b, ",\"error\":\"", 10);
-        accesslog_json_escape(b, c->error, strlen(c->error));
-        evbuffer_add(b, "\"", 1);
+        sbuf_lit(&b, ",\"error\":\"");
+        sbuf_json(&b, c->error, strlen(c->error));
+        sbuf_lit(&b, "\"");
     }
-    evbuffer_add(b, "}\n", 2);
-    if (evbuffer_get_length(b) > 64 * 1024)
-        accesslog_submit(b);
+    sbuf_lit(&b, "}\n");
+    if (!b.failed)
+        evbuffer_add(w->logbuf, b.p, b.len);
+    sbuf_free(&b);
+    if (evbuffer_get_length(w->logbuf) > 64 * 1024)
+        accesslog_submit(w->logbuf);
 }
 
 static void conn_reset_request(struct conn *c)
@@ -281,10 +310,8 @@ static void conn_reset_request(struct conn *c)
     c->error = NULL;
     c->retried = 0;
     c->head_started = 0;
-    if (c->retry_head != NULL) {
-        evbuffer_free(c->retry_head);
-        c->retry_head = NULL;
-    }
+    free(c->retry_head);
+    c->retry_head = NULL;
 }
 
 /*
@@ -643,29 +670,79 @@ static int named_in_connection(const struct http_header *hs, size_t n, const str
     return 0;
 }
 
-static int hop_by_hop(const struct http_header *h)
+#define HC_HOP 0x1    /* hop-by-hop: never forwarded */
+#define HC_SPOOF 0x2  /* asserted by the proxy alone: client values dropped */
+#define HC_COOKIE 0x4
+#define HC_CLEN 0x8
+#define HC_ZTRID 0x10 /* X-ZT-Request-Id */
+
+/* Classify a header name with one switch on its length: this runs for
+ * every header of every request and response. */
+static unsigned header_class(const struct http_header *h)
 {
-    return header_is(h, "connection") || header_is(h, "keep-alive") ||
-           header_is(h, "proxy-connection") || header_is(h, "te") || header_is(h, "trailer") ||
-           header_is(h, "transfer-encoding") || header_is(h, "upgrade") ||
-           header_is(h, "proxy-authorization") || header_is(h, "proxy-authenticate");
+    unsigned k = 0;
+
+    if (h->name_len >= 5 && http_token_eq(h->name, 5, "x-zt-")) {
+        k = HC_SPOOF;
+        if (header_is(h, "x-zt-request-id"))
+            k |= HC_ZTRID;
+        return k;
+    }
+    switch (h->name_len) {
+    case 2:
+        return header_is(h, "te") ? HC_HOP : 0;
+    case 6:
+        if (header_is(h, "expect"))
+            return HC_SPOOF;
+        return header_is(h, "cookie") ? HC_COOKIE : 0;
+    case 7:
+        return header_is(h, "trailer") || header_is(h, "upgrade") ? HC_HOP : 0;
+    case 9:
+        return header_is(h, "forwarded") || header_is(h, "x-real-ip") ? HC_SPOOF : 0;
+    case 10:
+        return header_is(h, "connection") || header_is(h, "keep-alive") ? HC_HOP : 0;
+    case 14:
+        return header_is(h, "content-length") ? HC_SPOOF | HC_CLEN : 0;
+    case 15:
+        return header_is(h, "x-forwarded-for") ? HC_SPOOF : 0;
+    case 16:
+        if (header_is(h, "proxy-connection"))
+            return HC_HOP;
+        return header_is(h, "x-forwarded-host") ? HC_SPOOF : 0;
+    case 17:
+        if (header_is(h, "transfer-encoding"))
+            return HC_HOP;
+        return header_is(h, "x-forwarded-proto") ? HC_SPOOF : 0;
+    case 18:
+        return header_is(h, "proxy-authenticate") ? HC_HOP : 0;
+    case 19:
+        return header_is(h, "proxy-authorization") ? HC_HOP : 0;
+    default:
+        return 0;
+    }
 }
 
-static int spoofable(const struct http_header *h)
+/* Does any Connection header name something beyond the usual
+ * close / keep-alive / upgrade? Only then is named_in_connection() needed. */
+static int connection_names_headers(const struct http_header *hs, size_t n)
 {
-    /* Anything the proxy asserts must come from the proxy alone. */
-    if (h->name_len >= 5 && http_token_eq(h->name, 5, "x-zt-"))
-        return 1;
-    return header_is(h, "x-forwarded-for") || header_is(h, "x-forwarded-proto") ||
-           header_is(h, "x-forwarded-host") || header_is(h, "forwarded") ||
-           header_is(h, "x-real-ip") || header_is(h, "content-length") ||
-           header_is(h, "expect");
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const struct http_header *h = &hs[i];
+        if (h->name_len == 10 && header_is(h, "connection") &&
+            !http_token_eq(h->value, h->value_len, "close") &&
+            !http_token_eq(h->value, h->value_len, "keep-alive") &&
+            !http_token_eq(h->value, h->value_len, "upgrade"))
+            return 1;
+    }
+    return 0;
 }
 
 /* The session and login cookies are the proxy's credentials: the upstream
  * never sees them (an app could otherwise log or leak them). */
 static void add_cookie_without_ours(const struct conf *cf, const struct http_header *h,
-                                    struct evbuffer *out)
+                                    struct sbuf *out)
 {
     const char *p = h->value, *end = h->value + h->value_len;
     int first = 1;
@@ -680,75 +757,85 @@ static void add_cookie_without_ours(const struct conf *cf, const struct http_hea
             t--;
         eq = memchr(p, '=', (size_t)(t - p));
         if (t > p && !sso_cookie_is_ours(cf, p, eq ? (size_t)(eq - p) : (size_t)(t - p))) {
-            evbuffer_add(out, first ? "Cookie: " : "; ", first ? 8 : 2);
-            evbuffer_add(out, p, (size_t)(t - p));
+            sbuf_add(out, first ? "Cookie: " : "; ", first ? 8 : 2);
+            sbuf_add(out, p, (size_t)(t - p));
             first = 0;
         }
         p = semi ? semi + 1 : end;
     }
     if (!first)
-        evbuffer_add(out, "\r\n", 2);
+        sbuf_lit(out, "\r\n");
 }
 
 static void build_upstream_head(struct conn *c, const struct http_request *req,
-                                struct evbuffer *out)
+                                struct sbuf *out)
 {
+    int conn_named = connection_names_headers(req->headers, req->nheaders);
     size_t i;
 
-    evbuffer_add(out, c->method, strlen(c->method));
-    evbuffer_add(out, " ", 1);
-    evbuffer_add(out, c->path, c->path_len);
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    sbuf_str(out, c->method);
+    sbuf_lit(out, " ");
+    sbuf_add(out, c->path, c->path_len);
+    sbuf_lit(out, " HTTP/1.1\r\n");
     for (i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (hop_by_hop(h) || spoofable(h) || named_in_connection(req->headers, req->nheaders, h))
+        unsigned k = header_class(h);
+        if ((k & (HC_HOP | HC_SPOOF)) ||
+            (conn_named && named_in_connection(req->headers, req->nheaders, h)))
             continue;
-        if (header_is(h, "cookie") && c->gen->conf->nproviders > 0) {
+        if ((k & HC_COOKIE) && c->gen->conf->nproviders > 0) {
             add_cookie_without_ours(c->gen->conf, h, out);
             continue;
         }
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        sbuf_add(out, h->name, h->name_len);
+        sbuf_lit(out, ": ");
+        sbuf_add(out, h->value, h->value_len);
+        sbuf_lit(out, "\r\n");
     }
     if (c->websocket)
-        evbuffer_add(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
-    if (c->req_body == HTTP_BODY_LENGTH)
-        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_remaining);
-    else if (c->req_body == HTTP_BODY_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add_printf(out,
-                        "X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
-                        c->client_ip);
-    evbuffer_add(out, req->host, req->host_len);
-    evbuffer_add_printf(out, "\r\nX-ZT-Device: %s\r\nX-ZT-Request-Id: %s\r\n",
-                        c->peer.device_id, c->reqid);
+        sbuf_lit(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+    if (c->req_body == HTTP_BODY_LENGTH) {
+        sbuf_lit(out, "Content-Length: ");
+        sbuf_u64(out, c->req_remaining);
+        sbuf_lit(out, "\r\n");
+    } else if (c->req_body == HTTP_BODY_CHUNKED) {
+        sbuf_lit(out, "Transfer-Encoding: chunked\r\n");
+    }
+    sbuf_lit(out, "X-Forwarded-For: ");
+    sbuf_str(out, c->client_ip);
+    sbuf_lit(out, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ");
+    sbuf_add(out, req->host, req->host_len);
+    sbuf_lit(out, "\r\nX-ZT-Device: ");
+    sbuf_str(out, c->peer.device_id);
+    sbuf_lit(out, "\r\nX-ZT-Request-Id: ");
+    sbuf_str(out, c->reqid);
+    sbuf_lit(out, "\r\n");
     sso_upstream_headers(c, out);
-    evbuffer_add(out, "\r\n", 2);
+    sbuf_lit(out, "\r\n");
 }
 
 /* ---- the request head ------------------------------------------------- */
 
-static int conn_start_upstream(struct conn *c, struct evbuffer *head)
+static int conn_start_upstream(struct conn *c, const char *head, size_t len)
 {
     struct upconn *u = up_connect(c);
 
     if (u == NULL) {
-        evbuffer_free(head);
         conn_respond_error(c, 502, "The application could not be reached.");
         return -1;
     }
     c->up = u;
-    if (c->req_body == HTTP_BODY_NONE && !c->websocket && !c->retried) {
+    if (c->req_body == HTTP_BODY_NONE && !c->websocket && !c->retried && u->reused) {
         /* Keep a copy so a request that meets a pooled connection the
          * upstream just closed can be retried once on a new one. */
-        c->retry_head = evbuffer_new();
-        if (c->retry_head != NULL)
-            evbuffer_add(c->retry_head, evbuffer_pullup(head, -1), evbuffer_get_length(head));
+        free(c->retry_head);
+        c->retry_head = malloc(len);
+        if (c->retry_head != NULL) {
+            memcpy(c->retry_head, head, len);
+            c->retry_len = len;
+        }
     }
-    evbuffer_add_buffer(bufferevent_get_output(u->bev), head);
-    evbuffer_free(head);
+    evbuffer_add(bufferevent_get_output(u->bev), head, len);
     if (u->state == UP_ACTIVE)
         bev_timeouts(u->bev, c->req_done ? c->gen->conf->timeout_upstream_response_ms : 0,
                      c->gen->conf->timeout_upstream_response_ms);
@@ -770,9 +857,11 @@ int conn_read_head(struct conn *c)
     enum http_parse_status st;
     size_t len = evbuffer_get_length(in), n;
     const char *buf, *perr = NULL;
-    struct evbuffer *head;
+    struct sbuf head;
+    char headbuf[8192];
     char *path;
     size_t plen;
+    int rc;
 
     if (len == 0)
         return 0;
@@ -813,6 +902,16 @@ int conn_read_head(struct conn *c)
     c->is_head = req.is_head;
     snprintf(c->method, sizeof(c->method), "%.*s", (int)req.method_len, req.method);
     snprintf(c->host, sizeof(c->host), "%.*s", (int)req.host_len, req.host ? req.host : "");
+    {
+        size_t i;
+        c->authority[0] = '\0';
+        for (i = 0; i < req.nheaders; i++)
+            if (header_is(&req.headers[i], "host"))
+                snprintf(c->authority, sizeof(c->authority), "%.*s",
+                         (int)req.headers[i].value_len, req.headers[i].value);
+        if (c->authority[0] == '\0')
+            snprintf(c->authority, sizeof(c->authority), "%s", c->host);
+    }
 
     if (c->peer.verified == 0) {
         /* enroll_page mode: nothing but the enroll page, ever. */
@@ -902,18 +1001,21 @@ int conn_read_head(struct conn *c)
     if (sso_authenticate(c, &req) == SSO_HANDLED)
         return -1;
 
-    head = evbuffer_new();
-    if (head == NULL) {
+    sbuf_init(&head, headbuf, sizeof(headbuf));
+    build_upstream_head(c, &req, &head);
+    if (head.failed) {
+        sbuf_free(&head);
         conn_respond_error(c, 500, "Out of memory.");
         return -1;
     }
-    build_upstream_head(c, &req, head);
     evbuffer_drain(in, req.head_len);
     c->pending_head = 0;
     conn_set_state(c, CST_FORWARD);
     if (req.expect_continue && !c->req_done)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (conn_start_upstream(c, head) == -1)
+    rc = conn_start_upstream(c, head.p, head.len);
+    sbuf_free(&head);
+    if (rc == -1)
         return -1;
     /* Body: read from the client with the body timeout; no body: stop
      * reading until the response is done (pipelined requests wait). */
@@ -927,6 +1029,23 @@ int conn_read_head(struct conn *c)
 }
 
 /* ---- relaying bodies -------------------------------------------------- */
+
+/*
+ * Move n bytes from src to dst. Small pieces are copied so they join the
+ * chain that holds the head we just wrote: one TLS record and one write
+ * instead of two. Large ones move whole chains without copying.
+ */
+static void relay_move(struct evbuffer *src, struct evbuffer *dst, size_t n)
+{
+    char tmp[4096];
+
+    if (n <= sizeof(tmp)) {
+        evbuffer_remove(src, tmp, n);
+        evbuffer_add(dst, tmp, n);
+    } else {
+        evbuffer_remove_buffer(src, dst, n);
+    }
+}
 
 /*
  * Move a chunked body from src to dst. emit: re-encode as chunked (else copy
@@ -959,7 +1078,7 @@ static int relay_chunked(struct evbuffer *src, struct evbuffer *dst, struct http
             evbuffer_drain(src, pre);
             if (emit)
                 evbuffer_add_printf(dst, "%zx\r\n", dlen);
-            evbuffer_remove_buffer(src, dst, dlen);
+            relay_move(src, dst, dlen);
             if (emit)
                 evbuffer_add(dst, "\r\n", 2);
             evbuffer_drain(src, consumed - pre - dlen);
@@ -992,7 +1111,7 @@ static int conn_relay_request(struct conn *c)
         if (n > c->req_remaining)
             n = (size_t)c->req_remaining;
         if (n > 0) {
-            evbuffer_remove_buffer(in, out, n);
+            relay_move(in, out, n);
             c->req_remaining -= n;
             c->req_bytes += n;
         }
@@ -1057,7 +1176,7 @@ static int conn_relay_response(struct conn *c)
         if (n > c->resp_remaining)
             n = (size_t)c->resp_remaining;
         if (n > 0) {
-            evbuffer_remove_buffer(in, out, n);
+            relay_move(in, out, n);
             c->resp_remaining -= n;
             c->resp_bytes += n;
         }
@@ -1081,7 +1200,7 @@ static int conn_relay_response(struct conn *c)
             if (c->resp_chunk_out)
                 evbuffer_add_printf(out, "%zx\r\n", n);
             c->resp_bytes += n;
-            evbuffer_remove_buffer(in, out, n);
+            relay_move(in, out, n);
             if (c->resp_chunk_out)
                 evbuffer_add(out, "\r\n", 2);
         }
@@ -1173,10 +1292,8 @@ static int conn_response_head(struct conn *c)
     conn_respond_error(c, 502, "The application sent an invalid response.");
     return -1;
 ok:
-    if (c->retry_head != NULL) {
-        evbuffer_free(c->retry_head);
-        c->retry_head = NULL;
-    }
+    free(c->retry_head);
+    c->retry_head = NULL;
     c->resp_started = 1;
     c->status = resp.status;
     c->resp_body = resp.body;
@@ -1199,35 +1316,48 @@ ok:
     if (!c->req_done)
         c->keep_alive = 0; /* see conn_request_done() */
 
-    evbuffer_add_printf(out, "HTTP/1.1 %d ", resp.status);
-    evbuffer_add(out, resp.reason, resp.reason_len);
-    evbuffer_add(out, "\r\n", 2);
-    for (i = 0; i < resp.nheaders; i++) {
-        const struct http_header *h = &resp.headers[i];
-        if (hop_by_hop(h) || named_in_connection(resp.headers, resp.nheaders, h))
-            continue;
-        if (header_is(h, "content-length") && resp.body != HTTP_BODY_LENGTH &&
-            !(c->is_head || resp.status == 304))
-            continue;
-        if (header_is(h, "x-zt-request-id"))
-            continue;
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+    {
+        int conn_named = connection_names_headers(resp.headers, resp.nheaders);
+        struct sbuf hb;
+        char hbuf[4096];
+
+        sbuf_init(&hb, hbuf, sizeof(hbuf));
+        sbuf_lit(&hb, "HTTP/1.1 ");
+        sbuf_u64(&hb, (uint64_t)resp.status);
+        sbuf_lit(&hb, " ");
+        sbuf_add(&hb, resp.reason, resp.reason_len);
+        sbuf_lit(&hb, "\r\n");
+        for (i = 0; i < resp.nheaders; i++) {
+            const struct http_header *h = &resp.headers[i];
+            unsigned k = header_class(h);
+            if ((k & (HC_HOP | HC_ZTRID)) ||
+                (conn_named && named_in_connection(resp.headers, resp.nheaders, h)))
+                continue;
+            if ((k & HC_CLEN) && resp.body != HTTP_BODY_LENGTH &&
+                !(c->is_head || resp.status == 304))
+                continue;
+            sbuf_add(&hb, h->name, h->name_len);
+            sbuf_lit(&hb, ": ");
+            sbuf_add(&hb, h->value, h->value_len);
+            sbuf_lit(&hb, "\r\n");
+        }
+        if (resp.status == 101) {
+            sbuf_lit(&hb, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+        } else {
+            if (c->resp_chunk_out)
+                sbuf_lit(&hb, "Transfer-Encoding: chunked\r\n");
+            if (!c->keep_alive || c->w->stopping)
+                sbuf_lit(&hb, "Connection: close\r\n");
+            else if (c->minor == 0)
+                sbuf_lit(&hb, "Connection: keep-alive\r\n");
+        }
+        sso_response_headers(c, &hb);
+        sbuf_lit(&hb, "X-ZT-Request-Id: ");
+        sbuf_str(&hb, c->reqid);
+        sbuf_lit(&hb, "\r\n\r\n");
+        evbuffer_add(out, hb.p, hb.len);
+        sbuf_free(&hb);
     }
-    if (resp.status == 101) {
-        evbuffer_add(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
-    } else {
-        if (c->resp_chunk_out)
-            evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-        if (!c->keep_alive || c->w->stopping)
-            evbuffer_add(out, "Connection: close\r\n", 19);
-        else if (c->minor == 0)
-            evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    }
-    sso_response_headers(c, out);
-    evbuffer_add_printf(out, "X-ZT-Request-Id: %s\r\n\r\n", c->reqid);
     evbuffer_drain(in, resp.head_len);
 
     if (resp.status == 101) {
@@ -1343,7 +1473,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     /* Nothing received yet. A reused connection that the upstream closed
      * while idle: retry once on a fresh one if the request is replayable. */
     if (u->reused && c->retry_head != NULL && !(what & BEV_EVENT_TIMEOUT)) {
-        struct evbuffer *head = c->retry_head;
+        char *head = c->retry_head;
         c->retry_head = NULL;
         c->retried = 1;
         c->up = NULL;
@@ -1351,7 +1481,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         up_free(u);
         log_debug("upstream %s: pooled connection closed, retrying request %s",
                   c->route->upstream, c->reqid);
-        conn_start_upstream(c, head);
+        conn_start_upstream(c, head, c->retry_len);
+        free(head);
         return;
     }
     c->up = NULL;

@@ -71,6 +71,7 @@ struct conn {
     const struct conf_route *route;
     char method[24];
     char host[256];
+    char authority[272]; /* the Host header as sent (with port) */
     char *path; /* normalised path (+ "?query" for the upstream) */
     size_t path_len;
     int minor;
@@ -84,7 +85,8 @@ struct conn {
     uint64_t req_bytes;
     uint64_t max_body;
     struct upconn *up;
-    struct evbuffer *retry_head; /* the head, while a retry on a new connection is possible */
+    char *retry_head; /* the head, while a retry on a new connection is possible */
+    size_t retry_len;
     int retried;
     const char *error; /* why the request failed, for the access log */
 
@@ -143,6 +145,8 @@ struct worker {
     char idprefix[17];
     struct evbuffer *logbuf;
     struct event *logtimer;
+    time_t ts_sec;     /* access log: the second ts_text shows */
+    char ts_text[24];
     struct httpc *httpc;                   /* this loop's HTTP client (IdP calls) */
     struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
 };
@@ -187,9 +191,10 @@ enum sso_verdict sso_builtin(struct conn *c, const struct http_request *req);
 /* Identity for a route that needs it: cookie or bearer, step-up, login. */
 enum sso_verdict sso_authenticate(struct conn *c, const struct http_request *req);
 /* Identity headers for the upstream (X-ZT-User, X-ZT-Email, X-ZT-Assertion). */
-void sso_upstream_headers(struct conn *c, struct evbuffer *out);
+struct sbuf;
+void sso_upstream_headers(struct conn *c, struct sbuf *out);
 /* Extra response headers (a re-sealed session cookie). */
-void sso_response_headers(struct conn *c, struct evbuffer *out);
+void sso_response_headers(struct conn *c, struct sbuf *out);
 /* Is this Cookie header entry one of ours (never forwarded upstream)? */
 int sso_cookie_is_ours(const struct conf *cf, const char *name, size_t len);
 /* A /.zt/ endpoint reading a small body: feed it / is it waiting? */

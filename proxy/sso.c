@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -42,6 +43,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxy_int.h"
+#include "sbuf.h"
 #include "session.h"
 #include "sso.h"
 
@@ -50,6 +52,8 @@
 #define RETURN_MAX 2048
 #define TOKEN_RESPONSE_MAX (256 * 1024)
 #define LOCAL_BODY_MAX (64 * 1024)
+#define KID_RETRY_US 250000 /* wait for a JWKS refetch that is rate-limited or in flight */
+#define KID_RETRY_MAX 12
 #define STEPUP_FRESH_S 60 /* a session this young came from the step-up itself */
 
 struct session_revocations *proxy_revocations;
@@ -92,6 +96,8 @@ struct sso_req {
     int provider; /* conf index */
     int local_kind;
     struct evbuffer *body; /* WAIT_BODY */
+    struct event *timer;   /* retry after an unknown kid */
+    int kid_retries;
     uint64_t body_left;
 };
 
@@ -204,6 +210,8 @@ void sso_req_free(struct conn *c)
     if (s == NULL)
         return;
     httpc_cancel(s->hreq);
+    if (s->timer != NULL)
+        event_free(s->timer);
     if (s->job != NULL)
         s->job->c = NULL; /* freed by job_done_cb */
     if (s->body != NULL)
@@ -440,8 +448,10 @@ static enum sso_verdict start_login(struct conn *c, const struct http_request *r
 
     sso_provider_snapshot(rt, &meta, &keys, err, sizeof(err));
     jwt_keyset_unref(keys);
-    if (meta == NULL) {
-        log_warnx("sso: provider %s not available: %s (request %s)", pv->name, err, c->reqid);
+    if (meta == NULL || !sso_provider_up(rt)) {
+        log_warnx("sso: provider %s not available: %s (request %s)", pv->name,
+                  err[0] ? err : "not answering", c->reqid);
+        sso_meta_unref(meta);
         respond_503(c, "identity provider unavailable");
         return SSO_HANDLED;
     }
@@ -524,6 +534,7 @@ static enum sso_verdict start_login(struct conn *c, const struct http_request *r
 static void login_finish(struct conn *c);
 
 static void jwks_for_login_cb(const struct httpc_response *r, void *arg);
+static void kid_retry_cb(evutil_socket_t fd, short what, void *arg);
 
 static enum jwt_result verify_id_token(struct conn *c, struct jwt_claims *claims,
                                        const char **reason, int *unknown_kid)
@@ -633,6 +644,18 @@ static void login_verify_and_finish(struct conn *c, int may_refetch)
             s->wait = WAIT_JWKS_LOGIN;
             return;
         }
+        /* The keys were fetched a moment ago (or another thread is fetching
+         * them): look again shortly rather than fail the login. */
+        if (unknown && may_refetch && s->kid_retries < KID_RETRY_MAX) {
+            struct timeval tv = {0, KID_RETRY_US};
+            s->kid_retries++;
+            if (s->timer == NULL)
+                s->timer = evtimer_new(c->w->base, kid_retry_cb, c);
+            if (s->timer != NULL && evtimer_add(s->timer, &tv) == 0) {
+                s->wait = WAIT_JWKS_LOGIN;
+                return;
+            }
+        }
         login_fail(c, 401, reason,
                    "The sign-in could not be verified (the identity token was refused). Please "
                    "try again.");
@@ -667,6 +690,14 @@ static void login_verify_and_finish(struct conn *c, int may_refetch)
     login_finish(c);
 }
 
+static void kid_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    c->sso->wait = WAIT_NONE;
+    login_verify_and_finish(c, 1);
+}
+
 static void jwks_for_login_cb(const struct httpc_response *r, void *arg)
 {
     struct conn *c = arg;
@@ -688,6 +719,7 @@ static void token_cb(const struct httpc_response *r, void *arg)
     s->wait = WAIT_NONE;
     if (r->status == 0) {
         log_warnx("sso: token endpoint unreachable: %s (request %s)", r->error, c->reqid);
+        sso_provider_mark_down(c->gen->providers[s->provider]);
         respond_503(c, "token endpoint unreachable");
         return;
     }
@@ -1101,7 +1133,7 @@ have:
     return SSO_CONTINUE;
 }
 
-void sso_upstream_headers(struct conn *c, struct evbuffer *out)
+void sso_upstream_headers(struct conn *c, struct sbuf *out)
 {
     const struct conf *cf = c->gen->conf;
     struct sso_req *s = c->sso;
@@ -1111,12 +1143,15 @@ void sso_upstream_headers(struct conn *c, struct evbuffer *out)
 
     if (s == NULL || !s->have)
         return;
-    evbuffer_add_printf(out, "X-ZT-User: %s\r\n",
-                        c->route->user_header == CONF_USER_EMAIL && s->sess.email[0]
-                            ? s->sess.email
-                            : s->sess.subject);
-    if (s->sess.email[0])
-        evbuffer_add_printf(out, "X-ZT-Email: %s\r\n", s->sess.email);
+    sbuf_lit(out, "X-ZT-User: ");
+    sbuf_str(out, c->route->user_header == CONF_USER_EMAIL && s->sess.email[0] ? s->sess.email
+                                                                               : s->sess.subject);
+    sbuf_lit(out, "\r\n");
+    if (s->sess.email[0]) {
+        sbuf_lit(out, "X-ZT-Email: ");
+        sbuf_str(out, s->sess.email);
+        sbuf_lit(out, "\r\n");
+    }
     if (c->gen->signer == NULL)
         return;
     memset(&a, 0, sizeof(a));
@@ -1128,21 +1163,28 @@ void sso_upstream_headers(struct conn *c, struct evbuffer *out)
     a.device_tier = "unknown";
     a.now = now_s();
     a.lifetime = (int)(cf->assertion_lifetime_ms / 1000);
-    if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) == 0)
-        evbuffer_add_printf(out, "X-ZT-Assertion: %s\r\n", tok);
-    else
+    if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) ==
+        0) {
+        sbuf_lit(out, "X-ZT-Assertion: ");
+        sbuf_add(out, tok, toklen);
+        sbuf_lit(out, "\r\n");
+    } else {
         log_warnx("sso: cannot sign the assertion for request %s", c->reqid);
+    }
 }
 
-void sso_response_headers(struct conn *c, struct evbuffer *out)
+void sso_response_headers(struct conn *c, struct sbuf *out)
 {
     struct sso_req *s = c->sso;
     int i;
 
     if (s == NULL)
         return;
-    for (i = 0; i < s->nset; i++)
-        evbuffer_add_printf(out, "Set-Cookie: %s\r\n", s->set_cookie[i]);
+    for (i = 0; i < s->nset; i++) {
+        sbuf_lit(out, "Set-Cookie: ");
+        sbuf_str(out, s->set_cookie[i]);
+        sbuf_lit(out, "\r\n");
+    }
 }
 
 /* ---- /.zt/ endpoints ---------------------------------------------------- */
@@ -1210,7 +1252,7 @@ static void logout_respond(struct conn *c)
     if (meta != NULL && meta->end_session_endpoint != NULL) {
         char post[600];
         char *e_post, *e_cid;
-        snprintf(post, sizeof(post), "https://%s/", c->host);
+        snprintf(post, sizeof(post), "https://%s/", c->authority);
         e_post = httpc_urlencode(post);
         e_cid = httpc_urlencode(cf->providers[pidx].client_id);
         snprintf(hdrs, sizeof(hdrs),
@@ -1461,6 +1503,13 @@ void proxy_revocations_close(void)
 
 /* ---- per generation ---------------------------------------------------- */
 
+static int check_mode;
+
+void sso_set_check_mode(int on)
+{
+    check_mode = on;
+}
+
 int sso_gen_init(struct proxy_gen *g, char *err, size_t errlen)
 {
     const struct conf *cf = g->conf;
@@ -1468,9 +1517,25 @@ int sso_gen_init(struct proxy_gen *g, char *err, size_t errlen)
 
     if (cf->nproviders == 0)
         return 0;
+    if (check_mode) {
+        /* Validate what exists; what is missing is created at start. */
+        if (access(cf->session_keys, F_OK) == 0 &&
+            session_keyring_load(cf->session_keys, &g->keyring, err, errlen) == -1)
+            return -1;
+        if (access(cf->assertion_key, F_OK) == 0 &&
+            jwt_signer_load(cf->assertion_key, 0, &g->signer, err, errlen) == -1 &&
+            strstr(err, "no key") == NULL)
+            return -1;
+        return 0;
+    }
     if (session_keyring_generate(cf->session_keys, err, errlen) == -1 ||
         session_keyring_load(cf->session_keys, &g->keyring, err, errlen) == -1)
         return -1;
+    if (mkdir(cf->assertion_key, 0700) == -1 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: $.identity.assertion.keys_dir: cannot create \"%s\": %s",
+                 cf->path, cf->assertion_key, strerror(errno));
+        return -1;
+    }
     if (jwt_signer_load(cf->assertion_key, JWT_SIGNER_CREATE, &g->signer, err, errlen) == -1)
         return -1;
     g->providers = calloc(cf->nproviders, sizeof(*g->providers));

@@ -22,9 +22,10 @@
 #include "log.h"
 #include "sso.h"
 
-#define REFRESH_OK_MS (10 * 60 * 1000)
+#define PROBE_MS 5000                 /* discovery re-read: is the provider up? */
+#define JWKS_REFRESH_MS (10 * 60 * 1000)
 #define RETRY_MIN_MS 2000
-#define RETRY_MAX_MS (5 * 60 * 1000)
+#define RETRY_MAX_MS 5000 /* a provider that comes back is used within seconds */
 #define MAX_PROVIDERS 64
 
 enum fetch_step { STEP_IDLE = 0, STEP_DISCOVERY, STEP_JWKS };
@@ -40,6 +41,7 @@ struct sso_provider {
     char error[256];        /* under mtx: why meta/keys are missing or stale */
     uint64_t jwks_at_ms;    /* under mtx: monotonic time of the last JWKS fetch */
     int jwks_busy;          /* under mtx */
+    int down;               /* under mtx: the last discovery fetch failed */
     /* main thread only */
     enum fetch_step step;
     struct httpc_req *req;
@@ -93,6 +95,9 @@ static void schedule(struct sso_provider *p, uint64_t ms)
 
 static void fetch_failed(struct sso_provider *p)
 {
+    pthread_mutex_lock(&p->mtx);
+    p->down = 1;
+    pthread_mutex_unlock(&p->mtx);
     p->step = STEP_IDLE;
     p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : RETRY_MIN_MS;
     if (p->backoff_ms > RETRY_MAX_MS)
@@ -169,7 +174,7 @@ static void jwks_fetched(const struct httpc_response *r, void *arg)
         log_info("sso: provider %s ready (%zu signing keys)", p->name, jwt_keyset_count(ks));
     p->step = STEP_IDLE;
     p->backoff_ms = 0;
-    schedule(p, REFRESH_OK_MS);
+    schedule(p, PROBE_MS);
 }
 
 static void discovery_fetched(const struct httpc_response *r, void *arg)
@@ -222,6 +227,21 @@ static void discovery_fetched(const struct httpc_response *r, void *arg)
         fetch_failed(p);
         return;
     }
+    pthread_mutex_lock(&p->mtx);
+    p->down = 0;
+    if (p->meta != NULL && p->keys != NULL && mono_ms() - p->jwks_at_ms < JWKS_REFRESH_MS) {
+        /* A probe: the provider answers; keys are recent enough. */
+        struct sso_meta *old = p->meta;
+        p->meta = m;
+        p->error[0] = '\0';
+        pthread_mutex_unlock(&p->mtx);
+        sso_meta_unref(old);
+        p->step = STEP_IDLE;
+        p->backoff_ms = 0;
+        schedule(p, PROBE_MS);
+        return;
+    }
+    pthread_mutex_unlock(&p->mtx);
     p->pending_meta = m;
     p->step = STEP_JWKS;
     memset(&o, 0, sizeof(o));
@@ -352,6 +372,23 @@ void sso_provider_snapshot(struct sso_provider *p, struct sso_meta **meta,
     *keys = p->keys != NULL ? jwt_keyset_ref(p->keys) : NULL;
     if (error != NULL)
         snprintf(error, errlen, "%s", p->error);
+    pthread_mutex_unlock(&p->mtx);
+}
+
+int sso_provider_up(struct sso_provider *p)
+{
+    int up;
+
+    pthread_mutex_lock(&p->mtx);
+    up = p->meta != NULL && !p->down;
+    pthread_mutex_unlock(&p->mtx);
+    return up;
+}
+
+void sso_provider_mark_down(struct sso_provider *p)
+{
+    pthread_mutex_lock(&p->mtx);
+    p->down = 1;
     pthread_mutex_unlock(&p->mtx);
 }
 

@@ -43,7 +43,9 @@ pattern_chunks = upstream_mod.pattern_chunks
 
 # Names the test server certificate covers (SNI of every test client).
 SERVER_NAMES = ["app.test", "127.0.0.1", "localhost", "other.test", "new.test",
-                "nows.test", "api.test", "small.test"]
+                "nows.test", "api.test", "small.test",
+                # single sign-on routes (test_sso.py, test_bearer.py)
+                "admin.test", "mfa.test", "loose.test", "open.test"]
 DEFAULT_HOST = "app.test"
 
 
@@ -558,10 +560,38 @@ class Response:
     def json(self):
         return json.loads(self.body.decode("utf-8"))
 
+    def set_cookies(self):
+        """Every Set-Cookie of the response, parsed (see parse_set_cookie)."""
+        return [parse_set_cookie(v) for v in self.header_all("set-cookie")]
+
+    def set_cookie(self, name):
+        """The parsed Set-Cookie for name (the last one), or None."""
+        found = None
+        for c in self.set_cookies():
+            if c["name"] == name:
+                found = c
+        return found
+
     def __repr__(self):
         return "<Response %s %r headers=%r body=%r>" % (
             self.status, self.reason, self.headers,
             (self.body or b"")[:300])
+
+
+def parse_set_cookie(value):
+    """Parse one Set-Cookie value into {"name", "value", "attrs"}: attrs maps
+    lower-cased attribute names to their value (True for flags such as
+    Secure or HttpOnly)."""
+    parts = value.split(";")
+    name, _, val = parts[0].strip().partition("=")
+    attrs = {}
+    for a in parts[1:]:
+        a = a.strip()
+        if not a:
+            continue
+        k, sep, v = a.partition("=")
+        attrs[k.strip().lower()] = v.strip() if sep else True
+    return {"name": name.strip(), "value": val.strip(), "attrs": attrs}
 
 
 class HTTPConn:

@@ -1,0 +1,813 @@
+#!/usr/bin/env bash
+# bench/run.sh: compare ztproxy with nginx and HAProxy as mutual-TLS reverse
+# proxies in front of one shared nginx upstream, all on 127.0.0.1.
+#
+# Everything (certificates, configs, logs, pid files) lives in a temporary
+# directory that is removed at exit (kept with BENCH_KEEP=1). Every process
+# started here is stopped by PID on exit, also on failure or ^C.
+# Results: Markdown on stdout and in bench/RESULTS.md. See bench/README.md.
+set -uo pipefail
+
+ROOT=$(cd -- "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+ZTPROXY=${ZTPROXY:-$BUILD_DIR/ztproxy}
+ZTLOAD=${ZTLOAD:-}
+NGINX=${NGINX:-/usr/sbin/nginx}
+HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+WORKERS=${BENCH_WORKERS:-"1 2"}
+PROXIES=${BENCH_PROXIES:-"ztproxy nginx haproxy"}
+MODES=${BENCH_MODES-"keepalive newconn resume"}
+CONNS_KEEPALIVE=${BENCH_CONNS_KEEPALIVE:-64}
+CONNS_NEWCONN=${BENCH_CONNS_NEWCONN:-16}
+CLIENT_THREADS=${BENCH_CLIENT_THREADS:-2}
+RATE=${BENCH_RATE:-2000}
+RATE_CONNS=${BENCH_RATE_CONNS:-32}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
+TLS_MAX=${BENCH_TLS_MAX:-}
+# Below the ephemeral range (32768+ by default): a load-client socket could
+# otherwise sit on a proxy's port when the proxy is restarted.
+PORT_BASE=${BENCH_PORT_BASE:-29440}
+RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
+KEEP=${BENCH_KEEP:-0}
+
+declare -A PORT=()
+HOST=app.test
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- processes
+
+PIDS=()          # every process we started, stopped in reverse order at exit
+declare -A PROXY_PID=()
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# children of a PID (nginx workers), as recorded while it runs
+child_pids() {
+    local pid=$1
+    cat "/proc/$pid/task/"*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true
+}
+
+stop_tree() {
+    local pid=$1 kids
+    kids=$(child_pids "$pid")
+    stop_pid "$pid"
+    for k in $kids; do stop_pid "$k"; done
+}
+
+cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_tree "${PIDS[i]}"
+    done
+    if [[ -n ${TMP:-} && -d $TMP ]]; then
+        if [[ $KEEP == 1 ]]; then
+            log "kept $TMP"
+        else
+            rm -rf -- "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+forget_pid() {
+    local pid=$1 i
+    for i in "${!PIDS[@]}"; do
+        [[ ${PIDS[i]} == "$pid" ]] && unset 'PIDS[i]'
+    done
+    PIDS=("${PIDS[@]}")
+}
+
+wait_port() {
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# utime+stime of a process and its children, in clock ticks
+cpu_ticks() {
+    local total=0 p stat rest
+    for p in "$1" $(child_pids "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        rest=${stat##*) }          # fields after "(comm)": state is field 3
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12]))   # fields 14 and 15
+    done
+    echo "$total"
+}
+
+# busy ticks of the whole machine (all CPUs), from /proc/stat
+machine_busy_ticks() {
+    local cpu user nice system idle iowait irq softirq steal rest
+    read -r cpu user nice system idle iowait irq softirq steal rest </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+
+# VmRSS of a process and its children, in KiB
+rss_kib() {
+    local total=0 p v
+    for p in "$1" $(child_pids "$1"); do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# ---------------------------------------------------------------- setup
+
+[[ $(id -u) == 0 ]] || log "warning: not root; nginx 'user root;' and ulimit -n may fail"
+for b in "$NGINX" "$HAPROXY" openssl python3; do
+    command -v "$b" >/dev/null || die "$b not found"
+done
+ulimit -Hn 65536 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if ((NOFILE < IDLE_CONNS + 1000)); then
+    log "warning: ulimit -n is $NOFILE; the idle test may be limited"
+fi
+
+TMP=$(mktemp -d /tmp/ztbench.XXXXXX)
+chmod 700 "$TMP"
+log "work directory $TMP"
+JSONL=$TMP/results.jsonl
+: >"$JSONL"
+
+# ztload: the CMake one if it is newer than its source, else compile it here.
+if [[ -z $ZTLOAD ]]; then
+    if [[ -x $BUILD_DIR/ztload && $BUILD_DIR/ztload -nt $ROOT/bench/ztload.c ]]; then
+        ZTLOAD=$BUILD_DIR/ztload
+    else
+        ZTLOAD=$TMP/ztload
+        log "compiling bench/ztload.c"
+        cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wformat=2 -D_GNU_SOURCE \
+            -o "$ZTLOAD" "$ROOT/bench/ztload.c" -lssl -lcrypto -lpthread -lm ||
+            die "cannot compile ztload"
+    fi
+fi
+
+# Four consecutive free ports from PORT_BASE on (others may be testing on this machine).
+for ((try = 0; try < 50; try++, PORT_BASE += 10)); do
+    all_free=1
+    for ((i = 0; i < 4; i++)); do
+        port_free $((PORT_BASE + i)) || { all_free=0; break; }
+    done
+    ((all_free)) && break
+done
+((all_free)) || die "no free ports near BENCH_PORT_BASE"
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
+if ((PORT_BASE + 3 >= EPH_LO && PORT_BASE <= EPH_HI)); then
+    log "warning: ports $PORT_BASE-$((PORT_BASE + 3)) are in the ephemeral range $EPH_LO-$EPH_HI"
+fi
+UP_PORT=$PORT_BASE
+PORT=([ztproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)))
+
+# Certificates, from the project's scripts.
+CERTS=$TMP/certs
+for s in make-ca.sh make-server.sh make-device.sh; do
+    [[ -x $ROOT/certs/$s ]] || die "certs/$s missing"
+done
+"$ROOT/certs/make-ca.sh" "$CERTS" >"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-ca.sh failed"; }
+"$ROOT/certs/make-server.sh" "$CERTS" "$HOST" >>"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-server.sh failed"; }
+"$ROOT/certs/make-device.sh" "$CERTS" bench-1 >>"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-device.sh failed"; }
+for f in ca.crt crl.pem server.crt server.key devices/bench-1.crt devices/bench-1.key; do
+    [[ -s $CERTS/$f ]] || die "certificate scripts did not produce $CERTS/$f"
+done
+cat "$CERTS/server.crt" "$CERTS/server.key" >"$CERTS/server.pem"
+chmod 600 "$CERTS/server.pem"
+TLSARGS=(--cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key"
+    --ca "$CERTS/ca.crt" --host "$HOST")
+[[ -n $TLS_MAX ]] && TLSARGS+=(--tls-max "$TLS_MAX")
+
+# ---------------------------------------------------------------- upstream
+
+mkdir -p "$TMP/upstream/logs" "$TMP/upstream/tmp"
+cat >"$TMP/upstream/nginx.conf" <<EOF
+# Shared upstream for all proxies: one worker, tiny keep-alive responses.
+user root;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $TMP/upstream/nginx.pid;
+error_log $TMP/upstream/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/upstream/tmp/body;
+    proxy_temp_path $TMP/upstream/tmp/proxy;
+    fastcgi_temp_path $TMP/upstream/tmp/fastcgi;
+    uwsgi_temp_path $TMP/upstream/tmp/uwsgi;
+    scgi_temp_path $TMP/upstream/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UP_PORT reuseport backlog=4096;
+        default_type text/plain;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;' \
+    >"$TMP/upstream/stdout.log" 2>&1 &
+UP_PID=$!
+PIDS+=("$UP_PID")
+wait_port "$UP_PORT" "$UP_PID" || { cat "$TMP/upstream/stdout.log" "$TMP/upstream/logs/error.log" 2>/dev/null; die "upstream nginx did not start"; }
+log "upstream nginx pid $UP_PID on 127.0.0.1:$UP_PORT"
+
+# ---------------------------------------------------------------- proxies
+
+write_ztproxy_conf() {
+    local w=$1 d=$2
+    cat >"$d/ztproxy.json" <<EOF
+{
+  "listen": [{ "address": "127.0.0.1:${PORT[ztproxy]}", "backlog": 4096 }],
+  "workers": $w,
+  "tls": {
+    "certificate": "$CERTS/server.crt",
+    "key": "$CERTS/server.key",
+    "device_ca": "$CERTS/ca.crt",
+    "crl": "$CERTS/crl.pem"
+  },
+  "access_log": "$d/access.log",
+  "log_level": "warn",
+  "timeouts": { "keepalive": "300s" },
+  "limits": { "connections": 20000 },
+  "routes": [
+    { "name": "app", "host": "$HOST", "upstream": "http://127.0.0.1:$UP_PORT" }
+  ]
+}
+EOF
+}
+
+write_nginx_conf() {
+    local w=$1 d=$2
+    mkdir -p "$d/logs" "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+# nginx as a mutual-TLS terminating reverse proxy.
+user root;
+worker_processes $w;
+worker_rlimit_nofile $NOFILE;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections $NOFILE; }
+http {
+    access_log $d/access.log;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream app {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]} ssl backlog=4096;
+        server_name $HOST;
+        ssl_certificate $CERTS/server.crt;
+        ssl_certificate_key $CERTS/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_verify_client on;
+        ssl_client_certificate $CERTS/ca.crt;
+        ssl_crl $CERTS/crl.pem;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Client-Cert-Subject \$ssl_client_s_dn;
+        }
+    }
+}
+EOF
+}
+
+write_haproxy_conf() {
+    local w=$1 d=$2
+    cat >"$d/haproxy.cfg" <<EOF
+# HAProxy as a mutual-TLS terminating reverse proxy.
+global
+    nbthread $w
+    # maxconn above what the fd limit allows for 2 fds per connection: the idle
+    # test holds client connections only (upstream connections are shared).
+    maxconn $((IDLE_CONNS + 2000))
+    no strict-limits
+    log stdout format raw local0
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+    timeout http-keep-alive 300s
+    timeout http-request 10s
+    maxconn $((IDLE_CONNS + 2000))
+
+frontend mtls
+    bind 127.0.0.1:${PORT[haproxy]} ssl crt $CERTS/server.pem ca-file $CERTS/ca.crt crl-file $CERTS/crl.pem verify required alpn http/1.1
+    http-request set-header X-Client-Cert-Subject %[ssl_c_s_dn]
+    default_backend app
+
+backend app
+    http-reuse always
+    server up 127.0.0.1:$UP_PORT
+EOF
+}
+
+# start_proxy NAME W -> sets PROXY_PID[NAME], returns 1 on failure
+start_proxy() {
+    local try
+    for try in 1 2 3; do
+        start_proxy_once "$@" && return 0
+        grep -qi 'address already in use' "$TMP/$1-w$2/stderr.log" 2>/dev/null || return 1
+        log "$1: port ${PORT[$1]} busy, retrying"
+        sleep 2
+    done
+    return 1
+}
+
+start_proxy_once() {
+    local name=$1 w=$2 d=$TMP/$1-w$2 pid
+    mkdir -p "$d"
+    case $name in
+    ztproxy)
+        if [[ ! -x $ZTPROXY ]]; then
+            log "ztproxy: $ZTPROXY not found (build it first)"
+            echo "binary $ZTPROXY not found" >"$d/stderr.log"
+            return 1
+        fi
+        write_ztproxy_conf "$w" "$d"
+        "$ZTPROXY" -c "$d/ztproxy.json" >"$d/stdout.log" 2>"$d/stderr.log" &
+        pid=$!
+        ;;
+    nginx)
+        write_nginx_conf "$w" "$d"
+        "$NGINX" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' >"$d/stdout.log" 2>"$d/stderr.log" &
+        pid=$!
+        ;;
+    haproxy)
+        write_haproxy_conf "$w" "$d"
+        # -db: foreground; logs go to stdout, i.e. a file, like the others' access logs.
+        "$HAPROXY" -db -f "$d/haproxy.cfg" >"$d/access.log" 2>"$d/stderr.log" &
+        pid=$!
+        ;;
+    esac
+    PIDS+=("$pid")
+    PROXY_PID[$name]=$pid
+    if ! wait_port "${PORT[$name]}" "$pid"; then
+        log "$name (workers=$w) did not start; its stderr:"
+        tail -n 40 "$d/stderr.log" "$d/logs/error.log" 2>/dev/null >&2
+        stop_tree "$pid"
+        forget_pid "$pid"
+        return 1
+    fi
+    sleep 0.3 # let nginx workers come up
+    log "$name workers=$w pid $pid on 127.0.0.1:${PORT[$name]}"
+    return 0
+}
+
+stop_proxy() {
+    local name=$1 pid=${PROXY_PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    stop_tree "$pid"
+    forget_pid "$pid"
+    unset 'PROXY_PID[$name]'
+}
+
+proxy_alive() {
+    local pid=${PROXY_PID[$1]:-}
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
+# ---------------------------------------------------------------- runs
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# record KEY=VALUE... JSON: one result line for the report
+record() {
+    local json=$1; shift
+    python3 - "$JSONL" "$json" "$@" <<'EOF'
+import json, sys
+path, res, *kv = sys.argv[1:]
+row = {}
+for item in kv:
+    k, _, v = item.partition("=")
+    row[k] = v
+try:
+    row["r"] = json.loads(res) if res else None
+except ValueError:
+    row["r"] = None
+with open(path, "a") as f:
+    f.write(json.dumps(row) + "\n")
+EOF
+}
+
+# bench_run PROXY W MODE LABEL ztload-args... : one measured ztload run
+bench_run() {
+    local proxy=$1 w=$2 mode=$3 label=$4; shift 4
+    local pid=${PROXY_PID[$proxy]:-} c0=0 c1=0 u0 u1 m0 m1 t0 t1 out errf cmd status=ok
+    errf=$TMP/ztload.err
+    cmd="ztload $*"
+    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    u0=$(cpu_ticks "$UP_PID")
+    m0=$(machine_busy_ticks)
+    t0=$EPOCHREALTIME
+    out=$("$ZTLOAD" "$@" --json 2>"$errf")
+    t1=$EPOCHREALTIME
+    m1=$(machine_busy_ticks)
+    u1=$(cpu_ticks "$UP_PID")
+    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    if [[ -s $errf ]]; then
+        sed 's/^/    /' "$errf" | head -n 5 >&2
+    fi
+    if [[ -z $out ]]; then
+        status=failed
+    fi
+    if [[ -n $pid ]] && ! proxy_alive "$proxy"; then
+        status=crashed
+        log "$proxy DIED during '$label'; its stderr:"
+        tail -n 40 "$TMP/$proxy-w$w/stderr.log" >&2
+    fi
+    record "$out" proxy="$proxy" workers="$w" mode="$mode" label="$label" status="$status" \
+        cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) upstream_cpu_us=$(((u1 - u0) * 1000000 / CLK_TCK)) \
+        machine_cpu_us=$(((m1 - m0) * 1000000 / CLK_TCK)) elapsed_s="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
+        cmd="$cmd"
+    if [[ -n $out ]]; then
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_us"]; print("    %-9s %-8s rps %9.1f  hs/s %8.1f  resumed %5.1f%%  p50 %6d  p99 %7d us  2xx %d  non2xx %d  errors %d" % (sys.argv[2], sys.argv[3], r["rps"], r["handshakes_per_s"], 100*r["resumed_frac"], l["p50"], l["p99"], r["ok_2xx"], r["non_2xx"], r["errors"]))' "$out" "$proxy" "$mode" >&2
+    fi
+    [[ $status == ok ]]
+}
+
+URL_OF() { echo "--connect 127.0.0.1:${PORT[$1]}"; }
+
+# idle_rss PROXY W: RSS of the proxy before and while holding IDLE_CONNS idle connections
+idle_rss() {
+    local proxy=$1 w=$2 pid=${PROXY_PID[$1]} before during held ready=$TMP/idle.ready lp out cmd status=ok
+    rm -f "$ready"
+    # A short keep-alive run first so that lazily allocated state exists in both cases.
+    "$ZTLOAD" --connect "127.0.0.1:${PORT[$proxy]}" "${TLSARGS[@]}" -c 4 -d 1 --warmup 0 \
+        >/dev/null 2>&1
+    sleep 0.5
+    before=$(rss_kib "$pid")
+    cmd="ztload --connect 127.0.0.1:${PORT[$proxy]} ${TLSARGS[*]} --mode idle -c $IDLE_CONNS -t $CLIENT_THREADS --hold $IDLE_HOLD --ready-file FILE"
+    "$ZTLOAD" --connect "127.0.0.1:${PORT[$proxy]}" "${TLSARGS[@]}" --mode idle -c "$IDLE_CONNS" \
+        -t "$CLIENT_THREADS" --hold "$IDLE_HOLD" --ready-file "$ready" --timeout 60 --json \
+        >"$TMP/idle.out" 2>"$TMP/idle.err" &
+    lp=$!
+    PIDS+=("$lp")
+    while [[ ! -e $ready ]] && kill -0 "$lp" 2>/dev/null; do sleep 0.1; done
+    sleep 0.5
+    during=$(rss_kib "$pid")
+    held=$(cat "$ready" 2>/dev/null || echo 0)
+    wait "$lp"
+    forget_pid "$lp"
+    out=$(cat "$TMP/idle.out")
+    sed 's/^/    /' "$TMP/idle.err" | head -n 5 >&2
+    [[ -z $out ]] && status=failed
+    if ! proxy_alive "$proxy"; then
+        status=crashed
+        log "$proxy DIED during the idle test; its stderr:"
+        tail -n 40 "$TMP/$proxy-w$w/stderr.log" >&2
+    fi
+    record "$out" proxy="$proxy" workers="$w" mode=idle label=idle status="$status" \
+        rss_before="$before" rss_during="$during" held="$held" cmd="$cmd"
+    log "    $proxy idle: RSS $before KiB -> $during KiB"
+    sleep 1 # let the proxy close the 10k connections
+}
+
+run_proxy_suite() {
+    local proxy=$1 w=$2 mode conns ok=1
+    if ! start_proxy "$proxy" "$w"; then
+        record "" proxy="$proxy" workers="$w" mode=start label=start status=failed \
+            error="$(tail -n 5 "$TMP/$proxy-w$w/stderr.log" 2>/dev/null | tr '\n' ' ')"
+        return
+    fi
+    # Smoke test: one request must succeed, else the proxy is marked failed.
+    if ! "$ZTLOAD" $(URL_OF "$proxy") "${TLSARGS[@]}" -c 1 -d 0.3 --warmup 0 --json \
+        >"$TMP/smoke.json" 2>"$TMP/smoke.err" ||
+        ! grep -q '"ok_2xx":[1-9]' "$TMP/smoke.json"; then
+        log "$proxy workers=$w: smoke test failed:"
+        cat "$TMP/smoke.json" "$TMP/smoke.err" >&2
+        tail -n 20 "$TMP/$proxy-w$w/stderr.log" >&2
+        record "" proxy="$proxy" workers="$w" mode=start label=start status=failed \
+            error="smoke test: no 2xx response"
+        stop_proxy "$proxy"
+        return
+    fi
+    record "" proxy="$proxy" workers="$w" mode=start label=start status=ok
+    if ((IDLE_CONNS > 0)); then
+        idle_rss "$proxy" "$w" || true
+        proxy_alive "$proxy" || ok=0
+    fi
+    for mode in $MODES; do
+        ((ok)) || { record "" proxy="$proxy" workers="$w" mode="$mode" label="$mode" status=skipped; continue; }
+        conns=$CONNS_NEWCONN
+        [[ $mode == keepalive ]] && conns=$CONNS_KEEPALIVE
+        bench_run "$proxy" "$w" "$mode" "$mode" $(URL_OF "$proxy") "${TLSARGS[@]}" \
+            --mode "$mode" -c "$conns" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" ||
+            proxy_alive "$proxy" || ok=0
+    done
+    if ((ok)) && [[ $RATE != 0 ]]; then
+        bench_run "$proxy" "$w" rate "rate" $(URL_OF "$proxy") "${TLSARGS[@]}" \
+            --mode keepalive --rate "$RATE" -c "$RATE_CONNS" -t 1 -d "$DURATION" --warmup "$WARMUP" ||
+            proxy_alive "$proxy" || ok=0
+    fi
+    if ((!ok)); then
+        record "" proxy="$proxy" workers="$w" mode=start label=crash status=crashed
+    fi
+    # Errors in the proxy's own diagnostics are worth a look.
+    stop_proxy "$proxy"
+}
+
+START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+START_S=$SECONDS
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+TOP_START=$(ps -eo pcpu=,comm= --sort=-pcpu | head -n 3 | awk '{printf "%s%s %s%%", (NR > 1 ? ", " : ""), $2, $1}')
+
+# Baseline: the upstream directly, plain HTTP, at the same fixed rate.
+if [[ $RATE != 0 ]]; then
+    log "direct upstream at $RATE req/s"
+    bench_run direct 0 rate rate --url "http://127.0.0.1:$UP_PORT/" --host "$HOST" \
+        --mode keepalive --rate "$RATE" -c "$RATE_CONNS" -t 1 -d "$DURATION" --warmup "$WARMUP" || true
+fi
+
+for w in $WORKERS; do
+    for proxy in $PROXIES; do
+        log "== $proxy workers=$w"
+        run_proxy_suite "$proxy" "$w"
+    done
+done
+
+# Warnings and errors the proxies printed (first few lines each).
+for d in "$TMP"/*-w*; do
+    [[ -d $d ]] || continue
+    for f in "$d/stderr.log" "$d/logs/error.log"; do
+        if [[ -s $f ]] && grep -qiE 'error|warn|crit|alert|emerg|fatal|abort|sanitizer' "$f"; then
+            echo "--- $(basename "$d")/$(basename "$f") ($(wc -l <"$f") lines):" >>"$TMP/diag.txt"
+            grep -iE 'error|warn|crit|alert|emerg|fatal|abort|sanitizer' "$f" | head -n 8 >>"$TMP/diag.txt"
+        fi
+    done
+done
+
+# ---------------------------------------------------------------- report
+
+machine_info() {
+    echo "- date: $START_DATE (run took $((SECONDS - START_S)) s)"
+    echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
+    echo "- load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (busiest processes by ps %CPU at start: $TOP_START)"
+    echo "- kernel: $(uname -sr)"
+    echo "- $(openssl version)"
+    echo "- $("$NGINX" -v 2>&1)"
+    echo "- $("$HAPROXY" -v 2>&1 | head -n 1)"
+    if [[ -x $ZTPROXY ]]; then
+        echo "- ztproxy: $ZTPROXY ($(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo 'no commit'), built $(date -u -r "$ZTPROXY" '+%Y-%m-%d %H:%M UTC'))"
+    else
+        echo "- ztproxy: not built"
+    fi
+    echo "- settings: BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_WORKERS=\"$WORKERS\" BENCH_CONNS_KEEPALIVE=$CONNS_KEEPALIVE BENCH_CONNS_NEWCONN=$CONNS_NEWCONN BENCH_CLIENT_THREADS=$CLIENT_THREADS BENCH_RATE=$RATE BENCH_RATE_CONNS=$RATE_CONNS BENCH_IDLE_CONNS=$IDLE_CONNS BENCH_TLS_MAX=${TLS_MAX:-default}"
+}
+
+machine_info >"$TMP/machine.md"
+python3 - "$JSONL" "$TMP/machine.md" "$TMP/diag.txt" "$PROXIES" "$WORKERS" "$MODES" "$TMP" >"$TMP/report.md" <<'PYEOF'
+import json, os, sys
+
+jsonl, machine, diag, proxies, workers, modes, tmp = sys.argv[1:]
+proxies, workers, modes = proxies.split(), workers.split(), modes.split()
+rows = [json.loads(l) for l in open(jsonl) if l.strip()]
+
+def find(proxy, w, mode):
+    for r in rows:
+        if r["proxy"] == proxy and r["workers"] == str(w) and r["mode"] == mode:
+            return r
+    return None
+
+def state(proxy, w):
+    r = find(proxy, w, "start")
+    return r["status"] if r else "not run"
+
+def crashed(proxy, w):
+    return any(r["proxy"] == proxy and r["workers"] == str(w) and r["status"] == "crashed"
+               for r in rows)
+
+def ok(r):
+    return r is not None and r.get("r") is not None
+
+def cpu_per_req(r):
+    res = r["r"]
+    reqs = res.get("requests_total") or res["requests"]
+    return int(r["cpu_us"]) / reqs if reqs else None
+
+NCPU = os.cpu_count() or 1
+
+def others_pct(r):
+    # CPU used during the run by processes other than the proxy, the upstream
+    # and the load client, in % of the machine: noise from outside the benchmark.
+    try:
+        el = float(r["elapsed_s"])
+        other = (int(r["machine_cpu_us"]) - int(r["cpu_us"]) - int(r["upstream_cpu_us"])
+                 - r["r"]["client_cpu_s"] * 1e6)
+        return max(0.0, 100.0 * other / (el * 1e6 * NCPU))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+def fmt(v, nd=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{nd}f}"
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.2f}"
+
+out = []
+p = out.append
+p("# ztproxy benchmark results\n")
+p("Generated by `bench/run.sh`; see `bench/README.md` for what is measured and how to read it.\n")
+p(open(machine).read())
+
+notes = []
+for w in workers:
+    for proxy in proxies:
+        s = state(proxy, w)
+        if s != "ok":
+            r = find(proxy, w, "start")
+            err = (r or {}).get("error", "")
+            notes.append(f"- **{proxy} workers={w}: {s}** {err}".rstrip())
+        if crashed(proxy, w):
+            notes.append(f"- **{proxy} workers={w}: the process died during the run** (see stderr above)")
+if notes:
+    p("\n## Failures\n")
+    out.extend(notes)
+
+titles = {
+    "keepalive": "Keep-alive: one mTLS connection per client slot, sequential requests",
+    "newconn": "New connection per request: full mTLS handshake, one request, close",
+    "resume": "Resumed session per request: TLS resumption (ticket), one request, close",
+}
+summary = {}
+for mode in modes:
+    p(f"\n## {titles.get(mode, mode)}\n")
+    p("| workers | proxy | req/s | handshakes/s | resumed | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | 2xx | non-2xx | errors | other load |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workers:
+        for proxy in proxies:
+            r = find(proxy, w, mode)
+            if not ok(r):
+                st = r["status"] if r else state(proxy, w)
+                p(f"| {w} | {proxy} | {st} | | | | | | | | | | |")
+                continue
+            res = r["r"]
+            lat = res["latency_us"]
+            c = cpu_per_req(r)
+            summary[(mode, w, proxy)] = (res["rps"], c, lat["p99"])
+            hs = fmt(res["handshakes_per_s"]) if mode != "keepalive" else "–"
+            rs = f"{100 * res['resumed_frac']:.0f}%" if mode == "resume" else "–"
+            flag = " ⚠" if r["status"] != "ok" else ""
+            p(f"| {w} | {proxy}{flag} | {fmt(res['rps'])} | {hs} | {rs} | {lat['p50']} | {lat['p99']} | "
+              f"{lat['p999']} | {fmt(c, 1)} | {res['ok_2xx']} | {res['non_2xx']} | {res['errors']} | "
+              f"{fmt(others_pct(r))}% |")
+
+if "ztproxy" in proxies and len(proxies) > 1:
+    p("\n## Ratios (ztproxy / other; req/s above 1 and CPU/req below 1 favour ztproxy)\n")
+    p("| mode | workers | req/s vs nginx | req/s vs haproxy | CPU/req vs nginx | CPU/req vs haproxy |")
+    p("|---|---|---:|---:|---:|---:|")
+    for mode in modes:
+        for w in workers:
+            z = summary.get((mode, w, "ztproxy"))
+            n = summary.get((mode, w, "nginx"))
+            h = summary.get((mode, w, "haproxy"))
+            zr, zc = (z[0], z[1]) if z else (None, None)
+            p(f"| {mode} | {w} | {ratio(zr, n[0] if n else None)} | {ratio(zr, h[0] if h else None)} | "
+              f"{ratio(zc, n[1] if n else None)} | {ratio(zc, h[1] if h else None)} |")
+
+# Latency at a fixed rate.
+rate_rows = [r for r in rows if r["mode"] == "rate"]
+if rate_rows:
+    p("\n## Latency at a fixed rate (keep-alive, open-loop pacing, latency from the scheduled time)\n")
+    p("| workers | target | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p50 vs direct | p99 vs direct | proxy CPU µs/req | errors | late | other load |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    d = find("direct", 0, "rate")
+    dl = d["r"]["latency_us"] if ok(d) else None
+    if ok(d):
+        res = d["r"]
+        l = res["latency_us"]
+        p(f"| – | upstream directly (plain HTTP) | {fmt(res['rps'])} | {l['p50']} | {l['p90']} | {l['p99']} | "
+          f"{l['p999']} | {l['max']} | 1.00 | 1.00 | – | {res['errors']} | {res['late']} | {fmt(others_pct(d))}% |")
+    for w in workers:
+        for proxy in proxies:
+            r = find(proxy, w, "rate")
+            if not ok(r):
+                continue
+            res = r["r"]
+            l = res["latency_us"]
+            p(f"| {w} | {proxy} | {fmt(res['rps'])} | {l['p50']} | {l['p90']} | {l['p99']} | {l['p999']} | "
+              f"{l['max']} | {ratio(l['p50'], dl['p50'] if dl else None)} | "
+              f"{ratio(l['p99'], dl['p99'] if dl else None)} | {fmt(cpu_per_req(r), 1)} | "
+              f"{res['errors']} | {res['late']} | {fmt(others_pct(r))}% |")
+
+idle_rows = [r for r in rows if r["mode"] == "idle"]
+if idle_rows:
+    p("\n## Memory per idle keep-alive mTLS connection\n")
+    p("| workers | proxy | idle conns held | failed | dropped by the proxy | RSS before KiB | RSS with conns KiB | KiB / conn |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|")
+    for w in workers:
+        for proxy in proxies:
+            r = find(proxy, w, "idle")
+            if r is None:
+                continue
+            if not ok(r):
+                p(f"| {w} | {proxy} | {r['status']} | | | | | |")
+                continue
+            res = r["r"]
+            # connections open when the RSS was read (some may have been closed before)
+            n = int(r.get("held") or res.get("idle_established", 0))
+            b, a = int(r["rss_before"]), int(r["rss_during"])
+            per = (a - b) / n if n else None
+            p(f"| {w} | {proxy} | {n} | {res.get('idle_failed', 0)} | {res.get('idle_dropped', 0)} | "
+              f"{b:,} | {a:,} | {fmt(per, 1)} |")
+
+# Observations the numbers call for, computed, not written by hand.
+obs = []
+noisy = sorted({f"{r['proxy']} w={r['workers']} {r['mode']}" for r in rows
+                if ok(r) and (others_pct(r) or 0) > 10})
+if noisy:
+    obs.append(f"- Other processes used more than 10% of the machine during {len(noisy)} run(s) "
+               f"({', '.join(noisy[:6])}{', ...' if len(noisy) > 6 else ''}): their req/s and "
+               "latencies are not comparable; CPU µs/req is the more robust figure.")
+for r in rows:
+    if not ok(r):
+        continue
+    res = r["r"]
+    name = f"{r['proxy']} workers={r['workers']} {r['mode']}"
+    if r["mode"] == "resume" and res["handshakes"] and res["resumed_frac"] < 0.9:
+        obs.append(f"- {name}: only {100 * res['resumed_frac']:.0f}% of the handshakes were resumed. "
+                   "ztload offers the newest ticket the server sent and uses each TLS 1.3 ticket "
+                   "once (as OpenSSL and browsers do); around 50% means the server sends no new "
+                   "ticket on a resumed connection.")
+    if res["errors"] or res["non_2xx"]:
+        kinds = ", ".join(f"{k}={v}" for k, v in res["error_kinds"].items() if v)
+        obs.append(f"- {name}: {res['errors']} errors ({kinds or 'none'}), {res['non_2xx']} non-2xx responses.")
+    if r["mode"] == "idle" and (res.get("idle_failed") or res.get("idle_dropped")):
+        obs.append(f"- {name}: {res.get('idle_failed')} idle connections failed, "
+                   f"{res.get('idle_dropped')} were dropped while held.")
+if obs:
+    p("\n## Observations\n")
+    out.extend(obs)
+
+p("\n## Command lines\n")
+p("Each row above is one `ztload ... --json` run; the proxy CPU is the utime+stime")
+p("of all its processes (from `/proc/PID/stat`) over that run, divided by the")
+p("requests completed in that run (warm-up included). `$TMP` is the temporary")
+p("directory holding the certificates and configurations.\n")
+p("```")
+seen = set()
+for r in rows:
+    if "cmd" in r and r["cmd"] not in seen:
+        seen.add(r["cmd"])
+        p(f"# {r['proxy']} workers={r['workers']} {r['label']}")
+        p(r["cmd"].replace(tmp, "$TMP"))
+p("```")
+if os.path.exists(diag) and os.path.getsize(diag) > 0:
+    p("\n## Diagnostics printed by the proxies\n")
+    p("```")
+    p(open(diag).read().rstrip())
+    p("```")
+print("\n".join(out))
+PYEOF
+cat "$TMP/report.md"
+cp "$TMP/report.md" "$RESULTS"
+log "results written to $RESULTS"

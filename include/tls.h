@@ -47,6 +47,13 @@ struct tls_peer {
 void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out);
 
 /*
+ * An open connection after a reload: verify its certificate again against
+ * ts (the new device CA and CRL). 0 still valid, -1 with reason (revoked,
+ * expired, another CA).
+ */
+int tls_server_recheck(struct tls_server *ts, SSL *ssl, char *reason, size_t len);
+
+/*
  * After a failed handshake: the most precise reason available (the
  * certificate verification error, else the OpenSSL error code sslerr, as
  * collected by the caller, else the error queue). Clears the error queue.

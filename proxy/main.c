@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -90,6 +91,30 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     log_info("reload done: new connections use the new configuration");
 }
 
+/*
+ * Revocations must not wait for an operator's SIGHUP: the CRL file is
+ * watched (a stat a second) and a change reloads like SIGHUP does.
+ */
+static struct stat crl_seen;
+
+static void crl_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    const struct conf *c = proxy_gen_conf(current);
+    struct stat st;
+
+    if (c->tls_crl == NULL || stat(c->tls_crl, &st) == -1)
+        return;
+    if (st.st_mtim.tv_sec == crl_seen.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == crl_seen.st_mtim.tv_nsec && st.st_size == crl_seen.st_size &&
+        st.st_ino == crl_seen.st_ino)
+        return;
+    if (crl_seen.st_ino != 0) {
+        log_info("%s changed: reloading", c->tls_crl);
+        on_sighup(SIGHUP, 0, NULL);
+    }
+    crl_seen = st;
+}
+
 static void on_sigterm(evutil_socket_t sig, short what, void *arg)
 {
     if (stopping)
@@ -109,7 +134,8 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct event *ev_hup, *ev_term, *ev_int;
+    struct event *ev_hup, *ev_term, *ev_int, *ev_crl;
+    struct timeval one_s = {1, 0};
     char err[1024];
     int ch, check = 0;
     sigset_t set;
@@ -172,6 +198,9 @@ int main(int argc, char **argv)
     evsignal_add(ev_hup, NULL);
     evsignal_add(ev_term, NULL);
     evsignal_add(ev_int, NULL);
+    ev_crl = event_new(main_base, -1, EV_PERSIST, crl_watch_cb, NULL);
+    crl_watch_cb(-1, 0, NULL);
+    event_add(ev_crl, &one_s);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     log_info("ztproxy ready");
     event_base_dispatch(main_base);
@@ -183,6 +212,7 @@ int main(int argc, char **argv)
     event_free(ev_hup);
     event_free(ev_term);
     event_free(ev_int);
+    event_free(ev_crl);
     event_base_free(main_base);
     proxy_gen_unref(current);
     accesslog_stop();

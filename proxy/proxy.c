@@ -913,6 +913,23 @@ int conn_read_head(struct conn *c)
             snprintf(c->authority, sizeof(c->authority), "%s", c->host);
     }
 
+    if (c->gen != c->w->gen && c->peer.verified) {
+        /* A reload happened since this connection was accepted: its
+         * certificate must still pass the new CA and CRL (a revocation
+         * reaches open keep-alive connections on their next request). */
+        char why[160];
+        if (tls_server_recheck(c->w->gen->tls, bufferevent_openssl_get_ssl(c->bev), why,
+                               sizeof(why)) == -1) {
+            log_warnx("tls: open connection from %s (device %s) closed: %s", c->client,
+                      c->peer.device_id, why);
+            c->error = "certificate no longer valid";
+            conn_respond_error(c, 403, "This device's certificate is no longer accepted.");
+            return -1;
+        }
+        proxy_gen_unref(c->gen);
+        c->gen = gen_ref(c->w->gen);
+        cf = c->gen->conf;
+    }
     if (c->peer.verified == 0) {
         /* enroll_page mode: nothing but the enroll page, ever. */
         conn_respond_enroll(c);

@@ -519,6 +519,32 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
     out->verified = 1;
 }
 
+int tls_server_recheck(struct tls_server *ts, SSL *ssl, char *reason, size_t len)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    X509_STORE_CTX *xs;
+    int ok;
+
+    if (cert == NULL) {
+        snprintf(reason, len, "no client certificate");
+        return -1;
+    }
+    xs = X509_STORE_CTX_new();
+    if (xs == NULL || X509_STORE_CTX_init(xs, ts->store, cert, chain) != 1) {
+        X509_STORE_CTX_free(xs);
+        snprintf(reason, len, "cannot re-verify the certificate");
+        return -1;
+    }
+    X509_STORE_CTX_set_purpose(xs, X509_PURPOSE_SSL_CLIENT);
+    ok = X509_verify_cert(xs);
+    if (ok != 1)
+        snprintf(reason, len, "%s (after reload)",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+    X509_STORE_CTX_free(xs);
+    return ok == 1 ? 0 : -1;
+}
+
 void tls_handshake_error(SSL *ssl, unsigned long e, char *buf, size_t len)
 {
     intptr_t verr = ssl != NULL ? (intptr_t)SSL_get_ex_data(ssl, tls_ex_verify_err) : 0;

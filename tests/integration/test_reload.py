@@ -29,6 +29,8 @@ class ReloadTest(unittest.TestCase):
             cls.pki = make_pki(os.path.join(cls.tmp, "pki"))
             cls.pki.device("later")
             cls.pki.device("later2")
+            cls.pki.device("later3")
+            cls.pki.device("later4")
             cls.ups["main"] = Upstream(cls.tmp, "main").start()
             cls.ups["new"] = Upstream(cls.tmp, "new").start()
         except BaseException:
@@ -149,6 +151,30 @@ class ReloadTest(unittest.TestCase):
             return is_refused(self.port, self.pki, "later")[0]
         wait_until(refused, 10, interval=0.2, what="'later' refused after CRL reload")
         self.assertEqual(self.get(device="good").status, 200)
+
+    def test_revocation_reaches_open_connection_without_sighup(self):
+        # Open keep-alive connections of two devices; one is then revoked.
+        # The proxy notices the CRL file change by itself, and the next
+        # request on the revoked device's open connection is refused while
+        # the other device's open connection keeps working.
+        with ztlib.connect(self.port, self.pki, "later3") as c, \
+                ztlib.connect(self.port, self.pki, "later4") as c4:
+            for conn in (c, c4):
+                conn.send(ztlib.build_request("GET", "/"))
+                self.assertEqual(conn.read_response().status, 200)
+            self.pki.revoke("later3")
+            wait_until(lambda: is_refused(self.port, self.pki, "later3")[0], 15, interval=0.3,
+                       what="'later3' refused after the CRL file changed")
+            c.send(ztlib.build_request("GET", "/"))
+            try:
+                r = c.read_response()
+            except (ztlib.ConnectionClosed, OSError, ConnectionError):
+                r = None
+            self.assertTrue(r is None or r.status == 403,
+                            "revoked device's open connection still served: %r" % (r,))
+            c4.send(ztlib.build_request("GET", "/"))
+            self.assertEqual(c4.read_response().status, 200,
+                             "another device's open connection did not survive the reload")
 
     def test_revoked_device_cannot_resume_session(self):
         ctx = ztlib.client_context(self.pki, "later2", "1.3")

@@ -33,6 +33,13 @@ enum conf_auth_mode {
 
 enum conf_user_header { CONF_USER_EMAIL = 0, CONF_USER_SUBJECT };
 
+/* An address range: family AF_INET (addr[0..3]) or AF_INET6, prefix bits. */
+struct conf_cidr {
+    int family;
+    unsigned bits;
+    uint8_t addr[16];
+};
+
 /* An OpenID Connect provider (identity.providers[]). */
 struct conf_provider {
     char *name;
@@ -131,7 +138,30 @@ struct conf {
     uint64_t assertion_lifetime_ms;
     size_t assertion_groups_budget; /* bytes of group names in headers */
 
+    /* The config file's directory ("" for the working directory): relative
+     * paths in sections kept as JSON (device_trust) resolve against it. */
+    char *basedir;
+    /* The "device_trust" section as written (a jansson json_t, deep copy,
+     * owned by the conf), NULL if absent. conf.c does not look inside:
+     * devtrust_validate() does. */
+    struct json_t *device_trust;
+
     int refs; /* atomic; see conf_ref() */
+
+    /* "policy" (include/authz.h, docs/policy.md "Operating rules").
+     * policy_rules NULL: no section, no rules (every verified request passes). */
+    char *policy_rules;          /* rules file, resolved */
+    char *policy_dir_file;       /* directory from a file, or NULL */
+    char *policy_dir_url;        /* directory from http(s)://, or NULL */
+    uint64_t policy_dir_poll_ms; /* url: how often to ask */
+    uint64_t policy_dir_timeout_ms;
+    char *policy_dir_ca;                      /* url: CA bundle, NULL: system */
+    char *policy_dir_token_file;              /* url: bearer token file (private), or NULL */
+    char *policy_geoip;                       /* MaxMind .mmdb, NULL: countries are "unknown" */
+    struct conf_cidr *policy_trusted_proxies; /* whose X-Forwarded-For is believed */
+    size_t npolicy_trusted_proxies;
+    char *policy_audit_log;  /* path, "stdout", "stderr" or "off" */
+    int policy_deny_details; /* the deny page shows the rule and its reasons */
 };
 
 /* Flags for conf_parse(). */

@@ -855,6 +855,146 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
     return parse_route_auth(cx, c, o, base, r);
 }
 
+/* "10.0.0.0/8", "2001:db8::/32" or a bare address (a single host). Bits set
+ * after the prefix are an error: they are almost always a typo. */
+static int parse_cidr(const char *s, struct conf_cidr *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned max, i;
+    long bits;
+    char *end;
+
+    memset(out, 0, sizeof(*out));
+    if (hl == 0 || hl >= sizeof(host))
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (inet_pton(AF_INET, host, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return -1;
+    }
+    out->bits = max;
+    if (slash != NULL) {
+        if (!isdigit((unsigned char)slash[1]))
+            return -1;
+        errno = 0;
+        bits = strtol(slash + 1, &end, 10);
+        if (errno != 0 || *end != '\0' || bits < 0 || bits > (long)max)
+            return -1;
+        out->bits = (unsigned)bits;
+    }
+    for (i = out->bits; i < max; i++)
+        if (out->addr[i / 8] & (0x80u >> (i % 8)))
+            return -2;
+    return 0;
+}
+
+static int parse_policy(struct conf_ctx *cx, struct conf *c, json_t *o)
+{
+    static const char *const keys[] = {"rules",     "directory",    "geoip", "trusted_proxies",
+                                       "audit_log", "deny_details", NULL};
+    static const char *const dkeys[] = {"file", "url", "poll", "timeout", "ca", "bearer_token_file",
+                                        NULL};
+    json_t *d, *v, *e;
+    char p[256];
+    size_t i;
+
+    if (conf_check_keys(cx, "$.policy", o, keys) == -1 ||
+        get_file(cx, o, "$.policy", "rules", 1, 0, &c->policy_rules) == -1)
+        return -1;
+
+    d = json_object_get(o, "directory");
+    if (d != NULL) {
+        if (conf_check_keys(cx, "$.policy.directory", d, dkeys) == -1)
+            return -1;
+        if ((json_object_get(d, "file") != NULL) == (json_object_get(d, "url") != NULL))
+            return conf_fail(cx, "$.policy.directory",
+                             "expected exactly one of \"file\" or \"url\"");
+        if (json_object_get(d, "file") != NULL) {
+            static const char *const url_only[] = {"poll", "timeout", "ca", "bearer_token_file",
+                                                   NULL};
+            for (i = 0; url_only[i] != NULL; i++) {
+                if (json_object_get(d, url_only[i]) != NULL) {
+                    jp(p, sizeof(p), "$.policy.directory", url_only[i]);
+                    return conf_fail(cx, p, "only valid with \"url\"");
+                }
+            }
+            if (get_file(cx, d, "$.policy.directory", "file", 1, 0, &c->policy_dir_file) == -1)
+                return -1;
+        } else {
+            if (get_string(cx, d, "$.policy.directory", "url", 1, NULL, &c->policy_dir_url) == -1)
+                return -1;
+            if ((strncmp(c->policy_dir_url, "https://", 8) != 0 &&
+                 strncmp(c->policy_dir_url, "http://", 7) != 0) ||
+                strpbrk(c->policy_dir_url, " \"<>\r\n\t") != NULL)
+                return conf_fail(cx, "$.policy.directory.url",
+                                 "expected an http:// or https:// URL, got \"%s\"",
+                                 c->policy_dir_url);
+            if (get_duration(cx, d, "$.policy.directory", "poll", 1000, 24 * 3600 * 1000ULL,
+                             30 * 1000, &c->policy_dir_poll_ms) == -1 ||
+                get_duration(cx, d, "$.policy.directory", "timeout", 100, 600 * 1000, 10 * 1000,
+                             &c->policy_dir_timeout_ms) == -1 ||
+                get_file(cx, d, "$.policy.directory", "ca", 0, 0, &c->policy_dir_ca) == -1 ||
+                get_file(cx, d, "$.policy.directory", "bearer_token_file", 0, 1,
+                         &c->policy_dir_token_file) == -1)
+                return -1;
+        }
+    }
+
+    if (get_file(cx, o, "$.policy", "geoip", 0, 0, &c->policy_geoip) == -1)
+        return -1;
+
+    v = json_object_get(o, "trusted_proxies");
+    if (v != NULL) {
+        if (!json_is_array(v) || json_array_size(v) > 64)
+            return conf_fail(cx, "$.policy.trusted_proxies",
+                             "expected an array of at most 64 addresses or CIDRs");
+        c->policy_trusted_proxies = calloc(json_array_size(v) + 1, sizeof(struct conf_cidr));
+        if (c->policy_trusted_proxies == NULL)
+            return conf_fail(cx, "$.policy.trusted_proxies", "out of memory");
+        json_array_foreach(v, i, e)
+        {
+            int rc;
+
+            snprintf(p, sizeof(p), "$.policy.trusted_proxies[%zu]", i);
+            if (!json_is_string(e))
+                return conf_fail(cx, p, "expected a string, got %s", json_type_name(e));
+            rc = parse_cidr(json_string_value(e), &c->policy_trusted_proxies[i]);
+            if (rc == -2)
+                return conf_fail(cx, p, "\"%s\" has bits set after the prefix",
+                                 json_string_value(e));
+            if (rc == -1)
+                return conf_fail(cx, p,
+                                 "expected an IPv4 or IPv6 address or CIDR (\"10.0.0.0/8\"), got "
+                                 "\"%s\"",
+                                 json_string_value(e));
+            c->npolicy_trusted_proxies = i + 1;
+        }
+    }
+
+    if (get_string(cx, o, "$.policy", "audit_log", 0, "stdout", &c->policy_audit_log) == -1)
+        return -1;
+    if (c->policy_audit_log[0] == '\0')
+        return conf_fail(cx, "$.policy.audit_log",
+                         "expected a file path, \"stdout\", \"stderr\" or \"off\"");
+    if (strcmp(c->policy_audit_log, "stdout") != 0 && strcmp(c->policy_audit_log, "stderr") != 0 &&
+        strcmp(c->policy_audit_log, "off") != 0) {
+        char *full = conf_path(cx, c->policy_audit_log);
+        if (full == NULL)
+            return conf_fail(cx, "$.policy.audit_log", "out of memory");
+        free(c->policy_audit_log);
+        c->policy_audit_log = full;
+    }
+    return get_bool(cx, o, "$.policy", "deny_details", 0, &c->policy_deny_details);
+}
+
 static void route_free(struct conf_route *r)
 {
     free(r->name);
@@ -913,6 +1053,16 @@ static void conf_free(struct conf *c)
     free(c->tls_enroll_url);
     free(c->devid_prefix);
     free(c->access_log);
+    free(c->basedir);
+    json_decref(c->device_trust);
+    free(c->policy_rules);
+    free(c->policy_dir_file);
+    free(c->policy_dir_url);
+    free(c->policy_dir_ca);
+    free(c->policy_dir_token_file);
+    free(c->policy_geoip);
+    free(c->policy_trusted_proxies);
+    free(c->policy_audit_log);
     free(c);
 }
 
@@ -934,7 +1084,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
     static const char *const keys[] = {"listen",     "workers",   "tls",    "device_id",
                                        "timeouts",   "limits",    "access_log", "log_level",
-                                       "routes",     "state_dir", "identity", NULL};
+                                       "routes",     "state_dir", "identity", "device_trust",
+                                       "policy",     NULL};
     static const char *const lkeys[] = {"address", "backlog", NULL};
     static const char *const tkeys[] = {"certificate", "key", "device_ca", "crl",
                                         "unauthenticated", "enroll_url", "session_tickets",
@@ -1133,6 +1284,16 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         }
     }
 
+    /* device_trust: kept as JSON; devtrust_validate() checks the inside */
+    v = json_object_get(root, "device_trust");
+    if (v != NULL) {
+        c->device_trust = json_deep_copy(v);
+        if (c->device_trust == NULL) {
+            conf_fail(cx, "$.device_trust", "out of memory");
+            goto out;
+        }
+    }
+
     /* identity (before routes: routes name providers) */
     o = json_object_get(root, "identity");
     if (o != NULL) {
@@ -1161,6 +1322,11 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         if (parse_route(cx, c, o, i, &c->routes[i]) == -1)
             goto out;
     }
+
+    /* policy: the rules runtime (authz_validate() checks the files' contents) */
+    o = json_object_get(root, "policy");
+    if (o != NULL && parse_policy(cx, c, o) == -1)
+        goto out;
     rc = 0;
 out:
     free(s);
@@ -1190,6 +1356,7 @@ int conf_parse(const char *text, size_t len, const char *name, const char *based
     }
     c->refs = 1;
     c->path = strdup(name);
+    c->basedir = strdup(basedir != NULL ? basedir : "");
     if (parse_top(&cx, root, c) == -1) {
         json_decref(root);
         conf_free(c);

@@ -21,6 +21,8 @@
 #include <event2/thread.h>
 
 #include "accesslog.h"
+#include "authz.h"
+#include "devtrust.h"
 #include "conf.h"
 #include "log.h"
 #include "proxy.h"
@@ -78,6 +80,13 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     g = proxy_gen_new(c, err, sizeof(err));
     if (g == NULL) {
         log_warnx("reload refused, keeping the running configuration: %s", err);
+        conf_unref(c);
+        return;
+    }
+    if (devtrust_reconfigure(c, err, sizeof(err)) == -1 ||
+        authz_reconfigure(c, err, sizeof(err)) == -1) {
+        log_warnx("reload refused, keeping the running configuration: %s", err);
+        proxy_gen_unref(g);
         conf_unref(c);
         return;
     }
@@ -180,6 +189,11 @@ int main(int argc, char **argv)
     if (proxy_gen_conf(current)->nproviders > 0 &&
         proxy_revocations_open(proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
+    if (devtrust_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
+    if (authz_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
+
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
         fatal("access log %s", proxy_gen_conf(current)->access_log);
@@ -206,6 +220,8 @@ int main(int argc, char **argv)
     event_base_dispatch(main_base);
 
     proxy_join();
+    authz_stop();
+    devtrust_stop();
     proxy_revocations_close();
     sso_registry_free();
     log_info("stopped");

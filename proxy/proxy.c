@@ -44,6 +44,9 @@
 #include <openssl/rand.h>
 
 #include "accesslog.h"
+#include "auditlog.h"
+#include "authz.h"
+#include "devtrust.h"
 #include "http.h"
 #include "log.h"
 #include "proxy.h"
@@ -102,6 +105,8 @@ struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen)
         g->pool_key[i] = strdup(key);
     }
     if (sso_gen_init(g, err, errlen) == -1)
+        goto err;
+    if (devtrust_validate(c, err, errlen) == -1 || authz_validate(c, err, errlen) == -1)
         goto err;
     return g;
 err:
@@ -810,6 +815,7 @@ static void build_upstream_head(struct conn *c, const struct http_request *req,
     sbuf_lit(out, "\r\nX-ZT-Request-Id: ");
     sbuf_str(out, c->reqid);
     sbuf_lit(out, "\r\n");
+    decide_upstream_headers(c, out);
     sso_upstream_headers(c, out);
     sbuf_lit(out, "\r\n");
 }
@@ -1016,6 +1022,8 @@ int conn_read_head(struct conn *c)
         return -1;
     }
     if (sso_authenticate(c, &req) == SSO_HANDLED)
+        return -1;
+    if (decide_request(c, &req) == DECIDE_HANDLED)
         return -1;
 
     sbuf_init(&head, headbuf, sizeof(headbuf));
@@ -1570,7 +1578,13 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             snprintf(reason, sizeof(reason), "handshake timeout");
         else
             tls_handshake_error(bufferevent_openssl_get_ssl(bev), first, reason, sizeof(reason));
-        log_warnx("tls: handshake refused from %s: %s", c->client, reason);
+        /* A peer that just hangs up (port probes, health checks, a client
+         * stopping) is not a security event; a refused certificate is. */
+        if (strstr(reason, "unexpected eof") != NULL ||
+            strstr(reason, "closed during handshake") != NULL)
+            log_info("tls: handshake refused from %s: %s", c->client, reason);
+        else
+            log_warnx("tls: handshake refused from %s: %s", c->client, reason);
         conn_free(c);
         return;
     }
@@ -1690,6 +1704,8 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     }
     c->w = w;
     c->gen = gen_ref(g);
+    if ((size_t)salen <= sizeof(c->peer_addr))
+        memcpy(&c->peer_addr, sa, (size_t)salen);
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", ip);
     snprintf(c->client, sizeof(c->client), "%s:%d", ip, port);
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
@@ -1718,6 +1734,7 @@ static void worker_log_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
 
     accesslog_submit(w->logbuf);
+    auditlog_submit(w->auditbuf);
 }
 
 static void worker_grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -1803,6 +1820,8 @@ static void *worker_main(void *arg)
     /* bufferevents are finalised by deferred callbacks: run them. */
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     accesslog_submit(w->logbuf);
+    auditlog_submit(w->auditbuf);
+    authz_thread_release();
     return NULL;
 }
 
@@ -1858,6 +1877,7 @@ int proxy_start(struct proxy_gen *g)
         TAILQ_INIT(&w->conns);
         w->gen = gen_ref(g);
         w->logbuf = evbuffer_new();
+        w->auditbuf = evbuffer_new();
         if (RAND_bytes(rnd, sizeof(rnd)) != 1)
             return -1;
         for (j = 0; j < sizeof(rnd); j++)
@@ -1924,6 +1944,7 @@ void proxy_join(void)
         event_free(w->notify);
         event_free(w->logtimer);
         evbuffer_free(w->logbuf);
+        evbuffer_free(w->auditbuf);
         httpc_free(w->httpc);
         jwt_assertion_cache_free(w->assertions);
         proxy_gen_unref(w->gen);

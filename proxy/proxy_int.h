@@ -17,7 +17,9 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "authz.h"
 #include "conf.h"
+#include "devtrust.h"
 #include "http.h"
 #include "tls.h"
 
@@ -62,6 +64,7 @@ struct conn {
     struct tls_peer peer;
     char client[64]; /* "ip:port" */
     char client_ip[48];
+    struct sockaddr_storage peer_addr;
     unsigned nreq;
     int head_started; /* first byte of the current head seen */
     int lingering;
@@ -143,6 +146,12 @@ struct worker {
     struct http_header hdrs[HTTP_MAX_HEADERS];
     uint64_t seq;
     char idprefix[17];
+    /* Scratch for the request being decided (decisions are synchronous). */
+    struct devtrust_verdict verdict;
+    struct authz_result authz;
+    char tier_name[32];
+    char groups[AUTHZ_GROUPS_MAX];
+    struct evbuffer *auditbuf;
     struct evbuffer *logbuf;
     struct event *logtimer;
     time_t ts_sec;     /* access log: the second ts_text shows */
@@ -197,6 +206,20 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out);
 void sso_response_headers(struct conn *c, struct sbuf *out);
 /* Is this Cookie header entry one of ours (never forwarded upstream)? */
 int sso_cookie_is_ours(const struct conf *cf, const char *name, size_t len);
+/* The request's identity, if any: 1 and the fields (owned by c). */
+int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *auth_time,
+                 int *mfa);
+/* The rules asked for a fresher or stronger login: redirect (browser), 401
+ * (API client), or SSO_CONTINUE when it cannot help (the caller denies). */
+enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int64_t max_age,
+                             int mfa);
+
+/* decide.c: device trust and the rules */
+enum decide_verdict { DECIDE_ALLOW = 0, DECIDE_HANDLED };
+enum decide_verdict decide_request(struct conn *c, const struct http_request *req);
+/* X-ZT-Device-Tier and X-ZT-Groups for the upstream. */
+void decide_upstream_headers(struct conn *c, struct sbuf *out);
+
 /* A /.zt/ endpoint reading a small body: feed it / is it waiting? */
 int sso_local_body(struct conn *c);
 int sso_waiting_body(const struct conn *c);

@@ -38,6 +38,7 @@
 #include <openssl/rand.h>
 
 #include "accesslog.h"
+#include "devtrust.h"
 #include "httpc.h"
 #include "jwt.h"
 #include "log.h"
@@ -52,6 +53,7 @@
 #define RETURN_MAX 2048
 #define TOKEN_RESPONSE_MAX (256 * 1024)
 #define LOCAL_BODY_MAX (64 * 1024)
+#define POSTURE_BODY_MAX (16 * 1024)
 #define KID_RETRY_US 250000 /* wait for a JWKS refetch that is rate-limited or in flight */
 #define KID_RETRY_MAX 12
 #define STEPUP_FRESH_S 60 /* a session this young came from the step-up itself */
@@ -1160,7 +1162,26 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     a.sub = s->sess.subject;
     a.email = s->sess.email[0] ? s->sess.email : NULL;
     a.device = c->peer.device_id;
-    a.device_tier = "unknown";
+    a.device_tier = c->w->tier_name[0] ? c->w->tier_name : "untrusted";
+    {
+        /* The live groups (X-ZT-Groups), split for the JSON array. */
+        static __thread const char *gl[64];
+        static __thread char gbuf[sizeof(c->w->groups)];
+        char *p = gbuf;
+        size_t n = 0;
+
+        snprintf(gbuf, sizeof(gbuf), "%s", c->w->groups);
+        while (*p != '\0' && n < 64) {
+            char *comma = strchr(p, ',');
+            gl[n++] = p;
+            if (comma == NULL)
+                break;
+            *comma = '\0';
+            p = comma + 1;
+        }
+        a.groups = gl;
+        a.ngroups = n;
+    }
     a.now = now_s();
     a.lifetime = (int)(cf->assertion_lifetime_ms / 1000);
     if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) ==
@@ -1185,6 +1206,44 @@ void sso_response_headers(struct conn *c, struct sbuf *out)
         sbuf_str(out, s->set_cookie[i]);
         sbuf_lit(out, "\r\n");
     }
+}
+
+int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *auth_time,
+                 int *mfa)
+{
+    struct sso_req *s = c->sso;
+
+    if (s == NULL || !s->have)
+        return 0;
+    *sub = s->sess.subject;
+    *email = s->sess.email;
+    *auth_time = s->sess.auth_time;
+    *mfa = c->route->auth_provider >= 0 &&
+           is_mfa(&c->gen->conf->providers[c->route->auth_provider], &s->sess);
+    return 1;
+}
+
+enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int64_t max_age,
+                             int mfa)
+{
+    struct sso_req *s = c->sso;
+    int pidx = c->route->auth_provider;
+    int browser = (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0) ||
+                  (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0);
+
+    if (pidx < 0)
+        return SSO_CONTINUE; /* no provider: the caller denies */
+    if (s != NULL && s->have && (s->from_bearer || !browser)) {
+        respond_401(c, "insufficient_user_authentication",
+                    mfa ? "multi-factor login required" : "authentication too old");
+        return SSO_HANDLED;
+    }
+    /* A login that just came back and still falls short would loop. */
+    if (s != NULL && s->have && now_s() - s->sess.issued_at < STEPUP_FRESH_S &&
+        (mfa ? !is_mfa(&c->gen->conf->providers[pidx], &s->sess)
+             : (max_age >= 0 && now_s() - s->sess.auth_time > max_age)))
+        return SSO_CONTINUE;
+    return start_login(c, req, pidx, max_age >= 0 ? (long long)max_age : -1, mfa);
 }
 
 /* ---- /.zt/ endpoints ---------------------------------------------------- */
@@ -1418,6 +1477,67 @@ static enum sso_verdict backchannel(struct conn *c, const struct http_request *r
     return SSO_HANDLED; /* the caller drains the head and feeds the body */
 }
 
+/* A posture report from the device's agent, over its own mTLS connection:
+ * the certificate says which device is reporting. */
+static void posture_body_done(struct conn *c)
+{
+    struct sso_req *s = c->sso;
+    size_t len = evbuffer_get_length(s->body);
+    char err[512], *body = malloc(len + 1);
+    int rc;
+
+    if (body == NULL) {
+        conn_respond_error(c, 500, "Internal error.");
+        return;
+    }
+    evbuffer_remove(s->body, body, len);
+    body[len] = '\0';
+    rc = devtrust_posture_submit(c->peer.device_id, body, len, now_s(), err, sizeof(err));
+    free(body);
+    if (rc == 0) {
+        conn_respond_local(c, 200, "Cache-Control: no-store\r\n", "application/json",
+                           "{\"status\":\"accepted\"}\n", 22, 1);
+        return;
+    }
+    {
+        json_t *o = json_pack("{s:s,s:s}", "error", rc == 429 ? "rate_limited" : "rejected",
+                              "message", err);
+        char *txt = json_dumps(o, JSON_COMPACT);
+        c->error = "posture report refused";
+        log_info("posture: report from device %s refused (%d): %s", c->peer.device_id, rc, err);
+        conn_respond_local(c, rc, "Cache-Control: no-store\r\n", "application/json", txt,
+                           strlen(txt), 1);
+        free(txt);
+        json_decref(o);
+    }
+}
+
+static enum sso_verdict posture(struct conn *c, const struct http_request *req)
+{
+    struct sso_req *s = sso_req_get(c);
+
+    if (s == NULL) {
+        conn_respond_error(c, 500, "Internal error.");
+        return SSO_HANDLED;
+    }
+    if (req->method_len != 4 || memcmp(req->method, "POST", 4) != 0) {
+        conn_respond_error(c, 405, "Use POST.");
+        return SSO_HANDLED;
+    }
+    if (req->body != HTTP_BODY_LENGTH || req->content_length > POSTURE_BODY_MAX) {
+        conn_respond_local(c, 413, "Cache-Control: no-store\r\n", "application/json",
+                           "{\"error\":\"rejected\",\"message\":\"the report must be sent "
+                           "with a Content-Length of at most 16 KiB\"}\n",
+                           93, 0);
+        return SSO_HANDLED;
+    }
+    s->body = evbuffer_new();
+    s->body_left = req->content_length;
+    s->wait = WAIT_BODY;
+    s->local_kind = 4;
+    return SSO_HANDLED;
+}
+
 /* Feed body bytes of a local endpoint. Returns -1 when the connection is
  * gone or closing. */
 int sso_local_body(struct conn *c)
@@ -1437,7 +1557,10 @@ int sso_local_body(struct conn *c)
         return 0;
     s->wait = WAIT_NONE;
     bufferevent_disable(c->bev, EV_READ);
-    backchannel_body_done(c);
+    if (s->local_kind == 4)
+        posture_body_done(c);
+    else
+        backchannel_body_done(c);
     return 0;
 }
 
@@ -1476,6 +1599,8 @@ enum sso_verdict sso_builtin(struct conn *c, const struct http_request *req)
         return logout(c, req);
     if (IS("backchannel-logout"))
         return backchannel(c, req);
+    if (IS("device/posture"))
+        return posture(c, req);
 #undef IS
     conn_respond_error(c, 404, "No such ztproxy endpoint.");
     return SSO_HANDLED;

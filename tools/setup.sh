@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libssl-dev libevent-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libcjose-dev
+  libmaxminddb-dev libmaxmind-db-writer-perl
   openssl curl python3 ca-certificates cppcheck
 )
 

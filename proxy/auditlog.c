@@ -1,0 +1,879 @@
+/*
+ * auditlog.c - the audit log: lines built on the workers, chained and
+ * written by one thread (include/auditlog.h has the format).
+ *
+ * Why the writer computes the chain: a hash chain is a sequence, and the
+ * only place where the sequence of lines is known without a lock on every
+ * request is the one thread that writes them. Workers only append to their
+ * own buffer; the writer inserts "prev" and "hash" into each line as it
+ * goes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <openssl/evp.h>
+
+#include "auditlog.h"
+#include "log.h"
+
+/* {"prev":"<64 hex>",  then  "hash":"<64 hex>",  then the worker's members */
+#define AL_PREV_KEY "{\"prev\":\""
+#define AL_PREV_KEY_LEN 9
+#define AL_PREV_LEN (AL_PREV_KEY_LEN + 64 + 2) /* 75 */
+#define AL_HASH_KEY "\"hash\":\""
+#define AL_HASH_KEY_LEN 8
+#define AL_HASH_LEN (AL_HASH_KEY_LEN + 64 + 2) /* 74 */
+#define AL_HEAD_LEN (AL_PREV_LEN + AL_HASH_LEN)
+
+static const char al_hex[] = "0123456789abcdef";
+
+static void al_tohex(const unsigned char *h, char *out)
+{
+    size_t i;
+
+    for (i = 0; i < 32; i++) {
+        out[2 * i] = al_hex[h[i] >> 4];
+        out[2 * i + 1] = al_hex[h[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static int al_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* 64 lower-case hex digits -> 32 bytes. 0 or -1. */
+static int al_fromhex(const char *s, unsigned char *out)
+{
+    size_t i;
+
+    for (i = 0; i < 32; i++) {
+        int hi = al_hexval(s[2 * i]), lo = al_hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* Does the line start with our two members? Then prev/hash are set. */
+static int al_line_split(const char *line, size_t len, unsigned char *prev, unsigned char *hash)
+{
+    if (len <= AL_HEAD_LEN || memcmp(line, AL_PREV_KEY, AL_PREV_KEY_LEN) != 0 ||
+        line[AL_PREV_KEY_LEN + 64] != '"' || line[AL_PREV_KEY_LEN + 65] != ',' ||
+        memcmp(line + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN) != 0 ||
+        line[AL_PREV_LEN + AL_HASH_KEY_LEN + 64] != '"' ||
+        line[AL_PREV_LEN + AL_HASH_KEY_LEN + 65] != ',' ||
+        al_fromhex(line + AL_PREV_KEY_LEN, prev) == -1 ||
+        al_fromhex(line + AL_PREV_LEN + AL_HASH_KEY_LEN, hash) == -1)
+        return -1;
+    return 0;
+}
+
+/*
+ * The chain value of a line as written: SHA-256 of the line without its
+ * "hash" member. A line that is not one of ours (damaged, foreign) is
+ * hashed whole, so a chain continued after it is still well defined.
+ */
+static int al_line_digest(EVP_MD_CTX *md, const char *line, size_t len, unsigned char *out)
+{
+    unsigned char p[32], h[32];
+    unsigned int n = 0;
+    int ok;
+
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        return -1;
+    if (al_line_split(line, len, p, h) == 0)
+        ok = EVP_DigestUpdate(md, line, AL_PREV_LEN) == 1 &&
+             EVP_DigestUpdate(md, line + AL_HEAD_LEN, len - AL_HEAD_LEN) == 1;
+    else
+        ok = EVP_DigestUpdate(md, line, len) == 1;
+    if (!ok || EVP_DigestFinal_ex(md, out, &n) != 1 || n != 32)
+        return -1;
+    return 0;
+}
+
+/* ---- building lines (workers) -------------------------------------------- */
+
+/* Length of a valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t al_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need, i;
+    unsigned char lo = 0x80, hi = 0xbf;
+
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 1;
+    else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < need + 1)
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (i = 2; i <= need; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return need + 1;
+}
+
+/* s[0..len) as the inside of a JSON string: printable ASCII and valid UTF-8
+ * as they are, controls as \u00XX, invalid bytes as U+FFFD. The result never
+ * holds a raw newline, which is what keeps one decision on one line. */
+static void al_escape(struct evbuffer *b, const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, start = 0, n;
+    char esc[6];
+
+    while (i < len) {
+        unsigned char c = u[i];
+
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            n = al_utf8_len(u + i, len - i);
+            if (n > 0) {
+                i += n;
+                continue;
+            }
+        }
+        if (i > start)
+            evbuffer_add(b, s + start, i - start);
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            evbuffer_add(b, esc, 2);
+        } else if (c >= 0x80) {
+            evbuffer_add(b, "\\ufffd", 6);
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = al_hex[c >> 4];
+            esc[5] = al_hex[c & 15];
+            evbuffer_add(b, esc, 6);
+        }
+        i++;
+        start = i;
+    }
+    if (len > start)
+        evbuffer_add(b, s + start, len - start);
+}
+
+static void al_key(struct evbuffer *b, const char *key)
+{
+    evbuffer_add_printf(b, ",\"%s\":", key);
+}
+
+static void al_str_n(struct evbuffer *b, const char *key, const char *s, size_t len)
+{
+    al_key(b, key);
+    if (s == NULL) {
+        evbuffer_add(b, "null", 4);
+        return;
+    }
+    evbuffer_add(b, "\"", 1);
+    al_escape(b, s, len);
+    evbuffer_add(b, "\"", 1);
+}
+
+static void al_str(struct evbuffer *b, const char *key, const char *s)
+{
+    al_str_n(b, key, s, s != NULL ? strlen(s) : 0);
+}
+
+void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
+{
+    const struct policy_decision *d = e->decision;
+    char ts[96];
+    struct tm tm;
+    time_t sec = (time_t)(e->time_ms / 1000);
+    size_t i, plen;
+    int ms = (int)(e->time_ms % 1000);
+
+    if (ms < 0) {
+        ms += 1000;
+        sec--;
+    }
+    if (gmtime_r(&sec, &tm) == NULL)
+        memset(&tm, 0, sizeof(tm));
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    /* The writer puts "prev" and "hash" right after this "{". */
+    evbuffer_add(buf, "{\"time\":\"", 9);
+    evbuffer_add(buf, ts, strlen(ts));
+    evbuffer_add(buf, "\"", 1);
+    al_str(buf, "request_id", e->request_id);
+    al_str(buf, "user", e->user);
+    al_str(buf, "email", e->email);
+    al_str(buf, "device", e->device);
+    al_str(buf, "tier", e->tier);
+    al_key(buf, "score");
+    if (e->score >= 0)
+        evbuffer_add_printf(buf, "%d", e->score);
+    else
+        evbuffer_add(buf, "null", 4);
+    al_str(buf, "client", e->client);
+    al_str(buf, "country", e->country);
+    if (e->asn != 0)
+        evbuffer_add_printf(buf, ",\"asn\":%" PRIu32, e->asn);
+    al_str(buf, "route", e->route);
+    al_str(buf, "method", e->method);
+    plen = 0;
+    if (e->path != NULL) {
+        const char *q = memchr(e->path, '?', e->path_len);
+        plen = q != NULL ? (size_t)(q - e->path) : e->path_len;
+        if (plen > AUDITLOG_PATH_MAX)
+            plen = AUDITLOG_PATH_MAX;
+    }
+    al_str_n(buf, "path", e->path, plen);
+    if (e->path != NULL && plen < e->path_len && e->path[plen] != '?')
+        evbuffer_add(buf, ",\"path_cut\":true", 16);
+    if (d != NULL) {
+        al_str(buf, "effect", policy_effect_name(d->effect));
+        al_str(buf, "rule", d->rule_id);
+        al_key(buf, "reasons");
+        evbuffer_add(buf, "[", 1);
+        for (i = 0; i < d->nreasons; i++) {
+            const char *r = policy_decision_reason(d, i);
+            if (i > 0)
+                evbuffer_add(buf, ",", 1);
+            evbuffer_add(buf, "\"", 1);
+            al_escape(buf, r != NULL ? r : "", r != NULL ? strlen(r) : 0);
+            evbuffer_add(buf, "\"", 1);
+        }
+        evbuffer_add(buf, "]", 1);
+        if (d->reasons_dropped > 0)
+            evbuffer_add_printf(buf, ",\"reasons_dropped\":%zu", d->reasons_dropped);
+        if (d->effect == POLICY_STEP_UP)
+            evbuffer_add_printf(buf, ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
+                                d->step_up_max_age, d->step_up_mfa ? "true" : "false");
+        al_str(buf, "version", d->version != NULL ? d->version : "");
+        al_key(buf, "monitor");
+        evbuffer_add(buf, "[", 1);
+        for (i = 0; i < d->nmonitor; i++) {
+            const struct policy_monitor_result *m = &d->monitor[i];
+            evbuffer_add(buf, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+            evbuffer_add(buf, "\"rule\":\"", 8);
+            al_escape(buf, m->rule_id != NULL ? m->rule_id : "",
+                      m->rule_id != NULL ? strlen(m->rule_id) : 0);
+            evbuffer_add_printf(buf, "\",\"effect\":\"%s\",\"matched\":%s,\"would_decide\":\"%s\"}",
+                                policy_effect_name(m->rule_effect),
+                                m->matched == 2 ? "\"step_up\""
+                                : m->matched    ? "true"
+                                                : "false",
+                                policy_effect_name(m->would_decide));
+        }
+        evbuffer_add(buf, "]", 1);
+        if (d->monitor_dropped > 0)
+            evbuffer_add_printf(buf, ",\"monitor_dropped\":%zu", d->monitor_dropped);
+    }
+    if (e->nfailing > 0 && e->failing != NULL) {
+        al_key(buf, "device_failing");
+        evbuffer_add(buf, "[", 1);
+        for (i = 0; i < e->nfailing && i < AUDITLOG_FAILING_MAX; i++) {
+            const char *f = e->failing[i] != NULL ? e->failing[i] : "";
+            if (i > 0)
+                evbuffer_add(buf, ",", 1);
+            evbuffer_add(buf, "\"", 1);
+            al_escape(buf, f, strlen(f));
+            evbuffer_add(buf, "\"", 1);
+        }
+        evbuffer_add(buf, "]", 1);
+    }
+    evbuffer_add_printf(buf, ",\"eval_us\":%" PRIu64 ".%03" PRIu64 "}\n", e->eval_ns / 1000,
+                        e->eval_ns % 1000);
+}
+
+/* ---- the writer thread --------------------------------------------------- */
+
+#define AL_REOPEN_NONE (-2)
+
+static pthread_mutex_t al_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t al_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t al_idle = PTHREAD_COND_INITIALIZER;
+static struct evbuffer *al_queue;       /* al_mtx */
+static struct evbuffer *al_pre;         /* al_mtx: lines submitted before a pending reopen */
+static int al_reopen = AL_REOPEN_NONE;  /* al_mtx: fd to switch to (-1: off) */
+static int al_stopping;                 /* al_mtx */
+static uint64_t al_seq_in, al_seq_done; /* al_mtx: submissions taken / finished */
+static struct auditlog_stats al_st;     /* al_mtx */
+static int al_running;                  /* main thread */
+static pthread_t al_thread;
+static _Atomic int al_on;
+
+/* Writer-thread state. */
+static int al_fd = -1;
+static unsigned char al_prev[32];
+static uint64_t al_file_lines; /* written to al_fd */
+
+static int al_open(const char *dest, int *fd, char *err, size_t errlen)
+{
+    *fd = -1;
+    if (strcmp(dest, "off") == 0)
+        return 0;
+    if (strcmp(dest, "stdout") == 0 || strcmp(dest, "stderr") == 0) {
+        *fd =
+            fcntl(strcmp(dest, "stdout") == 0 ? STDOUT_FILENO : STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    } else {
+        /* Read access too: the chain continues from the file's last line. */
+        *fd = open(dest, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    }
+    if (*fd == -1) {
+        snprintf(err, errlen, "audit log %s: cannot open: %s", dest, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int al_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w == -1) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Continue the chain of what fd already holds (writer thread). */
+static void al_chain_init(int fd, EVP_MD_CTX *md)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t want, end, start;
+    ssize_t got;
+
+    memset(al_prev, 0, sizeof(al_prev));
+    al_file_lines = 0;
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size == 0)
+        return;
+    want = (size_t)st.st_size < AUDITLOG_LINE_MAX + 1 ? (size_t)st.st_size : AUDITLOG_LINE_MAX + 1;
+    buf = malloc(want);
+    if (buf == NULL)
+        goto unreadable;
+    got = pread(fd, buf, want, st.st_size - (off_t)want);
+    if (got != (ssize_t)want)
+        goto unreadable;
+    end = want;
+    if (buf[end - 1] == '\n') {
+        end--;
+    } else {
+        /* An unterminated last line (a crash, a full disk): end it, so our
+         * lines stay lines; the chain goes on from it as it is, and verify
+         * will point at it. */
+        log_warnx("audit log: the file ends in an unterminated line; continuing after it");
+        if (al_write_all(fd, "\n", 1) == -1)
+            log_warn("audit log: cannot terminate the last line");
+    }
+    start = end;
+    while (start > 0 && buf[start - 1] != '\n')
+        start--;
+    if (al_line_digest(md, buf + start, end - start, al_prev) == -1)
+        memset(al_prev, 0, sizeof(al_prev));
+    free(buf);
+    return;
+unreadable:
+    /* stdout redirected to a file is open write-only: we cannot read it. */
+    log_warnx("audit log: cannot read the end of the existing file; the chain restarts "
+              "from the genesis value here");
+    free(buf);
+}
+
+static void al_close_fd(void)
+{
+    char hex[65];
+
+    if (al_fd < 0)
+        return;
+    if (al_file_lines > 0) {
+        al_tohex(al_prev, hex);
+        log_info("audit log: closing after %llu lines, last hash %s",
+                 (unsigned long long)al_file_lines, hex);
+    }
+    close(al_fd);
+    al_fd = -1;
+}
+
+static size_t al_count_lines(struct evbuffer *b)
+{
+    struct evbuffer_ptr p;
+    size_t n = 0;
+
+    if (evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
+        p = evbuffer_search(b, "\n", 1, &p);
+        if (p.pos < 0)
+            break;
+        n++;
+        if (evbuffer_ptr_set(b, &p, 1, EVBUFFER_PTR_ADD) == -1)
+            break;
+    }
+    return n;
+}
+
+/* Chain the lines of in into out; returns how many. */
+static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md, uint64_t *bad)
+{
+    char head[AL_HEAD_LEN + 1];
+    char hex[65];
+    size_t n = 0;
+
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
+        unsigned char x[32];
+        unsigned int xl = 0;
+        const char *line;
+        size_t len;
+
+        if (pos.pos < 0) {
+            /* Not from auditlog_append(): never half a line. */
+            (*bad)++;
+            evbuffer_drain(in, evbuffer_get_length(in));
+            break;
+        }
+        len = (size_t)pos.pos;
+        line = (const char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
+        if (line == NULL || len < 2 || line[0] != '{' || len > AUDITLOG_LINE_MAX - AL_HEAD_LEN) {
+            (*bad)++;
+            evbuffer_drain(in, len + 1);
+            continue;
+        }
+        al_tohex(al_prev, hex);
+        snprintf(head, sizeof(head), "%s%s\",", AL_PREV_KEY, hex);
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+            EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
+            EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1) {
+            (*bad)++;
+            evbuffer_drain(in, len + 1);
+            continue;
+        }
+        al_tohex(x, hex);
+        snprintf(head + AL_PREV_LEN, sizeof(head) - AL_PREV_LEN, "%s%s\",", AL_HASH_KEY, hex);
+        evbuffer_add(out, head, AL_HEAD_LEN);
+        evbuffer_add(out, line + 1, len); /* the members, "}" and the newline */
+        memcpy(al_prev, x, sizeof(al_prev));
+        evbuffer_drain(in, len + 1);
+        n++;
+    }
+    return n;
+}
+
+struct al_batch {
+    uint64_t written, lost, bad, errs;
+};
+
+/* Chain and write the lines of in to al_fd (writer thread). */
+static void al_write_lines(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md,
+                           struct al_batch *b)
+{
+    size_t n, lost = 0;
+
+    if (evbuffer_get_length(in) == 0)
+        return;
+    if (al_fd < 0) {
+        b->lost += al_count_lines(in);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    n = al_chain(in, out, md, &b->bad);
+    while (evbuffer_get_length(out) > 0) {
+        int w = evbuffer_write(out, al_fd);
+        if (w > 0)
+            continue;
+        if (w == -1 && errno == EINTR)
+            continue;
+        b->errs++;
+        lost = al_count_lines(out);
+        log_warn("audit log: write failed, %zu lines lost (the chain shows the gap)", lost);
+        evbuffer_drain(out, evbuffer_get_length(out));
+    }
+    al_file_lines += n - lost;
+    b->written += n - lost;
+    b->lost += lost;
+}
+
+static void *al_main(void *arg)
+{
+    struct evbuffer *pre = evbuffer_new(), *in = evbuffer_new(), *out = evbuffer_new();
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int done = 0;
+
+    (void)arg;
+    if (pre == NULL || in == NULL || out == NULL || md == NULL)
+        fatalx("audit log: out of memory");
+    if (al_fd >= 0)
+        al_chain_init(al_fd, md);
+    while (!done) {
+        struct al_batch b = {0, 0, 0, 0};
+        uint64_t seq;
+        int reopen;
+
+        pthread_mutex_lock(&al_mtx);
+        while (evbuffer_get_length(al_queue) == 0 && !al_stopping && al_reopen == AL_REOPEN_NONE)
+            pthread_cond_wait(&al_work, &al_mtx);
+        evbuffer_add_buffer(pre, al_pre);
+        evbuffer_add_buffer(in, al_queue);
+        seq = al_seq_in;
+        reopen = al_reopen;
+        al_reopen = AL_REOPEN_NONE;
+        done = al_stopping;
+        pthread_mutex_unlock(&al_mtx);
+
+        /* What came before the reopen goes to the old file, the rest to
+         * the new one. */
+        al_write_lines(pre, out, md, &b);
+        if (reopen != AL_REOPEN_NONE) {
+            al_close_fd();
+            al_fd = reopen;
+            if (al_fd >= 0)
+                al_chain_init(al_fd, md);
+        }
+        al_write_lines(in, out, md, &b);
+
+        pthread_mutex_lock(&al_mtx);
+        al_st.lines += b.written;
+        al_st.dropped += b.lost + b.bad;
+        al_st.write_errors += b.errs;
+        if (al_file_lines > 0)
+            al_tohex(al_prev, al_st.head);
+        al_seq_done = seq;
+        pthread_cond_broadcast(&al_idle);
+        pthread_mutex_unlock(&al_mtx);
+        if (b.bad > 0)
+            log_warnx("audit log: %llu malformed submissions dropped", (unsigned long long)b.bad);
+    }
+    al_close_fd();
+    EVP_MD_CTX_free(md);
+    evbuffer_free(pre);
+    evbuffer_free(in);
+    evbuffer_free(out);
+    return NULL;
+}
+
+int auditlog_start(const char *dest, char *err, size_t errlen)
+{
+    int fd;
+
+    if (al_running) {
+        snprintf(err, errlen, "audit log: already started");
+        return -1;
+    }
+    if (al_open(dest, &fd, err, errlen) == -1)
+        return -1;
+    al_queue = evbuffer_new();
+    al_pre = evbuffer_new();
+    if (al_queue == NULL || al_pre == NULL) {
+        evbuffer_free(al_queue);
+        evbuffer_free(al_pre);
+        al_queue = al_pre = NULL;
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "audit log: out of memory");
+        return -1;
+    }
+    al_fd = fd;
+    al_stopping = 0;
+    al_reopen = AL_REOPEN_NONE;
+    al_seq_in = al_seq_done = 0;
+    memset(&al_st, 0, sizeof(al_st));
+    if (pthread_create(&al_thread, NULL, al_main, NULL) != 0) {
+        snprintf(err, errlen, "audit log: cannot start the writer thread");
+        if (fd >= 0)
+            close(fd);
+        al_fd = -1;
+        evbuffer_free(al_queue);
+        evbuffer_free(al_pre);
+        al_queue = al_pre = NULL;
+        return -1;
+    }
+    al_running = 1;
+    atomic_store(&al_on, fd >= 0);
+    return 0;
+}
+
+int auditlog_reopen(const char *dest, char *err, size_t errlen)
+{
+    int fd, old;
+
+    if (!al_running)
+        return auditlog_start(dest, err, errlen);
+    if (al_open(dest, &fd, err, errlen) == -1)
+        return -1;
+    pthread_mutex_lock(&al_mtx);
+    old = al_reopen;
+    al_reopen = fd;
+    evbuffer_add_buffer(al_pre, al_queue);
+    al_seq_in++;
+    pthread_cond_signal(&al_work);
+    pthread_mutex_unlock(&al_mtx);
+    if (old >= 0) /* two reopens before the writer looked: the first is moot */
+        close(old);
+    atomic_store(&al_on, fd >= 0);
+    return 0;
+}
+
+int auditlog_enabled(void)
+{
+    return atomic_load_explicit(&al_on, memory_order_relaxed);
+}
+
+void auditlog_submit(struct evbuffer *buf)
+{
+    size_t len = evbuffer_get_length(buf);
+
+    if (len == 0)
+        return;
+    if (!atomic_load_explicit(&al_on, memory_order_relaxed)) {
+        evbuffer_drain(buf, len);
+        return;
+    }
+    pthread_mutex_lock(&al_mtx);
+    if (evbuffer_get_length(al_queue) + evbuffer_get_length(al_pre) + len > AUDITLOG_QUEUE_MAX) {
+        /* The disk is not keeping up: lose lines rather than memory, and
+         * say so (the count is in the stats). */
+        al_st.dropped += al_count_lines(buf);
+        pthread_mutex_unlock(&al_mtx);
+        evbuffer_drain(buf, len);
+        log_warnx("audit log: queue full, %zu bytes of decisions dropped", len);
+        return;
+    }
+    evbuffer_add_buffer(al_queue, buf);
+    al_seq_in++;
+    pthread_cond_signal(&al_work);
+    pthread_mutex_unlock(&al_mtx);
+}
+
+void auditlog_flush(void)
+{
+    uint64_t want;
+
+    if (!al_running)
+        return;
+    pthread_mutex_lock(&al_mtx);
+    want = al_seq_in;
+    while (al_seq_done < want)
+        pthread_cond_wait(&al_idle, &al_mtx);
+    pthread_mutex_unlock(&al_mtx);
+}
+
+void auditlog_stop(void)
+{
+    if (!al_running)
+        return;
+    pthread_mutex_lock(&al_mtx);
+    al_stopping = 1;
+    pthread_cond_signal(&al_work);
+    pthread_mutex_unlock(&al_mtx);
+    pthread_join(al_thread, NULL);
+    al_running = 0;
+    atomic_store(&al_on, 0);
+    if (al_reopen >= 0)
+        close(al_reopen);
+    al_reopen = AL_REOPEN_NONE;
+    evbuffer_free(al_queue);
+    evbuffer_free(al_pre);
+    al_queue = al_pre = NULL;
+}
+
+void auditlog_stats(struct auditlog_stats *out)
+{
+    pthread_mutex_lock(&al_mtx);
+    *out = al_st;
+    pthread_mutex_unlock(&al_mtx);
+}
+
+/* ---- verification ------------------------------------------------------- */
+
+struct al_verifier {
+    EVP_MD_CTX *md;
+    unsigned char expect[32];
+    uint64_t line;
+};
+
+/* 0 good, else the line number with err set. */
+static int al_verify_line(struct al_verifier *v, const char *line, size_t len, char *err,
+                          size_t errlen)
+{
+    unsigned char prev[32], hash[32], x[32];
+
+    v->line++;
+    if (al_line_split(line, len, prev, hash) == -1 || line[len - 1] != '}') {
+        snprintf(err, errlen, "not an audit line (no \"prev\"/\"hash\" members)");
+        return (int)v->line;
+    }
+    if (al_line_digest(v->md, line, len, x) == -1) {
+        snprintf(err, errlen, "cannot compute SHA-256");
+        return -1;
+    }
+    if (memcmp(x, hash, 32) != 0) {
+        snprintf(err, errlen, "line was altered: its content does not match its \"hash\"");
+        return (int)v->line;
+    }
+    if (memcmp(prev, v->expect, 32) != 0) {
+        if (v->line == 1)
+            snprintf(err, errlen,
+                     "\"prev\" is not the genesis value: lines before it were removed (or the "
+                     "file was cut)");
+        else
+            snprintf(err, errlen,
+                     "\"prev\" does not match line %llu: a line was removed, inserted or "
+                     "reordered just before this one",
+                     (unsigned long long)(v->line - 1));
+        return (int)v->line;
+    }
+    memcpy(v->expect, x, 32);
+    return 0;
+}
+
+static int al_verify_init(struct al_verifier *v, char *err, size_t errlen)
+{
+    memset(v, 0, sizeof(*v));
+    v->md = EVP_MD_CTX_new();
+    if (v->md == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void al_verify_ok(struct al_verifier *v, char *err, size_t errlen)
+{
+    char hex[65];
+
+    al_tohex(v->expect, hex);
+    snprintf(err, errlen, "%llu lines, last hash %s", (unsigned long long)v->line,
+             v->line > 0 ? hex : AUDITLOG_GENESIS);
+}
+
+int auditlog_verify_buf(const char *data, size_t len, char *err, size_t errlen)
+{
+    struct al_verifier v;
+    size_t off = 0;
+    int rc = 0;
+
+    if (al_verify_init(&v, err, errlen) == -1)
+        return -1;
+    while (off < len && rc == 0) {
+        const char *nl = memchr(data + off, '\n', len - off);
+        if (nl == NULL) {
+            v.line++;
+            snprintf(err, errlen, "unterminated last line (an interrupted write?)");
+            rc = (int)v.line;
+            break;
+        }
+        rc = al_verify_line(&v, data + off, (size_t)(nl - (data + off)), err, errlen);
+        off = (size_t)(nl - data) + 1;
+    }
+    if (rc == 0)
+        al_verify_ok(&v, err, errlen);
+    EVP_MD_CTX_free(v.md);
+    return rc;
+}
+
+int auditlog_verify_file(const char *path, char *err, size_t errlen)
+{
+    struct al_verifier v;
+    char *buf = NULL;
+    size_t off = 0, have = 0, cap = AUDITLOG_LINE_MAX + 1;
+    int rc = 0, eof = 0;
+    FILE *f;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    buf = malloc(cap);
+    if (buf == NULL || al_verify_init(&v, err, errlen) == -1) {
+        if (buf == NULL)
+            snprintf(err, errlen, "out of memory");
+        free(buf);
+        fclose(f);
+        return -1;
+    }
+    /* buf[off..have) is unread; a line must fit in the buffer whole. */
+    while (rc == 0) {
+        char *nl = memchr(buf + off, '\n', have - off);
+        size_t n;
+
+        if (nl != NULL) {
+            rc = al_verify_line(&v, buf + off, (size_t)(nl - (buf + off)), err, errlen);
+            off = (size_t)(nl - buf) + 1;
+            continue;
+        }
+        if (eof) {
+            if (have > off) {
+                v.line++;
+                snprintf(err, errlen, "unterminated last line (an interrupted write?)");
+                rc = (int)v.line;
+            }
+            break;
+        }
+        if (off > 0) {
+            memmove(buf, buf + off, have - off);
+            have -= off;
+            off = 0;
+        }
+        if (have == cap) {
+            v.line++;
+            snprintf(err, errlen, "line longer than %d bytes: not an audit line",
+                     AUDITLOG_LINE_MAX);
+            rc = (int)v.line;
+            break;
+        }
+        n = fread(buf + have, 1, cap - have, f);
+        have += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                snprintf(err, errlen, "read error: %s", strerror(errno));
+                rc = -1;
+                break;
+            }
+            eof = 1;
+        }
+    }
+    if (rc == 0)
+        al_verify_ok(&v, err, errlen);
+    EVP_MD_CTX_free(v.md);
+    free(buf);
+    fclose(f);
+    return rc;
+}

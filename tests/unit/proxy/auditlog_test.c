@@ -1,0 +1,483 @@
+/*
+ * auditlog_test.c - the audit log: lines, the hash chain, and its verifier
+ * finding an edited, removed, reordered or cut line at the right number.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "auditlog.h"
+#include "policy.h"
+
+static char tmpdir[256];
+static char logpath[300];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/zt-audit-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    snprintf(logpath, sizeof(logpath), "%s/audit.log", tmpdir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[400];
+
+    (void)state;
+    auditlog_stop();
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Write n decision lines numbered from first through the writer thread. */
+static void write_lines(int first, int n)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct policy_decision d;
+    int i;
+
+    memset(&d, 0, sizeof(d));
+    d.effect = POLICY_DENY;
+    d.rule_id = "default-deny";
+    d.version = "v1";
+    for (i = 0; i < n; i++) {
+        struct auditlog_entry e;
+        char rid[32], path[64];
+
+        snprintf(rid, sizeof(rid), "req-%d", first + i);
+        snprintf(path, sizeof(path), "/doc/%d?token=secret", first + i);
+        memset(&e, 0, sizeof(e));
+        e.time_ms = 1770000000123LL + first + i;
+        e.request_id = rid;
+        e.user = "00u1";
+        e.email = "alice@corp.example";
+        e.device = "dev-1";
+        e.tier = "trusted";
+        e.score = 80;
+        e.client = "127.0.0.2";
+        e.country = "DE";
+        e.route = "wiki";
+        e.method = "GET";
+        e.path = path;
+        e.path_len = strlen(path);
+        e.decision = &d;
+        e.eval_ns = 1234;
+        auditlog_append(b, &e);
+    }
+    auditlog_submit(b);
+    assert_int_equal(evbuffer_get_length(b), 0);
+    evbuffer_free(b);
+    auditlog_flush();
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* Split into at most 64 lines (pointers into buf, newlines replaced). */
+static size_t split_lines(char *buf, char **lines)
+{
+    size_t n = 0;
+    char *p = buf, *nl;
+
+    while ((nl = strchr(p, '\n')) != NULL && n < 64) {
+        *nl = '\0';
+        lines[n++] = p;
+        p = nl + 1;
+    }
+    return n;
+}
+
+static void join_lines(const char *path, char **lines, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    size_t i;
+
+    assert_non_null(f);
+    for (i = 0; i < n; i++)
+        fprintf(f, "%s\n", lines[i]);
+    fclose(f);
+}
+
+static int verify(char *err, size_t errlen)
+{
+    return auditlog_verify_file(logpath, err, errlen);
+}
+
+static void make_log(int n)
+{
+    char err[256];
+
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    write_lines(1, n);
+    auditlog_stop();
+}
+
+static void test_chain_verifies(void **state)
+{
+    char err[256], *buf, *lines[64];
+    size_t len, n, i;
+    json_error_t jerr;
+
+    (void)state;
+    make_log(5);
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "5 lines, last hash "));
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    assert_int_equal(n, 5);
+    assert_memory_equal(lines[0], "{\"prev\":\"" AUDITLOG_GENESIS "\",\"hash\":\"", 83);
+    for (i = 0; i < n; i++) {
+        json_t *o = json_loads(lines[i], JSON_REJECT_DUPLICATES, &jerr);
+        char rid[32];
+
+        assert_non_null(o);
+        snprintf(rid, sizeof(rid), "req-%zu", i + 1);
+        assert_string_equal(json_string_value(json_object_get(o, "request_id")), rid);
+        snprintf(rid, sizeof(rid), "2026-02-02T02:40:00.%03zuZ", 124 + i);
+        assert_string_equal(json_string_value(json_object_get(o, "time")), rid);
+        assert_string_equal(json_string_value(json_object_get(o, "effect")), "deny");
+        assert_string_equal(json_string_value(json_object_get(o, "rule")), "default-deny");
+        assert_string_equal(json_string_value(json_object_get(o, "version")), "v1");
+        assert_string_equal(json_string_value(json_object_get(o, "country")), "DE");
+        assert_int_equal(json_integer_value(json_object_get(o, "score")), 80);
+        assert_true(json_is_array(json_object_get(o, "reasons")));
+        assert_true(json_is_array(json_object_get(o, "monitor")));
+        assert_true(json_real_value(json_object_get(o, "eval_us")) > 1.2);
+        /* the query (which may carry a token) never reaches the log */
+        assert_null(strstr(lines[i], "secret"));
+        assert_null(strstr(lines[i], "?"));
+        json_decref(o);
+    }
+    free(buf);
+}
+
+/* An edited line fails its own hash: found at that line. */
+static void test_edit_detected(void **state)
+{
+    char err[256], *buf, *lines[64], *p;
+    size_t len, n;
+
+    (void)state;
+    make_log(5);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    p = strstr(lines[2], "\"deny\"");
+    assert_non_null(p);
+    memcpy(p, "\"allo\"", 6);
+    join_lines(logpath, lines, n);
+    assert_int_equal(verify(err, sizeof(err)), 3);
+    assert_non_null(strstr(err, "altered"));
+    free(buf);
+}
+
+/* An edit whose "hash" was recomputed breaks the link of the next line. */
+static void test_edit_rehashed_detected(void **state)
+{
+    char err[256], *buf, *lines[64], *p, hex[65], tmp[4096];
+    unsigned char h[32];
+    unsigned int hl;
+    size_t len, n, i;
+
+    (void)state;
+    make_log(5);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    p = strstr(lines[2], "\"deny\"");
+    memcpy(p, "\"allo\"", 6);
+    /* hash = SHA-256 of the line without its "hash" member (75 + 74 bytes) */
+    snprintf(tmp, sizeof(tmp), "%.75s%s", lines[2], lines[2] + 149);
+    EVP_Digest(tmp, strlen(tmp), h, &hl, EVP_sha256(), NULL);
+    for (i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    memcpy(lines[2] + 83, hex, 64);
+    join_lines(logpath, lines, n);
+    assert_int_equal(verify(err, sizeof(err)), 4);
+    assert_non_null(strstr(err, "does not match line 3"));
+    free(buf);
+}
+
+static void test_remove_detected(void **state)
+{
+    char err[256], *buf, *lines[64];
+    size_t len, n;
+
+    (void)state;
+    make_log(5);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    memmove(&lines[2], &lines[3], (n - 3) * sizeof(char *));
+    join_lines(logpath, lines, n - 1);
+    assert_int_equal(verify(err, sizeof(err)), 3);
+    assert_non_null(strstr(err, "removed, inserted or reordered"));
+    free(buf);
+}
+
+static void test_remove_first_detected(void **state)
+{
+    char err[256], *buf, *lines[64];
+    size_t len, n;
+
+    (void)state;
+    make_log(3);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    join_lines(logpath, lines + 1, n - 1);
+    assert_int_equal(verify(err, sizeof(err)), 1);
+    assert_non_null(strstr(err, "genesis"));
+    free(buf);
+}
+
+static void test_reorder_detected(void **state)
+{
+    char err[256], *buf, *lines[64], *t;
+    size_t len, n;
+
+    (void)state;
+    make_log(5);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    t = lines[1];
+    lines[1] = lines[2];
+    lines[2] = t;
+    join_lines(logpath, lines, n);
+    assert_int_equal(verify(err, sizeof(err)), 2);
+    free(buf);
+}
+
+static void test_inserted_line_detected(void **state)
+{
+    char err[256], *buf, *lines[64];
+    size_t len, n;
+
+    (void)state;
+    make_log(4);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    memmove(&lines[3], &lines[2], (n - 2) * sizeof(char *));
+    lines[2] = "{\"time\":\"2026-01-01T00:00:00.000Z\",\"effect\":\"allow\"}";
+    join_lines(logpath, lines, n + 1);
+    assert_int_equal(verify(err, sizeof(err)), 3);
+    assert_non_null(strstr(err, "not an audit line"));
+    free(buf);
+}
+
+/* Appending to an existing file continues its chain. */
+static void test_append_continues_chain(void **state)
+{
+    char err[256], *buf, *lines[64];
+    size_t len, n;
+
+    (void)state;
+    make_log(3);
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    write_lines(4, 2);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    buf = slurp(logpath, &len);
+    n = split_lines(buf, lines);
+    assert_int_equal(n, 5);
+    /* line 4's prev is line 3's hash */
+    assert_memory_equal(lines[3] + 9, lines[2] + 83, 64);
+    free(buf);
+}
+
+/* Log rotation: the old file ends its chain, the new one starts at genesis,
+ * and both verify. */
+static void test_reopen_rotation(void **state)
+{
+    char err[256], rotated[320], *buf;
+    size_t len;
+
+    (void)state;
+    snprintf(rotated, sizeof(rotated), "%s.1", logpath);
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    assert_true(auditlog_enabled());
+    write_lines(1, 3);
+    assert_int_equal(rename(logpath, rotated), 0);
+    assert_int_equal(auditlog_reopen(logpath, err, sizeof(err)), 0);
+    write_lines(4, 2);
+    auditlog_stop();
+    assert_int_equal(auditlog_verify_file(rotated, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "3 lines"));
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "2 lines"));
+    buf = slurp(logpath, &len);
+    assert_memory_equal(buf + 9, AUDITLOG_GENESIS, 64);
+    free(buf);
+    /* a reopen to a place that cannot be opened keeps the old one */
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    assert_int_equal(auditlog_reopen("/nonexistent/dir/audit.log", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot open"));
+    write_lines(6, 1);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "3 lines"));
+}
+
+/* A crash mid-line: the verifier points at it; the writer terminates it
+ * and chains on, so the damage stays visible at that line only. */
+static void test_unterminated_line(void **state)
+{
+    char err[256], *buf;
+    size_t len;
+    FILE *f;
+
+    (void)state;
+    make_log(2);
+    f = fopen(logpath, "ab");
+    fputs("{\"prev\":\"00", f);
+    fclose(f);
+    assert_int_equal(verify(err, sizeof(err)), 3);
+    assert_non_null(strstr(err, "unterminated"));
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    write_lines(3, 2);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 3);
+    assert_non_null(strstr(err, "not an audit line"));
+    /* the lines after it chain to it: remove it and line 3 is found bad */
+    buf = slurp(logpath, &len);
+    assert_int_equal(auditlog_verify_buf(buf, len, err, sizeof(err)), 3);
+    free(buf);
+}
+
+static void test_verify_buf_and_errors(void **state)
+{
+    char err[256];
+
+    (void)state;
+    assert_int_equal(auditlog_verify_buf("", 0, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "0 lines"));
+    assert_int_equal(auditlog_verify_buf("garbage\n", 8, err, sizeof(err)), 1);
+    assert_int_equal(auditlog_verify_buf("\n", 1, err, sizeof(err)), 1);
+    assert_int_equal(auditlog_verify_file("/nonexistent/audit.log", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot open"));
+}
+
+/* Strings are escaped: one decision stays one line of valid JSON. */
+static void test_escaping(void **state)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct policy_decision d;
+    struct auditlog_entry e;
+    const char *failing[] = {"disk_encryption", "os\"version"};
+    char line[4096];
+    size_t n;
+    json_t *o, *a;
+    json_error_t jerr;
+
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    d.effect = POLICY_STEP_UP;
+    d.rule_id = "payroll";
+    d.version = "";
+    d.step_up_max_age = 900;
+    d.step_up_mfa = 1;
+    memset(&e, 0, sizeof(e));
+    e.time_ms = 0;
+    e.user = "a\nb\"c\\";
+    e.email = "j\xc3\xb6rg@corp.example"; /* valid UTF-8 stays */
+    e.device = "dev\xff\x01";             /* invalid byte and a control */
+    e.score = -1;
+    e.path = "/x";
+    e.path_len = 2;
+    e.decision = &d;
+    e.failing = failing;
+    e.nfailing = 2;
+    e.asn = 64500;
+    auditlog_append(b, &e);
+    n = evbuffer_get_length(b);
+    assert_true(n < sizeof(line));
+    evbuffer_remove(b, line, n);
+    line[n] = '\0';
+    assert_int_equal(line[n - 1], '\n');
+    assert_null(memchr(line, '\n', n - 1));
+    o = json_loads(line, 0, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "user")), "a\nb\"c\\");
+    assert_string_equal(json_string_value(json_object_get(o, "email")), "j\xc3\xb6rg@corp.example");
+    assert_string_equal(json_string_value(json_object_get(o, "device")), "dev\xef\xbf\xbd\x01");
+    assert_true(json_is_null(json_object_get(o, "score")));
+    assert_true(json_is_null(json_object_get(o, "request_id")));
+    assert_string_equal(json_string_value(json_object_get(o, "effect")), "step_up");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "step_up"), "max_age")),
+                     900);
+    assert_int_equal(json_integer_value(json_object_get(o, "asn")), 64500);
+    assert_string_equal(json_string_value(json_object_get(o, "time")), "1970-01-01T00:00:00.000Z");
+    a = json_object_get(o, "device_failing");
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_array_get(a, 1)), "os\"version");
+    json_decref(o);
+    evbuffer_free(b);
+}
+
+/* "off" writes nothing, and submit drops quietly. */
+static void test_off(void **state)
+{
+    char err[256];
+    struct auditlog_stats s;
+
+    (void)state;
+    assert_int_equal(auditlog_start("off", err, sizeof(err)), 0);
+    assert_false(auditlog_enabled());
+    write_lines(1, 2);
+    auditlog_stats(&s);
+    assert_int_equal(s.lines, 0);
+    assert_int_equal(auditlog_reopen(logpath, err, sizeof(err)), 0);
+    assert_true(auditlog_enabled());
+    write_lines(1, 2);
+    auditlog_stats(&s);
+    assert_int_equal(s.lines, 2);
+    assert_int_equal(strlen(s.head), 64);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_chain_verifies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edit_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edit_rehashed_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_first_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reorder_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inserted_line_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_continues_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unterminated_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_buf_and_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_off, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

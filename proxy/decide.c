@@ -225,12 +225,17 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
             return DECIDE_HANDLED;
         respond_deny(c, req, v, r, authz_deny_details());
         return DECIDE_HANDLED;
-    default:
+    default: {
+        /* The query may carry tokens: diagnostics show the path only. */
+        const char *q = memchr(c->path, '?', c->path_len);
+        size_t plen = q != NULL ? (size_t)(q - c->path) : c->path_len;
+
         log_info("policy: deny %s %s%.*s for %s on device %s (rule %s, request %s)", c->method,
-                 c->host, (int)(c->path_len > 200 ? 200 : c->path_len), c->path,
-                 user ? user : "-", c->peer.device_id, r->decision.rule_id, c->reqid);
+                 c->host, (int)(plen > 200 ? 200 : plen), c->path, user ? user : "-",
+                 c->peer.device_id, r->decision.rule_id, c->reqid);
         respond_deny(c, req, v, r, authz_deny_details());
         return DECIDE_HANDLED;
+    }
     }
 }
 

@@ -188,6 +188,9 @@ int conn_read_head(struct conn *c);
  * NULL), a content type and body. keep: keep the connection open after. */
 void conn_respond_local(struct conn *c, int status, const char *headers, const char *ctype,
                         const char *body, size_t body_len, int keep);
+/* The same with a string literal body: its length is counted, never typed. */
+#define conn_respond_lit(c, status, headers, ctype, lit, keep)                                     \
+    conn_respond_local((c), (status), (headers), (ctype), (lit), sizeof(lit) - 1, (keep))
 
 /* sso.c: the request-time identity layer */
 enum sso_verdict {

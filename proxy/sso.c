@@ -516,8 +516,8 @@ static enum sso_verdict start_login(struct conn *c, const struct http_request *r
         c->status = 302;
         audit_identity(c, stepup_age >= 0 || mfa ? "step-up" : "login", "redirect to provider",
                        NULL);
-        conn_respond_local(c, 302, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>Signing you in&hellip;</p>\n", 44, 1);
+        conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
+                           "<!doctype html><p>Signing you in&hellip;</p>\n", 1);
         free(hdrs);
     }
     evbuffer_free(loc);
@@ -767,8 +767,8 @@ static void login_finish(struct conn *c)
              clr);
     audit_identity(c, "login", "session issued", s->sess.email[0] ? s->sess.email
                                                                   : s->sess.subject);
-    conn_respond_local(c, 302, hdrs, "text/html; charset=utf-8",
-                       "<!doctype html><p>Signed in.</p>\n", 33, 1);
+    conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
+                       "<!doctype html><p>Signed in.</p>\n", 1);
     free(hdrs);
 }
 
@@ -974,10 +974,9 @@ static void respond_401(struct conn *c, const char *error, const char *reason)
     snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer error=\"%s\"\r\n", error);
     c->error = reason;
     audit_identity(c, "bearer refused", reason, NULL);
-    conn_respond_local(c, 401, hdr, "application/json",
+    conn_respond_lit(c, 401, hdr, "application/json",
                        "{\"error\":\"unauthorized\",\"message\":\"a valid bearer token or "
-                       "session is required\"}\n",
-                       85, 0);
+                       "session is required\"}\n", 0);
 }
 
 /* 1 identity, 0 no token, -1 handled (refused or waiting). */
@@ -1285,6 +1284,30 @@ static void whoami(struct conn *c, const struct http_request *req)
             json_object_set_new(u, "acr", json_string(s->sess.acr));
         }
     }
+    {
+        /* What the device-trust layer thinks of this device right now, and
+         * what to do about each failing check. */
+        struct devtrust_verdict *v = &c->w->verdict;
+        json_t *checks = json_array();
+        size_t i;
+
+        devtrust_evaluate(c->peer.device_id,
+                          json_is_object(u) ? json_string_value(json_object_get(u, "email")) : NULL,
+                          now_s(), v);
+        json_object_set_new(d, "tier", json_string(v->tier_name));
+        json_object_set_new(d, "score", json_integer(v->score));
+        json_object_set_new(d, "in_inventory", json_boolean(v->known));
+        json_object_set_new(d, "inventory_stale", json_boolean(v->inventory_stale));
+        json_object_set_new(d, "posture_stale", json_boolean(v->posture_stale));
+        for (i = 0; i < v->nfailing; i++) {
+            json_t *ck = json_object();
+            json_object_set_new(ck, "check", json_string(v->failing[i].id));
+            json_object_set_new(ck, "hard", json_boolean(v->failing[i].hard));
+            json_object_set_new(ck, "remediation", json_string(v->failing[i].remediation));
+            json_array_append_new(checks, ck);
+        }
+        json_object_set_new(d, "failing_checks", checks);
+    }
     json_object_set_new(o, "user", u);
     json_object_set_new(o, "device", d);
     json_object_set_new(o, "route", json_string(c->route->name));
@@ -1321,12 +1344,12 @@ static void logout_respond(struct conn *c)
                  strchr(meta->end_session_endpoint, '?') ? '&' : '?', e_cid, e_post);
         free(e_post);
         free(e_cid);
-        conn_respond_local(c, 302, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>Signed out.</p>\n", 34, 1);
+        conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
+                           "<!doctype html><p>Signed out.</p>\n", 1);
     } else {
         snprintf(hdrs, sizeof(hdrs), "Set-Cookie: %s\r\nCache-Control: no-store\r\n", clr);
-        conn_respond_local(c, 200, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>You are signed out.</p>\n", 42, 1);
+        conn_respond_lit(c, 200, hdrs, "text/html; charset=utf-8",
+                           "<!doctype html><p>You are signed out.</p>\n", 1);
     }
     sso_meta_unref(meta);
     (void)s;
@@ -1347,8 +1370,7 @@ static void job_done_cb(evutil_socket_t fd, short what, void *arg)
         if (c->sso->local_kind == 2)
             logout_respond(c);
         else
-            conn_respond_local(c, 200, "Cache-Control: no-store\r\n", "text/plain", "ok\n", 3,
-                               0);
+            conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "text/plain", "ok\n", 0);
     }
     free(j);
 }
@@ -1424,8 +1446,8 @@ static void backchannel_body_done(struct conn *c)
         free(body);
         free(cl);
         c->error = "no logout_token";
-        conn_respond_local(c, 400, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"error\":\"invalid_request\"}\n", 28, 0);
+        conn_respond_lit(c, 400, "Cache-Control: no-store\r\n", "application/json",
+                           "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
     free(body);
@@ -1444,8 +1466,8 @@ static void backchannel_body_done(struct conn *c)
         audit_identity(c, "back-channel logout refused", reason ? reason : "no keys", NULL);
         free(cl);
         c->error = "logout token refused";
-        conn_respond_local(c, 400, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"error\":\"invalid_request\"}\n", 28, 0);
+        conn_respond_lit(c, 400, "Cache-Control: no-store\r\n", "application/json",
+                           "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
     audit_identity(c, "back-channel logout", "every session of the user revoked", cl->sub);
@@ -1495,8 +1517,8 @@ static void posture_body_done(struct conn *c)
     rc = devtrust_posture_submit(c->peer.device_id, body, len, now_s(), err, sizeof(err));
     free(body);
     if (rc == 0) {
-        conn_respond_local(c, 200, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"status\":\"accepted\"}\n", 22, 1);
+        conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "application/json",
+                           "{\"status\":\"accepted\"}\n", 1);
         return;
     }
     {
@@ -1525,10 +1547,9 @@ static enum sso_verdict posture(struct conn *c, const struct http_request *req)
         return SSO_HANDLED;
     }
     if (req->body != HTTP_BODY_LENGTH || req->content_length > POSTURE_BODY_MAX) {
-        conn_respond_local(c, 413, "Cache-Control: no-store\r\n", "application/json",
+        conn_respond_lit(c, 413, "Cache-Control: no-store\r\n", "application/json",
                            "{\"error\":\"rejected\",\"message\":\"the report must be sent "
-                           "with a Content-Length of at most 16 KiB\"}\n",
-                           93, 0);
+                           "with a Content-Length of at most 16 KiB\"}\n", 0);
         return SSO_HANDLED;
     }
     s->body = evbuffer_new();

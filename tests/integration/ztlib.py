@@ -765,11 +765,14 @@ class HTTPConn:
 
 
 def connect(port, pki=None, device="good", server_hostname=DEFAULT_HOST, context=None,
-            session=None, version=None, timeout=30):
+            session=None, version=None, timeout=30, source_address=None):
     """Open a mutual-TLS connection to the proxy; returns an HTTPConn whose
-    .sock is the SSLSocket (handshake done)."""
+    .sock is the SSLSocket (handshake done). source_address: (ip, port) to
+    bind the client socket to, e.g. ("127.0.0.2", 0) to connect from
+    another loopback address."""
     ctx = context or client_context(pki, device, version)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                   source_address=source_address)
     try:
         s = ctx.wrap_socket(raw, server_hostname=server_hostname, session=session)
     except BaseException:
@@ -812,13 +815,13 @@ def request(port, raw, pki=None, device="good", server_hostname=DEFAULT_HOST, me
 
 
 def http_request(port, method, path, headers=None, body=None, pki=None, device="good",
-                 host=DEFAULT_HOST, server_hostname=None, timeout=30):
+                 host=DEFAULT_HOST, server_hostname=None, timeout=30, source_address=None):
     """One request on a new connection; returns a Response (.status,
-    .headers, .body)."""
+    .headers, .body). source_address: see connect()."""
     sni = server_hostname or (host.split(":")[0] if host and host.split(":")[0] in SERVER_NAMES
                               else DEFAULT_HOST)
     raw = build_request(method, path, headers, body, host)
-    return request(port, raw, pki, device, sni, method, timeout)
+    return request(port, raw, pki, device, sni, method, timeout, source_address=source_address)
 
 
 def is_refused(port, pki, device, version=None, server_hostname=DEFAULT_HOST, timeout=15):
@@ -1058,3 +1061,222 @@ def ws_recv(c):
     payload = bytes(c.buf[off:off + ln])
     del c.buf[:off + ln]
     return bool(b0 & 0x80), b0 & 0x0F, payload
+
+
+# --------------------------------------------------------------------------
+# device trust and access rules (test_device_trust.py, test_policy.py)
+# --------------------------------------------------------------------------
+
+ZTCTL_BIN = os.environ.get("ZTCTL_BIN") or os.path.join(BUILD_DIR, "ztctl")
+ZTAGENT_BIN = os.environ.get("ZTAGENT_BIN") or os.path.join(BUILD_DIR, "ztagent")
+GEOIP_WRITER = os.path.join(HERE, "geoip_writer.pl")
+POSTURE_PATH = "/.zt/device/posture"
+
+
+def write_atomic(path, data):
+    """Write data (bytes, str, or an object written as JSON) to a temporary
+    file next to path and rename() it into place, as an export job or
+    geoipupdate does: a watcher never sees half a file."""
+    if isinstance(data, (dict, list)):
+        data = json.dumps(data, indent=1) + "\n"
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def utc_rfc3339(t=None):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def inventory_record(device_id, status="active", managed=True, owner="alice@corp.example",
+                     platform="linux", **extra):
+    """One inventory feed record (docs/device-trust.md: all nine fields)."""
+    rec = {"id": device_id, "serial": "SN-" + device_id, "owner": owner, "managed": managed,
+           "status": status, "platform": platform, "os_version": "12",
+           "model": "Test Laptop 1", "enrolled": "2024-01-02T03:04:05Z"}
+    rec.update(extra)
+    return rec
+
+
+def posture_report(device_id=None, collected_at=None, **over):
+    """A report (docs/posture.md) that passes every check of the default
+    scoring policy: score 100, tier "high"."""
+    r = {"collected_at": collected_at or utc_rfc3339(), "agent_version": "1.2.3",
+         "os": {"name": "debian", "version": "12", "kernel": "6.1.0-18-amd64"},
+         "disk_encryption": True, "firewall": True, "screen_lock": True,
+         "auto_updates": True, "days_since_patch": 1, "uptime_seconds": 3600}
+    if device_id is not None:
+        r["device_id"] = device_id
+    for k, v in over.items():
+        if v is None:
+            r.pop(k, None)
+        else:
+            r[k] = v
+    return r
+
+
+def post_posture(port, pki, device, report, host=DEFAULT_HOST, timeout=30):
+    """POST a posture report (dict or raw bytes) to /.zt/device/posture with
+    device's certificate; returns the Response."""
+    body = report if isinstance(report, bytes) else json.dumps(report).encode()
+    return http_request(port, "POST", POSTURE_PATH,
+                        [("Content-Type", "application/json"), ("Accept", "application/json")],
+                        body, pki=pki, device=device, host=host, timeout=timeout)
+
+
+def header_values(record, name):
+    """Values of header name in an upstream.py head record."""
+    name = name.lower()
+    return [v for n, v in record.get("headers", []) if n.lower() == name]
+
+
+def read_audit_log(path):
+    """The audit log (docs/policy.md "The audit log"): a list of
+    (line_number, raw_line_without_newline, parsed_object_or_None) for the
+    complete lines."""
+    out = []
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return out
+    for i, raw in enumerate(data.split(b"\n")[:-1], 1):
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        out.append((i, text, obj))
+    return out
+
+
+def audit_line_hash(raw):
+    """The hash a chained audit line should carry: SHA-256 (hex) of the line
+    as written without its "hash" member. None if the line has no hash
+    member where the docs put it (right after "prev")."""
+    m = re.match(r'^(\{"prev":"[0-9a-f]{64}"),"hash":"([0-9a-f]{64})"(,.*)$', raw)
+    if not m:
+        return None
+    return hashlib.sha256((m.group(1) + m.group(3)).encode("utf-8")).hexdigest()
+
+
+def geoip_writer_unavailable():
+    """Why tests/integration/geoip_writer.pl cannot run here, or None."""
+    perl = shutil.which("perl")
+    if not perl:
+        return "perl is not installed"
+    r = subprocess.run([perl, "-MMaxMind::DB::Writer::Tree", "-e", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if r.returncode != 0:
+        return "MaxMind::DB::Writer is missing (Debian: libmaxmind-db-writer-perl)"
+    return None
+
+
+def make_geoip(out, *maps):
+    """Write a test GeoIP database with geoip_writer.pl (maps like
+    "127.0.0.2/32=DE"; none: the script's defaults)."""
+    r = subprocess.run(["perl", GEOIP_WRITER, out] + list(maps), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=120)
+    if r.returncode != 0 or not os.path.exists(out):
+        raise RuntimeError("geoip_writer.pl failed (rc %d): %s" % (
+            r.returncode, r.stdout.decode(errors="replace")))
+    return out
+
+
+class FeedServer:
+    """A plain-HTTP inventory feed (http.server in a thread of this process)
+    on 127.0.0.1, with a strong ETag (the SHA-256 of the body) and
+    If-None-Match -> 304. Every request is logged in .requests as
+    {"time", "path", "if_none_match", "status"}. stop() closes the listening
+    socket (the feed is down); start() again reuses the port."""
+
+    def __init__(self, body=b"[]", content_type="application/json", path="/devices.json"):
+        self.path = path
+        self.content_type = content_type
+        self.port = None
+        self.requests = []
+        self.fail_status = None  # answer every request with this status
+        self._lock = threading.Lock()
+        self._httpd = None
+        self._thread = None
+        self.set_body(body)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d%s" % (self.port, self.path)
+
+    def set_body(self, body):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        with self._lock:
+            self.body = body
+            self.etag = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+
+    def count(self, status=None):
+        with self._lock:
+            return len([r for r in self.requests if status is None or r["status"] == status])
+
+    def start(self):
+        import http.server
+        feed = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                inm = self.headers.get("If-None-Match")
+                with feed._lock:
+                    body, etag, fail = feed.body, feed.etag, feed.fail_status
+                if fail is not None:
+                    status = fail
+                elif self.path.split("?")[0] != feed.path:
+                    status = 404
+                elif inm is not None and inm.strip() == etag:
+                    status = 304
+                else:
+                    status = 200
+                with feed._lock:
+                    feed.requests.append({"time": time.time(), "path": self.path,
+                                          "if_none_match": inm, "status": status})
+                self.send_response(status)
+                if status == 200:
+                    self.send_header("Content-Type", feed.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif status == 304:
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                else:
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._httpd = Server(("127.0.0.1", self.port or 0), Handler)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(10)
+            self._httpd = None
+            self._thread = None
+
+    def alive(self):
+        return self._httpd is not None

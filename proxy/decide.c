@@ -154,6 +154,49 @@ static void respond_deny(struct conn *c, const struct http_request *req,
     sbuf_free(&b);
 }
 
+/* The rules' view of this request: fills in (attrs is its storage). */
+static void build_input(struct conn *c, const struct devtrust_verdict *v, const char *sub,
+                        const char *email, int has_identity, int64_t auth_time, int mfa,
+                        const char *xff, size_t xff_len, int64_t now, struct authz_input *in,
+                        struct policy_attr *attrs)
+{
+    size_t i, na = 0;
+
+    for (i = 0; i < v->nattrs && na < DEVTRUST_MAX_ATTRS; i++) {
+        attrs[na].name = v->attrs[i].name;
+        attrs[na].value = v->attrs[i].value;
+        na++;
+    }
+    /* The inventory status (after admin overrides) is an attribute too. */
+    if (v->status[0] != '\0') {
+        attrs[na].name = "status";
+        attrs[na].value = v->status;
+        na++;
+    }
+    memset(in, 0, sizeof(*in));
+    in->route = c->route->name;
+    in->user_sub = sub;
+    in->user_email = email;
+    in->has_identity = has_identity;
+    in->auth_time = auth_time;
+    in->mfa = mfa;
+    in->device_id = c->peer.device_id;
+    in->device_tier = authz_tier_index(v->tier_name);
+    in->device_score = v->score;
+    in->device_stale = v->inventory_stale || v->posture_stale;
+    in->device_owner = v->owner[0] ? v->owner : NULL;
+    in->attrs = attrs;
+    in->nattrs = na;
+    in->peer = (const struct sockaddr *)&c->peer_addr;
+    in->xff = xff;
+    in->xff_len = xff_len;
+    in->method = c->method;
+    in->path = c->path;
+    in->path_len = c->path_len;
+    in->now = now;
+    in->groups_budget = c->gen->conf->assertion_groups_budget;
+}
+
 enum decide_verdict decide_request(struct conn *c, const struct http_request *req)
 {
     struct worker *w = c->w;
@@ -175,43 +218,11 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         struct authz_input in;
         struct policy_attr attrs[DEVTRUST_MAX_ATTRS + 1];
         const struct http_header *xff = find_hdr(req, "x-forwarded-for");
-        size_t i;
 
-        size_t na = 0;
-
-        for (i = 0; i < v->nattrs && na < DEVTRUST_MAX_ATTRS; i++) {
-            attrs[na].name = v->attrs[i].name;
-            attrs[na].value = v->attrs[i].value;
-            na++;
-        }
-        /* The inventory status (after admin overrides) is an attribute too. */
-        if (v->status[0] != '\0' && na < DEVTRUST_MAX_ATTRS + 1) {
-            attrs[na].name = "status";
-            attrs[na].value = v->status;
-            na++;
-        }
-        memset(&in, 0, sizeof(in));
-        in.route = c->route->name;
-        in.user_sub = sub;
-        in.user_email = email;
-        in.has_identity = has_identity;
-        in.auth_time = auth_time;
-        in.mfa = mfa;
-        in.device_id = c->peer.device_id;
-        in.device_tier = authz_tier_index(v->tier_name);
-        in.device_score = v->score;
-        in.device_stale = v->inventory_stale || v->posture_stale;
-        in.device_owner = v->owner[0] ? v->owner : NULL;
-        in.attrs = attrs;
-        in.nattrs = na;
-        in.peer = (const struct sockaddr *)&c->peer_addr;
-        in.xff = xff ? xff->value : NULL;
-        in.xff_len = xff ? xff->value_len : 0;
-        in.method = c->method;
-        in.path = c->path;
-        in.path_len = c->path_len;
-        in.now = now;
-        in.groups_budget = c->gen->conf->assertion_groups_budget;
+        build_input(c, v, sub, email, has_identity, auth_time, mfa, xff ? xff->value : NULL,
+                    xff ? xff->value_len : 0, now, &in, attrs);
+        if (c->websocket && xff != NULL)
+            snprintf(c->ws_xff, sizeof(c->ws_xff), "%.*s", (int)xff->value_len, xff->value);
         authz_evaluate(&in, r);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }
@@ -237,6 +248,38 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         return DECIDE_HANDLED;
     }
     }
+}
+
+int decide_tunnel_recheck(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct devtrust_verdict *v = &w->verdict;
+    struct authz_result *r = &w->authz;
+    const char *user = NULL, *sub = NULL, *email = NULL;
+    int64_t auth_time = 0;
+    int mfa = 0, has_identity = sso_identity(c, &sub, &email, &auth_time, &mfa);
+    int64_t now = (int64_t)time(NULL);
+    struct authz_input in;
+    struct policy_attr attrs[DEVTRUST_MAX_ATTRS + 1];
+
+    if (sso_still_valid(c, now) == -1)
+        return -1;
+    if (!authz_enabled())
+        return 0;
+    if (has_identity)
+        user = email != NULL && email[0] ? email : sub;
+    devtrust_evaluate(c->peer.device_id, user, now, v);
+    build_input(c, v, sub, email, has_identity, auth_time, mfa,
+                c->ws_xff[0] ? c->ws_xff : NULL, strlen(c->ws_xff), now, &in, attrs);
+    authz_evaluate(&in, r);
+    if (r->decision.effect == POLICY_ALLOW)
+        return 0;
+    /* Only a change of answer is worth an audit line. */
+    authz_audit(w->auditbuf, c->reqid, &in, v, r);
+    log_info("policy: websocket of %s on device %s closed: now %s by rule %s (request %s)",
+             user ? user : "-", c->peer.device_id, policy_effect_name(r->decision.effect),
+             r->decision.rule_id, c->reqid);
+    return -1;
 }
 
 void decide_upstream_headers(struct conn *c, struct sbuf *out)

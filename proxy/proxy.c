@@ -993,6 +993,7 @@ int conn_read_head(struct conn *c)
         path[plen] = '?';
         memcpy(path + plen + 1, req.query, req.query_len);
         c->path_len = plen + 1 + req.query_len;
+        path[c->path_len] = '\0';
     }
 
     c->req_body = req.body;
@@ -1737,6 +1738,35 @@ static void worker_log_timer_cb(evutil_socket_t fd, short what, void *arg)
     auditlog_submit(w->auditbuf);
 }
 
+/*
+ * Long-lived connections are not grandfathered: once a second every
+ * upgraded websocket is decided again (rules, directory, device record,
+ * session revocation, CRL) and closed when the answer is no longer allow.
+ */
+static void worker_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct conn *c, *next;
+
+    for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->state != CST_TUNNEL || c->route == NULL)
+            continue;
+        if (c->gen != w->gen) {
+            char why[160];
+            if (tls_server_recheck(w->gen->tls, bufferevent_openssl_get_ssl(c->bev), why,
+                                   sizeof(why)) == -1) {
+                log_warnx("tls: websocket from %s (device %s) closed: %s", c->client,
+                          c->peer.device_id, why);
+                conn_free(c);
+                continue;
+            }
+        }
+        if (decide_tunnel_recheck(c) == -1)
+            conn_free(c);
+    }
+}
+
 static void worker_grace_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -1797,12 +1827,14 @@ static void worker_notify_cb(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct timeval tv = {0, 100000};
+    struct timeval tv = {0, 100000}, one_s = {1, 0};
     struct conn *c;
     size_t i;
 
     w->logtimer = event_new(w->base, -1, EV_PERSIST, worker_log_timer_cb, w);
     event_add(w->logtimer, &tv);
+    w->rechecktimer = event_new(w->base, -1, EV_PERSIST, worker_recheck_cb, w);
+    event_add(w->rechecktimer, &one_s);
     event_base_dispatch(w->base);
 
     while ((c = TAILQ_FIRST(&w->conns)) != NULL)
@@ -1943,6 +1975,7 @@ void proxy_join(void)
             event_free(w->grace);
         event_free(w->notify);
         event_free(w->logtimer);
+        event_free(w->rechecktimer);
         evbuffer_free(w->logbuf);
         evbuffer_free(w->auditbuf);
         httpc_free(w->httpc);

@@ -106,6 +106,7 @@ struct conn {
 
     struct sso_req *sso; /* identity state of the current request, or NULL */
     size_t pending_head; /* bytes of a parsed head still in the input buffer */
+    char ws_xff[256];    /* X-Forwarded-For of an upgraded websocket, for re-checks */
 };
 
 enum up_state { UP_CONNECTING = 0, UP_ACTIVE, UP_IDLE };
@@ -154,6 +155,7 @@ struct worker {
     struct evbuffer *auditbuf;
     struct evbuffer *logbuf;
     struct event *logtimer;
+    struct event *rechecktimer; /* websockets decided again every second */
     time_t ts_sec;     /* access log: the second ts_text shows */
     char ts_text[24];
     struct httpc *httpc;                   /* this loop's HTTP client (IdP calls) */
@@ -220,6 +222,12 @@ enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int
 /* decide.c: device trust and the rules */
 enum decide_verdict { DECIDE_ALLOW = 0, DECIDE_HANDLED };
 enum decide_verdict decide_request(struct conn *c, const struct http_request *req);
+/* An upgraded websocket, once a second: the rules, the directory, the
+ * device's record, the session's revocation may have changed since the
+ * upgrade. 0 still allowed, -1 close it. */
+int decide_tunnel_recheck(struct conn *c);
+/* Is the request's session still good (not revoked, not expired)? 0 / -1. */
+int sso_still_valid(struct conn *c, int64_t now);
 /* X-ZT-Device-Tier and X-ZT-Groups for the upstream. */
 void decide_upstream_headers(struct conn *c, struct sbuf *out);
 

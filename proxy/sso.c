@@ -1222,6 +1222,24 @@ int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *
     return 1;
 }
 
+int sso_still_valid(struct conn *c, int64_t now)
+{
+    struct sso_req *s = c->sso;
+
+    if (s == NULL || !s->have)
+        return 0;
+    if (!s->from_bearer && now >= s->sess.expires_at) {
+        audit_identity(c, "websocket closed", "session expired", s->sess.subject);
+        return -1;
+    }
+    if (proxy_revocations != NULL &&
+        session_revocations_check(proxy_revocations, &s->sess) == SESSION_REVOKED) {
+        audit_identity(c, "websocket closed", "session revoked", s->sess.subject);
+        return -1;
+    }
+    return 0;
+}
+
 enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int64_t max_age,
                              int mfa)
 {

@@ -58,7 +58,7 @@ def rules_doc(version, broken=False):
     return {"version": version, "rules": rules}
 
 
-def directory_doc(version, alice_groups=("eng",), dave_groups=("eng",)):
+def directory_doc(version, alice_groups=("eng",), dave_groups=("eng",), erin_groups=()):
     return {
         "version": version,
         "groups": {"staff": {}, "eng": {"member_of": ["staff"]},
@@ -67,6 +67,7 @@ def directory_doc(version, alice_groups=("eng",), dave_groups=("eng",)):
             "alice@corp.example": {"groups": list(alice_groups), "subject": "alice"},
             "bob@corp.example": {"groups": ["finance"]},
             "dave@corp.example": {"groups": list(dave_groups), "subject": "dave"},
+            "erin@corp.example": {"groups": list(erin_groups), "subject": "erin"},
         },
     }
 
@@ -221,6 +222,38 @@ class PolicyTest(SSOTestCase):
         self.assertEqual(header_values(rec, "x-zt-groups"), ["eng,staff"], rec)
         path, r = self.call_bearer(alice_tok)
         self.assert_forwarded(path, r, "alice's bearer token")
+
+    # ------------------------------------------------------------------ 1b
+    def test_01b_open_websocket_closed_when_groups_change(self):
+        # A websocket is not grandfathered: once the directory drops the
+        # user's groups, the open tunnel is closed within seconds.
+        erin = self.bearer("erin", "erin@corp.example")
+        ztlib.write_atomic(self.dir_path, directory_doc("ws-1", erin_groups=("eng",)))
+        wait_until(lambda: self.call_bearer(erin)[1].status == 200, 15, interval=0.2,
+                   what="erin allowed on loose")
+        c = ztlib.connect(self.port, self.pki, "good", server_hostname="loose.test")
+        try:
+            r, _key = ztlib.ws_handshake(
+                c, host="loose.test:%d" % self.port,
+                extra=[("Authorization", "Bearer " + erin)])
+            self.assertEqual(r.status, 101, r)
+            ztlib.ws_send(c, 0x1, b"hello")
+            self.assertEqual(ztlib.ws_recv(c)[2], b"hello")
+            ztlib.write_atomic(self.dir_path, directory_doc("ws-2", erin_groups=()))
+            closed = False
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                try:
+                    ztlib.ws_send(c, 0x1, b"ping")
+                    ztlib.ws_recv(c)
+                except (ztlib.ConnectionClosed, OSError, ConnectionError):
+                    closed = True
+                    break
+                time.sleep(0.3)
+            self.assertTrue(closed, "the websocket stayed open after erin lost her groups")
+        finally:
+            c.close()
+        ztlib.write_atomic(self.dir_path, directory_doc("ws-3"))
 
     # ------------------------------------------------------------------ 2
     def test_02_country_from_client_address(self):

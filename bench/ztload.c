@@ -59,11 +59,11 @@
 #define NS_PER_MS 1000000ULL
 #define NS_PER_S 1000000000ULL
 
-#define RBUF_SIZE 16384           /* response head must fit in here */
-#define REQ_MAX 2048              /* request head */
-#define MAX_PENDING_CONNECTS 64   /* per thread, idle mode ramp-up */
+#define RBUF_SIZE 16384         /* response head must fit in here */
+#define REQ_MAX 2048            /* request head */
+#define MAX_PENDING_CONNECTS 64 /* per thread, idle mode ramp-up */
 #define RECONNECT_BACKOFF_NS (20 * NS_PER_MS)
-#define TICK_MS 20                /* how often the loop checks stop and timeouts */
+#define TICK_MS 20 /* how often the loop checks stop and timeouts */
 
 /* ---------------------------------------------------------------------- */
 /* Histogram: values in microseconds. Below 2^SUB_BITS every value has its
@@ -71,9 +71,9 @@
  * buckets. Fixed memory, mergeable by addition. */
 
 #define HIST_SUB_BITS 8
-#define HIST_SUB_COUNT (1U << HIST_SUB_BITS)        /* 256 */
-#define HIST_HALF (HIST_SUB_COUNT / 2)               /* 128 */
-#define HIST_MAX_EXP 40                              /* ~12.7 days in us */
+#define HIST_SUB_COUNT (1U << HIST_SUB_BITS) /* 256 */
+#define HIST_HALF (HIST_SUB_COUNT / 2)       /* 128 */
+#define HIST_MAX_EXP 40                      /* ~12.7 days in us */
 #define HIST_BUCKETS (HIST_SUB_COUNT + (HIST_MAX_EXP - HIST_SUB_BITS + 1) * HIST_HALF)
 
 struct hist {
@@ -94,8 +94,7 @@ static unsigned hist_index(uint64_t v)
     if (e > HIST_MAX_EXP)
         return HIST_BUCKETS - 1;
     shift = e - (HIST_SUB_BITS - 1);
-    return HIST_SUB_COUNT + (e - HIST_SUB_BITS) * HIST_HALF +
-           (unsigned)((v >> shift) - HIST_HALF);
+    return HIST_SUB_COUNT + (e - HIST_SUB_BITS) * HIST_HALF + (unsigned)((v >> shift) - HIST_HALF);
 }
 
 /* Highest value that falls into bucket idx. */
@@ -228,8 +227,8 @@ static bool token_in_list(const char *val, size_t vlen, const char *tok)
     size_t n = strlen(tok), i;
 
     for (i = 0; i + n <= vlen; i++) {
-        if (strncasecmp(val + i, tok, n) == 0 && (i == 0 || val[i - 1] == ',' ||
-                                                  val[i - 1] == ' ' || val[i - 1] == '\t') &&
+        if (strncasecmp(val + i, tok, n) == 0 &&
+            (i == 0 || val[i - 1] == ',' || val[i - 1] == ' ' || val[i - 1] == '\t') &&
             (i + n == vlen || val[i + n] == ',' || val[i + n] == ' ' || val[i + n] == ';'))
             return true;
     }
@@ -249,8 +248,7 @@ static enum parse_result resp_parse_head(struct resp *r, const char *p, size_t l
     uint64_t length = 0;
     int minor;
 
-    if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-        p[8] != ' ')
+    if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
         return PARSE_ERROR;
     minor = p[7] - '0';
     if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
@@ -470,8 +468,8 @@ static const char *const mode_names[] = {"keepalive", "newconn", "resume", "idle
 
 struct opts {
     bool tls;
-    char host[256];  /* Host header */
-    char sni[256];   /* empty: use host unless it is an IP literal */
+    char host[256]; /* Host header */
+    char sni[256];  /* empty: use host unless it is an IP literal */
     char path[1024];
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -480,7 +478,7 @@ struct opts {
     const char *key;
     const char *ca;
     bool insecure;
-    int tls_max;     /* 0, TLS1_2_VERSION or TLS1_3_VERSION */
+    int tls_max; /* 0, TLS1_2_VERSION or TLS1_3_VERSION */
     unsigned conns;
     unsigned threads;
     double duration;
@@ -641,9 +639,26 @@ static void usage(FILE *f)
 static void parse_args(int argc, char **argv)
 {
     enum {
-        OPT_URL = 256, OPT_CONNECT, OPT_HOST, OPT_PATH, OPT_CERT, OPT_KEY, OPT_CA, OPT_INSECURE,
-        OPT_SNI, OPT_WARMUP, OPT_MODE, OPT_RATE, OPT_JSON, OPT_TIMEOUT, OPT_HOLD, OPT_READY,
-        OPT_PLAIN, OPT_TLSMAX, OPT_METHOD, OPT_RAMP,
+        OPT_URL = 256,
+        OPT_CONNECT,
+        OPT_HOST,
+        OPT_PATH,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_CA,
+        OPT_INSECURE,
+        OPT_SNI,
+        OPT_WARMUP,
+        OPT_MODE,
+        OPT_RATE,
+        OPT_JSON,
+        OPT_TIMEOUT,
+        OPT_HOLD,
+        OPT_READY,
+        OPT_PLAIN,
+        OPT_TLSMAX,
+        OPT_METHOD,
+        OPT_RAMP,
     };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, OPT_URL},
@@ -689,23 +704,57 @@ static void parse_args(int argc, char **argv)
 
     while ((ch = getopt_long(argc, argv, "c:t:d:h", longopts, NULL)) != -1) {
         switch (ch) {
-        case OPT_URL: url = optarg; break;
-        case OPT_CONNECT: connect_to = optarg; break;
-        case OPT_HOST: copy_str(o.host, sizeof(o.host), optarg, strlen(optarg)); break;
-        case OPT_PATH: path = optarg; break;
-        case OPT_CERT: o.cert = optarg; break;
-        case OPT_KEY: o.key = optarg; break;
-        case OPT_CA: o.ca = optarg; break;
-        case OPT_INSECURE: o.insecure = true; break;
-        case OPT_SNI: copy_str(o.sni, sizeof(o.sni), optarg, strlen(optarg)); break;
-        case OPT_WARMUP: o.warmup = parse_double(optarg, "--warmup", 0, 3600); break;
-        case OPT_RATE: o.rate = parse_double(optarg, "--rate", 0, 1e8); break;
-        case OPT_JSON: o.json = true; break;
-        case OPT_TIMEOUT: o.timeout = parse_double(optarg, "--timeout", 0.001, 3600); break;
-        case OPT_HOLD: o.hold = parse_double(optarg, "--hold", 0, 86400); break;
-        case OPT_RAMP: o.ramp = parse_double(optarg, "--ramp-timeout", 1, 86400); break;
-        case OPT_READY: o.ready_file = optarg; break;
-        case OPT_PLAIN: plain = true; break;
+        case OPT_URL:
+            url = optarg;
+            break;
+        case OPT_CONNECT:
+            connect_to = optarg;
+            break;
+        case OPT_HOST:
+            copy_str(o.host, sizeof(o.host), optarg, strlen(optarg));
+            break;
+        case OPT_PATH:
+            path = optarg;
+            break;
+        case OPT_CERT:
+            o.cert = optarg;
+            break;
+        case OPT_KEY:
+            o.key = optarg;
+            break;
+        case OPT_CA:
+            o.ca = optarg;
+            break;
+        case OPT_INSECURE:
+            o.insecure = true;
+            break;
+        case OPT_SNI:
+            copy_str(o.sni, sizeof(o.sni), optarg, strlen(optarg));
+            break;
+        case OPT_WARMUP:
+            o.warmup = parse_double(optarg, "--warmup", 0, 3600);
+            break;
+        case OPT_RATE:
+            o.rate = parse_double(optarg, "--rate", 0, 1e8);
+            break;
+        case OPT_JSON:
+            o.json = true;
+            break;
+        case OPT_TIMEOUT:
+            o.timeout = parse_double(optarg, "--timeout", 0.001, 3600);
+            break;
+        case OPT_HOLD:
+            o.hold = parse_double(optarg, "--hold", 0, 86400);
+            break;
+        case OPT_RAMP:
+            o.ramp = parse_double(optarg, "--ramp-timeout", 1, 86400);
+            break;
+        case OPT_READY:
+            o.ready_file = optarg;
+            break;
+        case OPT_PLAIN:
+            plain = true;
+            break;
         case OPT_METHOD:
             if (strcmp(optarg, "GET") != 0 && strcmp(optarg, "HEAD") != 0)
                 die("--method: GET or HEAD");
@@ -728,11 +777,21 @@ static void parse_args(int argc, char **argv)
                 die("--mode: keepalive, newconn, resume or idle");
             o.mode = (enum mode)i;
             break;
-        case 'c': o.conns = parse_uint(optarg, "-c", 1, 1000000); break;
-        case 't': o.threads = parse_uint(optarg, "-t", 1, 256); break;
-        case 'd': o.duration = parse_double(optarg, "-d", 0.001, 86400); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case 'c':
+            o.conns = parse_uint(optarg, "-c", 1, 1000000);
+            break;
+        case 't':
+            o.threads = parse_uint(optarg, "-t", 1, 256);
+            break;
+        case 'd':
+            o.duration = parse_double(optarg, "-d", 0.001, 86400);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
     }
     if (optind != argc)
@@ -803,18 +862,18 @@ enum err_kind {
     ERR_COUNT,
 };
 
-static const char *const err_names[ERR_COUNT] = {"connect", "tls", "io", "parse", "timeout",
-                                                 "closed_idle"};
+static const char *const err_names[ERR_COUNT] = {"connect", "tls",     "io",
+                                                 "parse",   "timeout", "closed_idle"};
 
 struct stats {
-    uint64_t requests;   /* completed responses in the window */
+    uint64_t requests;     /* completed responses in the window */
     uint64_t requests_all; /* completed responses, warm-up included */
-    uint64_t status[6];  /* by class: [2] = 2xx ... */
+    uint64_t status[6];    /* by class: [2] = 2xx ... */
     uint64_t errors[ERR_COUNT];
     uint64_t handshakes; /* completed in the window */
     uint64_t resumed;
-    uint64_t connects;   /* TCP connections started (whole run) */
-    uint64_t late;       /* rate mode: requests not sent by the end of the run */
+    uint64_t connects; /* TCP connections started (whole run) */
+    uint64_t late;     /* rate mode: requests not sent by the end of the run */
     struct hist lat;
 };
 
@@ -825,16 +884,16 @@ struct conn {
     int fd;
     enum conn_state state;
     SSL *ssl;
-    SSL_SESSION *sess;      /* resume mode: offered on the next connection */
-    uint64_t started_ns;    /* latency origin of the current request */
-    uint64_t deadline_ns;   /* timeout of the current step */
+    SSL_SESSION *sess;    /* resume mode: offered on the next connection */
+    uint64_t started_ns;  /* latency origin of the current request */
+    uint64_t deadline_ns; /* timeout of the current step */
     uint64_t backoff_until;
     size_t sent;
     size_t rlen;
     struct resp resp;
-    bool requested;         /* a request is outstanding on this connection */
-    bool scheduled;         /* rate mode: started_ns is a scheduled time */
-    bool pending;           /* idle mode: counted in thread.pending_connects */
+    bool requested; /* a request is outstanding on this connection */
+    bool scheduled; /* rate mode: started_ns is a scheduled time */
+    bool pending;   /* idle mode: counted in thread.pending_connects */
     unsigned requests_on_conn;
     char rbuf[RBUF_SIZE];
 };
@@ -1263,8 +1322,11 @@ static int step_recv(struct conn *c, uint64_t now)
         if (rc < 0) {
             /* A keep-alive connection closed before any byte of a new response is
              * a server-side idle close; the request is retried on a new connection. */
-            conn_fail(c, (c->resp.state == RESP_HEAD && c->rlen == 0 && c->requests_on_conn > 0)
-                             ? ERR_CLOSED : ERR_IO, now);
+            conn_fail(c,
+                      (c->resp.state == RESP_HEAD && c->rlen == 0 && c->requests_on_conn > 0)
+                          ? ERR_CLOSED
+                          : ERR_IO,
+                      now);
             return -1;
         }
         c->rlen += got;
@@ -1733,12 +1795,13 @@ static void report(const struct stats *st, double window_s, double cpu_s)
         printf(",\"path\":");
         json_str(stdout, o.path);
         printf(",\"connections\":%u,\"threads\":%u,\"duration_s\":%.3f,\"rate\":%.1f,"
-               "\"requests\":%" PRIu64 ",\"requests_total\":%" PRIu64 ",\"rps\":%.1f,\"ok_2xx\":%" PRIu64
-               ",\"non_2xx\":%" PRIu64 ",\"status\":{\"1xx\":%" PRIu64 ",\"3xx\":%" PRIu64
-               ",\"4xx\":%" PRIu64 ",\"5xx\":%" PRIu64 "},\"errors\":%" PRIu64
-               ",\"error_kinds\":{",
-               o.conns, o.threads, window_s, o.rate, st->requests, st->requests_all, rps, st->status[2], non2xx,
-               st->status[1], st->status[3], st->status[4], st->status[5], errors);
+               "\"requests\":%" PRIu64 ",\"requests_total\":%" PRIu64
+               ",\"rps\":%.1f,\"ok_2xx\":%" PRIu64 ",\"non_2xx\":%" PRIu64
+               ",\"status\":{\"1xx\":%" PRIu64 ",\"3xx\":%" PRIu64 ",\"4xx\":%" PRIu64
+               ",\"5xx\":%" PRIu64 "},\"errors\":%" PRIu64 ",\"error_kinds\":{",
+               o.conns, o.threads, window_s, o.rate, st->requests, st->requests_all, rps,
+               st->status[2], non2xx, st->status[1], st->status[3], st->status[4], st->status[5],
+               errors);
         for (i = 0; i < ERR_COUNT; i++)
             printf("%s\"%s\":%" PRIu64, i ? "," : "", err_names[i], st->errors[i]);
         printf("},\"handshakes\":%" PRIu64 ",\"handshakes_per_s\":%.1f,\"resumed\":%" PRIu64
@@ -1758,9 +1821,8 @@ static void report(const struct stats *st, double window_s, double cpu_s)
         return;
     }
 
-    printf("ztload %s %s://%s%s (connect %s), %u connections, %u threads",
-           mode_names[o.mode], o.tls ? "https" : "http", o.host, o.path, o.addr_text, o.conns,
-           o.threads);
+    printf("ztload %s %s://%s%s (connect %s), %u connections, %u threads", mode_names[o.mode],
+           o.tls ? "https" : "http", o.host, o.path, o.addr_text, o.conns, o.threads);
     if (o.rate > 0)
         printf(", rate %.0f/s", o.rate);
     printf("\n");
@@ -1769,8 +1831,8 @@ static void report(const struct stats *st, double window_s, double cpu_s)
                atomic_load(&idle_established), atomic_load(&idle_failed),
                atomic_load(&idle_dropped));
     }
-    printf("  window %.2f s: %" PRIu64 " requests, %.1f req/s; 2xx %" PRIu64
-           ", non-2xx %" PRIu64 ", errors %" PRIu64 "\n",
+    printf("  window %.2f s: %" PRIu64 " requests, %.1f req/s; 2xx %" PRIu64 ", non-2xx %" PRIu64
+           ", errors %" PRIu64 "\n",
            window_s, st->requests, rps, st->status[2], non2xx, errors);
     if (errors) {
         printf("  errors:");
@@ -1781,8 +1843,8 @@ static void report(const struct stats *st, double window_s, double cpu_s)
         printf("\n");
     }
     if (o.mode != MODE_KEEPALIVE || st->handshakes)
-        printf("  handshakes %" PRIu64 " (%.1f/s), resumed %" PRIu64 " (%.1f%%)\n",
-               st->handshakes, hps, st->resumed, 100.0 * resumed_frac);
+        printf("  handshakes %" PRIu64 " (%.1f/s), resumed %" PRIu64 " (%.1f%%)\n", st->handshakes,
+               hps, st->resumed, 100.0 * resumed_frac);
     if (o.rate > 0)
         printf("  late (not sent or unanswered at the end): %" PRIu64 "\n", st->late);
     printf("  latency us: p50 %" PRIu64 "  p90 %" PRIu64 "  p99 %" PRIu64 "  p99.9 %" PRIu64

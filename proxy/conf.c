@@ -245,15 +245,16 @@ static int get_duration(struct conf_ctx *cx, json_t *obj, const char *base, cons
         ms = (uint64_t)json_integer_value(v) * 1000;
     } else if (json_is_string(v)) {
         if (conf_duration_parse(json_string_value(v), &ms) == -1)
-            return conf_fail(cx, p, "expected a duration like \"500ms\", \"10s\", \"2m\", \"1h\", got \"%s\"",
-                             json_string_value(v));
+            return conf_fail(
+                cx, p, "expected a duration like \"500ms\", \"10s\", \"2m\", \"1h\", got \"%s\"",
+                json_string_value(v));
     } else {
         return conf_fail(cx, p, "expected a duration (string or seconds), got %s",
                          json_type_name(v));
     }
     if (ms < min || ms > max)
-        return conf_fail(cx, p, "duration out of range %llums..%llums",
-                         (unsigned long long)min, (unsigned long long)max);
+        return conf_fail(cx, p, "duration out of range %llums..%llums", (unsigned long long)min,
+                         (unsigned long long)max);
     *out = ms;
     return 0;
 }
@@ -337,8 +338,9 @@ static int get_file(struct conf_ctx *cx, json_t *obj, const char *base, const ch
     if (access(full, R_OK) == -1)
         return conf_fail(cx, p, "cannot read \"%s\": %s", full, strerror(errno));
     if (secret && (st.st_mode & 077))
-        return conf_fail(cx, p, "\"%s\" holds a private key and must not be accessible by group "
-                                "or others (chmod 600)",
+        return conf_fail(cx, p,
+                         "\"%s\" holds a private key and must not be accessible by group "
+                         "or others (chmod 600)",
                          full);
     return 0;
 }
@@ -421,8 +423,8 @@ static int parse_upstream(struct conf_ctx *cx, const char *p, struct conf_route 
         r->upstream_tls = 1;
         hs = s + 8;
     } else {
-        return conf_fail(cx, p, "expected \"http://host:port\" or \"https://host:port\", got \"%s\"",
-                         s);
+        return conf_fail(cx, p,
+                         "expected \"http://host:port\" or \"https://host:port\", got \"%s\"", s);
     }
     if (*hs == '[') {
         he = strchr(hs, ']');
@@ -491,11 +493,9 @@ static int valid_route_name(const char *s)
     return 1;
 }
 
-
 /* Read a small secret file (mode 0600/0400) into a string without the
  * trailing newline. */
-static int read_secret_file(struct conf_ctx *cx, const char *jpath, const char *file,
-                            char **out)
+static int read_secret_file(struct conf_ctx *cx, const char *jpath, const char *file, char **out)
 {
     char buf[4096];
     FILE *f;
@@ -552,9 +552,10 @@ static int get_string_list(struct conf_ctx *cx, json_t *obj, const char *base, c
 static int parse_provider(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
                           struct conf_provider *pv)
 {
-    static const char *const keys[] = {"name", "issuer", "client_id", "client_secret_file",
-                                       "scopes", "ca", "clock_skew", "jwks_min_refresh",
-                                       "bearer_audiences", "mfa_acr", NULL};
+    static const char *const keys[] = {
+        "name", "issuer",     "client_id",        "client_secret_file", "scopes",
+        "ca",   "clock_skew", "jwks_min_refresh", "bearer_audiences",   "mfa_acr",
+        NULL};
     char base[64], p[256], *secret_file = NULL;
     size_t i;
     int rc;
@@ -608,8 +609,8 @@ static int parse_provider(struct conf_ctx *cx, struct conf *c, json_t *o, size_t
 static int parse_identity(struct conf_ctx *cx, struct conf *c, json_t *o)
 {
     static const char *const keys[] = {"providers", "session", "assertion", NULL};
-    static const char *const skeys[] = {"cookie_name", "keys", "lifetime", "idle_timeout",
-                                        "login_timeout", NULL};
+    static const char *const skeys[] = {"cookie_name",  "keys",          "lifetime",
+                                        "idle_timeout", "login_timeout", NULL};
     static const char *const akeys[] = {"keys_dir", "issuer", "lifetime", "groups_budget", NULL};
     json_t *v, *e, *empty = json_object();
     long long n;
@@ -640,12 +641,14 @@ static int parse_identity(struct conf_ctx *cx, struct conf *c, json_t *o)
     for (i = 0; c->session_cookie_name[i] != '\0'; i++) {
         unsigned char ch = (unsigned char)c->session_cookie_name[i];
         if (!(isalnum(ch) || ch == '_' || ch == '-') || i >= 48) {
-            conf_fail(cx, "$.identity.session.cookie_name", "expected 1-48 characters of [A-Za-z0-9_-]");
+            conf_fail(cx, "$.identity.session.cookie_name",
+                      "expected 1-48 characters of [A-Za-z0-9_-]");
             goto out;
         }
     }
     if (c->session_cookie_name[0] == '\0') {
-        conf_fail(cx, "$.identity.session.cookie_name", "expected 1-48 characters of [A-Za-z0-9_-]");
+        conf_fail(cx, "$.identity.session.cookie_name",
+                  "expected 1-48 characters of [A-Za-z0-9_-]");
         goto out;
     }
     if (get_string(cx, v, "$.identity.session", "keys", 1, NULL, &c->session_keys) == -1)
@@ -657,8 +660,8 @@ static int parse_identity(struct conf_ctx *cx, struct conf *c, json_t *o)
     }
     if (get_duration(cx, v, "$.identity.session", "lifetime", 1000, 30 * 24 * 3600 * 1000ULL,
                      12 * 3600 * 1000ULL, &c->session_lifetime_ms) == -1 ||
-        get_duration(cx, v, "$.identity.session", "idle_timeout", 1000,
-                     30 * 24 * 3600 * 1000ULL, 3600 * 1000ULL, &c->session_idle_ms) == -1 ||
+        get_duration(cx, v, "$.identity.session", "idle_timeout", 1000, 30 * 24 * 3600 * 1000ULL,
+                     3600 * 1000ULL, &c->session_idle_ms) == -1 ||
         get_duration(cx, v, "$.identity.session", "login_timeout", 10 * 1000, 3600 * 1000ULL,
                      600 * 1000ULL, &c->login_timeout_ms) == -1)
         goto out;
@@ -688,8 +691,8 @@ out:
 static int parse_route_auth(struct conf_ctx *cx, struct conf *c, json_t *o, const char *base,
                             struct conf_route *r)
 {
-    static const char *const keys[] = {"provider", "mode", "bearer_bound", "user_header",
-                                       "max_auth_age", "require_mfa", NULL};
+    static const char *const keys[] = {
+        "provider", "mode", "bearer_bound", "user_header", "max_auth_age", "require_mfa", NULL};
     json_t *a = json_object_get(o, "auth"), *empty = json_object();
     char ab[96], p[256], *s = NULL;
     size_t i;
@@ -767,9 +770,10 @@ out:
 static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
                        struct conf_route *r)
 {
-    static const char *const keys[] = {"name", "host", "path_prefix", "upstream", "upstream_tls",
-                                       "max_body_size", "websocket", "allow_encoded_slash",
-                                       "pool_size", "auth", NULL};
+    static const char *const keys[] = {
+        "name",         "host",          "path_prefix", "upstream",
+        "upstream_tls", "max_body_size", "websocket",   "allow_encoded_slash",
+        "pool_size",    "auth",          NULL};
     static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
     char base[64], p[256], *prefix = NULL;
     json_t *t;
@@ -786,8 +790,7 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
         return conf_fail(cx, p, "expected 1-64 characters of [a-z0-9_-], got \"%s\"", r->name);
     for (i = 0; i < idx; i++)
         if (strcmp(c->routes[i].name, r->name) == 0)
-            return conf_fail(cx, p, "duplicate route name \"%s\" (also $.routes[%zu])", r->name,
-                             i);
+            return conf_fail(cx, p, "duplicate route name \"%s\" (also $.routes[%zu])", r->name, i);
     if (get_string(cx, o, base, "host", 1, NULL, &r->host) == -1)
         return -1;
     jp(p, sizeof(p), base, "host");
@@ -1082,20 +1085,25 @@ void conf_unref(struct conf *c)
 
 static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
-    static const char *const keys[] = {"listen",     "workers",   "tls",    "device_id",
-                                       "timeouts",   "limits",    "access_log", "log_level",
-                                       "routes",     "state_dir", "identity", "device_trust",
-                                       "policy",     NULL};
+    static const char *const keys[] = {
+        "listen",    "workers", "tls",       "device_id", "timeouts",     "limits", "access_log",
+        "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy", NULL};
     static const char *const lkeys[] = {"address", "backlog", NULL};
-    static const char *const tkeys[] = {"certificate", "key", "device_ca", "crl",
-                                        "unauthenticated", "enroll_url", "session_tickets",
-                                        "ticket_key_lifetime", NULL};
+    static const char *const tkeys[] = {"certificate",
+                                        "key",
+                                        "device_ca",
+                                        "crl",
+                                        "unauthenticated",
+                                        "enroll_url",
+                                        "session_tickets",
+                                        "ticket_key_lifetime",
+                                        NULL};
     static const char *const dkeys[] = {"source", "prefix", NULL};
-    static const char *const tokeys[] = {"handshake", "header", "keepalive", "body",
-                                         "upstream_connect", "upstream_response", "send",
-                                         "shutdown_grace", NULL};
+    static const char *const tokeys[] = {"handshake", "header",           "keepalive",
+                                         "body",      "upstream_connect", "upstream_response",
+                                         "send",      "shutdown_grace",   NULL};
     static const char *const likeys[] = {"request_line", "header_size", "header_count",
-                                         "body_size", "connections", NULL};
+                                         "body_size",    "connections", NULL};
     json_t *v, *o, *empty = json_object();
     char p[256], *s = NULL;
     long long n;
@@ -1126,8 +1134,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
             get_string(cx, o, base, "address", 1, NULL, &c->listeners[i].text) == -1)
             goto out;
         jp(p, sizeof(p), base, "address");
-        if (parse_address(c->listeners[i].text, &c->listeners[i].addr,
-                          &c->listeners[i].addrlen) == -1) {
+        if (parse_address(c->listeners[i].text, &c->listeners[i].addr, &c->listeners[i].addrlen) ==
+            -1) {
             conf_fail(cx, p, "expected \"IPv4:port\" or \"[IPv6]:port\", got \"%s\"",
                       c->listeners[i].text);
             goto out;
@@ -1176,9 +1184,10 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         get_duration(cx, o, "$.tls", "ticket_key_lifetime", 60 * 1000, 7 * 24 * 3600 * 1000ULL,
                      3600 * 1000, &c->tls_ticket_key_lifetime_ms) == -1)
         goto out;
-    if (c->tls_enroll_url != NULL &&
-        (strncmp(c->tls_enroll_url, "https://", 8) != 0 || strpbrk(c->tls_enroll_url, "\"<>'") != NULL)) {
-        conf_fail(cx, "$.tls.enroll_url", "expected an https:// URL without quotes or angle brackets");
+    if (c->tls_enroll_url != NULL && (strncmp(c->tls_enroll_url, "https://", 8) != 0 ||
+                                      strpbrk(c->tls_enroll_url, "\"<>'") != NULL)) {
+        conf_fail(cx, "$.tls.enroll_url",
+                  "expected an https:// URL without quotes or angle brackets");
         goto out;
     }
 
@@ -1300,7 +1309,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         if (parse_identity(cx, c, o) == -1)
             goto out;
         if (c->state_dir == NULL) {
-            conf_fail(cx, "$.state_dir", "required with $.identity (session revocations are kept there)");
+            conf_fail(cx, "$.state_dir",
+                      "required with $.identity (session revocations are kept there)");
             goto out;
         }
     }
@@ -1334,8 +1344,8 @@ out:
     return rc;
 }
 
-int conf_parse(const char *text, size_t len, const char *name, const char *basedir,
-               unsigned flags, struct conf **out, char *err, size_t errlen)
+int conf_parse(const char *text, size_t len, const char *name, const char *basedir, unsigned flags,
+               struct conf **out, char *err, size_t errlen)
 {
     struct conf_ctx cx = {name, basedir, flags, err, errlen, 0};
     json_error_t jerr;

@@ -78,9 +78,8 @@ static void respond_deny(struct conn *c, const struct http_request *req,
                          int details)
 {
     const struct policy_decision *d = r != NULL ? &r->decision : NULL;
-    const char *msg = d != NULL && d->deny_message != NULL && d->deny_message[0]
-                          ? d->deny_message
-                          : NULL;
+    const char *msg =
+        d != NULL && d->deny_message != NULL && d->deny_message[0] ? d->deny_message : NULL;
     struct sbuf b;
     char buf[8192];
     size_t i;
@@ -269,8 +268,8 @@ int decide_tunnel_recheck(struct conn *c)
     if (has_identity)
         user = email != NULL && email[0] ? email : sub;
     devtrust_evaluate(c->peer.device_id, user, now, v);
-    build_input(c, v, sub, email, has_identity, auth_time, mfa,
-                c->ws_xff[0] ? c->ws_xff : NULL, strlen(c->ws_xff), now, &in, attrs);
+    build_input(c, v, sub, email, has_identity, auth_time, mfa, c->ws_xff[0] ? c->ws_xff : NULL,
+                strlen(c->ws_xff), now, &in, attrs);
     authz_evaluate(&in, r);
     if (r->decision.effect == POLICY_ALLOW)
         return 0;

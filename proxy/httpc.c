@@ -63,7 +63,7 @@ static void httpc_check_done(struct httpc *h)
         memset(&resp, 0, sizeof(resp));
         if (msg->data.result != CURLE_OK || r->too_big) {
             resp.status = 0;
-            resp.error = r->too_big ? "response body too large"
+            resp.error = r->too_big     ? "response body too large"
                          : r->errbuf[0] ? r->errbuf
                                         : curl_easy_strerror(msg->data.result);
         } else {

@@ -56,8 +56,8 @@
 #include "jwt.h"
 #include "tls.h"
 
-static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWARD", "TUNNEL",
-                                               "LOCAL",     "CLOSING"};
+static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWARD",
+                                               "TUNNEL",    "LOCAL",     "CLOSING"};
 
 static struct worker *workers;
 static int nworkers;
@@ -152,8 +152,7 @@ void proxy_gen_unref(struct proxy_gen *g)
 void conn_set_state(struct conn *c, enum conn_state st)
 {
     if (c->state != st)
-        log_debug("conn %s: %s -> %s", c->client, conn_state_names[c->state],
-                  conn_state_names[st]);
+        log_debug("conn %s: %s -> %s", c->client, conn_state_names[c->state], conn_state_names[st]);
     c->state = st;
 }
 
@@ -214,8 +213,7 @@ static void conn_new_reqid(struct conn *c)
 {
     struct worker *w = c->w;
 
-    snprintf(c->reqid, sizeof(c->reqid), "%s%016llx", w->idprefix,
-             (unsigned long long)++w->seq);
+    snprintf(c->reqid, sizeof(c->reqid), "%s%016llx", w->idprefix, (unsigned long long)++w->seq);
 }
 
 void access_log_write(struct conn *c)
@@ -242,9 +240,12 @@ void access_log_write(struct conn *c)
     sbuf_lit(&b, "{\"ts\":\"");
     sbuf_str(&b, w->ts_text);
     {
-        char ms[6] = {'.', (char)('0' + now.tv_nsec / 100000000),
+        char ms[6] = {'.',
+                      (char)('0' + now.tv_nsec / 100000000),
                       (char)('0' + now.tv_nsec / 10000000 % 10),
-                      (char)('0' + now.tv_nsec / 1000000 % 10), 'Z', '"'};
+                      (char)('0' + now.tv_nsec / 1000000 % 10),
+                      'Z',
+                      '"'};
         sbuf_add(&b, ms, 6);
     }
     sbuf_lit(&b, ",\"request_id\":\"");
@@ -367,8 +368,9 @@ void conn_respond_local(struct conn *c, int status, const char *headers, const c
     if (!c->req_done || !c->keep_alive || c->w->stopping)
         keep = 0;
     c->status = status;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n%s"
-                             "X-ZT-Request-Id: %s\r\n\r\n",
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+                        "X-ZT-Request-Id: %s\r\n\r\n",
                         status, status_text(status), headers ? headers : "", ctype, body_len,
                         keep ? "" : "Connection: close\r\n", c->reqid);
     if (!c->is_head && body_len > 0)
@@ -407,8 +409,9 @@ static void conn_respond_enroll(struct conn *c)
                  "<p>%s%s%s</p>\n<p><small>ztproxy &middot; request id %s</small></p>"
                  "</body></html>\n",
                  c->peer.reason[0] ? c->peer.reason : "no certificate",
-                 cf->tls_enroll_url ? "Enroll this device at <a href=\"" : "Ask IT to enroll "
-                                                                          "this device.",
+                 cf->tls_enroll_url ? "Enroll this device at <a href=\""
+                                    : "Ask IT to enroll "
+                                      "this device.",
                  cf->tls_enroll_url ? cf->tls_enroll_url : "",
                  cf->tls_enroll_url ? "\">the enrollment page</a>, then restart the browser." : "",
                  c->reqid);
@@ -456,7 +459,8 @@ static void conn_start_linger(struct conn *c)
     c->lingering = 1;
     if (fd >= 0)
         shutdown(fd, SHUT_WR);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_enable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -660,8 +664,7 @@ static int named_in_connection(const struct http_header *hs, size_t n, const str
         return 0;
     /* Framing and routing are the proxy's business: "Connection: host" or
      * "Connection: content-length" must not make us drop them. */
-    if (header_is(h, "host") || header_is(h, "content-length") ||
-        header_is(h, "transfer-encoding"))
+    if (header_is(h, "host") || header_is(h, "content-length") || header_is(h, "transfer-encoding"))
         return 0;
     for (i = 0; i < h->name_len; i++) {
         char ch = h->name[i];
@@ -675,8 +678,8 @@ static int named_in_connection(const struct http_header *hs, size_t n, const str
     return 0;
 }
 
-#define HC_HOP 0x1    /* hop-by-hop: never forwarded */
-#define HC_SPOOF 0x2  /* asserted by the proxy alone: client values dropped */
+#define HC_HOP 0x1   /* hop-by-hop: never forwarded */
+#define HC_SPOOF 0x2 /* asserted by the proxy alone: client values dropped */
 #define HC_COOKIE 0x4
 #define HC_CLEN 0x8
 #define HC_ZTRID 0x10 /* X-ZT-Request-Id */
@@ -772,8 +775,7 @@ static void add_cookie_without_ours(const struct conf *cf, const struct http_hea
         sbuf_lit(out, "\r\n");
 }
 
-static void build_upstream_head(struct conn *c, const struct http_request *req,
-                                struct sbuf *out)
+static void build_upstream_head(struct conn *c, const struct http_request *req, struct sbuf *out)
 {
     int conn_named = connection_names_headers(req->headers, req->nheaders);
     size_t i;
@@ -913,8 +915,8 @@ int conn_read_head(struct conn *c)
         c->authority[0] = '\0';
         for (i = 0; i < req.nheaders; i++)
             if (header_is(&req.headers[i], "host"))
-                snprintf(c->authority, sizeof(c->authority), "%.*s",
-                         (int)req.headers[i].value_len, req.headers[i].value);
+                snprintf(c->authority, sizeof(c->authority), "%.*s", (int)req.headers[i].value_len,
+                         req.headers[i].value);
         if (c->authority[0] == '\0')
             snprintf(c->authority, sizeof(c->authority), "%s", c->host);
     }
@@ -950,9 +952,8 @@ int conn_read_head(struct conn *c)
         return -1;
     }
     /* Domain fronting: the TLS server name and the Host must agree. */
-    if (c->peer.sni[0] != '\0' &&
-        (strlen(c->peer.sni) != req.host_len ||
-         strncasecmp(c->peer.sni, req.host, req.host_len) != 0)) {
+    if (c->peer.sni[0] != '\0' && (strlen(c->peer.sni) != req.host_len ||
+                                   strncasecmp(c->peer.sni, req.host, req.host_len) != 0)) {
         conn_respond_error(c, 421, "The Host header does not match the TLS server name.");
         return -1;
     }
@@ -967,8 +968,8 @@ int conn_read_head(struct conn *c)
     if (http_path_normalize(req.path, req.path_len, 0, path, &plen, &perr) == -1) {
         /* Retry with encoded slashes allowed: the route decides. */
         const char *perr2 = NULL;
-        if (http_path_normalize(req.path, req.path_len, HTTP_PATH_ALLOW_ENCODED_SLASH, path,
-                                &plen, &perr2) == -1) {
+        if (http_path_normalize(req.path, req.path_len, HTTP_PATH_ALLOW_ENCODED_SLASH, path, &plen,
+                                &perr2) == -1) {
             c->path_len = 0;
             c->error = perr2;
             conn_respond_error(c, 400, "The request path is malformed.");
@@ -1005,7 +1006,8 @@ int conn_read_head(struct conn *c)
     }
     if (req.body == HTTP_BODY_CHUNKED)
         http_chunked_init(&c->req_chunked);
-    c->req_done = req.body == HTTP_BODY_NONE || (req.body == HTTP_BODY_LENGTH && req.content_length == 0);
+    c->req_done =
+        req.body == HTTP_BODY_NONE || (req.body == HTTP_BODY_LENGTH && req.content_length == 0);
     c->websocket = req.upgrade_websocket && c->route->websocket;
     c->pending_head = req.head_len;
 
@@ -1154,8 +1156,9 @@ static int conn_relay_request(struct conn *c)
                 return -1;
             }
             if (strcmp(err, "body too large") == 0)
-                conn_respond_error(c, 413, "The request body is larger than this application "
-                                           "accepts.");
+                conn_respond_error(c, 413,
+                                   "The request body is larger than this application "
+                                   "accepts.");
             else
                 conn_respond_error(c, 400, "The request body is malformed.");
             return -1;
@@ -1209,8 +1212,8 @@ static int conn_relay_response(struct conn *c)
         if (c->resp_remaining == 0)
             c->resp_done = 1;
     } else if (c->resp_body == HTTP_BODY_CHUNKED) {
-        int rc = relay_chunked(in, out, &c->resp_chunked, c->resp_chunk_out, &c->resp_bytes, 0,
-                               &err);
+        int rc =
+            relay_chunked(in, out, &c->resp_chunked, c->resp_chunk_out, &c->resp_bytes, 0, &err);
         if (rc == -1) {
             log_warnx("upstream %s: %s (request %s)", c->route->upstream, err, c->reqid);
             c->error = "malformed chunked response from upstream";
@@ -1461,8 +1464,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_EOF && (c->resp_started || c->state == CST_TUNNEL)) {
         /* Drain what is left, then finish. */
-        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0 &&
-            conn_relay_response(c) == -1)
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0 && conn_relay_response(c) == -1)
             return;
         if (c->state == CST_TUNNEL) {
             c->up = NULL;
@@ -1505,8 +1507,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         c->up = NULL;
         u->client = NULL;
         up_free(u);
-        log_debug("upstream %s: pooled connection closed, retrying request %s",
-                  c->route->upstream, c->reqid);
+        log_debug("upstream %s: pooled connection closed, retrying request %s", c->route->upstream,
+                  c->reqid);
         conn_start_upstream(c, head, c->retry_len);
         free(head);
         return;
@@ -1529,8 +1531,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
             ERR_error_string_n(se, sbuf, sizeof(sbuf));
         log_warnx("upstream %s: %s%s%s, request %s", c->route->upstream,
                   u->state == UP_CONNECTING ? "connect failed: " : "error: ",
-                  se != 0 ? sbuf : (e ? evutil_socket_error_to_string(e) : "closed"), "",
-                  c->reqid);
+                  se != 0 ? sbuf : (e ? evutil_socket_error_to_string(e) : "closed"), "", c->reqid);
     }
     up_free(u);
     c->error = "upstream unreachable";

@@ -47,7 +47,7 @@ enum conn_state {
     CST_READ_HEAD,
     CST_FORWARD,
     CST_TUNNEL,
-    CST_LOCAL,   /* answering a /.zt/ endpoint or an authentication step (may wait) */
+    CST_LOCAL, /* answering a /.zt/ endpoint or an authentication step (may wait) */
     CST_CLOSING,
 };
 
@@ -75,7 +75,7 @@ struct conn {
     char method[24];
     char host[256];
     char authority[272]; /* the Host header as sent (with port) */
-    char *path; /* normalised path (+ "?query" for the upstream) */
+    char *path;          /* normalised path (+ "?query" for the upstream) */
     size_t path_len;
     int minor;
     int keep_alive;
@@ -156,12 +156,11 @@ struct worker {
     struct evbuffer *logbuf;
     struct event *logtimer;
     struct event *rechecktimer; /* websockets decided again every second */
-    time_t ts_sec;     /* access log: the second ts_text shows */
+    time_t ts_sec;              /* access log: the second ts_text shows */
     char ts_text[24];
-    struct httpc *httpc;                   /* this loop's HTTP client (IdP calls) */
+    struct httpc *httpc;                    /* this loop's HTTP client (IdP calls) */
     struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
 };
-
 
 struct session_keyring;
 struct jwt_signer;

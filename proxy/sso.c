@@ -62,11 +62,11 @@ struct session_revocations *proxy_revocations;
 
 enum sso_wait {
     WAIT_NONE = 0,
-    WAIT_TOKEN,        /* code exchange at the token endpoint */
-    WAIT_JWKS_LOGIN,   /* refetching keys to verify an ID token */
-    WAIT_JWKS_BEARER,  /* refetching keys to verify a bearer token */
-    WAIT_REVOKE,       /* the state thread persists a revocation */
-    WAIT_BODY,         /* reading a small request body for a /.zt/ endpoint */
+    WAIT_TOKEN,       /* code exchange at the token endpoint */
+    WAIT_JWKS_LOGIN,  /* refetching keys to verify an ID token */
+    WAIT_JWKS_BEARER, /* refetching keys to verify a bearer token */
+    WAIT_REVOKE,      /* the state thread persists a revocation */
+    WAIT_BODY,        /* reading a small request body for a /.zt/ endpoint */
 };
 
 /* The login in progress, as sealed into the login cookie. */
@@ -225,8 +225,7 @@ void sso_req_free(struct conn *c)
 
 static void b64url(const unsigned char *in, size_t n, char *out, size_t outlen)
 {
-    static const char tbl[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     size_t i, o = 0;
 
     for (i = 0; i + 2 < n && o + 4 < outlen; i += 3) {
@@ -500,8 +499,8 @@ static enum sso_verdict start_login(struct conn *c, const struct http_request *r
                         "%s%cresponse_type=code&client_id=%s&redirect_uri=%s&scope=%s&state=%s"
                         "&nonce=%s&code_challenge=%s&code_challenge_method=S256",
                         meta->authorization_endpoint,
-                        strchr(meta->authorization_endpoint, '?') ? '&' : '?', e_cid, e_ru,
-                        e_scope, l.state, l.nonce, challenge);
+                        strchr(meta->authorization_endpoint, '?') ? '&' : '?', e_cid, e_ru, e_scope,
+                        l.state, l.nonce, challenge);
     if (stepup_age >= 0)
         evbuffer_add_printf(loc, "&prompt=login&max_age=%lld", stepup_age);
     if (mfa && pv->mfa_acr[0] != '\0')
@@ -517,7 +516,7 @@ static enum sso_verdict start_login(struct conn *c, const struct http_request *r
         audit_identity(c, stepup_age >= 0 || mfa ? "step-up" : "login", "redirect to provider",
                        NULL);
         conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>Signing you in&hellip;</p>\n", 1);
+                         "<!doctype html><p>Signing you in&hellip;</p>\n", 1);
         free(hdrs);
     }
     evbuffer_free(loc);
@@ -765,10 +764,10 @@ static void login_finish(struct conn *c)
     hdrs = malloc(hl);
     snprintf(hdrs, hl, "Location: %s\r\nSet-Cookie: %s\r\nSet-Cookie: %s\r\n", s->login.ret, setc,
              clr);
-    audit_identity(c, "login", "session issued", s->sess.email[0] ? s->sess.email
-                                                                  : s->sess.subject);
-    conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
-                       "<!doctype html><p>Signed in.</p>\n", 1);
+    audit_identity(c, "login", "session issued",
+                   s->sess.email[0] ? s->sess.email : s->sess.subject);
+    conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8", "<!doctype html><p>Signed in.</p>\n",
+                     1);
     free(hdrs);
 }
 
@@ -867,8 +866,9 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
     e_user = httpc_urlencode(cf->providers[s->provider].client_id);
     e_pass = httpc_urlencode(cf->providers[s->provider].client_secret);
     body = evbuffer_new();
-    evbuffer_add_printf(body, "grant_type=authorization_code&code=%s&redirect_uri=%s"
-                              "&code_verifier=%s",
+    evbuffer_add_printf(body,
+                        "grant_type=authorization_code&code=%s&redirect_uri=%s"
+                        "&code_verifier=%s",
                         e_code, e_ru, e_ver);
     memset(&o, 0, sizeof(o));
     o.method = "POST";
@@ -928,8 +928,8 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
     if (r == SESSION_WRONG_DEVICE) {
         log_warnx("sso: possible stolen cookie: session of %s (issued for another device "
                   "certificate) presented by device %s from %s, request %s",
-                  s->sess.email[0] ? s->sess.email : s->sess.subject, c->peer.device_id,
-                  c->client, c->reqid);
+                  s->sess.email[0] ? s->sess.email : s->sess.subject, c->peer.device_id, c->client,
+                  c->reqid);
         return 0;
     }
     if (r != SESSION_OK) {
@@ -947,8 +947,7 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
                                 sizeof(sealed), NULL) == 0 &&
             s->nset < 2 &&
             session_set_cookie(s->set_cookie[s->nset], sizeof(s->set_cookie[0]),
-                               cf->session_cookie_name, sealed,
-                               s->sess.expires_at - now_s()) == 0)
+                               cf->session_cookie_name, sealed, s->sess.expires_at - now_s()) == 0)
             s->nset++;
     }
     s->have = 1;
@@ -975,8 +974,9 @@ static void respond_401(struct conn *c, const char *error, const char *reason)
     c->error = reason;
     audit_identity(c, "bearer refused", reason, NULL);
     conn_respond_lit(c, 401, hdr, "application/json",
-                       "{\"error\":\"unauthorized\",\"message\":\"a valid bearer token or "
-                       "session is required\"}\n", 0);
+                     "{\"error\":\"unauthorized\",\"message\":\"a valid bearer token or "
+                     "session is required\"}\n",
+                     0);
 }
 
 /* 1 identity, 0 no token, -1 handled (refused or waiting). */
@@ -1016,7 +1016,8 @@ static int try_bearer(struct conn *c, const struct http_request *req, int pidx)
     ex.naudiences = pv->nbearer_audiences;
     ex.now = now_s();
     ex.skew = (int64_t)(pv->clock_skew_ms / 1000);
-    rc = cl != NULL ? jwt_verify(s->bearer, s->bearer_len, keys, &ex, cl, &reason) : JWT_ERR_INTERNAL;
+    rc = cl != NULL ? jwt_verify(s->bearer, s->bearer_len, keys, &ex, cl, &reason)
+                    : JWT_ERR_INTERNAL;
     jwt_keyset_unref(keys);
     if (rc == JWT_ERR_UNKNOWN_KID && s->local_kind == 0) {
         s->provider = pidx;
@@ -1183,8 +1184,7 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     }
     a.now = now_s();
     a.lifetime = (int)(cf->assertion_lifetime_ms / 1000);
-    if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) ==
-        0) {
+    if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) == 0) {
         sbuf_lit(out, "X-ZT-Assertion: ");
         sbuf_add(out, tok, toklen);
         sbuf_lit(out, "\r\n");
@@ -1207,8 +1207,7 @@ void sso_response_headers(struct conn *c, struct sbuf *out)
     }
 }
 
-int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *auth_time,
-                 int *mfa)
+int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *auth_time, int *mfa)
 {
     struct sso_req *s = c->sso;
 
@@ -1331,8 +1330,8 @@ static void whoami(struct conn *c, const struct http_request *req)
     json_object_set_new(o, "route", json_string(c->route->name));
     txt = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
-    conn_respond_local(c, 200, "Cache-Control: no-store\r\n", "application/json", txt,
-                       strlen(txt), 1);
+    conn_respond_local(c, 200, "Cache-Control: no-store\r\n", "application/json", txt, strlen(txt),
+                       1);
     free(txt);
 }
 
@@ -1363,11 +1362,11 @@ static void logout_respond(struct conn *c)
         free(e_post);
         free(e_cid);
         conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>Signed out.</p>\n", 1);
+                         "<!doctype html><p>Signed out.</p>\n", 1);
     } else {
         snprintf(hdrs, sizeof(hdrs), "Set-Cookie: %s\r\nCache-Control: no-store\r\n", clr);
         conn_respond_lit(c, 200, hdrs, "text/html; charset=utf-8",
-                           "<!doctype html><p>You are signed out.</p>\n", 1);
+                         "<!doctype html><p>You are signed out.</p>\n", 1);
     }
     sso_meta_unref(meta);
     (void)s;
@@ -1465,7 +1464,7 @@ static void backchannel_body_done(struct conn *c)
         free(cl);
         c->error = "no logout_token";
         conn_respond_lit(c, 400, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"error\":\"invalid_request\"}\n", 0);
+                         "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
     free(body);
@@ -1485,7 +1484,7 @@ static void backchannel_body_done(struct conn *c)
         free(cl);
         c->error = "logout token refused";
         conn_respond_lit(c, 400, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"error\":\"invalid_request\"}\n", 0);
+                         "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
     audit_identity(c, "back-channel logout", "every session of the user revoked", cl->sub);
@@ -1506,8 +1505,9 @@ static enum sso_verdict backchannel(struct conn *c, const struct http_request *r
         return SSO_HANDLED;
     }
     if (req->body != HTTP_BODY_LENGTH || req->content_length > LOCAL_BODY_MAX) {
-        conn_respond_error(c, 413, "The logout token must be sent with a Content-Length of at "
-                                   "most 64 KiB.");
+        conn_respond_error(c, 413,
+                           "The logout token must be sent with a Content-Length of at "
+                           "most 64 KiB.");
         return SSO_HANDLED;
     }
     s->body = evbuffer_new();
@@ -1536,7 +1536,7 @@ static void posture_body_done(struct conn *c)
     free(body);
     if (rc == 0) {
         conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"status\":\"accepted\"}\n", 1);
+                         "{\"status\":\"accepted\"}\n", 1);
         return;
     }
     {
@@ -1566,8 +1566,9 @@ static enum sso_verdict posture(struct conn *c, const struct http_request *req)
     }
     if (req->body != HTTP_BODY_LENGTH || req->content_length > POSTURE_BODY_MAX) {
         conn_respond_lit(c, 413, "Cache-Control: no-store\r\n", "application/json",
-                           "{\"error\":\"rejected\",\"message\":\"the report must be sent "
-                           "with a Content-Length of at most 16 KiB\"}\n", 0);
+                         "{\"error\":\"rejected\",\"message\":\"the report must be sent "
+                         "with a Content-Length of at most 16 KiB\"}\n",
+                         0);
         return SSO_HANDLED;
     }
     s->body = evbuffer_new();
@@ -1624,8 +1625,7 @@ enum sso_verdict sso_builtin(struct conn *c, const struct http_request *req)
             conn_respond_error(c, 404, "No assertion keys are configured.");
             return SSO_HANDLED;
         }
-        conn_respond_local(c, 200, "Cache-Control: max-age=300\r\n", "application/json", j, len,
-                           1);
+        conn_respond_local(c, 200, "Cache-Control: max-age=300\r\n", "application/json", j, len, 1);
         return SSO_HANDLED;
     }
     if (IS("whoami")) {
@@ -1650,12 +1650,11 @@ enum sso_verdict sso_builtin(struct conn *c, const struct http_request *req)
 int proxy_revocations_open(const struct conf *c, char *err, size_t errlen)
 {
     if (mkdir(c->state_dir, 0700) == -1 && errno != EEXIST) {
-        snprintf(err, errlen, "%s: state_dir \"%s\": %s", c->path, c->state_dir,
-                 strerror(errno));
+        snprintf(err, errlen, "%s: state_dir \"%s\": %s", c->path, c->state_dir, strerror(errno));
         return -1;
     }
-    return session_revocations_open(c->state_dir, (int64_t)(c->session_lifetime_ms / 1000),
-                                    now_s(), &proxy_revocations, err, errlen);
+    return session_revocations_open(c->state_dir, (int64_t)(c->session_lifetime_ms / 1000), now_s(),
+                                    &proxy_revocations, err, errlen);
 }
 
 void proxy_revocations_close(void)

@@ -22,7 +22,7 @@
 #include "log.h"
 #include "sso.h"
 
-#define PROBE_MS 5000                 /* discovery re-read: is the provider up? */
+#define PROBE_MS 5000 /* discovery re-read: is the provider up? */
 #define JWKS_REFRESH_MS (10 * 60 * 1000)
 #define RETRY_MIN_MS 2000
 #define RETRY_MAX_MS 5000 /* a provider that comes back is used within seconds */
@@ -36,12 +36,12 @@ struct sso_provider {
     char *issuer;
     char *ca;
     pthread_mutex_t mtx;
-    struct sso_meta *meta;  /* under mtx */
+    struct sso_meta *meta;   /* under mtx */
     struct jwt_keyset *keys; /* under mtx */
-    char error[256];        /* under mtx: why meta/keys are missing or stale */
-    uint64_t jwks_at_ms;    /* under mtx: monotonic time of the last JWKS fetch */
-    int jwks_busy;          /* under mtx */
-    int down;               /* under mtx: the last discovery fetch failed */
+    char error[256];         /* under mtx: why meta/keys are missing or stale */
+    uint64_t jwks_at_ms;     /* under mtx: monotonic time of the last JWKS fetch */
+    int jwks_busy;           /* under mtx */
+    int down;                /* under mtx: the last discovery fetch failed */
     /* main thread only */
     enum fetch_step step;
     struct httpc_req *req;
@@ -362,8 +362,8 @@ struct sso_provider *sso_provider_get(const struct conf *c, size_t idx)
     return NULL;
 }
 
-void sso_provider_snapshot(struct sso_provider *p, struct sso_meta **meta,
-                           struct jwt_keyset **keys, char *error, size_t errlen)
+void sso_provider_snapshot(struct sso_provider *p, struct sso_meta **meta, struct jwt_keyset **keys,
+                           char *error, size_t errlen)
 {
     pthread_mutex_lock(&p->mtx);
     *meta = p->meta;

@@ -39,10 +39,9 @@ struct tls_server {
  * else X509 verify error + 1. */
 static int tls_ex_verify_err = -1;
 
-static const char tls12_ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 /* ---- session ticket keys ------------------------------------------------
  * One ring per process, shared by all contexts so that a reload does not
@@ -323,7 +322,7 @@ out:
 struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen)
 {
     struct tls_server *ts = calloc(1, sizeof(*ts));
-    STACK_OF(X509_NAME) *cas;
+    STACK_OF(X509_NAME) * cas;
     X509_VERIFY_PARAM *vp;
     SSL_CTX *ctx;
     static const unsigned char sid_ctx[] = "ztproxy";
@@ -506,8 +505,7 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
     }
     if (out->resumed && recheck_resumed(ts, cert, out->reason, sizeof(out->reason)) == -1)
         return;
-    if (device_id_from_cert(cert, ts->devid_source, ts->devid_prefix, out->device_id, &why) ==
-        -1) {
+    if (device_id_from_cert(cert, ts->devid_source, ts->devid_prefix, out->device_id, &why) == -1) {
         snprintf(out->reason, sizeof(out->reason), "cannot read device id: %s", why);
         out->device_id[0] = '\0';
         return;
@@ -582,9 +580,8 @@ SSL_CTX *tls_upstream_ctx_new(const struct conf *c, size_t idx, char *err, size_
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     if (r->upstream_verify) {
-        int ok = r->upstream_ca != NULL
-                     ? SSL_CTX_load_verify_locations(ctx, r->upstream_ca, NULL)
-                     : SSL_CTX_set_default_verify_paths(ctx);
+        int ok = r->upstream_ca != NULL ? SSL_CTX_load_verify_locations(ctx, r->upstream_ca, NULL)
+                                        : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
             snprintf(jpath, sizeof(jpath), "$.routes[%zu].upstream_tls.ca", idx);
             ssl_err_at(err, errlen, c->path, jpath,

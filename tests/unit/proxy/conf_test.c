@@ -11,8 +11,7 @@
 
 #include "conf.h"
 
-#define BASE_TLS                                                                                   \
-    "\"tls\":{\"certificate\":\"s.crt\",\"key\":\"s.key\",\"device_ca\":\"ca.crt\"}"
+#define BASE_TLS "\"tls\":{\"certificate\":\"s.crt\",\"key\":\"s.key\",\"device_ca\":\"ca.crt\"}"
 #define BASE_ROUTE "{\"name\":\"app\",\"host\":\"app.test\",\"upstream\":\"http://127.0.0.1:9000\"}"
 
 static int parse(const char *text, struct conf **out, char *err, size_t errlen)
@@ -22,8 +21,8 @@ static int parse(const char *text, struct conf **out, char *err, size_t errlen)
 
 static void test_minimal_defaults(void **state)
 {
-    const char *text = "{\"listen\":[{\"address\":\"127.0.0.1:8443\"}]," BASE_TLS
-                       ",\"routes\":[" BASE_ROUTE "]}";
+    const char *text =
+        "{\"listen\":[{\"address\":\"127.0.0.1:8443\"}]," BASE_TLS ",\"routes\":[" BASE_ROUTE "]}";
     struct conf *c = NULL;
     char err[512] = "";
 
@@ -66,8 +65,8 @@ static const struct bad_case bad_cases[] = {
     {"{\"listen\":[{\"address\":\"127.0.0.1:1\",\"x\":1}]," BASE_TLS ",\"routes\":[" BASE_ROUTE
      "]}",
      "$.listen[0].x: unknown key"},
-    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"workers\":0," BASE_TLS ",\"routes\":[" BASE_ROUTE
-     "]}",
+    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"workers\":0," BASE_TLS
+     ",\"routes\":[" BASE_ROUTE "]}",
      "$.workers: expected an integer 1..64"},
     {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"tls\":{\"certificate\":\"a\",\"key\":\"b\"},"
      "\"routes\":[" BASE_ROUTE "]}",
@@ -123,8 +122,8 @@ static const struct bad_case bad_cases[] = {
      ",\"routes\":[{\"name\":\"a\",\"host\":\"a.test\",\"upstream\":\"http://x:1\","
      "\"websocket\":\"yes\"}]}",
      "$.routes[0].websocket: expected true or false"},
-    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"listen\":[]," BASE_TLS ",\"routes\":[" BASE_ROUTE
-     "]}",
+    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"listen\":[]," BASE_TLS
+     ",\"routes\":[" BASE_ROUTE "]}",
      "duplicate object key"},
 };
 
@@ -231,10 +230,8 @@ static void test_route_match(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal_defaults),
-        cmocka_unit_test(test_bad_configs),
-        cmocka_unit_test(test_durations_and_sizes),
-        cmocka_unit_test(test_limits_boundaries),
+        cmocka_unit_test(test_minimal_defaults),    cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_durations_and_sizes), cmocka_unit_test(test_limits_boundaries),
         cmocka_unit_test(test_route_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -40,8 +40,8 @@ static void serve(struct evhttp_request *req, void *arg)
         evhttp_send_reply(req, 200, "OK", out);
     } else if (strcmp(uri, "/echo") == 0) {
         struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                              "Authorization");
+        const char *auth =
+            evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
         evbuffer_add_printf(out, "%s|", auth ? auth : "-");
         evbuffer_add_buffer(out, in);
         evhttp_send_reply(req, 200, "OK", out);

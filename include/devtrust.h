@@ -67,6 +67,10 @@ int devtrust_reconfigure(const struct conf *c, char *err, size_t errlen);
  * free everything. devtrust_start() may be called again afterwards. */
 void devtrust_stop(void);
 
+/* Drop the calling thread's references to the published snapshots (a
+ * worker that exits; threads that end release them anyway). */
+void devtrust_thread_release(void);
+
 /* The verdict on one device for one request. Plain data: no pointers. */
 struct devtrust_verdict {
     int known; /* in the inventory */

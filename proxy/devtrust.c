@@ -445,6 +445,11 @@ static struct score_config *pub_score; /* never NULL while started */
 static int pub_configured;             /* a feed source is configured */
 static int64_t pub_fresh_at;           /* when the live data was last confirmed */
 static int64_t pub_max_stale;          /* seconds */
+/* Bumped (under pub_mtx) whenever pub_inv, pub_score, pub_configured or
+ * pub_max_stale change: workers keep their own references and take pub_mtx
+ * only when it moved (see dt_thread_snapshot()). */
+static uint64_t pub_epoch;
+static void dt_thread_drop(void);
 static unsigned pub_flags;             /* INVENTORY_ALLOW_EMPTY */
 static enum dt_format pub_format;
 static uint64_t pub_gen; /* bumped when the source changes: late loads are dropped */
@@ -1286,7 +1291,7 @@ static void dt_load_run(struct dt_ljob *j)
             pthread_mutex_lock(&pub_mtx);
             if (j->gen == pub_gen) {
                 if (fresh_at > pub_fresh_at)
-                    pub_fresh_at = fresh_at;
+                    __atomic_store_n(&pub_fresh_at, fresh_at, __ATOMIC_RELAXED);
                 st_unchanged++;
                 st_error[0] = '\0';
                 j->result = DT_LOAD_UNCHANGED;
@@ -1316,7 +1321,8 @@ static void dt_load_run(struct dt_ljob *j)
     if (j->gen == pub_gen) {
         old = pub_inv;
         pub_inv = inv;
-        pub_fresh_at = fresh_at;
+        __atomic_store_n(&pub_fresh_at, fresh_at, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&pub_epoch, 1, __ATOMIC_RELEASE);
         st_ok++;
         st_error[0] = '\0';
         inv = NULL;
@@ -1603,7 +1609,7 @@ static void dt_url_done(const struct httpc_response *r, void *arg)
     have = pub_inv != NULL && s->gen == pub_gen;
     if (r->status == 304 && have && (s->etag != NULL || s->last_modified != NULL)) {
         /* The server says our copy is current: it is fresh. */
-        pub_fresh_at = dt_now();
+        __atomic_store_n(&pub_fresh_at, dt_now(), __ATOMIC_RELAXED);
         st_unchanged++;
         st_error[0] = '\0';
     }
@@ -1782,6 +1788,7 @@ static void dt_pub_apply(struct dt_settings *s)
     pub_flags = s->allow_empty ? INVENTORY_ALLOW_EMPTY : 0;
     pub_format = s->format;
     pub_configured = s->kind != DT_SRC_NONE;
+    __atomic_add_fetch(&pub_epoch, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&pub_mtx);
     atomic_store(&dt_rate, s->rate_per_min);
     score_config_unref(old);
@@ -1792,6 +1799,7 @@ void devtrust_stop(void)
     struct dt_ljob *j;
     struct dt_wjob *w;
 
+    dt_thread_drop();
     if (!atomic_load(&dt_started))
         return;
     atomic_store(&dt_started, 0);
@@ -1848,7 +1856,8 @@ void devtrust_stop(void)
     score_config_unref(pub_score);
     pub_score = NULL;
     pub_configured = 0;
-    pub_fresh_at = 0;
+    __atomic_store_n(&pub_fresh_at, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&pub_epoch, 1, __ATOMIC_RELEASE);
     pub_gen++;
     pthread_mutex_unlock(&pub_mtx);
     dt_base = NULL;
@@ -1982,6 +1991,7 @@ int devtrust_reconfigure(const struct conf *c, char *err, size_t errlen)
         if (s.kind == DT_SRC_NONE) {
             drop = pub_inv;
             pub_inv = NULL;
+            __atomic_add_fetch(&pub_epoch, 1, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&pub_mtx);
         inventory_unref(drop);
@@ -2083,6 +2093,72 @@ static void dt_grace_store(const char *id, uint64_t h, const struct score_grace 
     pthread_mutex_unlock(&sh->mtx);
 }
 
+/*
+ * Per-thread references to the published snapshots: a worker takes
+ * pub_mtx (and touches the shared refcounts) only when pub_epoch moved,
+ * not on every request. A thread's references are dropped when it exits
+ * (pthread key destructor) or by devtrust_thread_release().
+ */
+struct dt_thread_refs {
+    uint64_t epoch;
+    int valid;
+    struct inventory *inv;
+    struct score_config *cfg;
+    int configured;
+    int64_t max_stale;
+};
+
+static __thread struct dt_thread_refs dt_tl;
+static pthread_key_t dt_tl_key;
+static pthread_once_t dt_tl_once = PTHREAD_ONCE_INIT;
+
+static void dt_thread_drop(void)
+{
+    inventory_unref(dt_tl.inv);
+    score_config_unref(dt_tl.cfg);
+    memset(&dt_tl, 0, sizeof(dt_tl));
+}
+
+static void dt_tl_destructor(void *arg)
+{
+    (void)arg;
+    dt_thread_drop();
+}
+
+static void dt_tl_key_create(void)
+{
+    pthread_key_create(&dt_tl_key, dt_tl_destructor);
+}
+
+static void dt_thread_snapshot(void)
+{
+    uint64_t e = __atomic_load_n(&pub_epoch, __ATOMIC_ACQUIRE);
+    struct inventory *old_inv;
+    struct score_config *old_cfg;
+
+    if (dt_tl.valid && dt_tl.epoch == e)
+        return;
+    pthread_once(&dt_tl_once, dt_tl_key_create);
+    pthread_setspecific(dt_tl_key, &dt_tl);
+    old_inv = dt_tl.inv;
+    old_cfg = dt_tl.cfg;
+    pthread_mutex_lock(&pub_mtx);
+    dt_tl.epoch = __atomic_load_n(&pub_epoch, __ATOMIC_RELAXED);
+    dt_tl.inv = pub_score != NULL ? inventory_ref(pub_inv) : NULL;
+    dt_tl.cfg = pub_score != NULL ? score_config_ref(pub_score) : NULL;
+    dt_tl.configured = pub_configured;
+    dt_tl.max_stale = pub_max_stale;
+    dt_tl.valid = 1;
+    pthread_mutex_unlock(&pub_mtx);
+    inventory_unref(old_inv);
+    score_config_unref(old_cfg);
+}
+
+void devtrust_thread_release(void)
+{
+    dt_thread_drop();
+}
+
 void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
                        struct devtrust_verdict *out)
 {
@@ -2100,13 +2176,13 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
 
     memset(out, 0, offsetof(struct devtrust_verdict, failing));
     out->nattrs = 0;
-    pthread_mutex_lock(&pub_mtx);
-    if (pub_score != NULL) {
-        inv = inventory_ref(pub_inv);
-        cfg = score_config_ref(pub_score);
-        stale = pub_configured && (pub_inv == NULL || now - pub_fresh_at > pub_max_stale);
-    }
-    pthread_mutex_unlock(&pub_mtx);
+    dt_thread_snapshot();
+    inv = dt_tl.inv;
+    cfg = dt_tl.cfg;
+    if (cfg != NULL)
+        stale = dt_tl.configured &&
+                (inv == NULL ||
+                 now - __atomic_load_n(&pub_fresh_at, __ATOMIC_RELAXED) > dt_tl.max_stale);
     if (cfg == NULL) {
         /* Not started: nothing is known, nothing is trusted. */
         out->inventory_stale = 1;
@@ -2173,8 +2249,6 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
     }
     if (rec != NULL)
         dt_attrs_fill(out, rec);
-    score_config_unref(cfg);
-    inventory_unref(inv);
 }
 
 int devtrust_posture_submit(const char *device_id, const char *body, size_t len, int64_t now,

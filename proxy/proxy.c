@@ -1855,6 +1855,7 @@ static void *worker_main(void *arg)
     accesslog_submit(w->logbuf);
     auditlog_submit(w->auditbuf);
     authz_thread_release();
+    devtrust_thread_release();
     return NULL;
 }
 

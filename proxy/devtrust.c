@@ -450,7 +450,7 @@ static int64_t pub_max_stale;          /* seconds */
  * only when it moved (see dt_thread_snapshot()). */
 static uint64_t pub_epoch;
 static void dt_thread_drop(void);
-static unsigned pub_flags;             /* INVENTORY_ALLOW_EMPTY */
+static unsigned pub_flags; /* INVENTORY_ALLOW_EMPTY */
 static enum dt_format pub_format;
 static uint64_t pub_gen; /* bumped when the source changes: late loads are dropped */
 /* status, also under pub_mtx */

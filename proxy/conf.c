@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "conf.h"
+#include "jsonconf.h"
 
 struct conf_ctx {
     const char *name;
@@ -53,52 +54,18 @@ static int conf_fail(struct conf_ctx *cx, const char *jpath, const char *fmt, ..
     return -1;
 }
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "something else";
-}
-
 /* Every key of obj must be in the NULL-terminated allowed list. */
 static int conf_check_keys(struct conf_ctx *cx, const char *jpath, json_t *obj,
                            const char *const *allowed)
 {
-    const char *key;
-    json_t *val;
-    char p[256];
-    size_t i;
+    char key[200], p[256];
+    int rc = jsonconf_check_keys(obj, allowed, key, sizeof(key));
 
-    if (!json_is_object(obj))
-        return conf_fail(cx, jpath, "expected an object, got %s", json_type_name(obj));
-    json_object_foreach(obj, key, val)
-    {
-        int ok = 0;
-        for (i = 0; allowed[i] != NULL; i++) {
-            if (strcmp(key, allowed[i]) == 0) {
-                ok = 1;
-                break;
-            }
-        }
-        if (!ok) {
-            snprintf(p, sizeof(p), "%s.%s", jpath, key);
-            return conf_fail(cx, p, "unknown key");
-        }
+    if (rc == -1)
+        return conf_fail(cx, jpath, "expected an object, got %s", jsonconf_type_name(obj));
+    if (rc == 1) {
+        snprintf(p, sizeof(p), "%s.%s", jpath, key);
+        return conf_fail(cx, p, "unknown key");
     }
     return 0;
 }
@@ -122,7 +89,7 @@ static int get_string(struct conf_ctx *cx, json_t *obj, const char *base, const 
         return 0;
     }
     if (!json_is_string(v))
-        return conf_fail(cx, p, "expected a string, got %s", json_type_name(v));
+        return conf_fail(cx, p, "expected a string, got %s", jsonconf_type_name(v));
     if (json_string_length(v) != strlen(json_string_value(v)))
         return conf_fail(cx, p, "string contains a NUL byte");
     *out = strdup(json_string_value(v));
@@ -141,7 +108,7 @@ static int get_bool(struct conf_ctx *cx, json_t *obj, const char *base, const ch
     }
     jp(p, sizeof(p), base, key);
     if (!json_is_boolean(v))
-        return conf_fail(cx, p, "expected true or false, got %s", json_type_name(v));
+        return conf_fail(cx, p, "expected true or false, got %s", jsonconf_type_name(v));
     *out = json_is_true(v);
     return 0;
 }
@@ -160,7 +127,7 @@ static int get_int(struct conf_ctx *cx, json_t *obj, const char *base, const cha
     jp(p, sizeof(p), base, key);
     if (!json_is_integer(v))
         return conf_fail(cx, p, "expected an integer %lld..%lld, got %s", min, max,
-                         json_type_name(v));
+                         jsonconf_type_name(v));
     n = json_integer_value(v);
     if (n < min || n > max)
         return conf_fail(cx, p, "expected an integer %lld..%lld, got %lld", min, max, n);
@@ -250,7 +217,7 @@ static int get_duration(struct conf_ctx *cx, json_t *obj, const char *base, cons
                 json_string_value(v));
     } else {
         return conf_fail(cx, p, "expected a duration (string or seconds), got %s",
-                         json_type_name(v));
+                         jsonconf_type_name(v));
     }
     if (ms < min || ms > max)
         return conf_fail(cx, p, "duration out of range %llums..%llums", (unsigned long long)min,
@@ -280,7 +247,7 @@ static int get_size(struct conf_ctx *cx, json_t *obj, const char *base, const ch
             return conf_fail(cx, p, "expected a size like \"16k\", \"1m\", \"1g\", got \"%s\"",
                              json_string_value(v));
     } else {
-        return conf_fail(cx, p, "expected a size (string or bytes), got %s", json_type_name(v));
+        return conf_fail(cx, p, "expected a size (string or bytes), got %s", jsonconf_type_name(v));
     }
     if (n < min || n > max)
         return conf_fail(cx, p, "size out of range %llu..%llu bytes", (unsigned long long)min,
@@ -968,7 +935,7 @@ static int parse_policy(struct conf_ctx *cx, struct conf *c, json_t *o)
 
             snprintf(p, sizeof(p), "$.policy.trusted_proxies[%zu]", i);
             if (!json_is_string(e))
-                return conf_fail(cx, p, "expected a string, got %s", json_type_name(e));
+                return conf_fail(cx, p, "expected a string, got %s", jsonconf_type_name(e));
             rc = parse_cidr(json_string_value(e), &c->policy_trusted_proxies[i]);
             if (rc == -2)
                 return conf_fail(cx, p, "\"%s\" has bits set after the prefix",

@@ -40,6 +40,7 @@
 #include <openssl/rand.h>
 
 #include "conf.h"
+#include "jsonconf.h"
 #include "devtrust.h"
 #include "httpc.h"
 #include "inventory.h"
@@ -104,51 +105,17 @@ static int dt_fail(struct dt_vctx *vx, const char *jpath, const char *fmt, ...)
     return -1;
 }
 
-static const char *dt_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "something else";
-}
-
-static int dt_check_keys(struct dt_vctx *vx, const char *jpath, json_t *obj,
+static int dt_check_keys(struct dt_vctx *cx, const char *jpath, json_t *obj,
                          const char *const *allowed)
 {
-    const char *key;
-    json_t *val;
-    char p[256];
-    size_t i;
+    char key[200], p[256];
+    int rc = jsonconf_check_keys(obj, allowed, key, sizeof(key));
 
-    if (!json_is_object(obj))
-        return dt_fail(vx, jpath, "expected an object, got %s", dt_type_name(obj));
-    json_object_foreach(obj, key, val)
-    {
-        int ok = 0;
-        for (i = 0; allowed[i] != NULL; i++) {
-            if (strcmp(key, allowed[i]) == 0) {
-                ok = 1;
-                break;
-            }
-        }
-        if (!ok) {
-            snprintf(p, sizeof(p), "%s.%s", jpath, key);
-            return dt_fail(vx, p, "unknown key");
-        }
+    if (rc == -1)
+        return dt_fail(cx, jpath, "expected an object, got %s", jsonconf_type_name(obj));
+    if (rc == 1) {
+        snprintf(p, sizeof(p), "%s.%s", jpath, key);
+        return dt_fail(cx, p, "unknown key");
     }
     return 0;
 }
@@ -165,7 +132,7 @@ static int dt_get_string(struct dt_vctx *vx, json_t *obj, const char *jpath, con
         return 0;
     snprintf(p, sizeof(p), "%s.%s", jpath, key);
     if (!json_is_string(v))
-        return dt_fail(vx, p, "expected a string, got %s", dt_type_name(v));
+        return dt_fail(vx, p, "expected a string, got %s", jsonconf_type_name(v));
     if (json_string_length(v) != strlen(json_string_value(v)))
         return dt_fail(vx, p, "string contains a NUL byte");
     if (json_string_length(v) == 0)
@@ -221,7 +188,8 @@ static int dt_get_duration(struct dt_vctx *vx, json_t *obj, const char *jpath, c
                            "expected a duration like \"10s\", \"30m\", \"1h\", \"7d\" or a "
                            "number of seconds, got \"%s\"",
                            json_string_value(v));
-        return dt_fail(vx, p, "expected a duration (string or seconds), got %s", dt_type_name(v));
+        return dt_fail(vx, p, "expected a duration (string or seconds), got %s",
+                       jsonconf_type_name(v));
     }
     if (ms < min || ms > max)
         return dt_fail(vx, p, "expected a duration from %llus to %llus, got %llus",
@@ -361,7 +329,7 @@ static int dt_parse_inventory(struct dt_vctx *vx, json_t *inv, struct dt_setting
     v = json_object_get(inv, "allow_empty");
     if (v != NULL && !json_is_boolean(v)) {
         snprintf(p, sizeof(p), "%s.allow_empty", jpath);
-        return dt_fail(vx, p, "expected true or false, got %s", dt_type_name(v));
+        return dt_fail(vx, p, "expected true or false, got %s", jsonconf_type_name(v));
     }
     s->allow_empty = v != NULL && json_is_true(v);
     if (dt_get_string(vx, inv, jpath, "format", &fmt) == -1)

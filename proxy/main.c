@@ -166,6 +166,17 @@ int main(int argc, char **argv)
         usage();
     if (tls_init() == -1)
         fatalx("cannot initialise OpenSSL");
+    /* Block these before any thread exists: every thread (workers, loaders,
+     * writers, curl's resolvers) inherits the mask, and only this thread
+     * takes them, once its handlers are installed. A SIGHUP that came
+     * while a helper thread had it unblocked and no handler existed yet
+     * would have killed the process. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     /* Before any event_base: workers, the main loop and other threads
      * (the revocation writer) hand events to each other. */
@@ -197,13 +208,6 @@ int main(int argc, char **argv)
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
         fatal("access log %s", proxy_gen_conf(current)->access_log);
-    signal(SIGPIPE, SIG_IGN);
-    /* Workers inherit a mask without these: only this thread handles them. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (proxy_start(current) == -1)
         fatalx("cannot start");
     ev_hup = evsignal_new(main_base, SIGHUP, on_sighup, NULL);

@@ -731,6 +731,8 @@ static void az_count(uint64_t *counter)
 {
     pthread_mutex_lock(&st_mtx);
     (*counter)++;
+    if (counter == &st.directory_loads || counter == &st.directory_unchanged)
+        st.directory_fresh_at = (int64_t)time(NULL);
     pthread_mutex_unlock(&st_mtx);
 }
 

@@ -18,6 +18,7 @@
 #include "authz.h"
 #include "devtrust.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_int.h"
 #include "sbuf.h"
 #include "session.h"
@@ -223,6 +224,7 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         if (c->websocket && xff != NULL)
             snprintf(c->ws_xff, sizeof(c->ws_xff), "%.*s", (int)xff->value_len, xff->value);
         authz_evaluate(&in, r);
+        metrics_decision(c->route->name, (int)r->decision.effect, r->decision.rule_id, r->eval_ns);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }
     snprintf(w->groups, sizeof(w->groups), "%s", r->groups);

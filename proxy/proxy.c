@@ -49,6 +49,7 @@
 #include "devtrust.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_int.h"
 #include "sbuf.h"
@@ -224,10 +225,11 @@ void access_log_write(struct conn *c)
     char line[1024];
     uint64_t us;
 
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    metrics_request(c->route != NULL ? c->route->name : NULL, c->status, &c->t_start, &mono);
     if (!accesslog_enabled())
         return;
     clock_gettime(CLOCK_REALTIME, &now);
-    clock_gettime(CLOCK_MONOTONIC, &mono);
     if (now.tv_sec != w->ts_sec) {
         struct tm tm;
         gmtime_r(&now.tv_sec, &tm);
@@ -496,6 +498,7 @@ void conn_free(struct conn *c)
     }
     TAILQ_REMOVE(&w->conns, c, link);
     w->nconns--;
+    metrics_count(METRICS_CONN_CLOSED);
     if (c->timer != NULL)
         event_free(c->timer);
     if (c->bev != NULL)
@@ -829,6 +832,7 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
     struct upconn *u = up_connect(c);
 
     if (u == NULL) {
+        metrics_upstream_error(c->route->name, METRICS_UP_CONNECT_FAILED);
         conn_respond_error(c, 502, "The application could not be reached.");
         return -1;
     }
@@ -1217,6 +1221,7 @@ static int conn_relay_response(struct conn *c)
         if (rc == -1) {
             log_warnx("upstream %s: %s (request %s)", c->route->upstream, err, c->reqid);
             c->error = "malformed chunked response from upstream";
+            metrics_upstream_error(c->route->name, METRICS_UP_BAD_RESPONSE);
             access_log_write(c);
             conn_free(c);
             return -1;
@@ -1318,6 +1323,7 @@ static int conn_response_head(struct conn *c)
               resp.error ? resp.error : "too large", c->reqid);
     c->error = "malformed response from upstream";
     c->keep_alive = 0;
+    metrics_upstream_error(c->route->name, METRICS_UP_BAD_RESPONSE);
     conn_respond_error(c, 502, "The application sent an invalid response.");
     return -1;
 ok:
@@ -1483,6 +1489,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         log_warnx("upstream %s closed mid-response, request %s", c->route->upstream, c->reqid);
         c->error = "upstream closed mid-response";
+        metrics_upstream_error(c->route->name, METRICS_UP_CLOSED);
         access_log_write(c);
         conn_free(c);
         return;
@@ -1493,6 +1500,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
                   (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", c->reqid);
         if (c->state != CST_TUNNEL) {
             c->error = (what & BEV_EVENT_TIMEOUT) ? "upstream timeout" : "upstream error";
+            metrics_upstream_error(c->route->name, (what & BEV_EVENT_TIMEOUT)
+                                                       ? METRICS_UP_RESPONSE_TIMEOUT
+                                                       : METRICS_UP_CLOSED);
             access_log_write(c);
         }
         conn_free(c);
@@ -1518,6 +1528,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         log_warnx("upstream %s: timeout (%s), request %s", c->route->upstream,
                   u->state == UP_CONNECTING ? "connect" : "response", c->reqid);
+        metrics_upstream_error(c->route->name, u->state == UP_CONNECTING
+                                                   ? METRICS_UP_CONNECT_TIMEOUT
+                                                   : METRICS_UP_RESPONSE_TIMEOUT);
         up_free(u);
         c->error = "upstream timeout";
         conn_respond_error(c, 504, "The application did not answer in time.");
@@ -1532,6 +1545,10 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         log_warnx("upstream %s: %s%s%s, request %s", c->route->upstream,
                   u->state == UP_CONNECTING ? "connect failed: " : "error: ",
                   se != 0 ? sbuf : (e ? evutil_socket_error_to_string(e) : "closed"), "", c->reqid);
+        metrics_upstream_error(c->route->name, se != 0 ? METRICS_UP_TLS
+                                               : u->state == UP_CONNECTING
+                                                   ? METRICS_UP_CONNECT_FAILED
+                                                   : METRICS_UP_CLOSED);
     }
     up_free(u);
     c->error = "upstream unreachable";
@@ -1545,6 +1562,7 @@ static void conn_handshake_done(struct conn *c)
     const struct conf *cf = c->gen->conf;
 
     tls_server_peer(c->gen->tls, bufferevent_openssl_get_ssl(c->bev), &c->peer);
+    metrics_tls_handshake(c->peer.verified, c->peer.resumed, c->peer.reason);
     if (!c->peer.verified) {
         log_warnx("tls: handshake refused from %s: %s", c->client, c->peer.reason);
         if (cf->tls_unauthenticated == CONF_UNAUTH_REJECT) {
@@ -1580,6 +1598,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             snprintf(reason, sizeof(reason), "handshake timeout");
         else
             tls_handshake_error(bufferevent_openssl_get_ssl(bev), first, reason, sizeof(reason));
+        metrics_tls_handshake(0, 0, reason);
         /* A peer that just hangs up (port probes, health checks, a client
          * stopping) is not a security event; a refused certificate is. */
         if (strstr(reason, "unexpected eof") != NULL ||
@@ -1715,6 +1734,7 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
                                             BEV_OPT_CLOSE_ON_FREE);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->nconns++;
+    metrics_count(METRICS_CONN_ACCEPTED);
     if (c->bev == NULL || c->timer == NULL) {
         if (c->bev == NULL) {
             SSL_free(ssl);
@@ -1832,6 +1852,7 @@ static void *worker_main(void *arg)
     struct conn *c;
     size_t i;
 
+    metrics_thread_init(w->id);
     w->logtimer = event_new(w->base, -1, EV_PERSIST, worker_log_timer_cb, w);
     event_add(w->logtimer, &tv);
     w->rechecktimer = event_new(w->base, -1, EV_PERSIST, worker_recheck_cb, w);
@@ -1886,6 +1907,8 @@ int proxy_start(struct proxy_gen *g)
 
     nworkers = cf->workers;
     nlisten = cf->nlisteners;
+    if (metrics_init(nworkers) == -1)
+        log_warnx("metrics: out of memory, workers share one counter block");
     workers = calloc((size_t)nworkers, sizeof(*workers));
     if (workers == NULL)
         return -1;

@@ -25,6 +25,14 @@
  * time a name is seen (at most METRICS_ROUTES_MAX + METRICS_RULES_MAX times
  * in the life of the process); every later lookup is lock-free.
  *
+ * On a worker thread the name's ADDRESS finds its slot (a per-thread cache,
+ * no string work per request). So on workers, route names and rule ids must
+ * come from the live configuration / rules snapshot, unchanged while it
+ * lives: the rule cache follows authz_generation() by itself, and the
+ * worker calls metrics_thread_names_changed() when it adopts a new
+ * configuration (an old one's memory may be reused for new names). Other
+ * threads look names up by content.
+ *
  * Every function may be called before metrics_init() (it then counts into
  * the shared block), from any thread.
  */
@@ -52,6 +60,10 @@ int metrics_init(int nworkers);
  * anything: this thread owns that block from now on. An id out of range
  * leaves the thread on the shared block. */
 void metrics_thread_init(int worker);
+
+/* On a worker thread, when it starts using a new configuration: forget the
+ * addresses of the names it has seen (see above). */
+void metrics_thread_names_changed(void);
 
 /* Plain events. */
 enum metrics_event {

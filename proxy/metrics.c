@@ -120,17 +120,35 @@ struct mblock {
     _Atomic uint64_t v[M_TOTAL];
 };
 
-/* The name -> slot cache of one worker (owner thread only). */
-#define CACHE_SIZE 32
-struct ncache {
+/*
+ * The name -> slot cache of one worker (owner thread only): open addressing
+ * on the name's address, so a hit costs a multiply and a compare, no string
+ * work. An address is only trusted while the memory behind it cannot have
+ * been given to another name: the rule cache is emptied whenever
+ * authz_generation() moves (a rules snapshot is only freed after a newer one
+ * was published), the route cache when the worker adopts a new
+ * configuration (metrics_thread_names_changed()). It is also emptied when
+ * 3/4 full (addresses of names that are gone pile up across reloads).
+ */
+struct ncache_entry {
     const char *p;
     uint32_t slot;
 };
 
+struct ncache {
+    uint32_t mask, used;
+    struct ncache_entry *e;
+};
+
+#define ROUTE_CACHE 1024 /* entries, powers of two */
+#define RULE_CACHE 8192
+
 struct mworker {
     struct mblock blk; /* first: the allocation is cache-line aligned */
-    struct ncache routes[CACHE_SIZE];
-    struct ncache rules[CACHE_SIZE];
+    struct ncache routes, rules;
+    uint64_t rules_epoch; /* authz_generation() the rule cache belongs to */
+    struct ncache_entry route_cache[ROUTE_CACHE];
+    struct ncache_entry rule_cache[RULE_CACHE];
 } __attribute__((aligned(64)));
 
 static struct mblock shared_block;
@@ -243,24 +261,38 @@ static uint32_t itab_intern(struct itab *t, const char *s)
     return slot;
 }
 
-/* The same through the worker's cache (w NULL: no cache). */
-static uint32_t itab_lookup(struct itab *t, struct ncache *cache, const char *s)
+static void ncache_clear(struct ncache *c)
 {
-    struct ncache *e;
-    uint32_t slot;
+    memset(c->e, 0, ((size_t)c->mask + 1) * sizeof(*c->e));
+    c->used = 0;
+}
 
-    if (cache == NULL)
+/* The same through the worker's cache (NULL: no cache). */
+static uint32_t itab_lookup(struct itab *t, struct ncache *c, const char *s)
+{
+    struct ncache_entry *e;
+    uint32_t i, slot;
+
+    if (c == NULL)
         return itab_intern(t, s);
-    e = &cache[((uintptr_t)s >> 3) & (CACHE_SIZE - 1)];
-    /* The address alone is not enough: the string may have been freed and
-     * its memory reused for another name since (rules reloads). */
-    if (e->p == s && strcmp(t->names[e->slot], s) == 0)
-        return e->slot;
-    slot = itab_intern(t, s);
-    if (slot < t->cap) {
-        e->p = s;
-        e->slot = slot;
+    i = (uint32_t)(((uint64_t)(uintptr_t)s * 0x9e3779b97f4a7c15ull) >> 40) & c->mask;
+    for (;; i = (i + 1) & c->mask) {
+        e = &c->e[i];
+        if (e->p == s)
+            return e->slot;
+        if (e->p == NULL)
+            break;
     }
+    /* "(other)" is cached too: once the table is full it stays full, and a
+     * name that is too long stays too long. */
+    slot = itab_intern(t, s);
+    if (c->used + 1 > (c->mask + 1) / 4 * 3) {
+        ncache_clear(c);
+        return slot;
+    }
+    c->used++;
+    e->p = s;
+    e->slot = slot;
     return slot;
 }
 
@@ -268,7 +300,7 @@ static uint32_t route_slot(struct mworker *w, const char *route)
 {
     if (route == NULL)
         return ROUTE_NONE;
-    return itab_lookup(&routes, w ? w->routes : NULL, route);
+    return itab_lookup(&routes, w ? &w->routes : NULL, route);
 }
 
 static uint32_t dec_series(uint32_t route, uint32_t effect, uint32_t rule)
@@ -312,6 +344,7 @@ static uint32_t dec_series(uint32_t route, uint32_t effect, uint32_t rule)
 int metrics_init(int n)
 {
     struct mworker *w = NULL;
+    int i;
 
     if (workers != NULL || n <= 0)
         return 0;
@@ -319,6 +352,12 @@ int metrics_init(int n)
     if (posix_memalign((void **)&w, 64, (size_t)n * sizeof(*w)) != 0)
         return -1;
     memset(w, 0, (size_t)n * sizeof(*w));
+    for (i = 0; i < n; i++) {
+        w[i].routes.mask = ROUTE_CACHE - 1;
+        w[i].routes.e = w[i].route_cache;
+        w[i].rules.mask = RULE_CACHE - 1;
+        w[i].rules.e = w[i].rule_cache;
+    }
     workers = w;
     nworkers = n;
     return 0;
@@ -328,6 +367,16 @@ void metrics_thread_init(int worker)
 {
     if (workers != NULL && worker >= 0 && worker < nworkers)
         tl_worker = &workers[worker];
+}
+
+void metrics_thread_names_changed(void)
+{
+    struct mworker *w = tl_worker;
+
+    if (w != NULL) {
+        ncache_clear(&w->routes);
+        ncache_clear(&w->rules);
+    }
 }
 
 /* ---- counting ----------------------------------------------------------- */
@@ -430,7 +479,16 @@ void metrics_decision(const char *route, int effect, const char *rule, uint64_t 
     struct mworker *w = tl_worker;
     uint32_t r = route_slot(w, route);
     uint32_t e = effect >= 0 && effect < NEFFECT ? (uint32_t)effect : (uint32_t)POLICY_DENY;
-    uint32_t k = rule != NULL ? itab_lookup(&rules, w ? w->rules : NULL, rule) : RULE_OTHER;
+    uint32_t k;
+
+    if (w != NULL) {
+        uint64_t g = authz_generation();
+        if (g != w->rules_epoch) {
+            ncache_clear(&w->rules);
+            w->rules_epoch = g;
+        }
+    }
+    k = rule != NULL ? itab_lookup(&rules, w ? &w->rules : NULL, rule) : RULE_OTHER;
 
     slot_add(w, M_DEC + dec_series(r, e, k), 1);
     hist_observe(w, M_EVAL, eval_bounds, NEVAL, eval_ns);

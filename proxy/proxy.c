@@ -1839,6 +1839,7 @@ static void worker_notify_cb(evutil_socket_t fd, short what, void *arg)
     if (g != NULL) {
         proxy_gen_unref(w->gen);
         w->gen = g;
+        metrics_thread_names_changed();
         log_debug("worker %d: new configuration in use", w->id);
     }
     if (stop)

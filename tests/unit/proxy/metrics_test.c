@@ -661,6 +661,45 @@ static void test_threads(void **state)
     doc_free(&d);
 }
 
+/* A worker finds names by address; after metrics_thread_names_changed()
+ * (a new configuration) the same memory may hold another name. */
+static void *reuse_worker(void *p)
+{
+    char route[16], rule[16];
+
+    (void)p;
+    metrics_thread_init(2);
+    snprintf(route, sizeof(route), "%s", "reuse-r1");
+    snprintf(rule, sizeof(rule), "%s", "reuse-k1");
+    metrics_request(route, 200, NULL, NULL);
+    metrics_decision(route, POLICY_ALLOW, rule, 10);
+    metrics_request(route, 200, NULL, NULL); /* from the cache */
+    snprintf(route, sizeof(route), "%s", "reuse-r2");
+    snprintf(rule, sizeof(rule), "%s", "reuse-k2");
+    metrics_thread_names_changed();
+    metrics_request(route, 200, NULL, NULL);
+    metrics_decision(route, POLICY_ALLOW, rule, 10);
+    return NULL;
+}
+
+static void test_worker_names_changed(void **state)
+{
+    pthread_t t;
+    struct doc d;
+
+    (void)state;
+    assert_int_equal(pthread_create(&t, NULL, reuse_worker, NULL), 0);
+    pthread_join(t, NULL);
+    render(&d);
+    assert_true(get(&d, "ztproxy_requests_total", "route=\"reuse-r1\",status=\"2xx\"") == 2);
+    assert_true(get(&d, "ztproxy_requests_total", "route=\"reuse-r2\",status=\"2xx\"") == 1);
+    assert_true(get(&d, "ztproxy_decisions_total",
+                    "route=\"reuse-r1\",effect=\"allow\",rule=\"reuse-k1\"") == 1);
+    assert_true(get(&d, "ztproxy_decisions_total",
+                    "route=\"reuse-r2\",effect=\"allow\",rule=\"reuse-k2\"") == 1);
+    doc_free(&d);
+}
+
 /* The bounded tables: beyond them, "(other)". */
 static void test_table_limits(void **state)
 {
@@ -719,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_events_and_upstream),
         cmocka_unit_test(test_tls_reason_labels),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_worker_names_changed),
         cmocka_unit_test(test_table_limits),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);

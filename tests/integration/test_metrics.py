@@ -33,6 +33,7 @@ import subprocess
 import unittest
 
 import ztlib
+from idp import SSOTestCase
 from ztlib import (Proxy, Upstream, base_config, free_port, is_refused, make_pki, make_tmpdir,
                    remove_tmpdir, wait_until, write_config)
 
@@ -143,7 +144,53 @@ def key(name, **labels):
     return (name, tuple(sorted(labels.items())))
 
 
-class MetricsTest(unittest.TestCase):
+def admin_section(cls):
+    """The "admin" section on a new port (cls.admin_port), with a token file
+    (the API needs a credential; /metrics does not)."""
+    cls.admin_port = free_port()
+    token_file = os.path.join(cls.tmp, "admin.tokens")
+    with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("ops:%s\n" % os.urandom(24).hex())
+    return {"listen": "127.0.0.1:%d" % cls.admin_port, "token_file": token_file}
+
+
+class MetricsClient:
+    """Reads /metrics from the admin listener (cls.admin_port)."""
+
+    def fetch(self, path="/metrics", headers=None):
+        ctx = ssl.create_default_context(cafile=self.pki.ca)
+        ctx.check_hostname = False  # the server certificate names app.test, 127.0.0.1, ...
+        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, context=ctx,
+                                           timeout=30)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.getheader("Content-Type") or "", r.read().decode()
+        finally:
+            conn.close()
+
+    def metrics(self):
+        status, ctype, body = self.fetch()
+        self.assertEqual(status, 200, body[:500])
+        self.assertTrue(ctype.startswith("text/plain"), ctype)
+        self.assertIn("version=0.0.4", ctype)
+        return parse_exposition(body)
+
+    def wait_value(self, k, pred, what):
+        """Poll /metrics until pred(value of k, 0 when absent) holds."""
+        last = {}
+
+        def check():
+            last["m"] = self.metrics()
+            return pred(last["m"].get(k, 0.0))
+        try:
+            wait_until(check, 15, what=what)
+        except AssertionError:
+            self.fail("%s: %s is %r" % (what, k, last.get("m", {}).get(k)))
+        return last["m"]
+
+
+class MetricsTest(MetricsClient, unittest.TestCase):
 
     proxy = None
 
@@ -160,12 +207,7 @@ class MetricsTest(unittest.TestCase):
                                [ztlib.inventory_record("good")])
             cls.state_dir = os.path.join(cls.tmp, "state")
             os.makedirs(cls.state_dir)
-            cls.token_file = os.path.join(cls.tmp, "admin.tokens")
-            with open(cls.token_file, "w") as f:
-                f.write("ops:%s\n" % os.urandom(16).hex())
-            os.chmod(cls.token_file, 0o600)
             cls.port = free_port()
-            cls.admin_port = free_port()
             cls.closed_port = free_port()  # nothing listens there
             cls.access_log = os.path.join(cls.tmp, "access.log")
             cls.cfg = base_config(
@@ -178,8 +220,7 @@ class MetricsTest(unittest.TestCase):
                 device_trust={"inventory": {"file": "inventory.json", "max_stale": "1h"}},
                 policy={"rules": "rules.json", "directory": {"file": "directory.json"},
                         "audit_log": "audit.log"},
-                admin={"listen": "127.0.0.1:%d" % cls.admin_port,
-                       "token_file": cls.token_file})
+                admin=admin_section(cls))
             cls.cfg_path = write_config(cls.tmp, cls.cfg)
             cls.require_admin_listener()
             cls.proxy = Proxy(cls.tmp, cls.cfg_path, cls.port).start()
@@ -214,39 +255,6 @@ class MetricsTest(unittest.TestCase):
         remove_tmpdir(cls.tmp)
         if report:
             raise AssertionError("the proxy's sanitizer reported: %s" % report[:5])
-
-    # ---------------------------------------------------------------- helpers
-    def fetch(self, path="/metrics", headers=None):
-        ctx = ssl.create_default_context(cafile=self.pki.ca)
-        ctx.check_hostname = False  # the server certificate names app.test, 127.0.0.1, ...
-        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, context=ctx,
-                                           timeout=30)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            r = conn.getresponse()
-            return r.status, r.getheader("Content-Type") or "", r.read().decode()
-        finally:
-            conn.close()
-
-    def metrics(self):
-        status, ctype, body = self.fetch()
-        self.assertEqual(status, 200, body[:500])
-        self.assertTrue(ctype.startswith("text/plain"), ctype)
-        self.assertIn("version=0.0.4", ctype)
-        return parse_exposition(body)
-
-    def wait_value(self, k, pred, what):
-        """Poll /metrics until pred(value of k, 0 when absent) holds."""
-        last = {}
-
-        def check():
-            last["m"] = self.metrics()
-            return pred(last["m"].get(k, 0.0))
-        try:
-            wait_until(check, 15, what=what)
-        except AssertionError:
-            self.fail("%s: %s is %r" % (what, k, last.get("m", {}).get(k)))
-        return last["m"]
 
     def send(self, host, path, device="good"):
         return ztlib.http_request(self.port, "GET", path, [("Accept", "application/json")],
@@ -409,6 +417,54 @@ class MetricsTest(unittest.TestCase):
         r = ztlib.post_posture(self.port, self.pki, "good", b"{not json")
         self.assertEqual(r.status, 400, r)
         self.wait_value(kr, lambda v: v == before[kr] + 1, "a refused posture report")
+
+
+class MetricsSSOTest(MetricsClient, SSOTestCase):
+    """The identity counters: a login, a refused callback, a session cookie
+    presented by another device, a refused bearer token (the dev IdP; skipped
+    like the other SSO tests when it is not installed)."""
+
+    @classmethod
+    def config_extra(cls):
+        cfg = super().config_extra()
+        cfg["admin"] = admin_section(cls)
+        return cfg
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            wait_until(lambda: ztlib.port_accepts(cls.admin_port), 10, what="the admin listener")
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    def test_identity_counters(self):
+        before = self.metrics()
+        ok = key("ztproxy_logins_total", result="success")
+        bad = key("ztproxy_logins_total", result="failure")
+        stolen = key("ztproxy_session_cookie_wrong_device_total")
+        bearer = key("ztproxy_bearer_refused_total")
+
+        s = self.login("alice")["session"]
+        m = self.wait_value(ok, lambda v: v >= before[ok] + 1, "a login")
+        self.assertEqual(m[ok], before[ok] + 1)
+        self.assertEqual(m[bad], before[bad])
+
+        r = self.visit("/.zt/callback?state=short&code=x")
+        self.assertEqual(r.status, 400, r)
+        self.wait_value(bad, lambda v: v == before[bad] + 1, "a refused callback")
+
+        r = self.visit(self.unique("stolen"), cookies=self.session_cookies(s), device="good2")
+        self.assert_to_idp(r, "a session cookie from another device")
+        self.wait_value(stolen, lambda v: v == before[stolen] + 1, "a stolen cookie")
+
+        r = self.visit(self.unique("bearer"), host="loose.test",
+                       headers={"Authorization": "Bearer not.a.token"})
+        self.assertEqual(r.status, 401, r)
+        m = self.wait_value(bearer, lambda v: v == before[bearer] + 1, "a refused bearer token")
+        self.assertEqual(m[ok], before[ok] + 1)
+        self.assertEqual(m[bad], before[bad] + 1)
 
 
 if __name__ == "__main__":

@@ -1697,9 +1697,9 @@ static int az_live_refs(struct az_settings **set, struct directory **dir, char *
     return 0;
 }
 
-static struct policy *az_compile_as(const struct az_settings *s, const char *name,
-                                    const char *text, size_t len, const struct directory *dir,
-                                    char *err, size_t errlen)
+static struct policy *az_compile_as(const struct az_settings *s, const char *name, const char *text,
+                                    size_t len, const struct directory *dir, char *err,
+                                    size_t errlen)
 {
     struct policy_compile_opts o;
 
@@ -1780,8 +1780,8 @@ static int az_err_entry(json_t *arr, const char *line, long index, const char *r
 }
 
 /* Compile doc (a JSON value) alone; 0 ok, -1 and err. */
-static int az_try(const struct az_settings *set, const struct directory *dir, json_t *doc, char *err,
-                  size_t errlen)
+static int az_try(const struct az_settings *set, const struct directory *dir, json_t *doc,
+                  char *err, size_t errlen)
 {
     char *text = json_dumps(doc, JSON_COMPACT);
     struct policy *p;
@@ -1858,8 +1858,10 @@ int authz_validate_text(const char *text, size_t len, json_t **errors)
         prev = id != NULL ? json_object_get(seen, id) : NULL;
         if (prev != NULL) {
             char line[AUTHZ_ERR_MAX];
-            snprintf(line, sizeof(line), "rules: $.rules[%zu].id: duplicate id \"%s\" (also "
-                     "$.rules[%lld])", i, id, (long long)json_integer_value(prev));
+            snprintf(line, sizeof(line),
+                     "rules: $.rules[%zu].id: duplicate id \"%s\" (also "
+                     "$.rules[%lld])",
+                     i, id, (long long)json_integer_value(prev));
             if (az_err_entry(arr, line, -1, id) == -1)
                 goto out;
         } else if (id != NULL && json_object_set_new(seen, id, json_integer((json_int_t)i)) == -1) {
@@ -1887,8 +1889,7 @@ out:
 
 /* Write text to path atomically: a temporary file beside it with path's
  * mode, fsync, rename, fsync of the folder. 0, or -1 with err. */
-static int az_write_atomic(const char *path, const char *text, size_t len, char *err,
-                           size_t errlen)
+static int az_write_atomic(const char *path, const char *text, size_t len, char *err, size_t errlen)
 {
     char tmp[4096], dirbuf[4096];
     struct stat sb;
@@ -1992,8 +1993,9 @@ int authz_install_rules(const char *text, size_t len, char *err, size_t errlen)
     az_count(&st.rules_loads);
     az_rules_loaded_log("installed by the admin API");
     if (az_publish_ld() == -1) {
-        snprintf(err, errlen, "out of memory publishing the rules (the file is written; they "
-                              "take effect on the next reload)");
+        snprintf(err, errlen,
+                 "out of memory publishing the rules (the file is written; they "
+                 "take effect on the next reload)");
         goto out;
     }
     rc = 0;

@@ -1023,7 +1023,6 @@ static void test_directory_url(void **state)
     evhttp_free(http);
 }
 
-
 /* ---- admin additions ---------------------------------------------------------- */
 
 static const char *RULES_OPEN = "{\"version\":\"v9\",\"rules\":["
@@ -1135,8 +1134,7 @@ static void test_admin_validate_text(void **state)
     assert_int_equal(authz_validate_text("{\"rules\":[],\"x\":1}", 18, &errs), 1);
     assert_int_equal(json_array_size(errs), 1);
     assert_true(json_is_null(json_object_get(json_array_get(errs, 0), "rule")));
-    assert_string_equal(json_string_value(json_object_get(json_array_get(errs, 0), "path")),
-                        "$.x");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errs, 0), "path")), "$.x");
     json_decref(errs);
     assert_int_equal(authz_validate_text("{\"rules\":[", 10, &errs), 1);
     assert_int_equal(json_array_size(errs), 1);

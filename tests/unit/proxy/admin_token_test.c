@@ -54,6 +54,7 @@ static const struct {
     {"ops:short\n", "a.tokens:1: the token of \"ops\" must be 16..1024 bytes"},
     {"ops:0123456789 abcdef\n", "a.tokens:1: the token of \"ops\" must be printable ASCII"},
     {"ops:" T1 "\nops:" T2 "\n", "a.tokens:2: the name \"ops\" is used twice"},
+    {"ops:" T1 "\nci:" T1 "\n", "a.tokens:2: \"ci\" has the same token as \"ops\""},
 };
 
 static void test_parse_errors(void **state)

@@ -581,10 +581,18 @@ static void ad_static(struct evhttp_request *req, const char *method, const char
         return;
     }
     b = evbuffer_new();
-    if (b == NULL || evbuffer_add_file(b, fd, 0, sb.st_size) == -1) {
-        if (b == NULL)
-            close(fd);
-        evbuffer_free(b);
+    while (b != NULL && evbuffer_get_length(b) < (size_t)sb.st_size) {
+        int n = evbuffer_read(b, fd, (int)((size_t)sb.st_size - evbuffer_get_length(b)));
+
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+    }
+    close(fd);
+    if (b == NULL || evbuffer_get_length(b) != (size_t)sb.st_size) {
+        if (b != NULL)
+            evbuffer_free(b);
         ad_send_error(req, 500, "internal", "cannot read the file");
         return;
     }
@@ -644,6 +652,8 @@ static void ad_request(struct evhttp_request *req, void *arg)
         ad_static(req, method, path);
     }
     free(path);
+    /* Do not keep a rules snapshot alive on this thread between calls. */
+    authz_thread_release();
 }
 
 /* ---- TLS --------------------------------------------------------------------------- */

@@ -104,6 +104,8 @@ class AdminTest(ztlib.ProxyTestCase):
             os.makedirs(os.path.join(cls.tmp, "console"))
             with open(os.path.join(cls.tmp, "console", "index.html"), "w") as f:
                 f.write("<!doctype html><title>ztproxy console</title>\n")
+            with open(os.path.join(cls.tmp, "console", "app.js"), "w") as f:
+                f.write("// console\n" + "x = 1;\n" * 5000)
             cls.admin_port = ztlib.free_port()
             cls.up = ztlib.Upstream(cls.tmp, "main").start()
             cls.ups["main"] = cls.up
@@ -190,6 +192,10 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertIn("ztproxy console", body)
         self.assertTrue(h["content-type"].startswith("text/html"))
         self.assertIn("frame-ancestors 'none'", h["content-security-policy"])
+        st, body, h = self.api("GET", "/app.js", token=None)
+        self.assertEqual(st, 200)
+        self.assertEqual(len(body), len("// console\n") + 7 * 5000)
+        self.assertTrue(h["content-type"].startswith("text/javascript"))
         for bad in ("/../admin.tokens", "/%2e%2e/admin.tokens", "/.hidden", "/nope.html"):
             st, body, _ = self.api("GET", bad, token=None)
             self.assertEqual(st, 404, bad)

@@ -718,6 +718,18 @@ static SSL_CTX *ad_ctx_new(const struct conf *c, char *err, size_t errlen)
         ad_ssl_err(err, errlen, c, "$.admin.client_ca", c->admin_client_ca);
         goto fail;
     }
+    /* Admin certificates from the device CA are revoked like devices. */
+    if (c->tls_crl != NULL && c->tls_device_ca != NULL &&
+        strcmp(c->admin_client_ca, c->tls_device_ca) == 0) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        X509_LOOKUP *lu = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+
+        if (lu == NULL || X509_load_crl_file(lu, c->tls_crl, X509_FILETYPE_PEM) <= 0) {
+            ad_ssl_err(err, errlen, c, "$.tls.crl", c->tls_crl);
+            goto fail;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    }
     names = SSL_load_client_CA_file(c->admin_client_ca);
     if (names == NULL) {
         ad_ssl_err(err, errlen, c, "$.admin.client_ca", c->admin_client_ca);

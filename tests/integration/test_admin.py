@@ -531,6 +531,42 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertEqual(st, 422, r)
         self.assertEqual(r["errors"][0]["path"], "$.rules[0].route")
 
+    def test_token_file_changes_and_sighup(self):
+        tokens = os.path.join(self.tmp, "admin.tokens")
+        new = "tok-0123456789abcdef-newci"
+
+        def write_tokens(text, mode=0o600):
+            tmp = tokens + ".new"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, tokens)
+        try:
+            # a new token works on the next call, a removed one no longer does
+            write_tokens("ops:%s\nci:%s\n" % (TOKEN, new))
+            st, r, _ = self.api("GET", "/api/v1/rules", token=new)
+            self.assertEqual(st, 200, r)
+            write_tokens("ops:%s\n" % TOKEN)
+            self.assertEqual(self.api("GET", "/api/v1/rules", token=new)[0], 403)
+            # a file others can read is refused: the tokens loaded before stay
+            write_tokens("ops:%s\nci:%s\n" % (TOKEN, new), mode=0o644)
+            self.assertEqual(self.api("GET", "/api/v1/rules", token=new)[0], 403)
+            self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+            # so is a broken one
+            write_tokens("this is not a token file\n")
+            self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+        finally:
+            write_tokens("# admin tokens\nops:%s\n" % TOKEN)
+        self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+        # SIGHUP: the listener, its credentials and the history carry on
+        st, h, _ = self.api("GET", "/api/v1/rules/history")
+        off = self.proxy.stderr_size()
+        self.proxy.sighup()
+        self.proxy.wait_log(off, lambda l: "reload done" in l, what="the reload")
+        st2, h2, _ = self.api("GET", "/api/v1/rules/history")
+        self.assertEqual((st2, h2), (st, h))
+        self.assertEqual(self.api("GET", "/api/v1/rules", cert="admin1", token=None)[0], 200)
+
     # ---------------------------------------------------------------- restart
     def test_z_restart_keeps_rules_and_history(self):
         st, r, _ = self.put(rules_doc("r-restart", "/after-restart"), comment="before restart")

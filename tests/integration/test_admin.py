@@ -589,5 +589,38 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertEqual((st, r["version"]), (200, v + 1))
 
 
+class AdminNoPolicyTest(ztlib.ProxyTestCase):
+    """An admin section without a policy section: health answers, the rules
+    endpoints say there is nothing to manage."""
+
+    @classmethod
+    def config_extra(cls):
+        cls.admin_port = ztlib.free_port()
+        tokens = os.path.join(cls.tmp, "admin.tokens")
+        with open(tokens, "w") as f:
+            f.write("ops:%s\n" % TOKEN)
+        os.chmod(tokens, 0o600)
+        return {"admin": {"listen": "127.0.0.1:%d" % cls.admin_port, "token_file": tokens}}
+
+    api = AdminTest.api
+    ctx = AdminTest.ctx
+
+    def test_no_policy(self):
+        wait_until(lambda: ztlib.port_accepts(self.admin_port), 10, what="admin listener")
+        st, r, _ = self.api("GET", "/readyz", token=None)
+        self.assertEqual(st, 200, r)
+        self.assertIs(r["rules"]["loaded"], False)
+        for method, path, body in (("GET", "/api/v1/rules", None),
+                                   ("PUT", "/api/v1/rules", {"document": rules_doc("x")}),
+                                   ("POST", "/api/v1/explain", {"context": {"route": "app"}})):
+            st, r, _ = self.api(method, path, body)
+            self.assertEqual(st, 409, (path, r))
+            self.assertEqual(r["error"], "no_policy")
+        # no admin_groups: no certificate is admin
+        self.assertEqual(self.api("GET", "/api/v1/rules", cert="good", token=None)[0], 403)
+        # the data plane still lets the device through (no rules)
+        self.assertEqual(self.get("/x").status, 200)
+
+
 if __name__ == "__main__":
     ztlib.main()

@@ -903,11 +903,17 @@ int admin_start(struct event_base *main_base, const struct conf *c, char *err, s
     return 0;
 }
 
+static int ad_streq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
 {
     struct event_base *base;
     struct ad_state *s;
     struct ad_cfg *k;
+    int same_rules;
 
     if (ad == NULL && c->admin_listener == NULL)
         return 0;
@@ -920,6 +926,10 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "admin: the \"admin\" section was added: restart to start it");
         return -1;
     }
+    /* The history stays open unless where it lives (or whether there are
+     * rules) changed. */
+    same_rules = (ad->cfg->conf->policy_rules != NULL) == (c->policy_rules != NULL) &&
+                 ad_streq(ad->cfg->conf->state_dir, c->state_dir);
     if (ad->listen.addrlen != c->admin_listener->addrlen ||
         memcmp(&ad->listen.addr, &c->admin_listener->addr, ad->listen.addrlen) != 0) {
         /* A new address: bind it first, so a failure keeps the old one. */
@@ -940,6 +950,7 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
             return -1;
         ad_cfg_free(ad->cfg);
         ad->cfg = k;
+        ad->listen = *c->admin_listener;
         free(ad->tok_path);
         ad->tok_path = c->admin_token_file != NULL ? strdup(c->admin_token_file) : NULL;
         admin_tokens_free(ad->tokens);
@@ -947,8 +958,16 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
         ad->tok_loaded = 0;
         ad_tokens_refresh();
     }
+    if (same_rules)
+        return 0;
     admin_rules_stop();
-    return admin_rules_start(c, err, errlen);
+    if (admin_rules_start(c, err, errlen) == -1) {
+        log_warnx("admin: the rules history cannot be opened, the rules endpoints are off "
+                  "until it can: %s",
+                  err);
+        return -1;
+    }
+    return 0;
 }
 
 void admin_stop(void)

@@ -566,6 +566,23 @@ class AdminTest(ztlib.ProxyTestCase):
         st2, h2, _ = self.api("GET", "/api/v1/rules/history")
         self.assertEqual((st2, h2), (st, h))
         self.assertEqual(self.api("GET", "/api/v1/rules", cert="admin1", token=None)[0], 200)
+        # a new listen address: bound on SIGHUP, the old one closed
+        old_port, new_port = self.admin_port, ztlib.free_port()
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["admin"]["listen"] = "127.0.0.1:%d" % new_port
+        ztlib.write_config(self.cfg_path, cfg)
+        off = self.proxy.stderr_size()
+        self.proxy.sighup()
+        self.proxy.wait_log(off, lambda l: "reload done" in l, what="the reload")
+        type(self).cfg = cfg
+        type(self).admin_port = new_port
+        self.assertFalse(ztlib.port_accepts(old_port))
+        st3, h3, _ = self.api("GET", "/api/v1/rules/history")
+        self.assertEqual((st3, h3), (st, h))
+        # the CSRF origin follows the address
+        st, r, _ = self.api("POST", "/api/v1/rules/validate", rules_doc("o"),
+                            headers={"Origin": "https://127.0.0.1:%d" % old_port})
+        self.assertEqual(st, 403, r)
 
     # ---------------------------------------------------------------- restart
     def test_z_restart_keeps_rules_and_history(self):

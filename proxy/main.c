@@ -21,6 +21,7 @@
 #include <event2/thread.h>
 
 #include "accesslog.h"
+#include "admin.h"
 #include "authz.h"
 #include "devtrust.h"
 #include "conf.h"
@@ -92,6 +93,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         conf_unref(c);
         return;
     }
+    if (admin_reconfigure(c, err, sizeof(err)) == -1)
+        log_warnx("admin API: keeping the running listener: %s", err);
     log_set_level(c->log_level);
     if (accesslog_reopen(c->access_log) == -1)
         log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);
@@ -207,6 +210,8 @@ int main(int argc, char **argv)
         fatalx("%s", err);
     if (authz_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
+    if (admin_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
 
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
@@ -227,6 +232,7 @@ int main(int argc, char **argv)
     event_base_dispatch(main_base);
 
     proxy_join();
+    admin_stop();
     authz_stop();
     devtrust_stop();
     proxy_revocations_close();

@@ -157,13 +157,13 @@ def admin_section(cls):
 class MetricsClient:
     """Reads /metrics from the admin listener (cls.admin_port)."""
 
-    def fetch(self, path="/metrics", headers=None):
+    def fetch(self, path="/metrics", headers=None, method="GET"):
         ctx = ssl.create_default_context(cafile=self.pki.ca)
         ctx.check_hostname = False  # the server certificate names app.test, 127.0.0.1, ...
         conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, context=ctx,
                                            timeout=30)
         try:
-            conn.request("GET", path, headers=headers or {})
+            conn.request(method, path, headers=headers or {})
             r = conn.getresponse()
             return r.status, r.getheader("Content-Type") or "", r.read().decode()
         finally:
@@ -278,6 +278,9 @@ class MetricsTest(MetricsClient, unittest.TestCase):
         self.assertIn(key("ztproxy_inventory_feed_age_seconds"), m)
         self.assertEqual(m[key("ztproxy_inventory_stale")], 0)
         self.assertEqual(m[key("ztproxy_inventory_devices")], 1)
+        # Read-only.
+        status, _, _ = self.fetch(method="POST", headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 405)
 
     def test_traffic_moves_the_counters(self):
         before = self.metrics()

@@ -267,15 +267,14 @@ static void ncache_clear(struct ncache *c)
     c->used = 0;
 }
 
-/* The same through the worker's cache (NULL: no cache). */
-static uint32_t itab_lookup(struct itab *t, struct ncache *c, const char *s)
+/* The same through the worker's cache: the probes after the first. */
+static uint32_t itab_lookup_slow(struct itab *t, struct ncache *c, const char *s, uint32_t i)
 {
     struct ncache_entry *e;
-    uint32_t i, slot;
+    uint32_t slot;
 
     if (c == NULL)
         return itab_intern(t, s);
-    i = (uint32_t)(((uint64_t)(uintptr_t)s * 0x9e3779b97f4a7c15ull) >> 40) & c->mask;
     for (;; i = (i + 1) & c->mask) {
         e = &c->e[i];
         if (e->p == s)
@@ -294,6 +293,20 @@ static uint32_t itab_lookup(struct itab *t, struct ncache *c, const char *s)
     e->p = s;
     e->slot = slot;
     return slot;
+}
+
+/* The slot of s through the worker's cache (NULL: no cache, by content).
+ * The common case, inlined: one multiply, one load, one compare. */
+static inline uint32_t itab_lookup(struct itab *t, struct ncache *c, const char *s)
+{
+    uint32_t i = 0;
+
+    if (c != NULL) {
+        i = (uint32_t)(((uint64_t)(uintptr_t)s * 0x9e3779b97f4a7c15ull) >> 40) & c->mask;
+        if (c->e[i].p == s)
+            return c->e[i].slot;
+    }
+    return itab_lookup_slow(t, c, s, i);
 }
 
 static uint32_t route_slot(struct mworker *w, const char *route)

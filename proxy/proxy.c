@@ -1561,7 +1561,9 @@ static void conn_handshake_done(struct conn *c)
                   c->peer.resumed ? " (resumed)" : "");
     }
     conn_set_state(c, CST_READ_HEAD);
-    bev_timeouts(c->bev, cf->timeout_keepalive_ms, cf->timeout_send_ms);
+    /* Draining: the first request is awaited no longer than a head. */
+    bev_timeouts(c->bev, c->w->stopping ? cf->timeout_header_ms : cf->timeout_keepalive_ms,
+                 cf->timeout_send_ms);
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_read_head(c);
@@ -2025,11 +2027,14 @@ static void worker_begin_stop(struct worker *w)
      * that closed without answering, RFC 9112 9.3.1). Busy ones close after
      * their response, which says "Connection: close". New connections
      * (header, handshake, first request) are served: their client has no
-     * reason to retry. All within timeouts.shutdown_grace. */
+     * reason to retry; the first request must come within timeouts.header.
+     * All within timeouts.shutdown_grace. */
     for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         if (c->state == CST_READ_HEAD && !c->head_started && c->nreq > 0)
             conn_free(c);
+        else if (c->state == CST_READ_HEAD && !c->head_started)
+            bev_timeouts(c->bev, c->gen->conf->timeout_header_ms, c->gen->conf->timeout_send_ms);
     }
     if (w->nconns == 0) {
         event_base_loopbreak(w->base);

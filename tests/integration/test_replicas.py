@@ -178,7 +178,7 @@ class Replica:
                                 [{"name": "app", "host": "app.test", "upstream": upstream_url}],
                                 self.access_log)
         cfg["listen"] = [{"address": "127.0.0.1:%d" % self.port, "proxy_protocol": True}]
-        cfg["timeouts"] = {"shutdown_grace": "15s"}
+        cfg["timeouts"] = {"shutdown_grace": "15s", "header": "3s"}
         cfg["policy"] = {"rules": shared["rules"], "geoip": shared["geoip"],
                          "trusted_proxies": [LB_ADDR + "/32"], "audit_log": self.audit_log,
                          "deny_details": True}
@@ -533,6 +533,7 @@ class ReplicasTest(unittest.TestCase):
             wait_until(lambda: "/slow?ms=2000" in self.up.targets(), 10,
                        what="the slow request at the upstream")
             fresh = self.direct(a, pp2_header("127.0.0.7", 41003), src=LB_ADDR)
+            silent = self.direct(a, pp2_header("127.0.0.7", 41004), src=LB_ADDR)
 
             off = a.proxy.stderr_size()
             os.kill(a.proxy.proc.pid, signal.SIGTERM)
@@ -554,8 +555,13 @@ class ReplicasTest(unittest.TestCase):
                 self.assertEqual(c.read_until_close(10), (b"", True))
                 c.close()
             idle.close()
+            # A fresh connection that never sends a request is closed after
+            # timeouts.header (3s), not kept until shutdown_grace (15s) ends.
+            self.assertEqual(silent.read_until_close(30), (b"", True))
+            silent.close()
             self.assertEqual(a.proxy.proc.wait(30), 0)
             a.proxy.proc = None
+            self.assertNotIn("grace period over", a.proxy.stderr_since(off))
         finally:
             if not a.proxy.alive():
                 a.start()

@@ -10,6 +10,7 @@ PACKAGES=(
   libssl-dev libevent-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libcjose-dev
   libmaxminddb-dev libmaxmind-db-writer-perl
   openssl curl python3 ca-certificates cppcheck
+  haproxy python3-yaml
 )
 
 missing=()
@@ -44,6 +45,14 @@ if [ ! -f "$idp/node_modules/.package-lock.json" ] ||
   echo "setup: npm ci in $idp"
   (cd "$idp" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
   cp "$idp/package-lock.json" "$idp/node_modules/.ztproxy-lock"
+fi
+# Offline validators of the deployment files (deploy/validate, docs/deploy.md).
+val=deploy/validate
+if [ ! -f "$val/node_modules/.package-lock.json" ] ||
+   ! cmp -s "$val/package-lock.json" "$val/node_modules/.ztproxy-lock"; then
+  echo "setup: npm ci in $val"
+  (cd "$val" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$val/package-lock.json" "$val/node_modules/.ztproxy-lock"
 fi
 
 if [ "${1:-}" != "--no-build" ]; then

@@ -160,9 +160,8 @@ static uint16_t dec_put(struct dec_slot *s, const char *str, size_t max, int *cu
     return off;
 }
 
-static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid,
-                     const struct authz_input *in, const struct devtrust_verdict *v,
-                     const struct authz_result *r)
+static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const struct authz_input *in,
+                     const struct devtrust_verdict *v, const struct authz_result *r)
 {
     const struct policy_decision *d = &r->decision;
     int cut = 0, dummy = 0;
@@ -450,9 +449,8 @@ json_t *decisions_to_json(const struct decision *d)
     if (o == NULL)
         return NULL;
     gmtime_r(&sec, &tm);
-    snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(d->time_ms % 1000));
+    snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(d->time_ms % 1000));
     json_object_set_new(o, "time", json_string(t));
     json_object_set_new(o, "request_id", dec_str_or_null(d->request_id));
     json_object_set_new(o, "route", dec_str_or_null(d->route));
@@ -479,9 +477,9 @@ json_t *decisions_to_json(const struct decision *d)
     }
     json_object_set_new(o, "groups", a);
     json_object_set_new(o, "mfa", json_boolean(d->mfa));
-    json_object_set_new(o, "auth_time", d->has_identity && d->auth_time > 0
-                                            ? json_integer(d->auth_time)
-                                            : json_null());
+    json_object_set_new(o, "auth_time",
+                        d->has_identity && d->auth_time > 0 ? json_integer(d->auth_time)
+                                                            : json_null());
     json_object_set_new(o, "effect", json_string(policy_effect_name(d->effect)));
     json_object_set_new(o, "rule", dec_str_or_null(d->rule_id));
     a = json_array();
@@ -694,12 +692,11 @@ static int whatif_cmp(const void *a, const void *b)
                json_string_value(json_object_get(y, "route")));
     if (r != 0)
         return r;
-    r = strcmp(json_is_string(json_object_get(x, "user"))
-                   ? json_string_value(json_object_get(x, "user"))
-                   : "",
-               json_is_string(json_object_get(y, "user"))
-                   ? json_string_value(json_object_get(y, "user"))
-                   : "");
+    r = strcmp(
+        json_is_string(json_object_get(x, "user")) ? json_string_value(json_object_get(x, "user"))
+                                                   : "",
+        json_is_string(json_object_get(y, "user")) ? json_string_value(json_object_get(y, "user"))
+                                                   : "");
     if (r != 0)
         return r;
     return strcmp(json_is_string(json_object_get(x, "device"))

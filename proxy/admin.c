@@ -142,11 +142,11 @@ static void ad_send_json(struct evhttp_request *req, int status, json_t *body)
     json_decref(body);
 }
 
-static void ad_send_error(struct evhttp_request *req, int status, const char *code,
-                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void ad_send_error(struct evhttp_request *req, int status, const char *code, const char *fmt,
+                          ...) __attribute__((format(printf, 4, 5)));
 
-static void ad_send_error(struct evhttp_request *req, int status, const char *code,
-                          const char *fmt, ...)
+static void ad_send_error(struct evhttp_request *req, int status, const char *code, const char *fmt,
+                          ...)
 {
     char msg[1024];
     va_list ap;
@@ -285,8 +285,8 @@ static int ad_cert_identity(SSL *ssl, char *out, size_t len)
 enum ad_auth { AD_AUTH_OK = 0, AD_AUTH_NONE, AD_AUTH_DENIED };
 
 /* Who is calling: actor gets "token:<name>" or "cert:<identity>". */
-static enum ad_auth ad_authenticate(struct evhttp_request *req, char *actor, size_t alen,
-                                    char *why, size_t wlen)
+static enum ad_auth ad_authenticate(struct evhttp_request *req, char *actor, size_t alen, char *why,
+                                    size_t wlen)
 {
     const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -373,19 +373,17 @@ static void ad_readyz(struct evhttp_request *req)
     if ((c->policy_dir_file != NULL || c->policy_dir_url != NULL) && !as.directory_loaded)
         json_array_append_new(reasons, json_string("the directory is not loaded"));
     if (ds.configured && ds.inventory_stale)
-        json_array_append_new(reasons,
-                              json_string(ds.feed_age < 0
-                                              ? "the device inventory feed is not loaded"
-                                              : "the device inventory feed is stale"));
+        json_array_append_new(reasons, json_string(ds.feed_age < 0
+                                                       ? "the device inventory feed is not loaded"
+                                                       : "the device inventory feed is stale"));
     ready = json_array_size(reasons) == 0;
-    body = json_pack("{s:b,s:o,s:{s:b,s:i,s:s,s:I},s:{s:b,s:i,s:s},s:{s:b,s:I,s:b,s:I}}",
-                     "ready", ready, "reasons", reasons, "rules", "loaded", as.enabled, "count",
-                     (int)as.rules, "version", as.rules_version, "history_version",
-                     (json_int_t)admin_rules_version(), "directory", "loaded",
-                     as.directory_loaded, "users", (int)as.directory_users, "version",
-                     as.directory_version, "device_trust", "configured", ds.configured,
-                     "feed_age", (json_int_t)ds.feed_age, "stale", ds.inventory_stale,
-                     "records", (json_int_t)ds.records);
+    body = json_pack(
+        "{s:b,s:o,s:{s:b,s:i,s:s,s:I},s:{s:b,s:i,s:s},s:{s:b,s:I,s:b,s:I}}", "ready", ready,
+        "reasons", reasons, "rules", "loaded", as.enabled, "count", (int)as.rules, "version",
+        as.rules_version, "history_version", (json_int_t)admin_rules_version(), "directory",
+        "loaded", as.directory_loaded, "users", (int)as.directory_users, "version",
+        as.directory_version, "device_trust", "configured", ds.configured, "feed_age",
+        (json_int_t)ds.feed_age, "stale", ds.inventory_stale, "records", (json_int_t)ds.records);
     if (body == NULL) {
         ad_send_error(req, 500, "internal", "out of memory");
         return;
@@ -424,9 +422,8 @@ static const struct {
     const char *prefix;
     ad_group_cb cb;
 } ad_groups[] = {
-    {"/rules", admin_rules},         {"/explain", admin_explain},
-    {"/whatif", admin_whatif},       {"/devices", admin_devices},
-    {"/directory", admin_directory}, {"/sessions", admin_sessions},
+    {"/rules", admin_rules},         {"/explain", admin_explain},     {"/whatif", admin_whatif},
+    {"/devices", admin_devices},     {"/directory", admin_directory}, {"/sessions", admin_sessions},
     {"/decisions", admin_decisions},
 };
 
@@ -565,8 +562,7 @@ static void ad_static(struct evhttp_request *req, const char *method, const char
     /* Only plain names below the folder: no "..", no hidden files. */
     for (i = 0; path[i] != '\0'; i++) {
         unsigned char ch = (unsigned char)path[i];
-        if (ch < 0x21 || ch > 0x7e || ch == '\\' ||
-            (ch == '.' && (i == 0 || path[i - 1] == '/'))) {
+        if (ch < 0x21 || ch > 0x7e || ch == '\\' || (ch == '.' && (i == 0 || path[i - 1] == '/'))) {
             ad_send_error(req, 404, "not_found", "no such file");
             return;
         }
@@ -686,7 +682,7 @@ static int ad_ssl_err(char *err, size_t errlen, const struct conf *c, const char
 static SSL_CTX *ad_ctx_new(const struct conf *c, char *err, size_t errlen)
 {
     static const unsigned char sid[] = "ztproxy-admin";
-    STACK_OF(X509_NAME) *names;
+    STACK_OF(X509_NAME) * names;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
     if (ctx == NULL) {

@@ -48,8 +48,8 @@ struct ar_version {
 };
 
 static struct {
-    int enabled;     /* a policy is configured */
-    char *dir;       /* state_dir/rules-history, NULL: in memory only */
+    int enabled;          /* a policy is configured */
+    char *dir;            /* state_dir/rules-history, NULL: in memory only */
     struct ar_version *v; /* oldest first */
     size_t n, cap;
 } ar;
@@ -171,8 +171,7 @@ static json_t *ar_version_json(const struct ar_version *v, int with_doc)
 
 /* ---- the history on disk ---------------------------------------------------------- */
 
-static int ar_write_atomic(const char *path, const char *text, size_t len, char *err,
-                           size_t errlen)
+static int ar_write_atomic(const char *path, const char *text, size_t len, char *err, size_t errlen)
 {
     char tmp[4200];
     size_t off = 0;
@@ -490,8 +489,7 @@ static int ar_body_keys(const struct admin_call *c, const char *const *keys,
     return 0;
 }
 
-static int ar_opt_comment(const struct admin_call *c, const char **comment,
-                          struct admin_reply *out)
+static int ar_opt_comment(const struct admin_call *c, const char **comment, struct admin_reply *out)
 {
     const json_t *v = json_object_get(c->body, "comment");
 
@@ -541,9 +539,9 @@ static int ar_validate(const char *text, size_t len, struct admin_reply *out)
     if (rc == 1) {
         out->status = 422;
         json_decref(out->body);
-        out->body = json_pack("{s:b,s:s,s:s,s:o}", "ok", 0, "error", "invalid_rules", "message",
-                              "the rules document is not valid (nothing was changed)", "errors",
-                              errors);
+        out->body =
+            json_pack("{s:b,s:s,s:s,s:o}", "ok", 0, "error", "invalid_rules", "message",
+                      "the rules document is not valid (nothing was changed)", "errors", errors);
         return 0;
     }
     admin_error(out, 500, "internal", "%s",
@@ -555,9 +553,8 @@ static int ar_validate(const char *text, size_t len, struct admin_reply *out)
 }
 
 /* Validate, record and install doc as a new version. */
-static void ar_apply(const struct admin_call *c, json_t *doc, const char *comment,
-                     const char *what, long base_version, long rollback_of,
-                     struct admin_reply *out)
+static void ar_apply(const struct admin_call *c, json_t *doc, const char *comment, const char *what,
+                     long base_version, long rollback_of, struct admin_reply *out)
 {
     char err[AUTHZ_ERR_MAX], path[4096];
     struct ar_version v;
@@ -576,8 +573,8 @@ static void ar_apply(const struct admin_call *c, json_t *doc, const char *commen
     }
     if (base_version > 0 && base_version != admin_rules_version()) {
         admin_error(out, 409, "conflict",
-                    "base_version %ld is not the live version %ld (reload and retry)",
-                    base_version, admin_rules_version());
+                    "base_version %ld is not the live version %ld (reload and retry)", base_version,
+                    admin_rules_version());
         if (out->body != NULL)
             json_object_set_new(out->body, "version", json_integer(admin_rules_version()));
         return;
@@ -589,8 +586,7 @@ static void ar_apply(const struct admin_call *c, json_t *doc, const char *commen
     }
     if (ar_validate(text, len, out) != 1)
         goto out;
-    if (ar_version_make(&v, admin_rules_version() + 1,
-                        c->actor, comment, doc, c->now) == -1) {
+    if (ar_version_make(&v, admin_rules_version() + 1, c->actor, comment, doc, c->now) == -1) {
         admin_error(out, 500, "internal", "out of memory");
         goto out;
     }
@@ -622,9 +618,9 @@ static void ar_apply(const struct admin_call *c, json_t *doc, const char *commen
     json_decref(detail);
     out->status = 200;
     json_decref(out->body);
-    out->body = json_pack("{s:I,s:s,s:I}", "version", (json_int_t)ar_latest()->version,
-                          "rules_version", ar_latest()->rules_version, "rules",
-                          (json_int_t)ar_latest()->rules);
+    out->body =
+        json_pack("{s:I,s:s,s:I}", "version", (json_int_t)ar_latest()->version, "rules_version",
+                  ar_latest()->rules_version, "rules", (json_int_t)ar_latest()->rules);
 out:
     ar_version_free(&v);
     free(text);
@@ -713,9 +709,8 @@ static void ar_diff(const struct admin_call *c, struct admin_reply *out)
     } else {
         out->status = 200;
         out->body = json_pack("{s:I,s:I,s:s,s:{s:o,s:o,s:o}}", "from", (json_int_t)from, "to",
-                              (json_int_t)to, "diff", d, "rules", "added",
-                              ar_ids(b->doc, ma, 0), "removed", ar_ids(a->doc, mb, 0),
-                              "changed", ar_ids(b->doc, ma, 1));
+                              (json_int_t)to, "diff", d, "rules", "added", ar_ids(b->doc, ma, 0),
+                              "removed", ar_ids(a->doc, mb, 0), "changed", ar_ids(b->doc, ma, 1));
     }
     free(ta);
     free(tb);
@@ -734,8 +729,9 @@ void admin_rules(const struct admin_call *c, struct admin_reply *out)
     long n, base = 0;
 
     if (!ar.enabled) {
-        admin_error(out, 409, "no_policy", "no \"policy\" section is configured: there are no "
-                                           "rules to manage");
+        admin_error(out, 409, "no_policy",
+                    "no \"policy\" section is configured: there are no "
+                    "rules to manage");
         return;
     }
     /* Record a hand edit before anything is answered or changed. */
@@ -889,9 +885,9 @@ static int ar_ctx_string(const json_t *ctx, const char *key, const char **out,
 void admin_explain(const struct admin_call *c, struct admin_reply *out)
 {
     static const char *const keys[] = {"context", "document", NULL};
-    static const char *const ckeys[] = {"user", "email",  "device", "ip",     "country",
-                                        "time", "route",  "method", "path",   "mfa",
-                                        "auth_age", "groups", "tier", "score", NULL};
+    static const char *const ckeys[] = {"user",     "email",  "device", "ip",    "country",
+                                        "time",     "route",  "method", "path",  "mfa",
+                                        "auth_age", "groups", "tier",   "score", NULL};
     const char *user = NULL, *email = NULL, *device = NULL, *ip = NULL, *country = NULL,
                *route = NULL, *method = NULL, *path = NULL, *tier = NULL, *age = NULL;
     struct policy_attr attrs[DEVTRUST_MAX_ATTRS + 1];
@@ -953,8 +949,9 @@ void admin_explain(const struct admin_call *c, struct admin_reply *out)
         return;
     }
     if (age != NULL && (conf_duration_parse(age, &age_ms) == -1 || age_ms / 1000 > (uint64_t)now)) {
-        admin_error(out, 400, "bad_request", "$.context.auth_age: expected a duration such as "
-                                             "\"10m\"");
+        admin_error(out, 400, "bad_request",
+                    "$.context.auth_age: expected a duration such as "
+                    "\"10m\"");
         return;
     }
     if (country != NULL && strcmp(country, "unknown") != 0 &&
@@ -1110,10 +1107,9 @@ void admin_explain(const struct admin_call *c, struct admin_reply *out)
                          "user", user, "email", email, "device", device, "tier",
                          in.device_tier >= 0 ? (tier != NULL ? tier : dv->tier_name) : NULL,
                          "score", in.device_score, "owner", in.device_owner, "device_stale",
-                         in.device_stale, "ip", r->client_ip[0] ? r->client_ip : NULL,
-                         "country", r->country[0] ? r->country : NULL, "time", when, "route",
-                         route, "method", in.method, "path", in.path, "mfa", in.mfa, "groups",
-                         r->groups);
+                         in.device_stale, "ip", r->client_ip[0] ? r->client_ip : NULL, "country",
+                         r->country[0] ? r->country : NULL, "time", when, "route", route, "method",
+                         in.method, "path", in.path, "mfa", in.mfa, "groups", r->groups);
     if (resolved == NULL) {
         admin_error(out, 500, "internal", "out of memory");
         goto out;

@@ -29,7 +29,9 @@
 #include "decisions.h"
 #include "devtrust.h"
 
+#ifndef BATCH
 #define BATCH 100000
+#endif
 #define BATCHES 31
 #ifndef RING
 #define RING 10000

@@ -145,12 +145,15 @@ size_t decisions_capacity(void)
  */
 static int dec_copy(struct dec_slot *s, const char *str, size_t max, int *cut)
 {
-    size_t room = sizeof(s->blob) - 1 - s->len, lim = max < room ? max : room;
+    size_t avail = sizeof(s->blob) - s->len, lim;
     char *d = s->blob + s->len, *end;
     int off = s->len;
 
     if (str == NULL || str[0] == '\0')
         return 0;
+    if (avail < 2)
+        return -1; /* not even one byte and its NUL */
+    lim = max < avail - 1 ? max : avail - 1;
     /* one pass: copies up to and including the NUL */
     end = memccpy(d, str, '\0', lim + 1);
     if (end == NULL) {
@@ -167,9 +170,13 @@ static int dec_copy(struct dec_slot *s, const char *str, size_t max, int *cut)
 /* The whole of str (at most max bytes, "" too), or -1 and nothing kept. */
 static int dec_raw(struct dec_slot *s, const char *str, size_t max)
 {
-    size_t room = sizeof(s->blob) - 1 - s->len, lim = max < room ? max : room;
-    char *d = s->blob + s->len, *end = memccpy(d, str, '\0', lim + 1);
+    size_t avail = sizeof(s->blob) - s->len, lim;
+    char *d = s->blob + s->len, *end;
 
+    if (avail < 1)
+        return -1;
+    lim = max < avail - 1 ? max : avail - 1;
+    end = memccpy(d, str, '\0', lim + 1);
     if (end == NULL)
         return -1;
     s->len = (uint16_t)(s->len + (size_t)(end - d));

@@ -271,6 +271,47 @@ static void test_fields_and_cuts(void **state)
     decisions_stop();
 }
 
+/* Fill the record's string buffer to every possible end: whatever fits is
+ * kept whole, the rest is left out and the record is incomplete (ASan
+ * checks the bounds; a fuzzer found the exactly-full case). */
+static void test_blob_full(void **state)
+{
+    struct authz_input in;
+    struct authz_result r;
+    struct policy_attr attrs[DECISIONS_ATTRS_MAX];
+    static char vals[DECISIONS_ATTRS_MAX][200];
+    struct first f;
+    size_t len, i, nincomplete = 0;
+
+    (void)state;
+    /* one slot: a write past its end leaves the allocation (ASan) */
+    assert_int_equal(decisions_start(1, 1), 0);
+    for (len = 1; len < 200; len++) {
+        fake(&in, &r, "wiki", "alice@corp.example", "dev-1", POLICY_ALLOW, "wiki-staff");
+        for (i = 0; i < DECISIONS_ATTRS_MAX; i++) {
+            memset(vals[i], 'v', sizeof(vals[i]));
+            vals[i][(len + i) % sizeof(vals[i])] = '\0';
+            vals[i][sizeof(vals[i]) - 1] = '\0';
+            attrs[i].name = "n";
+            attrs[i].value = vals[i];
+        }
+        in.attrs = attrs;
+        in.nattrs = DECISIONS_ATTRS_MAX;
+        decisions_record(0, "full", &in, NULL, &r);
+        memset(&f, 0, sizeof(f));
+        decisions_walk(first_cb, &f);
+        assert_non_null(f.json);
+        /* the attributes that did not fit make it incomplete, nothing else */
+        assert_int_equal(f.incomplete, f.nattrs < DECISIONS_ATTRS_MAX);
+        nincomplete += f.incomplete;
+        assert_string_equal(f.groups, "eng,staff");
+        json_decref(f.json);
+    }
+    /* both sides of the limit were tried */
+    assert_true(nincomplete > 0 && nincomplete < 199);
+    decisions_stop();
+}
+
 static int match_cb(const struct decision *d, void *arg)
 {
     struct first *f = arg;
@@ -615,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_wrap_around),
         cmocka_unit_test(test_rings_merge),
         cmocka_unit_test(test_fields_and_cuts),
+        cmocka_unit_test(test_blob_full),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_whatif_aggregation),
         cmocka_unit_test(test_whatif_replay_authz),

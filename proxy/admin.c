@@ -581,10 +581,18 @@ static void ad_static(struct evhttp_request *req, const char *method, const char
         return;
     }
     b = evbuffer_new();
-    if (b == NULL || evbuffer_add_file(b, fd, 0, sb.st_size) == -1) {
-        if (b == NULL)
-            close(fd);
-        evbuffer_free(b);
+    while (b != NULL && evbuffer_get_length(b) < (size_t)sb.st_size) {
+        int n = evbuffer_read(b, fd, (int)((size_t)sb.st_size - evbuffer_get_length(b)));
+
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+    }
+    close(fd);
+    if (b == NULL || evbuffer_get_length(b) != (size_t)sb.st_size) {
+        if (b != NULL)
+            evbuffer_free(b);
         ad_send_error(req, 500, "internal", "cannot read the file");
         return;
     }
@@ -644,6 +652,8 @@ static void ad_request(struct evhttp_request *req, void *arg)
         ad_static(req, method, path);
     }
     free(path);
+    /* Do not keep a rules snapshot alive on this thread between calls. */
+    authz_thread_release();
 }
 
 /* ---- TLS --------------------------------------------------------------------------- */
@@ -707,6 +717,18 @@ static SSL_CTX *ad_ctx_new(const struct conf *c, char *err, size_t errlen)
     if (SSL_CTX_load_verify_locations(ctx, c->admin_client_ca, NULL) != 1) {
         ad_ssl_err(err, errlen, c, "$.admin.client_ca", c->admin_client_ca);
         goto fail;
+    }
+    /* Admin certificates from the device CA are revoked like devices. */
+    if (c->tls_crl != NULL && c->tls_device_ca != NULL &&
+        strcmp(c->admin_client_ca, c->tls_device_ca) == 0) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        X509_LOOKUP *lu = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+
+        if (lu == NULL || X509_load_crl_file(lu, c->tls_crl, X509_FILETYPE_PEM) <= 0) {
+            ad_ssl_err(err, errlen, c, "$.tls.crl", c->tls_crl);
+            goto fail;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
     }
     names = SSL_load_client_CA_file(c->admin_client_ca);
     if (names == NULL) {
@@ -881,11 +903,17 @@ int admin_start(struct event_base *main_base, const struct conf *c, char *err, s
     return 0;
 }
 
+static int ad_streq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
 {
     struct event_base *base;
     struct ad_state *s;
     struct ad_cfg *k;
+    int same_rules;
 
     if (ad == NULL && c->admin_listener == NULL)
         return 0;
@@ -898,6 +926,10 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "admin: the \"admin\" section was added: restart to start it");
         return -1;
     }
+    /* The history stays open unless where it lives (or whether there are
+     * rules) changed. */
+    same_rules = (ad->cfg->conf->policy_rules != NULL) == (c->policy_rules != NULL) &&
+                 ad_streq(ad->cfg->conf->state_dir, c->state_dir);
     if (ad->listen.addrlen != c->admin_listener->addrlen ||
         memcmp(&ad->listen.addr, &c->admin_listener->addr, ad->listen.addrlen) != 0) {
         /* A new address: bind it first, so a failure keeps the old one. */
@@ -918,6 +950,7 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
             return -1;
         ad_cfg_free(ad->cfg);
         ad->cfg = k;
+        ad->listen = *c->admin_listener;
         free(ad->tok_path);
         ad->tok_path = c->admin_token_file != NULL ? strdup(c->admin_token_file) : NULL;
         admin_tokens_free(ad->tokens);
@@ -925,8 +958,16 @@ int admin_reconfigure(const struct conf *c, char *err, size_t errlen)
         ad->tok_loaded = 0;
         ad_tokens_refresh();
     }
+    if (same_rules)
+        return 0;
     admin_rules_stop();
-    return admin_rules_start(c, err, errlen);
+    if (admin_rules_start(c, err, errlen) == -1) {
+        log_warnx("admin: the rules history cannot be opened, the rules endpoints are off "
+                  "until it can: %s",
+                  err);
+        return -1;
+    }
+    return 0;
 }
 
 void admin_stop(void)

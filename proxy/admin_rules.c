@@ -1009,6 +1009,10 @@ void admin_explain(const struct admin_call *c, struct admin_reply *out)
             groups[gl] = '\0';
         }
     }
+    if (!authz_enabled()) {
+        admin_error(out, 409, "no_policy", "no \"policy\" section is configured");
+        return;
+    }
     if (doc != NULL) {
         char *text;
         size_t len;
@@ -1032,9 +1036,6 @@ void admin_explain(const struct admin_call *c, struct admin_reply *out)
             admin_error(out, 422, "invalid_rules", "%s", err);
             return;
         }
-    } else if (!authz_enabled()) {
-        admin_error(out, 409, "no_policy", "no \"policy\" section is configured");
-        return;
     }
 
     dv = calloc(1, sizeof(*dv));

@@ -48,6 +48,7 @@ def directory_doc(alice_groups=("secops",)):
             "alice@corp.example": {"groups": list(alice_groups), "subject": "admin1"},
             "carol@corp.example": {"groups": ["secops"]},
             "bob@corp.example": {"groups": ["eng"], "subject": "good2"},
+            "dave@corp.example": {"groups": ["secops"], "subject": "revoked"},
         },
     }
 
@@ -104,6 +105,8 @@ class AdminTest(ztlib.ProxyTestCase):
             os.makedirs(os.path.join(cls.tmp, "console"))
             with open(os.path.join(cls.tmp, "console", "index.html"), "w") as f:
                 f.write("<!doctype html><title>ztproxy console</title>\n")
+            with open(os.path.join(cls.tmp, "console", "app.js"), "w") as f:
+                f.write("// console\n" + "x = 1;\n" * 5000)
             cls.admin_port = ztlib.free_port()
             cls.up = ztlib.Upstream(cls.tmp, "main").start()
             cls.ups["main"] = cls.up
@@ -190,6 +193,10 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertIn("ztproxy console", body)
         self.assertTrue(h["content-type"].startswith("text/html"))
         self.assertIn("frame-ancestors 'none'", h["content-security-policy"])
+        st, body, h = self.api("GET", "/app.js", token=None)
+        self.assertEqual(st, 200)
+        self.assertEqual(len(body), len("// console\n") + 7 * 5000)
+        self.assertTrue(h["content-type"].startswith("text/javascript"))
         for bad in ("/../admin.tokens", "/%2e%2e/admin.tokens", "/.hidden", "/nope.html"):
             st, body, _ = self.api("GET", bad, token=None)
             self.assertEqual(st, 404, bad)
@@ -219,19 +226,21 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertEqual(st, 403, body)
         self.assertNotIn(OTHER_TOKEN, self.proxy.stderr())
         self.assertNotIn(TOKEN, self.proxy.stderr())
-        # a certificate from another CA does not even get through the handshake
-        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
-            c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            c.load_verify_locations(self.pki.ca)
-            c.check_hostname = False
-            c.load_cert_chain(self.pki.device_crt("evil"), self.pki.device_key("evil"))
-            conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=30,
-                                               context=c)
-            try:
-                conn.request("GET", "/api/v1/rules")
-                conn.getresponse().read()
-            finally:
-                conn.close()
+        # a certificate from another CA, or a revoked one (dave is in secops), does not
+        # even get through the handshake
+        for dev in ("evil", "revoked"):
+            with self.assertRaises((ssl.SSLError, ConnectionError, OSError), msg=dev):
+                c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                c.load_verify_locations(self.pki.ca)
+                c.check_hostname = False
+                c.load_cert_chain(self.pki.device_crt(dev), self.pki.device_key(dev))
+                conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=30,
+                                                   context=c)
+                try:
+                    conn.request("GET", "/api/v1/rules")
+                    conn.getresponse().read()
+                finally:
+                    conn.close()
         # the good ones: a token, an admin certificate by subject, one by e-mail SAN
         for cert, token in ((None, TOKEN), ("admin1", None), ("carol", None)):
             st, body, _ = self.api("GET", "/api/v1/rules", cert=cert, token=token)
@@ -522,6 +531,59 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertEqual(st, 422, r)
         self.assertEqual(r["errors"][0]["path"], "$.rules[0].route")
 
+    def test_token_file_changes_and_sighup(self):
+        tokens = os.path.join(self.tmp, "admin.tokens")
+        new = "tok-0123456789abcdef-newci"
+
+        def write_tokens(text, mode=0o600):
+            tmp = tokens + ".new"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, tokens)
+        try:
+            # a new token works on the next call, a removed one no longer does
+            write_tokens("ops:%s\nci:%s\n" % (TOKEN, new))
+            st, r, _ = self.api("GET", "/api/v1/rules", token=new)
+            self.assertEqual(st, 200, r)
+            write_tokens("ops:%s\n" % TOKEN)
+            self.assertEqual(self.api("GET", "/api/v1/rules", token=new)[0], 403)
+            # a file others can read is refused: the tokens loaded before stay
+            write_tokens("ops:%s\nci:%s\n" % (TOKEN, new), mode=0o644)
+            self.assertEqual(self.api("GET", "/api/v1/rules", token=new)[0], 403)
+            self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+            # so is a broken one
+            write_tokens("this is not a token file\n")
+            self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+        finally:
+            write_tokens("# admin tokens\nops:%s\n" % TOKEN)
+        self.assertEqual(self.api("GET", "/api/v1/rules")[0], 200)
+        # SIGHUP: the listener, its credentials and the history carry on
+        st, h, _ = self.api("GET", "/api/v1/rules/history")
+        off = self.proxy.stderr_size()
+        self.proxy.sighup()
+        self.proxy.wait_log(off, lambda l: "reload done" in l, what="the reload")
+        st2, h2, _ = self.api("GET", "/api/v1/rules/history")
+        self.assertEqual((st2, h2), (st, h))
+        self.assertEqual(self.api("GET", "/api/v1/rules", cert="admin1", token=None)[0], 200)
+        # a new listen address: bound on SIGHUP, the old one closed
+        old_port, new_port = self.admin_port, ztlib.free_port()
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["admin"]["listen"] = "127.0.0.1:%d" % new_port
+        ztlib.write_config(self.cfg_path, cfg)
+        off = self.proxy.stderr_size()
+        self.proxy.sighup()
+        self.proxy.wait_log(off, lambda l: "reload done" in l, what="the reload")
+        type(self).cfg = cfg
+        type(self).admin_port = new_port
+        self.assertFalse(ztlib.port_accepts(old_port))
+        st3, h3, _ = self.api("GET", "/api/v1/rules/history")
+        self.assertEqual((st3, h3), (st, h))
+        # the CSRF origin follows the address
+        st, r, _ = self.api("POST", "/api/v1/rules/validate", rules_doc("o"),
+                            headers={"Origin": "https://127.0.0.1:%d" % old_port})
+        self.assertEqual(st, 403, r)
+
     # ---------------------------------------------------------------- restart
     def test_z_restart_keeps_rules_and_history(self):
         st, r, _ = self.put(rules_doc("r-restart", "/after-restart"), comment="before restart")
@@ -542,6 +604,39 @@ class AdminTest(ztlib.ProxyTestCase):
         # and the next version number continues
         st, r, _ = self.put(rules_doc("r-next"))
         self.assertEqual((st, r["version"]), (200, v + 1))
+
+
+class AdminNoPolicyTest(ztlib.ProxyTestCase):
+    """An admin section without a policy section: health answers, the rules
+    endpoints say there is nothing to manage."""
+
+    @classmethod
+    def config_extra(cls):
+        cls.admin_port = ztlib.free_port()
+        tokens = os.path.join(cls.tmp, "admin.tokens")
+        with open(tokens, "w") as f:
+            f.write("ops:%s\n" % TOKEN)
+        os.chmod(tokens, 0o600)
+        return {"admin": {"listen": "127.0.0.1:%d" % cls.admin_port, "token_file": tokens}}
+
+    api = AdminTest.api
+    ctx = AdminTest.ctx
+
+    def test_no_policy(self):
+        wait_until(lambda: ztlib.port_accepts(self.admin_port), 10, what="admin listener")
+        st, r, _ = self.api("GET", "/readyz", token=None)
+        self.assertEqual(st, 200, r)
+        self.assertIs(r["rules"]["loaded"], False)
+        for method, path, body in (("GET", "/api/v1/rules", None),
+                                   ("PUT", "/api/v1/rules", {"document": rules_doc("x")}),
+                                   ("POST", "/api/v1/explain", {"context": {"route": "app"}})):
+            st, r, _ = self.api(method, path, body)
+            self.assertEqual(st, 409, (path, r))
+            self.assertEqual(r["error"], "no_policy")
+        # no admin_groups: no certificate is admin
+        self.assertEqual(self.api("GET", "/api/v1/rules", cert="good", token=None)[0], 403)
+        # the data plane still lets the device through (no rules)
+        self.assertEqual(self.get("/x").status, 200)
 
 
 if __name__ == "__main__":

@@ -425,6 +425,11 @@ class AdminDataTest(SSOTestCase):
         with open(log) as f:
             self.assertIn(sid, f.read().lower())
 
+        # persisted: a restart does not bring the session back
+        self.restart_proxy()
+        r = self.visit(self.unique("sess"), cookies=cookies, device="good2")
+        self.assertIn(r.status, (302, 401), "revoked session after a restart: %r" % r)
+
 
 if __name__ == "__main__":
     main()

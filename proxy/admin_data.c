@@ -200,6 +200,10 @@ void admin_whatif(const struct admin_call *c, struct admin_reply *out)
     }
     if (ad_body_keys(c, out, keys) == -1)
         return;
+    if (!authz_enabled()) {
+        admin_error(out, 409, "no_policy", "no policy configured (no \"policy\" section)");
+        return;
+    }
     doc = json_object_get(c->body, "document");
     if (!json_is_object(doc)) {
         admin_error(out, 400, "bad_body", "$.document: expected a rules document (an object)");
@@ -550,7 +554,7 @@ static void ad_directory_get(const struct admin_call *c, struct admin_reply *out
         members[i] = nested[i] = NULL;
     }
 done:
-    if (members != NULL)
+    if (members != NULL && nested != NULL)
         for (i = 0; i < directory_group_count(d); i++) {
             json_decref(members[i]);
             json_decref(nested[i]);

@@ -431,5 +431,66 @@ class AdminDataTest(SSOTestCase):
         self.assertIn(r.status, (302, 401), "revoked session after a restart: %r" % r)
 
 
+class AdminDataBareTest(ztlib.ProxyTestCase):
+    """No identity, no directory: the endpoints that need them say so (409),
+    the others work; and the same without any policy."""
+
+    POLICY = True
+
+    @classmethod
+    def routes(cls):
+        return [{"name": n, "host": n + ".test", "upstream": cls.up.url,
+                 "auth": {"mode": "none"}} for n in ("open", "loose", "app")]
+
+    @classmethod
+    def config_extra(cls):
+        cfg = {"state_dir": os.path.join(cls.tmp, "state"),
+               "admin": {"listen": "127.0.0.1:%d" % cls.admin_port,
+                         "token_file": "admin.tokens"}}
+        if cls.POLICY:
+            cfg["policy"] = {"rules": "rules.json", "audit_log": "off"}
+        return cfg
+
+    @classmethod
+    def start_proxy(cls, cfg_update=None):
+        cls.admin_port = ztlib.free_port()
+        ztlib.write_atomic(os.path.join(cls.tmp, "rules.json"), RULES)
+        tokens = os.path.join(cls.tmp, "admin.tokens")
+        with open(tokens, "w") as f:
+            f.write("ops:%s\n" % TOKEN)
+        os.chmod(tokens, 0o600)
+        super().start_proxy(cfg_update)
+        wait_until(lambda: ztlib.port_accepts(cls.admin_port), 10, what="the admin listener")
+
+    api = AdminDataTest.api
+    assert_error = AdminDataTest.assert_error
+
+    def test_refusals_without_identity_or_directory(self):
+        st, body = self.api("GET", "/api/v1/directory")
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["source"], body["loaded"], body["groups"]), (None, False, []))
+        self.assert_error(self.api("PUT", "/api/v1/directory/groups/eng/members/a@corp.example"),
+                          409, "not_a_file")
+        self.assert_error(self.api("POST", "/api/v1/sessions/revoke", {"user": "bob"}), 409,
+                          "no_sessions")
+        # a device nobody knows yet can be marked lost before it shows up
+        st, body = self.api("PUT", "/api/v1/devices/laptop-9/status", {"status": "stolen"})
+        self.assertEqual((st, body["status"], body["known"]), (200, "stolen", False), body)
+        st, body = self.api("GET", "/api/v1/devices?status=stolen")
+        self.assertEqual([d["id"] for d in body["devices"]], ["laptop-9"])
+        if self.POLICY:
+            st, body = self.api("POST", "/api/v1/whatif", {"document": PROPOSED})
+            self.assertEqual(st, 200, body)
+        else:
+            self.assert_error(self.api("POST", "/api/v1/whatif", {"document": PROPOSED}), 409,
+                              "no_policy")
+        st, body = self.api("GET", "/api/v1/decisions")
+        self.assertEqual(st, 200, body)
+
+
+class AdminDataNoPolicyTest(AdminDataBareTest):
+    POLICY = False
+
+
 if __name__ == "__main__":
     main()

@@ -241,6 +241,7 @@
             else a.removeAttribute("aria-current");
         });
         document.title = "ztproxy console: " + name;
+        if (changed && $("status").className !== "status err") $("status").textContent = "";
         stopPoll();
         if (name === "decisions") {
             loadDecisions();
@@ -527,7 +528,10 @@
                 el("span", { class: "rule-id", text: r.id != null ? String(r.id) : "(no id)" }),
                 effect ? badge(effect) : badge(str(r.effect) || "no effect", "unknown"),
                 r.mode === "monitor" ? badge("monitor", "monitor") : null,
-                el("span", { class: "rule-scope", text: "#" + (i + 1) + " · " + routes })),
+                el("span", { class: "rule-scope", text: "#" + (i + 1) + " · " + routes }),
+                el("button", { type: "button", class: "secondary small edit-json",
+                    "aria-label": "Edit rule " + (r.id != null ? r.id : "#" + (i + 1)) + " in the JSON",
+                    onclick: function () { selectRuleText(r.id, i); } }, "Edit in JSON")),
             r.description ? el("p", { class: "rule-desc", text: r.description }) : null,
             el("ul", { class: "rule-when", "aria-label": "conditions" },
                 r.when !== undefined ? describeCond(r.when) : el("li", { text: "(no conditions: \"when\" is missing)" })),
@@ -539,6 +543,36 @@
                 })) : null);
             ol.appendChild(li);
         });
+    }
+
+    /* Puts the caret on rule i's "id" line in the textarea (by id; the
+     * i-th "id" key when the id is missing or repeats). */
+    function selectRuleText(id, i) {
+        var ta = $("rules-text");
+        var text = ta.value;
+        var at = -1;
+        if (id != null) {
+            var re = new RegExp('"id"\\s*:\\s*' + JSON.stringify(String(id)).replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+            var m = re.exec(text);
+            if (m) at = m.index;
+        }
+        if (at < 0) {
+            var n = -1, re2 = /"id"\s*:/g, m2;
+            while ((m2 = re2.exec(text)) !== null) {
+                if (++n === i) {
+                    at = m2.index;
+                    break;
+                }
+            }
+        }
+        ta.focus();
+        if (at < 0) return;
+        var end = text.indexOf("\n", at);
+        ta.setSelectionRange(at, end < 0 ? text.length : end);
+        // Scroll the selection into view: the line's share of the text height.
+        var line = text.slice(0, at).split("\n").length - 1;
+        var lines = text.split("\n").length;
+        ta.scrollTop = Math.max(0, ta.scrollHeight * line / lines - ta.clientHeight / 3);
     }
 
     function draftOrSay() {

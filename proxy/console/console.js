@@ -671,6 +671,7 @@
             var w = res.body;
             $("whatif-card").hidden = false;
             $("whatif-summary").textContent = "Replayed " + (w.replayed || 0) + " recent decision" + (w.replayed === 1 ? "" : "s") +
+                (w.skipped ? " (" + w.skipped + " could not be replayed)" : "") +
                 ": " + (w.gains || []).length + " (route, user, device) would gain access, " + (w.losses || []).length + " would lose it.";
             fillChanges($("whatif-gains"), w.gains);
             fillChanges($("whatif-losses"), w.losses);
@@ -944,7 +945,9 @@
                         showDevice(d.id);
                     } })),
                     el("td", { text: d.owner || "" }),
-                    el("td", { class: "dev-status" }, badge(d.status || "unknown", d.status || "unknown")),
+                    el("td", { class: "dev-status" }, badge(d.status || "unknown", d.status || "unknown"),
+                        d.override ? el("div", { class: "meta", text: "set by an admin" }) : null,
+                        d.known === false ? el("div", { class: "meta", text: "not in the inventory" }) : null),
                     el("td", { class: "dev-tier", text: d.tier || "" }),
                     el("td", { class: "num", text: str(d.score) }),
                     el("td", null, failing.length ? el("ul", null, failing.map(function (f) { return el("li", { text: f }); })) : "none"),

@@ -85,6 +85,16 @@ int auditlog_enabled(void);
  * evbuffer grows its chains; no lock, no syscall. */
 void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e);
 
+/*
+ * Append one admin event line to buf (docs/admin-api.md): who changed what,
+ * when: {"time":"...","event":"admin","actor":"token:ops","what":"rules put",
+ * "detail":{...}}. detail_json is compact JSON text without a newline (as
+ * json_dumps(JSON_COMPACT) writes it), or NULL. It is chained like every
+ * other line; nothing secret may be in it.
+ */
+void auditlog_append_admin(struct evbuffer *buf, int64_t time_ms, const char *actor,
+                           const char *what, const char *detail_json);
+
 /* Move every byte of buf (whole lines from auditlog_append()) to the writer.
  * Beyond AUDITLOG_QUEUE_MAX queued bytes the lines are dropped and counted. */
 void auditlog_submit(struct evbuffer *buf);

@@ -33,12 +33,15 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <jansson.h>
+
 #include "policy.h"
 
 struct conf;
 struct event_base;
 struct evbuffer;
 struct devtrust_verdict;
+struct directory;
 
 #define AUTHZ_GROUPS_MAX 4096 /* bytes of out->groups, NUL included */
 #define AUTHZ_ERR_MAX 1024    /* room for any error line of this module */
@@ -114,6 +117,13 @@ struct authz_input {
      * in AUTHZ_GROUPS_MAX - 1. Whole names only: a name that does not fit
      * is left out and counted in groups_dropped. */
     size_t groups_budget;
+    /* Admin dry-runs (explain, what-if). NULL: the live directory / GeoIP.
+     * groups_override: comma-separated group names used instead of the
+     * directory's (names the directory does not know are ignored: nobody
+     * can be in them; needs has_identity like any group condition).
+     * country_override: ISO alpha-2 (or "unknown") instead of the lookup. */
+    const char *groups_override;
+    const char *country_override;
 };
 
 /*
@@ -139,6 +149,66 @@ struct authz_result {
  */
 void authz_evaluate(const struct authz_input *in, struct authz_result *out);
 
+/*
+ * The same with the rules p instead of the live ones (explain, what-if):
+ * the live directory, GeoIP and settings resolve the context. p must come
+ * from authz_compile_text() (or be the live rules); the route is matched
+ * by name. Strings in out->decision point into p.
+ */
+void authz_evaluate_policy(const struct policy *p, const struct authz_input *in,
+                           struct authz_result *out);
+
+/*
+ * Explain (policy_explain_json()) in with p, or the live rules when p is
+ * NULL, resolving the context exactly like authz_evaluate() (address,
+ * country, groups and their overrides). out gets the resolved client
+ * address, country, groups and the decision (its strings are valid while p,
+ * or this thread's snapshot, is). A new object (caller owns), or NULL with
+ * err ("no policy configured", out of memory).
+ */
+json_t *authz_explain_json(const struct policy *p, const struct authz_input *in,
+                           struct authz_result *out, char *err, size_t errlen);
+
+/*
+ * Compile a proposed rules document against the live routes, tiers and
+ * directory without publishing it. A policy (refcount 1; policy_unref()),
+ * or NULL and one line in err ("rules: $.rules[0] (id \"a\").when: ...").
+ * Main thread (loads time zones); thread-safe.
+ */
+struct policy *authz_compile_text(const char *text, size_t len, char *err, size_t errlen);
+
+/*
+ * Validate a proposed rules document and report every error found as a new
+ * JSON array in *errors (caller owns; [] when valid) of
+ *   {"rule": "<id>"|null, "path": "$.rules[3].when.all[1]", "message": "..."}
+ * What is found: a JSON syntax error alone (nothing else can be checked);
+ * else the first top-level error (unknown key, bad "version", "rules" not
+ * an array); the first error of each rule (every rule is compiled on its
+ * own against the live routes, tiers and directory); duplicate ids; and,
+ * when none of these was found, the whole document's first error (limits).
+ * 0 valid, 1 invalid, -1 out of memory / no policy configured (*errors
+ * then holds one entry saying so).
+ */
+int authz_validate_text(const char *text, size_t len, json_t **errors);
+
+/*
+ * Validate, compile and publish text as the live rules (the next
+ * authz_evaluate() on any thread uses them) and replace the rules file
+ * atomically (temporary file, fsync, rename, fsync of the folder), so a
+ * restart or SIGHUP keeps them; the file watcher then sees the same bytes
+ * and does nothing. Serialised with every other load. 0, or -1 with one
+ * line in err and nothing changed (neither the file nor the live rules).
+ */
+int authz_install_rules(const char *text, size_t len, char *err, size_t errlen);
+
+/* The live rules: a copy of the text they were compiled from (caller frees)
+ * and its length, or NULL when there is no policy (or out of memory). */
+char *authz_rules_text(size_t *len);
+
+/* Is user (a subject or e-mail) in group (directly or nested) in the live
+ * directory? 1 yes, 0 no (no directory, no such user or group). */
+int authz_user_in_group(const char *user, const char *group);
+
 /* Tier name (device trust) -> ordinal in the live rules' tiers, -1 unknown. */
 int authz_tier_index(const char *name);
 
@@ -154,6 +224,18 @@ void authz_audit(struct evbuffer *buf, const char *request_id, const struct auth
 /* Drop this thread's snapshot reference (a worker that exits; threads that
  * end release it anyway through a thread-specific destructor). */
 void authz_thread_release(void);
+
+/*
+ * The admin API (proxy/admin_data.c). authz_directory_ref(): a reference to
+ * the live directory snapshot (directory_unref() it), NULL when none is
+ * loaded. authz_directory_reload(): re-read the directory file now and
+ * publish it before returning (the next request sees it), rebinding the
+ * rules like a reload from the file timer does. Main thread (file I/O).
+ * 0, or -1 and err (not a file directory, unreadable, refused: the last
+ * good one stays).
+ */
+struct directory *authz_directory_ref(void);
+int authz_directory_reload(char *err, size_t errlen);
 
 /* For /metrics and /readyz. */
 struct authz_stats {

@@ -162,6 +162,16 @@ struct conf {
     size_t npolicy_trusted_proxies;
     char *policy_audit_log;  /* path, "stdout", "stderr" or "off" */
     int policy_deny_details; /* the deny page shows the rule and its reasons */
+
+    /* "admin" (include/admin.h, docs/admin-api.md). admin_listener NULL: no
+     * section, no admin listener. */
+    struct conf_listener *admin_listener;
+    char *admin_client_ca;       /* resolved; defaults to tls_device_ca */
+    char **admin_groups;         /* directory groups whose members are admins */
+    size_t nadmin_groups;        /* 0: no certificate is admin */
+    char *admin_token_file;      /* private "name:token" lines, or NULL */
+    char *admin_console_dir;     /* static files served at /, or NULL */
+    size_t admin_decisions_ring; /* recent decisions kept (default 10000) */
 };
 
 /* Flags for conf_parse(). */

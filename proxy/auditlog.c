@@ -316,6 +316,35 @@ void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
                         e->eval_ns % 1000);
 }
 
+void auditlog_append_admin(struct evbuffer *buf, int64_t time_ms, const char *actor,
+                           const char *what, const char *detail_json)
+{
+    char ts[96];
+    struct tm tm;
+    time_t sec = (time_t)(time_ms / 1000);
+    int ms = (int)(time_ms % 1000);
+
+    if (ms < 0) {
+        ms += 1000;
+        sec--;
+    }
+    if (gmtime_r(&sec, &tm) == NULL)
+        memset(&tm, 0, sizeof(tm));
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    evbuffer_add(buf, "{\"time\":\"", 9);
+    evbuffer_add(buf, ts, strlen(ts));
+    evbuffer_add(buf, "\",\"event\":\"admin\"", 17);
+    al_str(buf, "actor", actor);
+    al_str(buf, "what", what);
+    al_key(buf, "detail");
+    if (detail_json != NULL && detail_json[0] != '\0' && strchr(detail_json, '\n') == NULL)
+        evbuffer_add(buf, detail_json, strlen(detail_json));
+    else
+        evbuffer_add(buf, "null", 4);
+    evbuffer_add(buf, "}\n", 2);
+}
+
 /* ---- the writer thread --------------------------------------------------- */
 
 #define AL_REOPEN_NONE (-2)

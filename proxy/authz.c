@@ -1675,6 +1675,372 @@ void authz_stats(struct authz_stats *out)
     pthread_mutex_unlock(&st_mtx);
 }
 
+/* ---- admin: proposed rules, install, directory questions ------------------- */
+
+static pthread_mutex_t inst_mtx = PTHREAD_MUTEX_INITIALIZER; /* one install at a time */
+
+/* The live settings and directory (references), for compiling a proposal. */
+static int az_live_refs(struct az_settings **set, struct directory **dir, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&ld_mtx);
+    *set = az_settings_ref(ld_set);
+    *dir = ld_dir != NULL ? directory_ref(ld_dir) : NULL;
+    pthread_mutex_unlock(&ld_mtx);
+    if (*set == NULL || (*set)->rules == NULL) {
+        az_settings_unref(*set);
+        directory_unref(*dir);
+        *set = NULL;
+        *dir = NULL;
+        snprintf(err, errlen, "no policy configured (no \"policy\" section)");
+        return -1;
+    }
+    return 0;
+}
+
+static struct policy *az_compile_as(const struct az_settings *s, const char *name, const char *text,
+                                    size_t len, const struct directory *dir, char *err,
+                                    size_t errlen)
+{
+    struct policy_compile_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.name = name;
+    o.tiers = (const char *const *)s->tiers;
+    o.ntiers = s->ntiers;
+    o.routes = (const char *const *)s->routes;
+    o.nroutes = s->nroutes;
+    o.dir = dir;
+    return policy_compile(text, len, &o, err, errlen);
+}
+
+struct policy *authz_compile_text(const char *text, size_t len, char *err, size_t errlen)
+{
+    struct az_settings *set;
+    struct directory *dir;
+    struct policy *p;
+
+    if (az_live_refs(&set, &dir, err, errlen) == -1)
+        return NULL;
+    p = az_compile_as(set, "rules", text, len, dir, err, errlen);
+    az_settings_unref(set);
+    directory_unref(dir);
+    return p;
+}
+
+/*
+ * policy_compile()'s line "rules: $.rules[0] (id "a").when.x: message" ->
+ * path (the " (id ...)" part dropped, "$.rules[0]" renumbered to index
+ * when index >= 0) and message. A line without a JSON path (a syntax error
+ * "rules:1:5: ...") gets the path "$".
+ */
+static int az_err_entry(json_t *arr, const char *line, long index, const char *rule_id)
+{
+    const char *p = line, *msg, *sep;
+    char path[1024];
+    size_t n = 0;
+    json_t *e;
+
+    if (strncmp(p, "rules: ", 7) == 0)
+        p += 7;
+    else if (strncmp(p, "rules:", 6) == 0)
+        p += 6;
+    if (p[0] != '$') {
+        snprintf(path, sizeof(path), "$");
+        msg = p;
+    } else {
+        sep = strstr(p, ": ");
+        if (sep == NULL) {
+            snprintf(path, sizeof(path), "$");
+            msg = p;
+        } else {
+            const char *q = p;
+
+            msg = sep + 2;
+            if (index >= 0 && strncmp(q, "$.rules[0]", 10) == 0) {
+                n = (size_t)snprintf(path, sizeof(path), "$.rules[%ld]", index);
+                q += 10;
+            }
+            while (q < sep && n + 1 < sizeof(path)) {
+                if (strncmp(q, " (id \"", 6) == 0) {
+                    const char *close = strstr(q + 6, "\")");
+                    if (close != NULL && close < sep) {
+                        q = close + 2;
+                        continue;
+                    }
+                }
+                path[n++] = *q++;
+            }
+            path[n] = '\0';
+        }
+    }
+    e = json_pack("{s:s?,s:s,s:s}", "rule", rule_id, "path", path, "message", msg);
+    if (e == NULL || json_array_append_new(arr, e) == -1)
+        return -1;
+    return 0;
+}
+
+/* Compile doc (a JSON value) alone; 0 ok, -1 and err. */
+static int az_try(const struct az_settings *set, const struct directory *dir, json_t *doc,
+                  char *err, size_t errlen)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    struct policy *p;
+
+    if (text == NULL) {
+        snprintf(err, errlen, "rules: out of memory");
+        return -1;
+    }
+    p = az_compile_as(set, "rules", text, strlen(text), dir, err, errlen);
+    free(text);
+    if (p == NULL)
+        return -1;
+    policy_unref(p);
+    return 0;
+}
+
+int authz_validate_text(const char *text, size_t len, json_t **errors)
+{
+    char err[AUTHZ_ERR_MAX], whole[AUTHZ_ERR_MAX];
+    struct az_settings *set = NULL;
+    struct directory *dir = NULL;
+    json_t *arr = json_array(), *root = NULL, *rules, *top = NULL, *one = NULL, *seen = NULL;
+    json_error_t jerr;
+    struct policy *p;
+    int rc = -1;
+    size_t i;
+
+    *errors = arr;
+    if (arr == NULL)
+        return -1;
+    if (az_live_refs(&set, &dir, err, sizeof(err)) == -1) {
+        az_err_entry(arr, err, -1, NULL);
+        return -1;
+    }
+    /* The whole document first: valid is the common answer. */
+    p = az_compile_as(set, "rules", text, len, dir, whole, sizeof(whole));
+    if (p != NULL) {
+        policy_unref(p);
+        rc = 0;
+        goto out;
+    }
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        /* Syntax (or not an object): policy_compile() said it precisely. */
+        rc = az_err_entry(arr, whole, -1, NULL) == -1 ? -1 : 1;
+        goto out;
+    }
+    /* Top level, with no rules. */
+    top = json_deep_copy(root);
+    rules = json_object_get(root, "rules");
+    if (top == NULL)
+        goto out;
+    if (json_is_array(rules) && json_object_set_new(top, "rules", json_array()) == -1)
+        goto out;
+    if (az_try(set, dir, top, err, sizeof(err)) == -1 && az_err_entry(arr, err, -1, NULL) == -1)
+        goto out;
+    /* Each rule alone, then duplicate ids. */
+    seen = json_object();
+    if (seen == NULL)
+        goto out;
+    for (i = 0; json_is_array(rules) && i < json_array_size(rules); i++) {
+        json_t *r = json_array_get(rules, i), *idv = json_object_get(r, "id"), *prev;
+        const char *id = json_is_string(idv) ? json_string_value(idv) : NULL;
+
+        json_decref(one);
+        one = json_pack("{s:[O]}", "rules", r);
+        if (one == NULL)
+            goto out;
+        if (az_try(set, dir, one, err, sizeof(err)) == -1) {
+            if (az_err_entry(arr, err, (long)i, id) == -1)
+                goto out;
+            continue;
+        }
+        prev = id != NULL ? json_object_get(seen, id) : NULL;
+        if (prev != NULL) {
+            char line[AUTHZ_ERR_MAX];
+            snprintf(line, sizeof(line),
+                     "rules: $.rules[%zu].id: duplicate id \"%s\" (also "
+                     "$.rules[%lld])",
+                     i, id, (long long)json_integer_value(prev));
+            if (az_err_entry(arr, line, -1, id) == -1)
+                goto out;
+        } else if (id != NULL && json_object_set_new(seen, id, json_integer((json_int_t)i)) == -1) {
+            goto out;
+        }
+    }
+    /* Nothing found piecewise: the whole document's error (limits, ...). */
+    if (json_array_size(arr) == 0 && az_err_entry(arr, whole, -1, NULL) == -1)
+        goto out;
+    rc = 1;
+out:
+    if (rc == -1 && json_array_size(arr) == 0) {
+        json_t *e = json_pack("{s:n,s:s,s:s}", "rule", "path", "$", "message", "out of memory");
+        if (e != NULL)
+            json_array_append_new(arr, e);
+    }
+    json_decref(one);
+    json_decref(seen);
+    json_decref(top);
+    json_decref(root);
+    az_settings_unref(set);
+    directory_unref(dir);
+    return rc;
+}
+
+/* Write text to path atomically: a temporary file beside it with path's
+ * mode, fsync, rename, fsync of the folder. 0, or -1 with err. */
+static int az_write_atomic(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+    char tmp[4096], dirbuf[4096];
+    struct stat sb;
+    mode_t mode = 0644;
+    size_t off = 0;
+    char *slash;
+    int fd, dfd;
+
+    if (stat(path, &sb) == 0)
+        mode = sb.st_mode & 0777;
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
+        snprintf(err, errlen, "%.300s: path too long", path);
+        return -1;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd == -1) {
+        snprintf(err, errlen, "%.300s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "%.300s: write error: %s", tmp, strerror(errno));
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    if (fchmod(fd, mode) == -1 || fsync(fd) == -1) {
+        snprintf(err, errlen, "%.300s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (close(fd) == -1) {
+        fd = -1;
+        snprintf(err, errlen, "%.300s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) == -1) {
+        snprintf(err, errlen, "%.300s: cannot rename to %.300s: %s", tmp, path, strerror(errno));
+        goto fail;
+    }
+    snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+    slash = strrchr(dirbuf, '/');
+    if (slash == NULL)
+        snprintf(dirbuf, sizeof(dirbuf), ".");
+    else if (slash == dirbuf)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    dfd = open(dirbuf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd != -1) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+fail:
+    if (fd != -1)
+        close(fd);
+    unlink(tmp);
+    return -1;
+}
+
+int authz_install_rules(const char *text, size_t len, char *err, size_t errlen)
+{
+    char e2[AUTHZ_ERR_MAX];
+    struct policy *p = NULL;
+    char *copy = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&inst_mtx);
+    pthread_mutex_lock(&ld_mtx);
+    if (ld_set == NULL || ld_set->rules == NULL) {
+        snprintf(err, errlen, "no policy configured (no \"policy\" section)");
+        goto out;
+    }
+    p = az_compile_as(ld_set, "rules", text, len, ld_dir, err, errlen);
+    if (p == NULL)
+        goto out;
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    if (az_write_atomic(ld_set->rules, text, len, e2, sizeof(e2)) == -1) {
+        snprintf(err, errlen, "the rules file cannot be written: %.900s", e2);
+        goto out;
+    }
+    /* The watcher will see a new stat and post a load: it then reads the
+     * very bytes held here and leaves them ("touched, not changed"). */
+    policy_unref(ld_policy);
+    ld_policy = p;
+    p = NULL;
+    free(ld_rules_text);
+    ld_rules_text = copy;
+    ld_rules_len = len;
+    copy = NULL;
+    az_count(&st.rules_loads);
+    az_rules_loaded_log("installed by the admin API");
+    if (az_publish_ld() == -1) {
+        snprintf(err, errlen,
+                 "out of memory publishing the rules (the file is written; they "
+                 "take effect on the next reload)");
+        goto out;
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&ld_mtx);
+    pthread_mutex_unlock(&inst_mtx);
+    policy_unref(p);
+    free(copy);
+    return rc;
+}
+
+char *authz_rules_text(size_t *len)
+{
+    char *t = NULL;
+
+    *len = 0;
+    pthread_mutex_lock(&ld_mtx);
+    if (ld_policy != NULL && ld_rules_text != NULL) {
+        t = malloc(ld_rules_len + 1);
+        if (t != NULL) {
+            memcpy(t, ld_rules_text, ld_rules_len);
+            t[ld_rules_len] = '\0';
+            *len = ld_rules_len;
+        }
+    }
+    pthread_mutex_unlock(&ld_mtx);
+    return t;
+}
+
+int authz_user_in_group(const char *user, const char *group)
+{
+    struct az_state *s = az_current();
+    const uint32_t *ids;
+    uint32_t gid;
+    size_t n;
+
+    if (s == NULL || s->dir == NULL || user == NULL || group == NULL || user[0] == '\0')
+        return 0;
+    if (directory_group_find(s->dir, group, &gid) == -1)
+        return 0;
+    if (directory_user_groups(s->dir, user, user, &ids, &n) == -1)
+        return 0;
+    return directory_ids_contain(ids, n, gid);
+}
+
 int authz_tier_index(const char *name)
 {
     struct az_state *s = az_current();
@@ -1801,20 +2167,142 @@ static void az_decision_none(struct policy_decision *d)
     d->monitor_dropped = 0;
 }
 
+#define AZ_OVERRIDE_GROUPS_MAX 256
+
+/* Storage a resolved context points into (caller's stack). */
+struct az_ctx_store {
+    char pbuf[AUTHZ_PATH_MAX];
+    uint32_t gids[AZ_OVERRIDE_GROUPS_MAX];
+};
+
+/* in->groups_override -> sorted ids of the groups dir knows; their names
+ * (sorted by id, i.e. by name) into out->groups. */
+static size_t az_groups_override(const struct directory *dir, const char *list, uint32_t *ids,
+                                 size_t max)
+{
+    const char *p = list;
+    size_t n = 0;
+
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t l = e != NULL ? (size_t)(e - p) : strlen(p), i;
+        char name[DIRECTORY_NAME_MAX + 1];
+        uint32_t id;
+
+        if (l > 0 && l <= DIRECTORY_NAME_MAX) {
+            memcpy(name, p, l);
+            name[l] = '\0';
+            if (directory_group_find(dir, name, &id) == 0 && n < max) {
+                for (i = n; i > 0 && ids[i - 1] > id; i--)
+                    ;
+                if (i == 0 || ids[i - 1] != id) {
+                    memmove(ids + i + 1, ids + i, (n - i) * sizeof(*ids));
+                    ids[i] = id;
+                    n++;
+                }
+            }
+        }
+        if (e == NULL)
+            break;
+        p = e + 1;
+    }
+    return n;
+}
+
+/*
+ * Resolve in into c (for policy p: with by_name the route is matched by
+ * name, else by the live index). Strings of c may point into store.
+ */
+static void az_ctx_build(const struct az_state *s, int by_name, const struct authz_input *in,
+                         struct authz_result *out, struct policy_ctx *c, struct az_ctx_store *store)
+{
+    struct az_addr client;
+
+    policy_ctx_init(c);
+    if (by_name) {
+        c->route_index = -1;
+        c->route = in->route;
+    } else {
+        c->route_index = az_route_find(s->set, in->route);
+    }
+    c->identity = in->has_identity;
+    if (in->has_identity) {
+        c->user = in->user_sub;
+        c->email = in->user_email;
+        c->auth_time = in->auth_time;
+        c->mfa = in->mfa;
+        if (s->dir != NULL) {
+            c->dir = s->dir;
+            if (in->groups_override != NULL) {
+                c->groups = store->gids;
+                c->ngroups = az_groups_override(s->dir, in->groups_override, store->gids,
+                                                AZ_OVERRIDE_GROUPS_MAX);
+                az_groups(s->dir, c->groups, c->ngroups, in->groups_budget, out);
+            } else if (directory_user_groups(s->dir, in->user_sub, in->user_email, &c->groups,
+                                             &c->ngroups) == 0) {
+                az_groups(s->dir, c->groups, c->ngroups, in->groups_budget, out);
+            }
+        }
+    }
+    c->device_id = in->device_id;
+    c->device_tier = in->device_tier;
+    c->device_score = in->device_score;
+    c->device_owner = in->device_owner;
+    c->device_attrs = in->attrs;
+    c->ndevice_attrs = in->nattrs;
+    c->device_stale = in->device_stale;
+
+    if (az_client(s->set, in, &client) == 0) {
+        c->ip_family = client.family;
+        memcpy(c->ip, client.a, sizeof(client.a));
+        az_addr_text(&client, out->client_ip, sizeof(out->client_ip));
+        if (in->country_override == NULL) {
+            if (s->geo != NULL)
+                az_geo_lookup(s->geo, &client, out->country, sizeof(out->country), &out->asn);
+            else
+                snprintf(out->country, sizeof(out->country), "unknown");
+        }
+    }
+    /* else: no address, no country: conditions on them are unknown */
+    if (in->country_override != NULL)
+        snprintf(out->country, sizeof(out->country), "%s", in->country_override);
+    memcpy(c->country, out->country, sizeof(c->country));
+
+    c->method = in->method;
+    if (in->path != NULL) {
+        const char *q = memchr(in->path, '?', in->path_len);
+        size_t n = q != NULL ? (size_t)(q - in->path) : in->path_len;
+
+        if (q == NULL && in->path[n] == '\0') {
+            c->path = in->path;
+        } else if (n < sizeof(store->pbuf)) {
+            memcpy(store->pbuf, in->path, n);
+            store->pbuf[n] = '\0';
+            c->path = store->pbuf;
+        }
+        /* else: too long to copy; path conditions are unknown */
+    }
+    c->now = in->now;
+}
+
+static void az_result_reset(struct authz_result *out)
+{
+    out->client_ip[0] = '\0';
+    out->country[0] = '\0';
+    out->asn = 0;
+    out->groups[0] = '\0';
+    out->groups_dropped = 0;
+}
+
 void authz_evaluate(const struct authz_input *in, struct authz_result *out)
 {
     uint64_t t0 = az_ns();
     struct az_state *s = az_current();
     struct policy_ctx c;
     struct az_addr client;
-    char pbuf[AUTHZ_PATH_MAX];
+    struct az_ctx_store store;
 
-    out->client_ip[0] = '\0';
-    out->country[0] = '\0';
-    out->asn = 0;
-    out->groups[0] = '\0';
-    out->groups_dropped = 0;
-
+    az_result_reset(out);
     if (s == NULL || s->policy == NULL) {
         az_decision_none(&out->decision);
         if (s == NULL) {
@@ -1827,59 +2315,59 @@ void authz_evaluate(const struct authz_input *in, struct authz_result *out)
         out->eval_ns = az_ns() - t0;
         return;
     }
-
-    policy_ctx_init(&c);
-    c.route_index = az_route_find(s->set, in->route);
-    c.identity = in->has_identity;
-    if (in->has_identity) {
-        c.user = in->user_sub;
-        c.email = in->user_email;
-        c.auth_time = in->auth_time;
-        c.mfa = in->mfa;
-        if (s->dir != NULL) {
-            c.dir = s->dir;
-            if (directory_user_groups(s->dir, in->user_sub, in->user_email, &c.groups,
-                                      &c.ngroups) == 0)
-                az_groups(s->dir, c.groups, c.ngroups, in->groups_budget, out);
-        }
-    }
-    c.device_id = in->device_id;
-    c.device_tier = in->device_tier;
-    c.device_score = in->device_score;
-    c.device_owner = in->device_owner;
-    c.device_attrs = in->attrs;
-    c.ndevice_attrs = in->nattrs;
-    c.device_stale = in->device_stale;
-
-    if (az_client(s->set, in, &client) == 0) {
-        c.ip_family = client.family;
-        memcpy(c.ip, client.a, sizeof(client.a));
-        az_addr_text(&client, out->client_ip, sizeof(out->client_ip));
-        if (s->geo != NULL)
-            az_geo_lookup(s->geo, &client, out->country, sizeof(out->country), &out->asn);
-        else
-            snprintf(out->country, sizeof(out->country), "unknown");
-    }
-    /* else: no address, no country: conditions on them are unknown */
-    memcpy(c.country, out->country, sizeof(c.country));
-
-    c.method = in->method;
-    if (in->path != NULL) {
-        const char *q = memchr(in->path, '?', in->path_len);
-        size_t n = q != NULL ? (size_t)(q - in->path) : in->path_len;
-
-        if (q == NULL && in->path[n] == '\0') {
-            c.path = in->path;
-        } else if (n < sizeof(pbuf)) {
-            memcpy(pbuf, in->path, n);
-            pbuf[n] = '\0';
-            c.path = pbuf;
-        }
-        /* else: too long to copy; path conditions are unknown */
-    }
-    c.now = in->now;
+    az_ctx_build(s, 0, in, out, &c, &store);
     policy_eval(s->policy, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
+}
+
+void authz_evaluate_policy(const struct policy *p, const struct authz_input *in,
+                           struct authz_result *out)
+{
+    uint64_t t0 = az_ns();
+    struct az_state *s = az_current();
+    struct policy_ctx c;
+    struct az_ctx_store store;
+
+    az_result_reset(out);
+    if (s == NULL || p == NULL) {
+        az_decision_none(&out->decision);
+        out->decision.effect = POLICY_DENY;
+        out->decision.rule_id = "authz-not-running";
+        out->eval_ns = az_ns() - t0;
+        return;
+    }
+    az_ctx_build(s, p != s->policy, in, out, &c, &store);
+    policy_eval(p, &c, &out->decision);
+    out->eval_ns = az_ns() - t0;
+}
+
+json_t *authz_explain_json(const struct policy *p, const struct authz_input *in,
+                           struct authz_result *out, char *err, size_t errlen)
+{
+    struct az_state *s = az_current();
+    struct policy_ctx c;
+    struct az_ctx_store *store;
+    json_t *j;
+
+    az_result_reset(out);
+    if (s == NULL || (p == NULL && s->policy == NULL)) {
+        snprintf(err, errlen, "no policy configured");
+        return NULL;
+    }
+    if (p == NULL)
+        p = s->policy;
+    store = malloc(sizeof(*store));
+    if (store == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    az_ctx_build(s, p != s->policy, in, out, &c, store);
+    policy_eval(p, &c, &out->decision);
+    j = policy_explain_json(p, &c);
+    free(store);
+    if (j == NULL)
+        snprintf(err, errlen, "out of memory");
+    return j;
 }
 
 void authz_audit(struct evbuffer *buf, const char *request_id, const struct authz_input *in,
@@ -1924,4 +2412,43 @@ void authz_audit(struct evbuffer *buf, const char *request_id, const struct auth
     }
     e.eval_ns = r->eval_ns;
     auditlog_append(buf, &e);
+}
+
+/* ---- the admin API's directory view and edits ----------------------------- */
+
+struct directory *authz_directory_ref(void)
+{
+    struct directory *d = NULL;
+
+    pthread_mutex_lock(&pub_mtx);
+    if (pub_state != NULL && pub_state->dir != NULL)
+        d = directory_ref(pub_state->dir);
+    pthread_mutex_unlock(&pub_mtx);
+    return d;
+}
+
+int authz_directory_reload(char *err, size_t errlen)
+{
+    char e2[AUTHZ_ERR_MAX];
+    struct stat sb;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    pthread_mutex_lock(&ld_mtx);
+    if (ld_set == NULL || ld_set->dir_kind != AZ_DIR_FILE) {
+        snprintf(err, errlen, "the directory is not a file");
+    } else if (az_read_file(ld_set->dir_file, DIRECTORY_FILE_MAX, &text, &len, &sb, e2,
+                            sizeof(e2)) == -1) {
+        snprintf(err, errlen, "%s", e2);
+    } else if (az_load_dir_bytes(ld_set->dir_file, text, len) != 1) {
+        pthread_mutex_lock(&st_mtx);
+        snprintf(err, errlen, "%s", st.last_error);
+        pthread_mutex_unlock(&st_mtx);
+    } else {
+        rc = 0;
+    }
+    pthread_mutex_unlock(&ld_mtx);
+    free(text);
+    return rc;
 }

@@ -965,6 +965,93 @@ static int parse_policy(struct conf_ctx *cx, struct conf *c, json_t *o)
     return get_bool(cx, o, "$.policy", "deny_details", 0, &c->policy_deny_details);
 }
 
+/* A folder path value: resolved, and checked to be a readable directory. */
+static int get_dir(struct conf_ctx *cx, json_t *obj, const char *base, const char *key, char **out)
+{
+    char *raw = NULL;
+    char p[256];
+    struct stat st;
+
+    *out = NULL;
+    if (get_string(cx, obj, base, key, 0, NULL, &raw) == -1 || raw == NULL)
+        return cx->failed ? -1 : 0;
+    jp(p, sizeof(p), base, key);
+    if (raw[0] == '\0') {
+        free(raw);
+        return conf_fail(cx, p, "expected a folder path, got an empty string");
+    }
+    *out = conf_path(cx, raw);
+    free(raw);
+    if (*out == NULL)
+        return conf_fail(cx, p, "out of memory");
+    if (cx->flags & CONF_NO_FS)
+        return 0;
+    if (stat(*out, &st) == -1)
+        return conf_fail(cx, p, "cannot read \"%s\": %s", *out, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return conf_fail(cx, p, "\"%s\" is not a folder", *out);
+    if (access(*out, R_OK | X_OK) == -1)
+        return conf_fail(cx, p, "cannot read \"%s\": %s", *out, strerror(errno));
+    return 0;
+}
+
+/* "admin": the admin API listener (docs/admin-api.md). */
+static int parse_admin(struct conf_ctx *cx, struct conf *c, json_t *o)
+{
+    static const char *const keys[] = {
+        "listen", "client_ca", "admin_groups", "token_file", "console_dir", "decisions_ring", NULL};
+    struct conf_listener *l;
+    char p[256];
+    long long n;
+    size_t i;
+
+    if (conf_check_keys(cx, "$.admin", o, keys) == -1)
+        return -1;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return conf_fail(cx, "$.admin", "out of memory");
+    c->admin_listener = l;
+    l->backlog = 128;
+    if (get_string(cx, o, "$.admin", "listen", 0, "127.0.0.1:9443", &l->text) == -1)
+        return -1;
+    if (l->text == NULL)
+        return conf_fail(cx, "$.admin", "out of memory");
+    if (parse_address(l->text, &l->addr, &l->addrlen) == -1)
+        return conf_fail(cx, "$.admin.listen",
+                         "expected \"IPv4:port\" or \"[IPv6]:port\", got \"%s\"", l->text);
+    for (i = 0; i < c->nlisteners; i++)
+        if (c->listeners[i].addrlen == l->addrlen &&
+            memcmp(&c->listeners[i].addr, &l->addr, l->addrlen) == 0)
+            return conf_fail(cx, "$.admin.listen", "\"%s\" is also $.listen[%zu]", l->text, i);
+    if (get_file(cx, o, "$.admin", "client_ca", 0, 0, &c->admin_client_ca) == -1)
+        return -1;
+    if (c->admin_client_ca == NULL) {
+        c->admin_client_ca = strdup(c->tls_device_ca);
+        if (c->admin_client_ca == NULL)
+            return conf_fail(cx, "$.admin.client_ca", "out of memory");
+    }
+    if (get_string_list(cx, o, "$.admin", "admin_groups", &c->admin_groups, &c->nadmin_groups) ==
+        -1)
+        return -1;
+    for (i = 0; i < c->nadmin_groups; i++) {
+        const char *g = c->admin_groups[i];
+        size_t k;
+
+        snprintf(p, sizeof(p), "$.admin.admin_groups[%zu]", i);
+        if (strlen(g) > 256)
+            return conf_fail(cx, p, "expected a group name of 1..256 bytes");
+        for (k = 0; g[k] != '\0'; k++)
+            if ((unsigned char)g[k] < 0x20 || g[k] == 0x7f || g[k] == ',')
+                return conf_fail(cx, p, "expected a group name (printable, no ',')");
+    }
+    if (get_file(cx, o, "$.admin", "token_file", 0, 1, &c->admin_token_file) == -1 ||
+        get_dir(cx, o, "$.admin", "console_dir", &c->admin_console_dir) == -1 ||
+        get_int(cx, o, "$.admin", "decisions_ring", 1, 1000000, 10000, &n) == -1)
+        return -1;
+    c->admin_decisions_ring = (size_t)n;
+    return 0;
+}
+
 static void route_free(struct conf_route *r)
 {
     free(r->name);
@@ -1033,6 +1120,15 @@ static void conf_free(struct conf *c)
     free(c->policy_geoip);
     free(c->policy_trusted_proxies);
     free(c->policy_audit_log);
+    if (c->admin_listener != NULL)
+        free(c->admin_listener->text);
+    free(c->admin_listener);
+    free(c->admin_client_ca);
+    for (i = 0; i < c->nadmin_groups; i++)
+        free(c->admin_groups[i]);
+    free(c->admin_groups);
+    free(c->admin_token_file);
+    free(c->admin_console_dir);
     free(c);
 }
 
@@ -1054,7 +1150,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
     static const char *const keys[] = {
         "listen",    "workers", "tls",       "device_id", "timeouts",     "limits", "access_log",
-        "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy", NULL};
+        "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy",
+        "admin",     NULL};
     static const char *const lkeys[] = {"address", "backlog", NULL};
     static const char *const tkeys[] = {"certificate",
                                         "key",
@@ -1303,6 +1400,11 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     /* policy: the rules runtime (authz_validate() checks the files' contents) */
     o = json_object_get(root, "policy");
     if (o != NULL && parse_policy(cx, c, o) == -1)
+        goto out;
+
+    /* admin: the admin API listener */
+    o = json_object_get(root, "admin");
+    if (o != NULL && parse_admin(cx, c, o) == -1)
         goto out;
     rc = 0;
 out:

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "authz.h"
+#include "decisions.h"
 #include "devtrust.h"
 #include "log.h"
 #include "proxy_int.h"
@@ -223,6 +224,7 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         if (c->websocket && xff != NULL)
             snprintf(c->ws_xff, sizeof(c->ws_xff), "%.*s", (int)xff->value_len, xff->value);
         authz_evaluate(&in, r);
+        decisions_record((unsigned)w->id, c->reqid, &in, v, r);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }
     snprintf(w->groups, sizeof(w->groups), "%s", r->groups);

@@ -1023,6 +1023,182 @@ static void test_directory_url(void **state)
     evhttp_free(http);
 }
 
+/* ---- admin additions ---------------------------------------------------------- */
+
+static const char *RULES_OPEN = "{\"version\":\"v9\",\"rules\":["
+                                "{\"id\":\"wiki-all\",\"route\":\"wiki\",\"effect\":\"allow\","
+                                "\"when\":{\"group\":\"oncall\"}}]}";
+
+static void test_admin_compile_eval_overrides(void **state)
+{
+    struct authz_input in;
+    struct authz_result r;
+    struct policy *p;
+    char err[AUTHZ_ERR_MAX] = "";
+    json_t *j;
+
+    (void)state;
+    start("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},\"audit_log\":\"off\"");
+    /* a proposal: compiled against the live routes, not published */
+    p = authz_compile_text(RULES_OPEN, strlen(RULES_OPEN), err, sizeof(err));
+    assert_non_null(p);
+    alice(&in, "wiki");
+    in.device_tier = authz_tier_index("basic");
+    assert_int_equal(eval(&in), POLICY_DENY); /* live: tier too low */
+    authz_evaluate_policy(p, &in, &r);
+    assert_int_equal(r.decision.effect, POLICY_ALLOW);
+    assert_string_equal(r.decision.rule_id, "wiki-all");
+    assert_string_equal(r.decision.version, "v9");
+
+    /* groups override: not in oncall any more */
+    in.groups_override = "staff,nosuchgroup";
+    authz_evaluate_policy(p, &in, &r);
+    assert_int_equal(r.decision.effect, POLICY_DENY);
+    assert_string_equal(r.groups, "staff");
+    in.device_tier = authz_tier_index("trusted");
+    assert_int_equal(eval(&in), POLICY_ALLOW); /* the live rules honour it too */
+    in.groups_override = "";
+    assert_int_equal(eval(&in), POLICY_DENY);
+    in.groups_override = NULL;
+
+    /* country override */
+    in.country_override = "KP";
+    assert_int_equal(eval(&in), POLICY_DENY);
+    assert_string_equal(res.decision.rule_id, "block-embargoed");
+    assert_string_equal(res.country, "KP");
+    in.country_override = NULL;
+
+    /* explain with the proposal and with the live rules */
+    j = authz_explain_json(p, &in, &r, err, sizeof(err));
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "decision")), "allow");
+    assert_string_equal(json_string_value(json_object_get(j, "rule")), "wiki-all");
+    json_decref(j);
+    j = authz_explain_json(NULL, &in, &r, err, sizeof(err));
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "rule")), "wiki-staff");
+    assert_string_equal(r.groups, "eng,oncall,staff");
+    json_decref(j);
+    policy_unref(p);
+
+    /* a route that does not exist: refused with the path */
+    {
+        const char *t = "{\"rules\":[{\"id\":\"a\",\"route\":\"nope\",\"effect\":\"allow\","
+                        "\"when\":{\"user\":\"x\"}}]}";
+        p = authz_compile_text(t, strlen(t), err, sizeof(err));
+    }
+    assert_null(p);
+    assert_non_null(strstr(err, "$.rules[0] (id \"a\").route: unknown route \"nope\""));
+
+    assert_int_equal(authz_user_in_group("alice@corp.example", "staff"), 1);
+    assert_int_equal(authz_user_in_group("ALICE@corp.example", "oncall"), 1);
+    assert_int_equal(authz_user_in_group("00u1", "staff"), 1);
+    assert_int_equal(authz_user_in_group("bob@corp.example", "staff"), 0);
+    assert_int_equal(authz_user_in_group("alice@corp.example", "nosuch"), 0);
+    assert_int_equal(authz_user_in_group("", "staff"), 0);
+}
+
+static void test_admin_validate_text(void **state)
+{
+    const char *bad = "{\"version\":\"x\",\"rules\":["
+                      "{\"id\":\"ok\",\"effect\":\"allow\",\"when\":{\"user\":\"u\"}},"
+                      "{\"id\":\"r1\",\"route\":\"wik\",\"effect\":\"allow\",\"when\":{\"user\":"
+                      "\"u\"}},"
+                      "{\"id\":\"ok\",\"effect\":\"allow\",\"when\":{\"user\":\"u\"}},"
+                      "{\"id\":\"r3\",\"effect\":\"allow\",\"when\":{\"all\":[{\"group\":"
+                      "\"nosuch\"}]}}]}";
+    json_t *errs = NULL, *e;
+
+    (void)state;
+    start("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},\"audit_log\":\"off\"");
+    assert_int_equal(authz_validate_text(RULES, strlen(RULES), &errs), 0);
+    assert_int_equal(json_array_size(errs), 0);
+    json_decref(errs);
+
+    assert_int_equal(authz_validate_text(bad, strlen(bad), &errs), 1);
+    assert_int_equal(json_array_size(errs), 3);
+    e = json_array_get(errs, 0);
+    assert_string_equal(json_string_value(json_object_get(e, "rule")), "r1");
+    assert_string_equal(json_string_value(json_object_get(e, "path")), "$.rules[1].route");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "unknown route"));
+    e = json_array_get(errs, 1);
+    assert_string_equal(json_string_value(json_object_get(e, "rule")), "ok");
+    assert_string_equal(json_string_value(json_object_get(e, "path")), "$.rules[2].id");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "duplicate id"));
+    e = json_array_get(errs, 2);
+    assert_string_equal(json_string_value(json_object_get(e, "path")),
+                        "$.rules[3].when.all[0].group");
+    json_decref(errs);
+
+    /* top level and syntax */
+    assert_int_equal(authz_validate_text("{\"rules\":[],\"x\":1}", 18, &errs), 1);
+    assert_int_equal(json_array_size(errs), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(errs, 0), "rule")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errs, 0), "path")), "$.x");
+    json_decref(errs);
+    assert_int_equal(authz_validate_text("{\"rules\":[", 10, &errs), 1);
+    assert_int_equal(json_array_size(errs), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(errs, 0), "path")), "$");
+    json_decref(errs);
+}
+
+static int rules_loads(void)
+{
+    struct authz_stats st;
+
+    authz_stats(&st);
+    return (int)st.rules_loads;
+}
+
+static void test_admin_install(void **state)
+{
+    char err[AUTHZ_ERR_MAX] = "", p[512];
+    struct authz_input in;
+    struct stat sb;
+    char *text;
+    size_t len;
+    int loads;
+
+    (void)state;
+    start("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},\"audit_log\":\"off\"");
+    alice(&in, "wiki");
+    in.device_tier = authz_tier_index("basic");
+    assert_int_equal(eval(&in), POLICY_DENY);
+
+    /* invalid: nothing changes */
+    assert_int_equal(authz_install_rules("{\"rules\":1}", 11, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "$.rules"));
+    assert_int_equal(eval(&in), POLICY_DENY);
+    text = authz_rules_text(&len);
+    assert_non_null(text);
+    assert_string_equal(text, RULES);
+    free(text);
+
+    loads = rules_loads();
+    assert_int_equal(authz_install_rules(RULES_OPEN, strlen(RULES_OPEN), err, sizeof(err)), 0);
+    assert_int_equal(eval(&in), POLICY_ALLOW); /* the very next evaluation */
+    assert_string_equal(res.decision.version, "v9");
+    path_of(p, sizeof(p), "rules.json");
+    text = NULL;
+    {
+        FILE *f = fopen(p, "r");
+        char buf[1024];
+        size_t n;
+
+        assert_non_null(f);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        assert_string_equal(buf, RULES_OPEN);
+    }
+    assert_int_equal(stat(p, &sb), 0);
+    /* the watcher sees the new file and leaves it: no second load */
+    assert_int_equal(rules_loads(), loads + 1);
+    wait_for(alice_denied_on_wiki, 2500);
+    assert_int_equal(rules_loads(), loads + 1);
+    assert_int_equal(eval(&in), POLICY_ALLOW);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1040,6 +1216,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_compile_eval_overrides, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_validate_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_install, setup, teardown),
     };
 
     evthread_use_pthreads();

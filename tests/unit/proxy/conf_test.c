@@ -189,6 +189,75 @@ static void test_limits_boundaries(void **state)
     assert_non_null(strstr(err, "$.limits.header_size: size out of range"));
 }
 
+#define ADMIN_BASE                                                                                 \
+    "{\"listen\":[{\"address\":\"127.0.0.1:8443\"}]," BASE_TLS ",\"routes\":[" BASE_ROUTE "]"
+
+static void test_admin_section(void **state)
+{
+    static const struct bad_case bad[] = {
+        {ADMIN_BASE ",\"admin\":{\"listen\":\"127.0.0.1:9443\",\"x\":1}}",
+         "t.json: $.admin.x: unknown key"},
+        {ADMIN_BASE ",\"admin\":[]}", "t.json: $.admin: expected an object"},
+        {ADMIN_BASE ",\"admin\":{\"listen\":\"localhost:9\"}}",
+         "t.json: $.admin.listen: expected \"IPv4:port\""},
+        {ADMIN_BASE ",\"admin\":{\"listen\":\"127.0.0.1:8443\"}}",
+         "t.json: $.admin.listen: \"127.0.0.1:8443\" is also $.listen[0]"},
+        {ADMIN_BASE ",\"admin\":{\"admin_groups\":\"secops\"}}",
+         "t.json: $.admin.admin_groups: expected an array"},
+        {ADMIN_BASE ",\"admin\":{\"admin_groups\":[\"a,b\"]}}",
+         "t.json: $.admin.admin_groups[0]: expected a group name"},
+        {ADMIN_BASE ",\"admin\":{\"decisions_ring\":0}}",
+         "t.json: $.admin.decisions_ring: expected an integer 1..1000000, got 0"},
+        {ADMIN_BASE ",\"admin\":{\"token_file\":\"\"}}",
+         "t.json: $.admin.token_file: expected a file path"},
+        {ADMIN_BASE ",\"admin\":{\"console_dir\":7}}",
+         "t.json: $.admin.console_dir: expected a string"},
+    };
+    struct conf *c = NULL;
+    char err[512] = "";
+    size_t i;
+
+    (void)state;
+    /* none: no listener */
+    assert_int_equal(parse(ADMIN_BASE "}", &c, err, sizeof(err)), 0);
+    assert_null(c->admin_listener);
+    conf_unref(c);
+    /* empty: every default */
+    c = NULL;
+    assert_int_equal(parse(ADMIN_BASE ",\"admin\":{}}", &c, err, sizeof(err)), 0);
+    assert_non_null(c->admin_listener);
+    assert_string_equal(c->admin_listener->text, "127.0.0.1:9443");
+    assert_string_equal(c->admin_client_ca, "/etc/zt/ca.crt");
+    assert_int_equal(c->nadmin_groups, 0);
+    assert_null(c->admin_token_file);
+    assert_null(c->admin_console_dir);
+    assert_int_equal(c->admin_decisions_ring, 10000);
+    conf_unref(c);
+    c = NULL;
+    assert_int_equal(parse(ADMIN_BASE ",\"admin\":{\"listen\":\"127.0.0.1:9555\",\"client_ca\":"
+                                      "\"admin-ca.pem\",\"admin_groups\":[\"secops\",\"sre\"],"
+                                      "\"token_file\":\"/s/admin.tokens\",\"console_dir\":"
+                                      "\"console\",\"decisions_ring\":50}}",
+                           &c, err, sizeof(err)),
+                     0);
+    assert_string_equal(c->admin_listener->text, "127.0.0.1:9555");
+    assert_string_equal(c->admin_client_ca, "/etc/zt/admin-ca.pem");
+    assert_int_equal(c->nadmin_groups, 2);
+    assert_string_equal(c->admin_groups[1], "sre");
+    assert_string_equal(c->admin_token_file, "/s/admin.tokens");
+    assert_string_equal(c->admin_console_dir, "/etc/zt/console");
+    assert_int_equal(c->admin_decisions_ring, 50);
+    conf_unref(c);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = NULL;
+        err[0] = '\0';
+        assert_int_equal(parse(bad[i].text, &c, err, sizeof(err)), -1);
+        assert_null(c);
+        if (strstr(err, bad[i].expect) == NULL)
+            fail_msg("case %zu: got \"%s\", expected \"%s\"", i, err, bad[i].expect);
+    }
+}
+
 static void test_route_match(void **state)
 {
     const char *text =
@@ -232,7 +301,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_defaults),    cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_durations_and_sizes), cmocka_unit_test(test_limits_boundaries),
-        cmocka_unit_test(test_route_match),
+        cmocka_unit_test(test_route_match),         cmocka_unit_test(test_admin_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include <event2/thread.h>
 
 #include "accesslog.h"
+#include "admin.h"
 #include "authz.h"
 #include "decisions.h"
 #include "devtrust.h"
@@ -91,6 +92,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         conf_unref(c);
         return;
     }
+    if (admin_reconfigure(c, err, sizeof(err)) == -1)
+        log_warnx("admin API: keeping the running listener: %s", err);
     log_set_level(c->log_level);
     if (accesslog_reopen(c->access_log) == -1)
         log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);
@@ -211,6 +214,8 @@ int main(int argc, char **argv)
                             : 0,
                         (size_t)proxy_gen_conf(current)->workers) == -1)
         fatalx("admin: cannot allocate the decisions ring");
+    if (admin_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
 
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
@@ -231,6 +236,7 @@ int main(int argc, char **argv)
     event_base_dispatch(main_base);
 
     proxy_join();
+    admin_stop();
     decisions_stop();
     authz_stop();
     devtrust_stop();

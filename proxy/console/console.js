@@ -790,8 +790,7 @@
                 state.draftErrors = [];
                 $("validate-result").hidden = true;
                 say("Applied: the rules are live as version " + (res.body && res.body.version) + ".", "ok");
-                loadRules(false);
-                loadHistory();
+                loadRules(false).then(loadHistory);
             } else if (res.status === 422 && res.body && Array.isArray(res.body.errors)) {
                 showErrors(res.body.errors, "Not applied");
                 say("Not applied: the draft has " + res.body.errors.length + " error" + (res.body.errors.length === 1 ? "" : "s") + ". The live rules did not change.", "err");
@@ -882,8 +881,7 @@
             api("POST", "/rules/rollback", { version: version, comment: c.comment || ("rollback to v" + version) }).then(function (res) {
                 if (res.status === 200) {
                     say("Rolled back: version " + version + "'s rules are live as version " + (res.body && res.body.version) + ".", "ok");
-                    loadRules(false);
-                    loadHistory();
+                    loadRules(false).then(loadHistory);
                 } else {
                     say("Rollback failed: " + errText(res), "err");
                 }

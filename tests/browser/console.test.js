@@ -481,7 +481,7 @@ describe('security console in headless chromium', () => {
         const older = hist.json.versions.find((v) => v.version !== live.version);
         assert.ok(older, 'an older version in the history');
         const row = page.locator('#history-body tr[data-version="' + live.version + '"]');
-        await row.getByRole('button', { name: /^Diff version/ }).click();
+        await row.getByRole('button', { name: /^Diff version \d+ with version/ }).click();
         await page.waitForSelector('#diff-view:not([hidden])', { timeout: WAIT_MS });
         assert.match(await page.textContent('#diff-summary'), /app-devices/);
         assert.match(await page.textContent('#diff-text'), /trusted/);
@@ -514,7 +514,7 @@ describe('security console in headless chromium', () => {
         await page.waitForSelector('#confirm[open]');
         // Cancel first: nothing changes.
         await page.click('#confirm-cancel');
-        await page.waitForSelector('#confirm:not([open])');
+        await page.waitForFunction(() => !document.getElementById('confirm').open);
         assert.equal((await viaProxy('laptop-b', '/b-after-cancel')).status, 200);
         await row.getByRole('button', { name: 'Mark laptop-b lost' }).click();
         await page.waitForSelector('#confirm[open]');

@@ -241,7 +241,10 @@
             else a.removeAttribute("aria-current");
         });
         document.title = "ztproxy console: " + name;
-        if (changed && $("status").className !== "status err") $("status").textContent = "";
+        if (changed && $("status").className !== "status err") {
+            $("status").className = "status";
+            $("status").textContent = "";
+        }
         stopPoll();
         if (name === "decisions") {
             loadDecisions();
@@ -745,7 +748,8 @@
             var dl = el("dl", { class: "kv" });
             Object.keys(x.context).forEach(function (k) {
                 dl.appendChild(el("dt", { text: k }));
-                dl.appendChild(el("dd", { text: listOf(x.context[k]) }));
+                var v = x.context[k];
+                dl.appendChild(el("dd", { text: v == null || v === "" ? "(unknown)" : Array.isArray(v) && !v.length ? "(none)" : listOf(v) }));
             });
             box.appendChild(el("h4", { text: "Context as resolved" }));
             box.appendChild(dl);
@@ -948,7 +952,7 @@
                         d.known === false ? el("div", { class: "meta", text: "not in the inventory" }) : null),
                     el("td", { class: "dev-tier", text: d.tier || "" }),
                     el("td", { class: "num", text: str(d.score) }),
-                    el("td", null, failing.length ? el("ul", null, failing.map(function (f) { return el("li", { text: f }); })) : "none"),
+                    el("td", { class: "dev-failing", text: failing.length ? failing.join(", ") : "none" }),
                     el("td", { text: fmtAge(d.posture_age) + (d.posture_stale ? " (stale)" : "") }),
                     el("td", null, statusButton(d))));
             });
@@ -1029,7 +1033,7 @@
             if (!checks.length) emptyRow(tb, 6, "No checks.");
             checks.forEach(function (c) {
                 tb.appendChild(el("tr", null, el("td", { class: "mono-cell", text: c.id }),
-                    el("td", null, badge(c.ok ? "ok" : "fail", c.ok ? "ok" : "fail")),
+                    el("td", null, c.ok ? badge("ok", "ok") : c.in_grace ? badge("fail (grace)", "unknown") : badge("fail", "fail")),
                     el("td", { class: "num", text: str(c.points) }), el("td", { text: c.hard ? "yes" : "no" }),
                     el("td", { text: c.in_grace ? "yes" : "no" }), el("td", { text: c.ok ? "" : (c.remediation || "") })));
             });

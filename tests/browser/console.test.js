@@ -431,20 +431,22 @@ describe('security console in headless chromium', () => {
         await page.fill('#dry-route', 'app');
         await page.fill('#dry-path', '/report');
         await page.fill('#dry-country', 'DE');
-        await page.check('#dry-draft');
+        // Against the live rules the same request is allowed ...
+        await page.check('#dry-live');
         await page.click('#dry-run');
         await page.waitForSelector('#dry-rule', { timeout: WAIT_MS });
+        assert.match(await page.textContent('#dry-result .decision-line'), /allow/);
+        assert.equal(await page.textContent('#dry-rule'), 'app-devices');
+        // ... against the draft it is denied, and the reasons say why.
+        await page.check('#dry-draft');
+        await page.click('#dry-run');
+        await page.waitForFunction(() => /draft/.test(document.querySelector('#dry-result .decision-line').textContent), null, { timeout: WAIT_MS });
         assert.match(await page.textContent('#dry-result .decision-line'), /deny/);
+        assert.equal(await page.textContent('#dry-rule'), 'default-deny');
         const reasons = await page.textContent('#dry-reasons');
         assert.match(reasons, /app-devices/);
         assert.match(reasons, /identified/);
         assert.match(reasons, /trusted/);
-        // The same request against the live rules is allowed.
-        await page.check('#dry-live');
-        await page.click('#dry-run');
-        await page.waitForFunction(() => /allow/.test(document.querySelector('#dry-result .decision-line').textContent), null, { timeout: WAIT_MS });
-        assert.equal(await page.textContent('#dry-rule'), 'app-devices');
-        await page.check('#dry-draft');
     });
 
     test('what-if lists who loses access under the draft', async () => {
@@ -600,6 +602,27 @@ describe('security console in headless chromium', () => {
             await ctx.close();
             await new Promise((r) => evil.close(r));
         }
+    });
+
+    test('keyboard and labels: every field is labelled, the sections are reachable by keyboard', async () => {
+        const page = S.page;
+        const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll('input, select, textarea'))
+            .filter((e) => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+            .map((e) => e.id || e.name || e.outerHTML.slice(0, 60)));
+        assert.deepEqual(unlabelled, []);
+        // Tab from the top of the page to the "Rules" link and follow it with Enter.
+        await page.goto(S.admin + '/#decisions');
+        await page.waitForSelector('#page-decisions:not([hidden])', { timeout: WAIT_MS });
+        let reached = false;
+        for (let i = 0; i < 10 && !reached; i++) {
+            await page.keyboard.press('Tab');
+            reached = await page.evaluate(() => document.activeElement && document.activeElement.id === 'nav-rules');
+        }
+        assert.ok(reached, 'the Rules link is reachable with Tab');
+        await page.keyboard.press('Enter');
+        await page.waitForSelector('#page-rules:not([hidden])', { timeout: WAIT_MS });
+        // The status line is an aria-live region.
+        assert.equal(await page.getAttribute('#status', 'aria-live'), 'polite');
     });
 
     test('no script error on the pages', () => {

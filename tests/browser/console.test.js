@@ -375,6 +375,7 @@ describe('security console in headless chromium', () => {
         await page.waitForSelector('#signin-error:not([hidden])');
         assert.match(await page.textContent('#signin-error'), /refused/);
         assert.equal(await page.isHidden('#nav'), true);
+        assert.equal(await page.isVisible('#signout'), false, 'no "Sign out" before signing in');
     });
 
     test('sign in with the admin token; decisions show a request made through the proxy', async () => {
@@ -623,6 +624,17 @@ describe('security console in headless chromium', () => {
         await page.waitForSelector('#page-rules:not([hidden])', { timeout: WAIT_MS });
         // The status line is an aria-live region.
         assert.equal(await page.getAttribute('#status', 'aria-live'), 'polite');
+    });
+
+    test('sign out forgets the token', async () => {
+        const page = S.page;
+        await page.click('#signout');
+        await page.waitForSelector('#page-signin:not([hidden])');
+        assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+        assert.equal(await page.isHidden('#page-rules'), true);
+        await page.reload();
+        await page.waitForSelector('#page-signin:not([hidden])', { timeout: WAIT_MS });
+        assert.equal(await page.isHidden('#nav'), true);
     });
 
     test('no script error on the pages', () => {

@@ -640,4 +640,16 @@ describe('security console in headless chromium', () => {
     test('no script error on the pages', () => {
         assert.deepEqual(S.pageErrors, []);
     });
+
+    test('ztproxy stops cleanly on SIGTERM, with no sanitizer report', async () => {
+        const p = S.proxy;
+        const exited = new Promise((resolve) => p.once('exit', (code, sig) => resolve({ code, sig })));
+        process.kill(p.pid, 'SIGTERM');
+        const { code, sig } = await exited;
+        const log = fs.readFileSync(path.join(S.tmp, 'proxy.stderr'), 'utf8');
+        const bad = log.split('\n').filter((l) => /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer/.test(l));
+        assert.deepEqual(bad, [], 'sanitizer report in the proxy log');
+        assert.equal(sig, null, 'ztproxy was not killed by a signal:\n' + proxyLog());
+        assert.equal(code, 0, 'ztproxy exit code:\n' + proxyLog());
+    });
 });

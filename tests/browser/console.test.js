@@ -44,6 +44,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(BUILD_DIR, 'browser-artifacts');
 const CONSOLE_DIR = path.join(SOURCE_DIR, 'proxy', 'console');
 const UPSTREAM_PY = path.join(SOURCE_DIR, 'tests', 'integration', 'upstream.py');
+const IDP_JS = path.join(SOURCE_DIR, 'deploy', 'dev-idp', 'server.js');
 const KEEP_TMP = process.env.ZT_KEEP_TMP === '1';
 
 // Long waits: the build machine is shared and slow; nothing here asserts on time.
@@ -131,7 +132,9 @@ function rulesV1() {
             { id: 'block-embargoed', effect: 'deny', when: { country: { in: ['KP', 'IR'] } },
               deny_message: 'Access from your location is not permitted.' },
             { id: 'app-devices', route: 'app', effect: 'allow', description: 'Company devices reach the app',
-              when: { device_tier: { at_least: 'identified' } } }
+              when: { device_tier: { at_least: 'identified' } } },
+            { id: 'wiki-staff', route: 'wiki', effect: 'allow', description: 'Staff on company devices',
+              when: { all: [{ group: 'staff' }, { device_tier: { at_least: 'identified' } }] } }
         ]
     };
 }
@@ -184,6 +187,62 @@ async function startUpstream() {
     throw new Error('upstream.py did not start');
 }
 
+/* The development OpenID provider (deploy/dev-idp): bearer tokens for the
+ * people on the wiki route. */
+async function startIdp() {
+    const secret = crypto.randomBytes(16).toString('hex');
+    fs.writeFileSync(path.join(S.tmp, 'idp-secret'), secret + '\n', { mode: 0o600 });
+    for (let attempt = 0; attempt < 4; attempt++) {
+        const port = await freePort();
+        const issuer = 'http://127.0.0.1:' + port;
+        writeJson(path.join(S.tmp, 'idp-clients.json'), { clients: [{
+            client_id: 'ztproxy', client_secret: secret, client_name: 'ztproxy (browser tests)',
+            redirect_uris: ['https://wiki.test/.zt/callback'], token_endpoint_auth_method: 'client_secret_basic',
+            id_token_signed_response_alg: 'RS256' }] });
+        const p = spawn(['node', IDP_JS, '--port', String(port), '--issuer', issuer, '--clients',
+                         path.join(S.tmp, 'idp-clients.json'), '--state-dir', path.join(S.tmp, 'idp-state')],
+                        { cwd: path.dirname(IDP_JS) });
+        p.stderr.pipe(fs.createWriteStream(path.join(S.tmp, 'idp.stderr')));
+        const ok = await new Promise((resolve) => {
+            let buf = '';
+            const t = setTimeout(() => resolve(false), 60000);
+            p.stdout.on('data', (d) => {
+                buf += d;
+                if (buf.includes('dev-idp ready ' + issuer)) { clearTimeout(t); resolve(true); }
+            });
+            p.on('exit', () => { clearTimeout(t); resolve(false); });
+        });
+        if (ok) {
+            S.idp = p;
+            S.issuer = issuer;
+            return;
+        }
+        await killChild(p);
+    }
+    throw new Error('the dev IdP did not start: ' + fs.readFileSync(path.join(S.tmp, 'idp.stderr'), 'utf8'));
+}
+
+/* A bearer token for sub/email from the dev IdP's /dev/mint. */
+function mint(sub, email) {
+    return new Promise((resolve, reject) => {
+        const body = JSON.stringify({ sub, email });
+        const req = http.request(S.issuer + '/dev/mint', { method: 'POST', headers: { 'Content-Type': 'application/json',
+                                                                                        'Content-Length': Buffer.byteLength(body) } }, (res) => {
+            let b = '';
+            res.on('data', (d) => { b += d; });
+            res.on('end', () => {
+                try {
+                    resolve(JSON.parse(b).token);
+                } catch (e) {
+                    reject(new Error('/dev/mint: ' + b));
+                }
+            });
+        });
+        req.on('error', reject);
+        req.end(body);
+    });
+}
+
 async function startProxy() {
     S.port = await freePort();
     S.adminPort = await freePort();
@@ -194,7 +253,14 @@ async function startProxy() {
         access_log: path.join(S.tmp, 'access.log'),
         log_level: 'info',
         state_dir: path.join(S.tmp, 'state'),
-        routes: [{ name: 'app', host: 'app.test', upstream: 'http://127.0.0.1:' + S.upstreamPort, auth: { mode: 'none' } }],
+        routes: [{ name: 'app', host: 'app.test', upstream: 'http://127.0.0.1:' + S.upstreamPort, auth: { mode: 'none' } },
+                 { name: 'wiki', host: 'wiki.test', upstream: 'http://127.0.0.1:' + S.upstreamPort, auth: { mode: 'bearer' } }],
+        identity: {
+            providers: [{ name: 'staff', issuer: S.issuer, client_id: 'ztproxy', client_secret_file: 'idp-secret',
+                          jwks_min_refresh: '1s', clock_skew: '5s' }],
+            session: { keys: 'session-keys.json', lifetime: '12h', idle_timeout: '1h', login_timeout: '10m' },
+            assertion: { keys_dir: 'assertion-keys', issuer: 'https://ztproxy.browser.test', lifetime: '60s' }
+        },
         device_trust: { inventory: { file: 'inventory.json' } },
         policy: { rules: 'rules.json', directory: { file: 'directory.json' }, audit_log: 'audit.log', deny_details: true },
         admin: {
@@ -234,7 +300,7 @@ before(async () => {
     fs.mkdirSync(pki);
     const certs = path.join(SOURCE_DIR, 'certs');
     run(['bash', path.join(certs, 'make-ca.sh'), pki], pki);
-    run(['bash', path.join(certs, 'make-server.sh'), pki, 'app.test', '127.0.0.1', 'localhost'], pki);
+    run(['bash', path.join(certs, 'make-server.sh'), pki, 'app.test', 'wiki.test', '127.0.0.1', 'localhost'], pki);
     for (const d of DEVICES) run(['bash', path.join(certs, 'make-device.sh'), pki, d], pki);
     // An empty CRL (the scripts write crl.pem when a device is revoked; make one up front).
     run(['bash', path.join(certs, 'make-crl.sh'), pki], pki);
@@ -250,7 +316,9 @@ before(async () => {
     writeJson(path.join(S.tmp, 'rules.json'), rulesV1());
     fs.writeFileSync(path.join(S.tmp, 'admin.tokens'), 'browser:' + TOKEN + '\n', { mode: 0o600 });
     fs.chmodSync(path.join(S.tmp, 'admin.tokens'), 0o600);
+    fs.mkdirSync(path.join(S.tmp, 'assertion-keys'), { mode: 0o700 });
     await startUpstream();
+    await startIdp();
     await startProxy();
 
     S.browser = await chromium.launch({
@@ -271,6 +339,7 @@ after(async () => {
     } finally {
         await killChild(S.proxy);
         await killChild(S.upstream);
+        await killChild(S.idp);
         if (S.tmp) {
             if (KEEP_TMP) process.stderr.write('kept ' + S.tmp + '\n');
             else fs.rmSync(S.tmp, { recursive: true, force: true });
@@ -279,12 +348,16 @@ after(async () => {
 });
 
 // ----------------------------------------------------- clients and helpers
-/* A request through the proxy with a device's certificate: {status, body, json}. */
-function viaProxy(device, reqPath) {
+/* A request through the proxy with a device's certificate: {status, body, json}.
+ * opts.host (default app.test), opts.token (a bearer token). */
+function viaProxy(device, reqPath, opts) {
+    const host = (opts && opts.host) || 'app.test';
+    const headers = { Host: host, Accept: 'application/json' };
+    if (opts && opts.token) headers.Authorization = 'Bearer ' + opts.token;
     return new Promise((resolve, reject) => {
         const req = https.request({
-            host: '127.0.0.1', port: S.port, method: 'GET', path: reqPath, servername: 'app.test',
-            headers: { Host: 'app.test', Accept: 'application/json' },
+            host: '127.0.0.1', port: S.port, method: 'GET', path: reqPath, servername: host,
+            headers,
             ca: fs.readFileSync(S.ca), cert: fs.readFileSync(S.deviceCrt(device)), key: fs.readFileSync(S.deviceKey(device)),
             agent: false
         }, (res) => {
@@ -391,6 +464,31 @@ describe('security console in headless chromium', () => {
         const row = page.locator('#dec-body tr[data-device="laptop-a"]').first();
         assert.match(await row.textContent(), /app-devices/);
         assert.match(await row.textContent(), /\/hello-a/);
+        await shot('decisions');
+    });
+
+    test('people on the wiki route: the decisions filter by user', async () => {
+        const page = S.page;
+        const alice = await mint('alice', 'alice@corp.example');
+        const bob = await mint('bob', 'bob@corp.example');
+        // The proxy fetches the provider's keys on first use: wait until alice gets in.
+        await waitUntil(async () => (await viaProxy('laptop-a', '/wiki-alice', { host: 'wiki.test', token: alice })).status === 200,
+                        'alice to reach the wiki with a bearer token');
+        const r = await viaProxy('laptop-b', '/wiki-bob', { host: 'wiki.test', token: bob });
+        assert.equal(r.status, 200, 'bob on the wiki: ' + r.body);
+        const denied = await viaProxy('laptop-b', '/wiki-nobody', { host: 'wiki.test', token: await mint('mallory', 'mallory@evil.example') });
+        assert.equal(denied.status, 403, 'someone outside the directory: ' + denied.body);
+        await page.fill('#dec-user', 'alice@corp.example');
+        await page.click('#dec-apply');
+        await page.waitForFunction(() => {
+            const rows = document.querySelectorAll('#dec-body tr[data-device]');
+            return rows.length > 0 && Array.from(rows).every((r) => r.textContent.includes('alice@corp.example')) &&
+                Array.from(rows).some((r) => r.textContent.includes('/wiki-alice'));
+        }, null, { timeout: WAIT_MS });
+        assert.equal(await page.locator('#dec-body tr', { hasText: 'bob@corp.example' }).count(), 0);
+        await page.click('#dec-clear');
+        await page.waitForSelector('#dec-body tr[data-effect="deny"]', { timeout: WAIT_MS });
+        assert.match(await page.locator('#dec-body tr[data-effect="deny"]').first().textContent(), /wiki-nobody/);
         await shot('decisions');
     });
 

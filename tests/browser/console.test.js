@@ -546,6 +546,19 @@ describe('security console in headless chromium', () => {
         assert.match(reasons, /app-devices/);
         assert.match(reasons, /identified/);
         assert.match(reasons, /trusted/);
+        // A person: bob on laptop-b reaching the wiki, from the live directory's groups.
+        await page.fill('#dry-user', 'bob@corp.example');
+        await page.fill('#dry-device', 'laptop-b');
+        await page.fill('#dry-route', 'wiki');
+        await page.click('#dry-run');
+        await page.waitForFunction(() => /wiki-staff/.test(document.getElementById('dry-rule').textContent), null, { timeout: WAIT_MS });
+        assert.match(await page.textContent('#dry-result .decision-line'), /allow/);
+        assert.match(await page.textContent('#dry-reasons'), /group staff: member/);
+        await page.fill('#dry-user', '');
+        await page.fill('#dry-device', 'laptop-a');
+        await page.fill('#dry-route', 'app');
+        await page.click('#dry-run');
+        await page.waitForFunction(() => /default-deny/.test(document.getElementById('dry-rule').textContent), null, { timeout: WAIT_MS });
     });
 
     test('what-if lists who loses access under the draft', async () => {
@@ -555,7 +568,11 @@ describe('security console in headless chromium', () => {
         const losses = await page.textContent('#whatif-losses tbody');
         assert.match(losses, /laptop-a/);
         assert.match(losses, /app/);
-        assert.match(await page.textContent('#whatif-routes tbody'), /app/);
+        const routes = await page.textContent('#whatif-routes tbody');
+        assert.match(routes, /app/);
+        assert.match(routes, /wiki/);
+        // Nobody on the wiki loses anything: the draft changes the app rule only.
+        assert.doesNotMatch(losses, /alice|bob/);
         await shot('rules');
     });
 

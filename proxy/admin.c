@@ -581,10 +581,18 @@ static void ad_static(struct evhttp_request *req, const char *method, const char
         return;
     }
     b = evbuffer_new();
-    if (b == NULL || evbuffer_add_file(b, fd, 0, sb.st_size) == -1) {
-        if (b == NULL)
-            close(fd);
-        evbuffer_free(b);
+    while (b != NULL && evbuffer_get_length(b) < (size_t)sb.st_size) {
+        int n = evbuffer_read(b, fd, (int)((size_t)sb.st_size - evbuffer_get_length(b)));
+
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+    }
+    close(fd);
+    if (b == NULL || evbuffer_get_length(b) != (size_t)sb.st_size) {
+        if (b != NULL)
+            evbuffer_free(b);
         ad_send_error(req, 500, "internal", "cannot read the file");
         return;
     }
@@ -644,6 +652,8 @@ static void ad_request(struct evhttp_request *req, void *arg)
         ad_static(req, method, path);
     }
     free(path);
+    /* Do not keep a rules snapshot alive on this thread between calls. */
+    authz_thread_release();
 }
 
 /* ---- TLS --------------------------------------------------------------------------- */
@@ -707,6 +717,18 @@ static SSL_CTX *ad_ctx_new(const struct conf *c, char *err, size_t errlen)
     if (SSL_CTX_load_verify_locations(ctx, c->admin_client_ca, NULL) != 1) {
         ad_ssl_err(err, errlen, c, "$.admin.client_ca", c->admin_client_ca);
         goto fail;
+    }
+    /* Admin certificates from the device CA are revoked like devices. */
+    if (c->tls_crl != NULL && c->tls_device_ca != NULL &&
+        strcmp(c->admin_client_ca, c->tls_device_ca) == 0) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        X509_LOOKUP *lu = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+
+        if (lu == NULL || X509_load_crl_file(lu, c->tls_crl, X509_FILETYPE_PEM) <= 0) {
+            ad_ssl_err(err, errlen, c, "$.tls.crl", c->tls_crl);
+            goto fail;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
     }
     names = SSL_load_client_CA_file(c->admin_client_ca);
     if (names == NULL) {

@@ -48,6 +48,7 @@ def directory_doc(alice_groups=("secops",)):
             "alice@corp.example": {"groups": list(alice_groups), "subject": "admin1"},
             "carol@corp.example": {"groups": ["secops"]},
             "bob@corp.example": {"groups": ["eng"], "subject": "good2"},
+            "dave@corp.example": {"groups": ["secops"], "subject": "revoked"},
         },
     }
 
@@ -104,6 +105,8 @@ class AdminTest(ztlib.ProxyTestCase):
             os.makedirs(os.path.join(cls.tmp, "console"))
             with open(os.path.join(cls.tmp, "console", "index.html"), "w") as f:
                 f.write("<!doctype html><title>ztproxy console</title>\n")
+            with open(os.path.join(cls.tmp, "console", "app.js"), "w") as f:
+                f.write("// console\n" + "x = 1;\n" * 5000)
             cls.admin_port = ztlib.free_port()
             cls.up = ztlib.Upstream(cls.tmp, "main").start()
             cls.ups["main"] = cls.up
@@ -190,6 +193,10 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertIn("ztproxy console", body)
         self.assertTrue(h["content-type"].startswith("text/html"))
         self.assertIn("frame-ancestors 'none'", h["content-security-policy"])
+        st, body, h = self.api("GET", "/app.js", token=None)
+        self.assertEqual(st, 200)
+        self.assertEqual(len(body), len("// console\n") + 7 * 5000)
+        self.assertTrue(h["content-type"].startswith("text/javascript"))
         for bad in ("/../admin.tokens", "/%2e%2e/admin.tokens", "/.hidden", "/nope.html"):
             st, body, _ = self.api("GET", bad, token=None)
             self.assertEqual(st, 404, bad)
@@ -219,19 +226,21 @@ class AdminTest(ztlib.ProxyTestCase):
         self.assertEqual(st, 403, body)
         self.assertNotIn(OTHER_TOKEN, self.proxy.stderr())
         self.assertNotIn(TOKEN, self.proxy.stderr())
-        # a certificate from another CA does not even get through the handshake
-        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
-            c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            c.load_verify_locations(self.pki.ca)
-            c.check_hostname = False
-            c.load_cert_chain(self.pki.device_crt("evil"), self.pki.device_key("evil"))
-            conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=30,
-                                               context=c)
-            try:
-                conn.request("GET", "/api/v1/rules")
-                conn.getresponse().read()
-            finally:
-                conn.close()
+        # a certificate from another CA, or a revoked one (dave is in secops), does not
+        # even get through the handshake
+        for dev in ("evil", "revoked"):
+            with self.assertRaises((ssl.SSLError, ConnectionError, OSError), msg=dev):
+                c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                c.load_verify_locations(self.pki.ca)
+                c.check_hostname = False
+                c.load_cert_chain(self.pki.device_crt(dev), self.pki.device_key(dev))
+                conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=30,
+                                                   context=c)
+                try:
+                    conn.request("GET", "/api/v1/rules")
+                    conn.getresponse().read()
+                finally:
+                    conn.close()
         # the good ones: a token, an admin certificate by subject, one by e-mail SAN
         for cert, token in ((None, TOKEN), ("admin1", None), ("carol", None)):
             st, body, _ = self.api("GET", "/api/v1/rules", cert=cert, token=token)

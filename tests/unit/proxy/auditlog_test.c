@@ -461,6 +461,55 @@ static void test_off(void **state)
     assert_int_equal(verify(err, sizeof(err)), 0);
 }
 
+/* Admin events are chained with the decisions around them. */
+static void test_admin_event(void **state)
+{
+    char err[256], *buf, *lines[64];
+    struct evbuffer *b;
+    json_error_t jerr;
+    json_t *o;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    write_lines(1, 1);
+    b = evbuffer_new();
+    assert_non_null(b);
+    auditlog_append_admin(b, 1770000000500LL, "token:ops", "rules put",
+                          "{\"version\":8,\"comment\":\"a \\\"quoted\\\" why\"}");
+    auditlog_append_admin(b, 1770000000600LL, "cert:\"odd\"\nname", "rules rollback", NULL);
+    /* a detail that is not one line of JSON text is written as null */
+    auditlog_append_admin(b, 1770000000700LL, "token:ops", "x", "{\n}");
+    auditlog_submit(b);
+    evbuffer_free(b);
+    auditlog_flush();
+    write_lines(2, 1);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "5 lines"));
+    buf = slurp(logpath, &len);
+    assert_int_equal(split_lines(buf, lines), 5);
+    o = json_loads(lines[1], JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "event")), "admin");
+    assert_string_equal(json_string_value(json_object_get(o, "actor")), "token:ops");
+    assert_string_equal(json_string_value(json_object_get(o, "what")), "rules put");
+    assert_string_equal(json_string_value(json_object_get(o, "time")), "2026-02-02T02:40:00.500Z");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "detail"), "version")),
+                     8);
+    json_decref(o);
+    o = json_loads(lines[2], JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "actor")), "cert:\"odd\"\nname");
+    assert_true(json_is_null(json_object_get(o, "detail")));
+    json_decref(o);
+    o = json_loads(lines[3], JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(o);
+    assert_true(json_is_null(json_object_get(o, "detail")));
+    json_decref(o);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_buf_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_event, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

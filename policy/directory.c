@@ -500,9 +500,10 @@ static int parents_keep(struct directory *d, const struct gnode *gs)
     for (i = 0; i < d->ngroups; i++) {
         d->parent_off[i] = total;
         d->parent_n[i] = (uint32_t)gs[i].nparents;
-        if (gs[i].nparents > 0)
+        if (gs[i].nparents > 0) {
             memcpy(d->parents + total, gs[i].parents, gs[i].nparents * sizeof(uint32_t));
-        qsort(d->parents + total, gs[i].nparents, sizeof(uint32_t), cmp_u32);
+            qsort(d->parents + total, gs[i].nparents, sizeof(uint32_t), cmp_u32);
+        }
         total += gs[i].nparents;
     }
     return 0;
@@ -522,9 +523,10 @@ static int direct_keep(struct directory *d, size_t u, const uint32_t *ids, size_
         d->direct = nd;
         d->direct_cap = ncap;
     }
-    if (n > 0)
+    if (n > 0) {
         memcpy(d->direct + d->ndirect, ids, n * sizeof(uint32_t));
-    qsort(d->direct + d->ndirect, n, sizeof(uint32_t), cmp_u32);
+        qsort(d->direct + d->ndirect, n, sizeof(uint32_t), cmp_u32);
+    }
     d->direct_off[u] = d->ndirect;
     d->direct_n[u] = (uint32_t)n;
     d->ndirect += n;

@@ -41,6 +41,8 @@ enum dec_field {
     DF_N
 };
 
+#define DEC_PREFETCH 640 /* bytes of a slot a typical record touches */
+
 #define DSF_IDENTITY 0x01
 #define DSF_MFA 0x02
 #define DSF_DEV_STALE 0x04
@@ -134,30 +136,56 @@ size_t decisions_capacity(void)
 
 /* ---- recording ---------------------------------------------------------- */
 
-/* Append s (at most max bytes of it; -1: all) to the blob. Returns its
- * offset, or 0 (the empty string) when it does not fit. *cut: it was cut to
- * max. */
-static uint16_t dec_put(struct dec_slot *s, const char *str, size_t max, int *cut)
+/*
+ * Copy str (at most max bytes; the first n when it has no NUL before) to
+ * the end of the blob, NUL-terminated. One pass and no libc call: the
+ * strings are short and this runs on every request. Returns the offset,
+ * 0 (the empty string) for NULL or "", -1 when it does not fit (nothing
+ * kept). *cut: longer than max, the first max bytes were kept.
+ */
+static int dec_copy(struct dec_slot *s, const char *str, size_t max, int *cut)
 {
-    size_t n;
-    uint16_t off;
+    size_t room = sizeof(s->blob) - 1 - s->len, lim = max < room ? max : room;
+    char *d = s->blob + s->len, *end;
+    int off = s->len;
 
     if (str == NULL || str[0] == '\0')
         return 0;
-    n = strnlen(str, max + 1);
-    if (n > max) {
-        n = max;
+    /* one pass: copies up to and including the NUL */
+    end = memccpy(d, str, '\0', lim + 1);
+    if (end == NULL) {
+        if (lim < max)
+            return -1;
         *cut = 1;
+        d[lim] = '\0';
+        end = d + lim + 1;
     }
-    if ((size_t)s->len + n + 1 > sizeof(s->blob)) {
+    s->len = (uint16_t)(s->len + (size_t)(end - d));
+    return off;
+}
+
+/* The whole of str (at most max bytes, "" too), or -1 and nothing kept. */
+static int dec_raw(struct dec_slot *s, const char *str, size_t max)
+{
+    size_t room = sizeof(s->blob) - 1 - s->len, lim = max < room ? max : room;
+    char *d = s->blob + s->len, *end = memccpy(d, str, '\0', lim + 1);
+
+    if (end == NULL)
+        return -1;
+    s->len = (uint16_t)(s->len + (size_t)(end - d));
+    return 0;
+}
+
+/* A field the replay needs: when it does not fit, the record is incomplete. */
+static uint16_t dec_put(struct dec_slot *s, const char *str, size_t max, int *cut)
+{
+    int off = dec_copy(s, str, max, cut);
+
+    if (off < 0) {
         s->flags |= DSF_INCOMPLETE;
         return 0;
     }
-    off = s->len;
-    memcpy(s->blob + off, str, n);
-    s->blob[off + n] = '\0';
-    s->len = (uint16_t)(s->len + n + 1);
-    return off;
+    return (uint16_t)off;
 }
 
 static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const struct authz_input *in,
@@ -165,8 +193,7 @@ static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const str
 {
     const struct policy_decision *d = &r->decision;
     int cut = 0, dummy = 0;
-    size_t i, plen;
-    uint16_t o;
+    size_t i;
 
     s->time_ns = t;
     s->auth_time = in->auth_time;
@@ -194,23 +221,17 @@ static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const str
     s->off[DF_METHOD] = dec_put(s, in->method, 32, &cut);
     /* The rules see the path without its query (which may hold secrets). */
     s->off[DF_PATH] = 0;
-    if (in->path != NULL) {
+    if (in->path != NULL && in->path_len > 0) {
         const char *q = memchr(in->path, '?', in->path_len);
+        size_t plen = q != NULL ? (size_t)(q - in->path) : in->path_len;
+        int pcut = 0;
 
-        plen = q != NULL ? (size_t)(q - in->path) : in->path_len;
         if (plen > DECISIONS_PATH_MAX) {
             plen = DECISIONS_PATH_MAX;
             s->flags |= DSF_PATH_CUT | DSF_INCOMPLETE;
         }
-        if (plen > 0 && (size_t)s->len + plen + 1 <= sizeof(s->blob)) {
-            o = s->len;
-            memcpy(s->blob + o, in->path, plen);
-            s->blob[o + plen] = '\0';
-            s->len = (uint16_t)(s->len + plen + 1);
-            s->off[DF_PATH] = o;
-        } else if (plen > 0) {
-            s->flags |= DSF_INCOMPLETE;
-        }
+        /* the path is not NUL-terminated at the '?': copy exactly plen */
+        s->off[DF_PATH] = dec_put(s, in->path, plen, &pcut);
     }
     s->off[DF_SUB] = in->has_identity ? dec_put(s, in->user_sub, 320, &cut) : 0;
     s->off[DF_EMAIL] = in->has_identity ? dec_put(s, in->user_email, 320, &cut) : 0;
@@ -220,21 +241,18 @@ static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const str
     s->off[DF_STATUS] = dec_put(s, v != NULL ? v->status : NULL, 15, &cut);
     s->off[DF_CLIENT] = dec_put(s, r->client_ip, 47, &dummy);
     s->off[DF_COUNTRY] = dec_put(s, r->country, 7, &dummy);
-    s->off[DF_GROUPS] = dec_put(s, r->groups, sizeof(r->groups), &cut);
+    s->off[DF_GROUPS] = dec_put(s, r->groups, sizeof(r->groups) - 1, &cut);
     s->off[DF_RULE] = dec_put(s, d->rule_id, POLICY_ID_MAX, &dummy);
 
     s->attrs_off = s->len;
     s->nattrs = 0;
-    for (i = 0; i < in->nattrs && s->nattrs < DECISIONS_ATTRS_MAX; i++) {
-        size_t nl = strlen(in->attrs[i].name), vl = strlen(in->attrs[i].value);
+    for (i = 0; i < in->nattrs && i < DECISIONS_ATTRS_MAX; i++) {
+        uint16_t mark = s->len;
 
-        if ((size_t)s->len + nl + vl + 2 > sizeof(s->blob)) {
-            s->flags |= DSF_INCOMPLETE;
+        if (dec_raw(s, in->attrs[i].name, 64) == -1 || dec_raw(s, in->attrs[i].value, 1024) == -1) {
+            s->len = mark;
             break;
         }
-        memcpy(s->blob + s->len, in->attrs[i].name, nl + 1);
-        memcpy(s->blob + s->len + nl + 1, in->attrs[i].value, vl + 1);
-        s->len = (uint16_t)(s->len + nl + vl + 2);
         s->nattrs++;
     }
     if (s->nattrs < in->nattrs)
@@ -246,24 +264,18 @@ static void dec_fill(struct dec_slot *s, int64_t t, const char *reqid, const str
     s->nreasons = 0;
     for (i = 0; i < d->nreasons; i++) {
         const char *rs = policy_decision_reason(d, i);
-        size_t l = rs != NULL ? strlen(rs) : 0;
 
-        if (rs == NULL || (size_t)s->len + l + 1 > sizeof(s->blob))
+        if (rs == NULL || rs[0] == '\0' || dec_copy(s, rs, POLICY_REASON_BUF, &dummy) <= 0)
             break;
-        memcpy(s->blob + s->len, rs, l + 1);
-        s->len = (uint16_t)(s->len + l + 1);
         s->nreasons++;
     }
     s->monitor_off = s->len;
     s->nmonitor = 0;
     for (i = 0; i < d->nmonitor && i < POLICY_MONITOR_MAX; i++) {
         const struct policy_monitor_result *m = &d->monitor[i];
-        size_t l = m->rule_id != NULL ? strlen(m->rule_id) : 0;
 
-        if ((size_t)s->len + l + 1 > sizeof(s->blob))
+        if (m->rule_id == NULL || dec_copy(s, m->rule_id, POLICY_ID_MAX, &dummy) <= 0)
             break;
-        memcpy(s->blob + s->len, m->rule_id != NULL ? m->rule_id : "", l + 1);
-        s->len = (uint16_t)(s->len + l + 1);
         s->mon[i].rule_effect = (uint8_t)m->rule_effect;
         s->mon[i].matched = (uint8_t)m->matched;
         s->mon[i].would = (uint8_t)m->would_decide;
@@ -278,6 +290,8 @@ void decisions_record(unsigned ring, const char *request_id, const struct authz_
 {
     struct dec_ring *rg;
     struct timespec ts;
+    const char *next;
+    size_t k;
 
     if (!atomic_load_explicit(&recording, memory_order_relaxed))
         return;
@@ -287,6 +301,12 @@ void decisions_record(unsigned ring, const char *request_id, const struct authz_
     dec_fill(&rg->slots[rg->head % rg->cap], (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
              request_id, in, v, r);
     rg->head++;
+    /* The next slot is cold (the ring is larger than the caches): ask for
+     * the lines a typical record uses now, so the next request, usually
+     * microseconds away, does not wait for them. */
+    next = (const char *)&rg->slots[rg->head % rg->cap];
+    for (k = 0; k < DEC_PREFETCH; k += 64)
+        __builtin_prefetch(next + k, 1, 0);
     pthread_mutex_unlock(&rg->mtx);
 }
 

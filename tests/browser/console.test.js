@@ -512,6 +512,13 @@ describe('security console in headless chromium', () => {
         await page.click('#rules-apply');
         await page.waitForFunction(() => /Not applied/.test(document.getElementById('status').textContent), null, { timeout: WAIT_MS });
         assert.equal(await page.locator('#rule-list .rule-item.has-error[data-rule-id="app-devices"]').count(), 1);
+        // "Edit in JSON" puts the cursor on that rule in the text.
+        await bad.getByRole('button', { name: 'Edit rule app-devices in the JSON' }).click();
+        const sel = await page.evaluate(() => {
+            const ta = document.getElementById('rules-text');
+            return document.activeElement === ta ? ta.value.slice(ta.selectionStart, ta.selectionEnd) : null;
+        });
+        assert.match(sel || '', /"id": "app-devices"/);
         await shot('rules-invalid');
         const afterRules = await liveRules();
         assert.equal(afterRules.version, before.version, 'the live version did not move');
@@ -615,6 +622,29 @@ describe('security console in headless chromium', () => {
         const r = await viaProxy('laptop-a', '/after-rollback');
         assert.equal(r.status, 200, 'allowed again after the rollback: ' + r.body);
         await shot('rules-history');
+    });
+
+    test('a change made elsewhere meanwhile is not overwritten by an apply', async () => {
+        const page = S.page;
+        const live = await liveRules();
+        assert.match(await page.textContent('#rules-live'), new RegExp('version ' + live.version + '\\b'));
+        // Someone else applies a change through the API.
+        const other = JSON.parse(JSON.stringify(live.document));
+        other.rules[1].description = 'changed by someone else';
+        const put = await adminApi('PUT', '/rules', { document: other, comment: 'from elsewhere' });
+        assert.equal(put.status, 200, put.body);
+        // The console's apply (based on the version it loaded) is refused.
+        await setDraft((doc) => { doc.rules[1].description = 'my edit'; });
+        await page.fill('#apply-comment', 'my stale edit');
+        await page.click('#rules-apply');
+        await page.waitForFunction(() => /someone changed the live rules/.test(document.getElementById('status').textContent), null, { timeout: WAIT_MS });
+        const now = await liveRules();
+        assert.equal(now.version, put.json.version);
+        assert.equal(now.document.rules[1].description, 'changed by someone else');
+        await page.click('#rules-reload');
+        await page.waitForFunction((v) => new RegExp('version ' + v + '\\b').test(document.getElementById('rules-live').textContent),
+                                   put.json.version, { timeout: WAIT_MS });
+        assert.match(await ruleItem('app-devices').textContent(), /changed by someone else/);
     });
 
     test('mark a device lost: its next request is denied and the decisions show it', async () => {

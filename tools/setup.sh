@@ -55,6 +55,27 @@ if [ ! -f "$val/node_modules/.package-lock.json" ] ||
   cp "$val/package-lock.json" "$val/node_modules/.ztproxy-lock"
 fi
 
+# The console's browser tests (tests/browser): Debian's chromium, driven
+# headless by playwright-core (pinned, npm ci; it downloads no browser).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed" ||
+   ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed"; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: chromium and fonts-dejavu-core are missing (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing chromium fonts-dejavu-core"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+btest=tests/browser
+if [ ! -f "$btest/node_modules/.package-lock.json" ] ||
+   ! cmp -s "$btest/package-lock.json" "$btest/node_modules/.ztproxy-lock"; then
+  echo "setup: npm ci in $btest"
+  (cd "$btest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$btest/package-lock.json" "$btest/node_modules/.ztproxy-lock"
+fi
+
 if [ "${1:-}" != "--no-build" ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build -j"$(nproc)"

@@ -683,6 +683,27 @@ int score_config_tier_find(const struct score_config *cfg, const char *name)
     return -1;
 }
 
+size_t score_config_check_count(const struct score_config *cfg)
+{
+    return cfg->nchecks;
+}
+
+int score_config_check_at(const struct score_config *cfg, size_t i, struct score_check_info *out)
+{
+    const struct score_check *ck;
+
+    if (i >= cfg->nchecks)
+        return -1;
+    ck = &cfg->checks[i];
+    out->id = ck->id;
+    out->type = check_types[ck->type].name;
+    out->weight = ck->weight;
+    out->hard = ck->hard;
+    out->grace = ck->grace;
+    out->remediation = ck->remediation;
+    return 0;
+}
+
 /* ---- scoring ------------------------------------------------------------ */
 
 const char *score_reason_name(enum score_reason r)

@@ -41,6 +41,7 @@ struct conf;
 struct event_base;
 struct evbuffer;
 struct devtrust_verdict;
+struct directory;
 
 #define AUTHZ_GROUPS_MAX 4096 /* bytes of out->groups, NUL included */
 #define AUTHZ_ERR_MAX 1024    /* room for any error line of this module */
@@ -223,6 +224,18 @@ void authz_audit(struct evbuffer *buf, const char *request_id, const struct auth
 /* Drop this thread's snapshot reference (a worker that exits; threads that
  * end release it anyway through a thread-specific destructor). */
 void authz_thread_release(void);
+
+/*
+ * The admin API (proxy/admin_data.c). authz_directory_ref(): a reference to
+ * the live directory snapshot (directory_unref() it), NULL when none is
+ * loaded. authz_directory_reload(): re-read the directory file now and
+ * publish it before returning (the next request sees it), rebinding the
+ * rules like a reload from the file timer does. Main thread (file I/O).
+ * 0, or -1 and err (not a file directory, unreadable, refused: the last
+ * good one stays).
+ */
+struct directory *authz_directory_ref(void);
+int authz_directory_reload(char *err, size_t errlen);
 
 /* For /metrics and /readyz. */
 struct authz_stats {

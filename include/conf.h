@@ -22,6 +22,13 @@ struct conf_listener {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int backlog;
+    /* "proxy_protocol": every connection starts with a PROXY protocol v2
+     * header (proxyproto.h), read before the TLS handshake, and only from
+     * peers in trusted_proxies: the listener's own "trusted_proxies", else a
+     * copy of policy.trusted_proxies (never empty: conf_parse() refuses). */
+    int proxy_protocol;
+    struct conf_cidr *trusted_proxies;
+    size_t ntrusted_proxies;
 };
 
 enum conf_auth_mode {

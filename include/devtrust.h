@@ -133,6 +133,38 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
  */
 int devtrust_set_override(const char *device_id, const char *status, char *err, size_t errlen);
 
+/*
+ * The admin API (main thread; not for workers: these walk the inventory and
+ * the store). Each device is scored as for its owner (owner_is_user holds)
+ * at now, without recording grace state.
+ *
+ * devtrust_list(): every device of the live inventory, in feed order, then
+ * every device known only from its own state (a posture report or an
+ * override). cb gets a summary valid during the call and returns non-zero
+ * to stop. 0, or -1 (not started, out of memory).
+ *
+ * devtrust_device(): one device: cb (may be NULL) gets its summary, and
+ * *detail a new object (caller owns) {"checks": [{"id", "type", "ok",
+ * "points", "weight", "hard", "remediation", "in_grace", "reason"?,
+ * "grace_until"?}], "inventory": {the feed record} | null, "posture":
+ * {the latest report, "received"} | null}. 0; 1 when the device is neither
+ * in the inventory nor has any state; -1 (not started, invalid id, out of
+ * memory).
+ */
+struct devtrust_summary {
+    const char *id;
+    const struct devtrust_verdict *v;
+    int in_inventory;
+    int has_posture;
+    int64_t posture_received; /* Unix seconds of the latest report, 0: none */
+    int override;             /* an admin status override is set */
+};
+typedef int (*devtrust_list_cb)(const struct devtrust_summary *s, void *arg);
+int devtrust_list(int64_t now, devtrust_list_cb cb, void *arg);
+struct json_t;
+int devtrust_device(const char *device_id, int64_t now, devtrust_list_cb cb, void *arg,
+                    struct json_t **detail);
+
 /* For /readyz: feed age in seconds since it was last confirmed (-1: no
  * inventory loaded), records, last error ("" when the last attempt was good). */
 void devtrust_feed_status(int64_t now, int64_t *age, size_t *records, char *err, size_t errlen);

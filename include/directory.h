@@ -85,6 +85,17 @@ const char *directory_group_name(const struct directory *d, uint32_t id);
 int directory_user_groups(const struct directory *d, const char *subject, const char *email,
                           const uint32_t **ids, size_t *n);
 
+/*
+ * Listing, as the source was written (not flattened): the groups id is
+ * directly a member_of (sorted ids), and user i (0..user_count-1) with its
+ * own groups (sorted ids). Pointers are valid while d is referenced.
+ * 0, or -1 when id / i is out of range.
+ */
+int directory_group_parents(const struct directory *d, uint32_t id, const uint32_t **ids,
+                            size_t *n);
+int directory_user_at(const struct directory *d, size_t i, const char **email,
+                      const char **subject, const uint32_t **ids, size_t *n);
+
 /* Is group id in the sorted id array? (binary search) */
 int directory_ids_contain(const uint32_t *ids, size_t n, uint32_t id);
 

@@ -12,6 +12,7 @@
 #define ZT_PROXY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf.h"
 
@@ -40,5 +41,15 @@ void proxy_join(void);
  * open at start, close at exit. 0 or -1 with err. */
 int proxy_revocations_open(const struct conf *c, char *err, size_t errlen);
 void proxy_revocations_close(void);
+
+/*
+ * Revoke every session of subject (issued until now), or, with subject
+ * NULL, the session id (SESSION_ID_LEN bytes): live for the next request,
+ * then appended to the store's log and fsync'd (blocking: the admin
+ * listener's thread, never a worker loop). Serialised with the sign-out
+ * writer. 0, or -1 and err (no identity configured; not persisted: it
+ * applies until restart).
+ */
+int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen);
 
 #endif

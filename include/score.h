@@ -57,6 +57,19 @@ const char *score_config_tier_name(const struct score_config *cfg,
 int score_config_tier_min(const struct score_config *cfg, size_t ordinal); /* -1: out of range */
 int score_config_tier_find(const struct score_config *cfg, const char *name); /* ordinal or -1 */
 
+/* The configured checks, in config order (for the admin API's breakdown).
+ * Strings point into the config. 0, or -1 when i is out of range. */
+struct score_check_info {
+    const char *id;
+    const char *type; /* "disk_encryption", ... */
+    int weight;
+    int hard;
+    int64_t grace; /* seconds, 0: none */
+    const char *remediation;
+};
+size_t score_config_check_count(const struct score_config *cfg);
+int score_config_check_at(const struct score_config *cfg, size_t i, struct score_check_info *out);
+
 /*
  * Per-device grace state: when each graced check started failing. The caller
  * owns it (one per device), updates it after each score_eval() with

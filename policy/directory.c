@@ -42,6 +42,16 @@ struct directory {
     uint32_t *email_tab; /* hash: user index + 1 */
     uint32_t *subject_tab;
     size_t user_mask;
+
+    /* As written, for listing (directory_group_parents(), _user_direct()):
+     * each group's member_of ids and each user's own group ids, sorted. */
+    size_t *parent_off; /* per group, into parents */
+    uint32_t *parent_n;
+    uint32_t *parents;
+    size_t *direct_off; /* per user, into direct */
+    uint32_t *direct_n;
+    uint32_t *direct;
+    size_t ndirect, direct_cap;
 };
 
 static _Atomic uint64_t directory_serial_next = 1;
@@ -465,7 +475,62 @@ static void directory_free(struct directory *d)
     free(d->members);
     free(d->email_tab);
     free(d->subject_tab);
+    free(d->parent_off);
+    free(d->parent_n);
+    free(d->parents);
+    free(d->direct_off);
+    free(d->direct_n);
+    free(d->direct);
     free(d);
+}
+
+/* Keep the groups' member_of lists (after parse_groups()). */
+static int parents_keep(struct directory *d, const struct gnode *gs)
+{
+    size_t i, total = 0;
+
+    for (i = 0; i < d->ngroups; i++)
+        total += gs[i].nparents;
+    d->parent_off = calloc(d->ngroups + 1, sizeof(*d->parent_off));
+    d->parent_n = calloc(d->ngroups + 1, sizeof(*d->parent_n));
+    d->parents = calloc(total + 1, sizeof(*d->parents));
+    if (d->parent_off == NULL || d->parent_n == NULL || d->parents == NULL)
+        return -1;
+    total = 0;
+    for (i = 0; i < d->ngroups; i++) {
+        d->parent_off[i] = total;
+        d->parent_n[i] = (uint32_t)gs[i].nparents;
+        if (gs[i].nparents > 0) {
+            memcpy(d->parents + total, gs[i].parents, gs[i].nparents * sizeof(uint32_t));
+            qsort(d->parents + total, gs[i].nparents, sizeof(uint32_t), cmp_u32);
+        }
+        total += gs[i].nparents;
+    }
+    return 0;
+}
+
+/* Keep user u's own group list (ids, any order; sorted here). */
+static int direct_keep(struct directory *d, size_t u, const uint32_t *ids, size_t n)
+{
+    if (d->ndirect + n > d->direct_cap) {
+        size_t ncap = d->direct_cap == 0 ? 1024 : d->direct_cap;
+        uint32_t *nd;
+        while (ncap < d->ndirect + n)
+            ncap *= 2;
+        nd = realloc(d->direct, ncap * sizeof(uint32_t));
+        if (nd == NULL)
+            return -1;
+        d->direct = nd;
+        d->direct_cap = ncap;
+    }
+    if (n > 0) {
+        memcpy(d->direct + d->ndirect, ids, n * sizeof(uint32_t));
+        qsort(d->direct + d->ndirect, n, sizeof(uint32_t), cmp_u32);
+    }
+    d->direct_off[u] = d->ndirect;
+    d->direct_n[u] = (uint32_t)n;
+    d->ndirect += n;
+    return 0;
 }
 
 static int parse_groups(struct dctx *cx, struct directory *d, json_t *groups, struct gnode **out)
@@ -569,9 +634,12 @@ static int parse_users(struct dctx *cx, struct directory *d, json_t *users, stru
     d->user_mask = tab_size(d->nusers) - 1;
     d->email_tab = calloc(d->user_mask + 1, sizeof(uint32_t));
     d->subject_tab = calloc(d->user_mask + 1, sizeof(uint32_t));
+    d->direct_off = calloc(d->nusers + 1, sizeof(size_t));
+    d->direct_n = calloc(d->nusers + 1, sizeof(uint32_t));
     tmp = malloc((d->ngroups + 1) * sizeof(uint32_t));
     if (d->user_email == NULL || d->user_subject == NULL || d->user_off == NULL ||
-        d->user_n == NULL || d->email_tab == NULL || d->subject_tab == NULL || tmp == NULL) {
+        d->user_n == NULL || d->email_tab == NULL || d->subject_tab == NULL ||
+        d->direct_off == NULL || d->direct_n == NULL || tmp == NULL) {
         dir_fail(cx, "$.users", "out of memory");
         goto out;
     }
@@ -638,6 +706,11 @@ static int parse_users(struct dctx *cx, struct directory *d, json_t *users, stru
                     tmp[n++] = gn->closure[j];
                 }
             }
+        }
+        if (direct_keep(d, u, direct, ndirect) == -1) {
+            free(direct);
+            dir_fail(cx, "$.users", "out of memory");
+            goto out;
         }
         free(direct);
         qsort(tmp, n, sizeof(uint32_t), cmp_u32);
@@ -723,6 +796,10 @@ struct directory *directory_parse(const char *text, size_t len, const char *name
     }
     if (groups_flatten(&cx, d, gs, mark) == -1)
         goto err;
+    if (parents_keep(d, gs) == -1) {
+        dir_fail(&cx, "$.groups", "out of memory");
+        goto err;
+    }
     if (parse_users(&cx, d, json_object_get(root, "users"), gs, mark) == -1)
         goto err;
     atomic_init(&d->refs, 1);
@@ -854,5 +931,30 @@ int directory_ids_contain(const uint32_t *ids, size_t n, uint32_t id)
         else
             hi = mid;
     }
+    return 0;
+}
+
+int directory_group_parents(const struct directory *d, uint32_t id, const uint32_t **ids,
+                            size_t *n)
+{
+    *ids = no_ids;
+    *n = 0;
+    if (d == NULL || id >= d->ngroups)
+        return -1;
+    if (d->parent_n[id] > 0)
+        *ids = d->parents + d->parent_off[id];
+    *n = d->parent_n[id];
+    return 0;
+}
+
+int directory_user_at(const struct directory *d, size_t i, const char **email,
+                      const char **subject, const uint32_t **ids, size_t *n)
+{
+    if (d == NULL || i >= d->nusers)
+        return -1;
+    *email = blob_str(d, d->user_email[i]);
+    *subject = d->user_subject[i] != NO_SUBJECT ? blob_str(d, d->user_subject[i]) : NULL;
+    *ids = d->direct_n[i] > 0 ? d->direct + d->direct_off[i] : no_ids;
+    *n = d->direct_n[i];
     return 0;
 }

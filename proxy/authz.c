@@ -2420,3 +2420,42 @@ void authz_audit(struct evbuffer *buf, const char *request_id, const struct auth
     e.eval_ns = r->eval_ns;
     auditlog_append(buf, &e);
 }
+
+/* ---- the admin API's directory view and edits ----------------------------- */
+
+struct directory *authz_directory_ref(void)
+{
+    struct directory *d = NULL;
+
+    pthread_mutex_lock(&pub_mtx);
+    if (pub_state != NULL && pub_state->dir != NULL)
+        d = directory_ref(pub_state->dir);
+    pthread_mutex_unlock(&pub_mtx);
+    return d;
+}
+
+int authz_directory_reload(char *err, size_t errlen)
+{
+    char e2[AUTHZ_ERR_MAX];
+    struct stat sb;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    pthread_mutex_lock(&ld_mtx);
+    if (ld_set == NULL || ld_set->dir_kind != AZ_DIR_FILE) {
+        snprintf(err, errlen, "the directory is not a file");
+    } else if (az_read_file(ld_set->dir_file, DIRECTORY_FILE_MAX, &text, &len, &sb, e2,
+                            sizeof(e2)) == -1) {
+        snprintf(err, errlen, "%s", e2);
+    } else if (az_load_dir_bytes(ld_set->dir_file, text, len) != 1) {
+        pthread_mutex_lock(&st_mtx);
+        snprintf(err, errlen, "%s", st.last_error);
+        pthread_mutex_unlock(&st_mtx);
+    } else {
+        rc = 0;
+    }
+    pthread_mutex_unlock(&ld_mtx);
+    free(text);
+    return rc;
+}

@@ -1096,8 +1096,10 @@ static void conf_free(struct conf *c)
     free(c->session_keys);
     free(c->assertion_key);
     free(c->assertion_issuer);
-    for (i = 0; i < c->nlisteners; i++)
+    for (i = 0; i < c->nlisteners; i++) {
         free(c->listeners[i].text);
+        free(c->listeners[i].trusted_proxies);
+    }
     free(c->listeners);
     for (i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
@@ -1146,13 +1148,81 @@ void conf_unref(struct conf *c)
         conf_free(c);
 }
 
+/* $.listen[i].proxy_protocol and its trusted_proxies (docs/deploy.md). */
+static int parse_listener_proxy(struct conf_ctx *cx, json_t *o, const char *base,
+                                struct conf_listener *l)
+{
+    json_t *v, *e;
+    char p[128];
+    size_t i;
+
+    if (get_bool(cx, o, base, "proxy_protocol", 0, &l->proxy_protocol) == -1)
+        return -1;
+    v = json_object_get(o, "trusted_proxies");
+    if (v == NULL)
+        return 0;
+    jp(p, sizeof(p), base, "trusted_proxies");
+    if (!l->proxy_protocol)
+        return conf_fail(cx, p, "only valid with \"proxy_protocol\": true");
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 64)
+        return conf_fail(cx, p, "expected an array of 1-64 addresses or CIDRs");
+    l->trusted_proxies = calloc(json_array_size(v), sizeof(*l->trusted_proxies));
+    if (l->trusted_proxies == NULL)
+        return conf_fail(cx, p, "out of memory");
+    json_array_foreach(v, i, e)
+    {
+        int rc;
+
+        snprintf(p, sizeof(p), "%s.trusted_proxies[%zu]", base, i);
+        if (!json_is_string(e))
+            return conf_fail(cx, p, "expected a string, got %s", jsonconf_type_name(e));
+        rc = parse_cidr(json_string_value(e), &l->trusted_proxies[i]);
+        if (rc == -2)
+            return conf_fail(cx, p, "\"%s\" has bits set after the prefix", json_string_value(e));
+        if (rc == -1)
+            return conf_fail(cx, p,
+                             "expected an IPv4 or IPv6 address or CIDR (\"10.0.0.0/8\"), got "
+                             "\"%s\"",
+                             json_string_value(e));
+        l->ntrusted_proxies = i + 1;
+    }
+    return 0;
+}
+
+/* A proxy_protocol listener without its own list trusts policy.trusted_proxies;
+ * with neither, every connection would be refused: say so now. */
+static int listeners_inherit_trusted(struct conf_ctx *cx, struct conf *c)
+{
+    char p[128];
+    size_t i, n = c->npolicy_trusted_proxies;
+
+    for (i = 0; i < c->nlisteners; i++) {
+        struct conf_listener *l = &c->listeners[i];
+
+        if (!l->proxy_protocol || l->ntrusted_proxies > 0)
+            continue;
+        snprintf(p, sizeof(p), "$.listen[%zu].proxy_protocol", i);
+        if (n == 0)
+            return conf_fail(cx, p,
+                             "needs the load balancers' addresses: \"trusted_proxies\" in this "
+                             "listener or in \"policy\"");
+        l->trusted_proxies = calloc(n, sizeof(*l->trusted_proxies));
+        if (l->trusted_proxies == NULL)
+            return conf_fail(cx, p, "out of memory");
+        memcpy(l->trusted_proxies, c->policy_trusted_proxies, n * sizeof(*l->trusted_proxies));
+        l->ntrusted_proxies = n;
+    }
+    return 0;
+}
+
 static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
     static const char *const keys[] = {
         "listen",    "workers", "tls",       "device_id", "timeouts",     "limits", "access_log",
         "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy",
         "admin",     NULL};
-    static const char *const lkeys[] = {"address", "backlog", NULL};
+    static const char *const lkeys[] = {"address", "backlog", "proxy_protocol", "trusted_proxies",
+                                        NULL};
     static const char *const tkeys[] = {"certificate",
                                         "key",
                                         "device_ca",
@@ -1207,6 +1277,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         if (get_int(cx, o, base, "backlog", 1, 65535, 511, &n) == -1)
             goto out;
         c->listeners[i].backlog = (int)n;
+        if (parse_listener_proxy(cx, o, base, &c->listeners[i]) == -1)
+            goto out;
     }
 
     /* workers */
@@ -1400,6 +1472,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     /* policy: the rules runtime (authz_validate() checks the files' contents) */
     o = json_object_get(root, "policy");
     if (o != NULL && parse_policy(cx, c, o) == -1)
+        goto out;
+    if (listeners_inherit_trusted(cx, c) == -1)
         goto out;
 
     /* admin: the admin API listener */

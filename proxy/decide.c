@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "authz.h"
+#include "decisions.h"
 #include "devtrust.h"
 #include "log.h"
 #include "metrics.h"
@@ -225,6 +226,7 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
             snprintf(c->ws_xff, sizeof(c->ws_xff), "%.*s", (int)xff->value_len, xff->value);
         authz_evaluate(&in, r);
         metrics_decision(c->route->name, (int)r->decision.effect, r->decision.rule_id, r->eval_ns);
+        decisions_record((unsigned)w->id, c->reqid, &in, v, r);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }
     snprintf(w->groups, sizeof(w->groups), "%s", r->groups);

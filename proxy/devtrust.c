@@ -2127,6 +2127,40 @@ void devtrust_thread_release(void)
     dt_thread_drop();
 }
 
+/* The verdict from a score (devtrust_evaluate() and the admin views). */
+static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory_record *rec,
+                            const struct score_result *res, enum inventory_status ovr, int stale)
+{
+    size_t i;
+
+    out->known = rec != NULL;
+    out->tier = res->tier;
+    dt_copy(out->tier_name, sizeof(out->tier_name), res->tier_name);
+    out->score = res->score;
+    out->inventory_stale = stale;
+    out->posture_stale = (res->flags & SCORE_F_STALE_POSTURE) != 0;
+    if (ovr != INVENTORY_STATUS_NONE)
+        dt_copy(out->status, sizeof(out->status), inventory_status_name(ovr));
+    else if (rec != NULL)
+        dt_copy(out->status, sizeof(out->status),
+                inventory_status_name(inventory_record_status(rec)));
+    if (rec != NULL)
+        dt_copy(out->owner, sizeof(out->owner), inventory_record_owner(rec));
+    out->nfailing = 0;
+    for (i = 0; i < res->nfailed && out->nfailing < DEVTRUST_MAX_FAILING; i++) {
+        const struct score_failure *f = &res->failed[i];
+        if (f->in_grace)
+            continue;
+        dt_copy(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id);
+        dt_copy(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
+                f->remediation != NULL ? f->remediation : "");
+        out->failing[out->nfailing].hard = f->hard;
+        out->nfailing++;
+    }
+    if (rec != NULL)
+        dt_attrs_fill(out, rec);
+}
+
 void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
                        struct devtrust_verdict *out)
 {
@@ -2140,7 +2174,6 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
     enum inventory_status ovr = INVENTORY_STATUS_NONE;
     int has_post = 0, stale = 0, valid;
     uint64_t h = 0;
-    size_t i;
 
     memset(out, 0, offsetof(struct devtrust_verdict, failing));
     out->nattrs = 0;
@@ -2191,32 +2224,7 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
     if (valid && score_grace_update(cfg, &grace, &res, now))
         dt_grace_store(device_id, h, &grace);
 
-    out->known = rec != NULL;
-    out->tier = res.tier;
-    dt_copy(out->tier_name, sizeof(out->tier_name), res.tier_name);
-    out->score = res.score;
-    out->inventory_stale = stale;
-    out->posture_stale = (res.flags & SCORE_F_STALE_POSTURE) != 0;
-    if (ovr != INVENTORY_STATUS_NONE)
-        dt_copy(out->status, sizeof(out->status), inventory_status_name(ovr));
-    else if (rec != NULL)
-        dt_copy(out->status, sizeof(out->status),
-                inventory_status_name(inventory_record_status(rec)));
-    if (rec != NULL)
-        dt_copy(out->owner, sizeof(out->owner), inventory_record_owner(rec));
-    out->nfailing = 0;
-    for (i = 0; i < res.nfailed && out->nfailing < DEVTRUST_MAX_FAILING; i++) {
-        const struct score_failure *f = &res.failed[i];
-        if (f->in_grace)
-            continue;
-        dt_copy(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id);
-        dt_copy(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
-                f->remediation != NULL ? f->remediation : "");
-        out->failing[out->nfailing].hard = f->hard;
-        out->nfailing++;
-    }
-    if (rec != NULL)
-        dt_attrs_fill(out, rec);
+    dt_verdict_fill(out, rec, &res, ovr, stale);
 }
 
 int devtrust_posture_submit(const char *device_id, const char *body, size_t len, int64_t now,
@@ -2397,4 +2405,300 @@ void devtrust_stats(int64_t now, struct devtrust_stats *out)
     out->posture_unavailable = atomic_load(&ct_unavailable);
     out->persist_errors = atomic_load(&ct_persist_err);
     out->devices = atomic_load(&store_n);
+}
+
+/* ---- the admin API's views (main thread; never on the hot path) ---------- */
+
+/* One device, scored for its owner, without recording grace state. */
+struct dt_view {
+    struct devtrust_verdict v;
+    struct score_result res;
+    struct posture post;
+    int has_post;
+    enum inventory_status ovr;
+    const struct inventory_record *rec;
+};
+
+static void dt_view_eval(const char *id, int64_t now, struct inventory *inv,
+                         struct score_config *cfg, int stale, struct dt_view *out)
+{
+    struct score_input in;
+    struct score_grace grace;
+    const char *owner = NULL;
+    uint64_t h = dt_hash(id);
+    struct dt_shard *sh = dt_shard_of(h);
+    struct dt_entry *e;
+
+    memset(out, 0, sizeof(*out));
+    score_grace_init(&grace);
+    out->rec = inv != NULL ? inventory_lookup(inv, id, strlen(id)) : NULL;
+    pthread_mutex_lock(&sh->mtx);
+    e = dt_find(sh, id, h, 0);
+    if (e != NULL) {
+        out->has_post = e->has_posture;
+        if (e->has_posture)
+            out->post = e->posture;
+        grace = e->grace;
+        out->ovr = e->override;
+    }
+    pthread_mutex_unlock(&sh->mtx);
+    if (out->rec != NULL)
+        owner = inventory_record_owner(out->rec);
+    memset(&in, 0, sizeof(in));
+    in.record = out->rec;
+    in.override = out->ovr;
+    in.inventory_stale = stale;
+    in.posture = out->has_post ? &out->post : NULL;
+    in.now = now;
+    /* As its owner would be scored: owner_is_user speaks of the device. */
+    in.user_email = owner;
+    in.user_subject = owner;
+    in.grace = &grace;
+    score_eval(cfg, &in, &out->res);
+    dt_verdict_fill(&out->v, out->rec, &out->res, out->ovr, stale);
+}
+
+static void dt_summary_of(const char *id, const struct dt_view *dv, struct devtrust_summary *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->id = id;
+    s->v = &dv->v;
+    s->in_inventory = dv->rec != NULL;
+    s->has_posture = dv->has_post;
+    s->posture_received = dv->has_post ? dv->post.received_at : 0;
+    s->override = dv->ovr != INVENTORY_STATUS_NONE;
+}
+
+/* The live snapshot and config, referenced (main thread). */
+static int dt_admin_refs(int64_t now, struct inventory **inv, struct score_config **cfg,
+                         int *stale)
+{
+    pthread_mutex_lock(&pub_mtx);
+    *inv = inventory_ref(pub_inv);
+    *cfg = score_config_ref(pub_score);
+    *stale = pub_configured && (pub_inv == NULL || now - pub_fresh_at > pub_max_stale);
+    pthread_mutex_unlock(&pub_mtx);
+    if (*cfg == NULL) {
+        inventory_unref(*inv);
+        return -1;
+    }
+    return 0;
+}
+
+int devtrust_list(int64_t now, devtrust_list_cb cb, void *arg)
+{
+    struct inventory *inv = NULL;
+    struct score_config *cfg = NULL;
+    struct devtrust_summary sum;
+    struct dt_view *dv = NULL;
+    char **extra = NULL;
+    size_t nextra = 0, cap = 0, i, k, n;
+    int stale, stop = 0, rc = -1;
+
+    if (!atomic_load(&dt_started) || dt_admin_refs(now, &inv, &cfg, &stale) == -1)
+        return -1;
+    dv = malloc(sizeof(*dv));
+    if (dv == NULL)
+        goto out;
+    n = dt_count(inv);
+    for (i = 0; i < n && !stop; i++) {
+        const char *id = inventory_record_id(inventory_record_at(inv, i));
+
+        dt_view_eval(id, now, inv, cfg, stale, dv);
+        dt_summary_of(id, dv, &sum);
+        stop = cb(&sum, arg) != 0;
+    }
+    /* Then devices known only from their own state (posture, override). */
+    for (i = 0; i < DT_SHARDS && !stop; i++) {
+        struct dt_entry *e;
+
+        pthread_mutex_lock(&shards[i].mtx);
+        for (k = 0; k < shards[i].cap; k++) {
+            for (e = shards[i].tab[k]; e != NULL; e = e->next) {
+                if ((!e->has_posture && e->override == INVENTORY_STATUS_NONE) ||
+                    (inv != NULL && inventory_lookup(inv, e->id, strlen(e->id)) != NULL))
+                    continue;
+                if (nextra == cap) {
+                    size_t nc = cap == 0 ? 64 : cap * 2;
+                    char **ne = realloc(extra, nc * sizeof(*ne));
+                    if (ne == NULL) {
+                        pthread_mutex_unlock(&shards[i].mtx);
+                        goto out;
+                    }
+                    extra = ne;
+                    cap = nc;
+                }
+                extra[nextra] = strdup(e->id);
+                if (extra[nextra] == NULL) {
+                    pthread_mutex_unlock(&shards[i].mtx);
+                    goto out;
+                }
+                nextra++;
+            }
+        }
+        pthread_mutex_unlock(&shards[i].mtx);
+    }
+    for (i = 0; i < nextra && !stop; i++) {
+        dt_view_eval(extra[i], now, inv, cfg, stale, dv);
+        dt_summary_of(extra[i], dv, &sum);
+        stop = cb(&sum, arg) != 0;
+    }
+    rc = 0;
+out:
+    for (i = 0; i < nextra; i++)
+        free(extra[i]);
+    free(extra);
+    free(dv);
+    inventory_unref(inv);
+    score_config_unref(cfg);
+    return rc;
+}
+
+static json_t *dt_record_json(const struct inventory_record *r)
+{
+    json_t *o = json_object(), *attrs = json_object();
+    struct inventory_attr a;
+    char t[POSTURE_TIME_MAX];
+    size_t i, n;
+
+    json_object_set_new(o, "device_id", json_string(inventory_record_id(r)));
+    json_object_set_new(o, "serial", json_string(inventory_record_serial(r)));
+    json_object_set_new(o, "owner", json_string(inventory_record_owner(r)));
+    json_object_set_new(o, "platform", json_string(inventory_record_platform(r)));
+    json_object_set_new(o, "os_version", json_string(inventory_record_os_version(r)));
+    json_object_set_new(o, "model", json_string(inventory_record_model(r)));
+    json_object_set_new(o, "status",
+                        json_string(inventory_status_name(inventory_record_status(r))));
+    json_object_set_new(o, "managed", json_boolean(inventory_record_managed(r)));
+    if (inventory_record_enrolled(r) > 0 &&
+        posture_time_format(inventory_record_enrolled(r), t, sizeof(t)) == 0)
+        json_object_set_new(o, "enrolled", json_string(t));
+    n = inventory_record_attr_count(r);
+    for (i = 0; i < n; i++) {
+        if (inventory_record_attr_at(r, i, &a) == -1)
+            break;
+        switch (a.type) {
+        case INVENTORY_ATTR_STRING:
+            json_object_set_new(attrs, a.name, json_string(a.str));
+            break;
+        case INVENTORY_ATTR_INTEGER:
+            json_object_set_new(attrs, a.name, json_integer(a.i));
+            break;
+        case INVENTORY_ATTR_REAL:
+            json_object_set_new(attrs, a.name, json_real(a.real));
+            break;
+        case INVENTORY_ATTR_BOOL:
+            json_object_set_new(attrs, a.name, json_boolean(a.i));
+            break;
+        }
+    }
+    json_object_set_new(o, "attributes", attrs);
+    return o;
+}
+
+/* Every configured check with its outcome, then the device-level verdicts. */
+static json_t *dt_checks_json(const struct score_config *cfg, const struct score_result *res)
+{
+    json_t *a = json_array();
+    struct score_check_info ci;
+    size_t i, k, n = score_config_check_count(cfg);
+
+    for (k = 0; k < res->nfailed; k++) {
+        const struct score_failure *f = &res->failed[k];
+        json_t *o;
+
+        if (strcmp(f->id, "device_lost") != 0 && strcmp(f->id, "device_unknown") != 0)
+            continue;
+        o = json_object();
+        json_object_set_new(o, "id", json_string(f->id));
+        json_object_set_new(o, "ok", json_false());
+        json_object_set_new(o, "points", json_integer(0));
+        json_object_set_new(o, "weight", json_integer(0));
+        json_object_set_new(o, "hard", json_true());
+        json_object_set_new(o, "remediation", json_string(f->remediation));
+        json_object_set_new(o, "in_grace", json_false());
+        json_object_set_new(o, "reason", json_string(score_reason_name(f->reason)));
+        json_array_append_new(a, o);
+    }
+    for (i = 0; i < n; i++) {
+        const struct score_failure *f = NULL;
+        json_t *o = json_object();
+
+        if (score_config_check_at(cfg, i, &ci) == -1)
+            break;
+        for (k = 0; k < res->nfailed; k++)
+            if (strcmp(res->failed[k].id, ci.id) == 0)
+                f = &res->failed[k];
+        json_object_set_new(o, "id", json_string(ci.id));
+        json_object_set_new(o, "type", json_string(ci.type));
+        json_object_set_new(o, "ok", json_boolean(f == NULL));
+        /* A check in its grace period still earns its points. */
+        json_object_set_new(o, "points",
+                            json_integer(f == NULL || f->in_grace ? ci.weight : 0));
+        json_object_set_new(o, "weight", json_integer(ci.weight));
+        json_object_set_new(o, "hard", json_boolean(ci.hard));
+        json_object_set_new(o, "remediation", json_string(ci.remediation));
+        json_object_set_new(o, "in_grace", json_boolean(f != NULL && f->in_grace));
+        if (f != NULL)
+            json_object_set_new(o, "reason", json_string(score_reason_name(f->reason)));
+        if (f != NULL && f->in_grace) {
+            char t[POSTURE_TIME_MAX];
+            if (posture_time_format(f->grace_until, t, sizeof(t)) == 0)
+                json_object_set_new(o, "grace_until", json_string(t));
+        }
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+int devtrust_device(const char *device_id, int64_t now, devtrust_list_cb cb, void *arg,
+                    json_t **detail)
+{
+    struct inventory *inv = NULL;
+    struct score_config *cfg = NULL;
+    struct devtrust_summary sum;
+    struct dt_view *dv = NULL;
+    json_t *o = NULL;
+    int stale, rc = -1;
+
+    *detail = NULL;
+    if (!atomic_load(&dt_started) || !dt_id_valid(device_id) ||
+        dt_admin_refs(now, &inv, &cfg, &stale) == -1)
+        return -1;
+    dv = malloc(sizeof(*dv));
+    if (dv == NULL)
+        goto out;
+    dt_view_eval(device_id, now, inv, cfg, stale, dv);
+    if (dv->rec == NULL && !dv->has_post && dv->ovr == INVENTORY_STATUS_NONE) {
+        rc = 1;
+        goto out;
+    }
+    o = json_object();
+    if (o == NULL)
+        goto out;
+    json_object_set_new(o, "checks", dt_checks_json(cfg, &dv->res));
+    json_object_set_new(o, "inventory", dv->rec != NULL ? dt_record_json(dv->rec) : json_null());
+    if (dv->has_post) {
+        char line[POSTURE_JSON_MAX + 1], t[POSTURE_TIME_MAX];
+        int len = posture_to_json(&dv->post, line, sizeof(line));
+        json_t *p = len > 0 ? json_loadb(line, (size_t)len, 0, NULL) : NULL;
+
+        if (p != NULL && posture_time_format(dv->post.received_at, t, sizeof(t)) == 0)
+            json_object_set_new(p, "received", json_string(t));
+        json_object_set_new(o, "posture", p != NULL ? p : json_null());
+    } else {
+        json_object_set_new(o, "posture", json_null());
+    }
+    dt_summary_of(device_id, dv, &sum);
+    if (cb != NULL)
+        cb(&sum, arg);
+    *detail = o;
+    o = NULL;
+    rc = 0;
+out:
+    json_decref(o);
+    free(dv);
+    inventory_unref(inv);
+    score_config_unref(cfg);
+    return rc;
 }

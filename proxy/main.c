@@ -23,6 +23,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "authz.h"
+#include "decisions.h"
 #include "devtrust.h"
 #include "conf.h"
 #include "log.h"
@@ -210,6 +211,12 @@ int main(int argc, char **argv)
         fatalx("%s", err);
     if (authz_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
+    /* The admin API's recent decisions: one ring per worker (size: restart). */
+    if (decisions_start(proxy_gen_conf(current)->admin_listener != NULL
+                            ? proxy_gen_conf(current)->admin_decisions_ring
+                            : 0,
+                        (size_t)proxy_gen_conf(current)->workers) == -1)
+        fatalx("admin: cannot allocate the decisions ring");
     if (admin_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
 
@@ -233,6 +240,7 @@ int main(int argc, char **argv)
 
     proxy_join();
     admin_stop();
+    decisions_stop();
     authz_stop();
     devtrust_stop();
     proxy_revocations_close();

@@ -52,6 +52,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "proxy_int.h"
+#include "proxyproto.h"
 #include "sbuf.h"
 #include "httpc.h"
 #include "jwt.h"
@@ -64,11 +65,13 @@ static struct worker *workers;
 static int nworkers;
 static int listen_fds[64][MAX_LISTENERS];
 static size_t nlisten;
+static int listen_pp[MAX_LISTENERS]; /* proxy_protocol, fixed at start like the address */
 
 static int conn_relay_request(struct conn *c);
 static int conn_relay_response(struct conn *c);
 static void up_free(struct upconn *u);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void pp_wait_free(struct pp_wait *pp);
 
 /* ---- generations ------------------------------------------------------- */
 
@@ -499,6 +502,8 @@ void conn_free(struct conn *c)
     TAILQ_REMOVE(&w->conns, c, link);
     w->nconns--;
     metrics_count(METRICS_CONN_CLOSED);
+    pp_wait_free(c->pp);
+    c->pp = NULL;
     if (c->timer != NULL)
         event_free(c->timer);
     if (c->bev != NULL)
@@ -1574,7 +1579,9 @@ static void conn_handshake_done(struct conn *c)
                   c->peer.resumed ? " (resumed)" : "");
     }
     conn_set_state(c, CST_READ_HEAD);
-    bev_timeouts(c->bev, cf->timeout_keepalive_ms, cf->timeout_send_ms);
+    /* Draining: the first request is awaited no longer than a head. */
+    bev_timeouts(c->bev, c->w->stopping ? cf->timeout_header_ms : cf->timeout_keepalive_ms,
+                 cf->timeout_send_ms);
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_read_head(c);
@@ -1690,35 +1697,236 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 
 /* ---- accepting -------------------------------------------------------- */
 
+/* Hand the socket to TLS: the handshake starts (CST_HANDSHAKE). Takes fd;
+ * on failure the connection is freed. */
+static void conn_start_tls(struct conn *c, evutil_socket_t fd)
+{
+    const struct conf *cf = c->gen->conf;
+    SSL *ssl = tls_server_ssl_new(c->gen->tls);
+
+    if (ssl == NULL) {
+        evutil_closesocket(fd);
+        log_warnx("accept: out of memory");
+        conn_free(c);
+        return;
+    }
+    c->bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bev_timeouts(c->bev, cf->timeout_handshake_ms, cf->timeout_handshake_ms);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* "ip" and "ip:port" of an AF_INET/AF_INET6 address ("?" otherwise). */
+static void addr_text(const struct sockaddr *sa, char *ipout, size_t iplen, char *full,
+                      size_t fulllen)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(ipout, iplen, "%s", ip);
+    snprintf(full, fulllen, "%s:%d", ip, port);
+}
+
+static void conn_set_client(struct conn *c, const struct sockaddr *sa)
+{
+    addr_text(sa, c->client_ip, sizeof(c->client_ip), c->client, sizeof(c->client));
+}
+
+/*
+ * PROXY protocol v2 (proxyproto.h): on a proxy_protocol listener the load
+ * balancer's header comes first, before the TLS ClientHello. It is read
+ * here, on the worker's loop, with non-blocking recv()s of exactly the
+ * bytes the parser still needs, so nothing of the TLS stream is consumed;
+ * then the socket goes to the TLS bufferevent as usual. The whole header
+ * must arrive within timeouts.handshake. From then on the client address
+ * is the header's source everywhere: access and audit logs, the rules (IP,
+ * country), X-Forwarded-For to the upstream.
+ */
+struct pp_wait {
+    struct event *ev;
+    evutil_socket_t fd;
+    struct timespec deadline;
+    size_t have, need;
+    uint8_t buf[PROXYPROTO_MAX_HEADER];
+};
+
+static void pp_wait_free(struct pp_wait *pp)
+{
+    if (pp == NULL)
+        return;
+    if (pp->ev != NULL)
+        event_free(pp->ev);
+    if (pp->fd >= 0)
+        evutil_closesocket(pp->fd);
+    free(pp);
+}
+
+static void pp_done(struct conn *c, const struct proxyproto_header *h)
+{
+    struct pp_wait *pp = c->pp;
+    evutil_socket_t fd = pp->fd;
+
+    if (h->command == PROXYPROTO_CMD_PROXY) {
+        char via[64];
+        snprintf(via, sizeof(via), "%s", c->client);
+        memcpy(&c->peer_addr, &h->src, h->addrlen);
+        conn_set_client(c, (const struct sockaddr *)&h->src);
+        log_debug("proxy protocol: client %s via %s", c->client, via);
+    } else {
+        /* LOCAL: the balancer's own connection (a health check). */
+        log_debug("proxy protocol: LOCAL connection from %s", c->client);
+    }
+    pp->fd = -1;
+    pp_wait_free(pp);
+    c->pp = NULL;
+    conn_start_tls(c, fd);
+}
+
+static void pp_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct pp_wait *pp = c->pp;
+    struct proxyproto_header h;
+    struct timespec now;
+    struct timeval tv;
+    char err[PROXYPROTO_ERR_MAX];
+    int64_t left_ms;
+
+    if (what & EV_TIMEOUT) {
+        log_warnx("proxy protocol: %s sent no complete header within timeouts.handshake "
+                  "(%zu bytes), closed",
+                  c->client, pp->have);
+        conn_free(c);
+        return;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, pp->buf + pp->have, pp->need - pp->have, 0);
+        size_t need = 0;
+        enum proxyproto_status st;
+
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n == -1) {
+            log_warn("proxy protocol: %s: recv", c->client);
+            conn_free(c);
+            return;
+        }
+        if (n == 0) {
+            log_info("proxy protocol: %s closed the connection before a complete header (%zu "
+                     "bytes)",
+                     c->client, pp->have);
+            conn_free(c);
+            return;
+        }
+        pp->have += (size_t)n;
+        st = proxyproto_parse(pp->buf, pp->have, sizeof(pp->buf), &h, &need, err, sizeof(err));
+        if (st == PROXYPROTO_ERROR) {
+            log_warnx("proxy protocol: connection from %s refused: %s", c->client, err);
+            conn_free(c);
+            return;
+        }
+        if (st == PROXYPROTO_DONE) {
+            pp_done(c, &h);
+            return;
+        }
+        pp->need = need;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    left_ms = (int64_t)(pp->deadline.tv_sec - now.tv_sec) * 1000 +
+              (pp->deadline.tv_nsec - now.tv_nsec) / 1000000;
+    set_tv(&tv, left_ms > 0 ? (uint64_t)left_ms : 1);
+    event_add(pp->ev, &tv);
+}
+
+/* Start waiting for the header. Takes fd; -1 (fd closed) on failure. */
+static int pp_wait_start(struct conn *c, evutil_socket_t fd)
+{
+    uint64_t ms = c->gen->conf->timeout_handshake_ms;
+    struct pp_wait *pp = calloc(1, sizeof(*pp));
+    struct timeval tv;
+
+    if (pp == NULL) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    pp->fd = fd;
+    pp->need = PROXYPROTO_FIXED_LEN;
+    clock_gettime(CLOCK_MONOTONIC, &pp->deadline);
+    pp->deadline.tv_sec += (time_t)(ms / 1000);
+    pp->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (pp->deadline.tv_nsec >= 1000000000) {
+        pp->deadline.tv_sec++;
+        pp->deadline.tv_nsec -= 1000000000;
+    }
+    pp->ev = event_new(c->w->base, fd, EV_READ, pp_read_cb, c);
+    c->pp = pp;
+    if (pp->ev == NULL)
+        return -1; /* conn_free() closes fd */
+    set_tv(&tv, ms);
+    event_add(pp->ev, &tv);
+    return 0;
+}
+
+/* Which of this worker's listeners l is (its index in the config), -1. */
+static int worker_listener_index(const struct worker *w, struct evconnlistener *l)
+{
+    evutil_socket_t fd = evconnlistener_get_fd(l);
+    size_t j;
+
+    for (j = 0; j < nlisten; j++)
+        if (listen_fds[w->id][j] == fd)
+            return (int)j;
+    return -1;
+}
+
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                              int salen, void *arg)
 {
     struct worker *w = arg;
     struct proxy_gen *g = w->gen;
     struct conn *c;
-    SSL *ssl;
-    char ip[INET6_ADDRSTRLEN] = "?";
-    int port = 0, one = 1;
+    int one = 1, li = worker_listener_index(w, l);
 
     if (w->stopping || w->nconns >= g->conf->limit_connections) {
         evutil_closesocket(fd);
         return;
     }
-    if (sa->sa_family == AF_INET) {
-        struct sockaddr_in *a = (struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-        port = ntohs(a->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        port = ntohs(a->sin6_port);
+    if (li >= 0 && listen_pp[li]) {
+        /* Only a trusted balancer may tell us who the client is; the list
+         * is the running generation's (trusted_proxies reload on SIGHUP). */
+        const struct conf_listener *cl =
+            (size_t)li < g->conf->nlisteners ? &g->conf->listeners[li] : NULL;
+        if (cl == NULL || !cl->proxy_protocol ||
+            !proxyproto_peer_trusted(sa, cl->trusted_proxies, cl->ntrusted_proxies)) {
+            char ip[48], who[64];
+            addr_text(sa, ip, sizeof(ip), who, sizeof(who));
+            log_warnx("proxy protocol: connection from %s refused: not in trusted_proxies", who);
+            evutil_closesocket(fd);
+            return;
+        }
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = calloc(1, sizeof(*c));
-    ssl = tls_server_ssl_new(g->tls);
-    if (c == NULL || ssl == NULL) {
-        free(c);
-        SSL_free(ssl);
+    if (c == NULL) {
         evutil_closesocket(fd);
         log_warnx("accept: out of memory");
         return;
@@ -1727,26 +1935,45 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     c->gen = gen_ref(g);
     if ((size_t)salen <= sizeof(c->peer_addr))
         memcpy(&c->peer_addr, sa, (size_t)salen);
-    snprintf(c->client_ip, sizeof(c->client_ip), "%s", ip);
-    snprintf(c->client, sizeof(c->client), "%s:%d", ip, port);
+    conn_set_client(c, sa);
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
-    c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->nconns++;
     metrics_count(METRICS_CONN_ACCEPTED);
-    if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev == NULL) {
-            SSL_free(ssl);
-            evutil_closesocket(fd);
-        }
+    if (c->timer == NULL) {
+        evutil_closesocket(fd);
         conn_free(c);
         return;
     }
-    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bev_timeouts(c->bev, g->conf->timeout_handshake_ms, g->conf->timeout_handshake_ms);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (li >= 0 && listen_pp[li]) {
+        if (pp_wait_start(c, fd) == -1)
+            conn_free(c);
+        return;
+    }
+    conn_start_tls(c, fd);
+}
+
+/* Accept what is already queued on a listener we are about to close. */
+static void worker_drain_backlog(struct worker *w, struct evconnlistener *l)
+{
+    evutil_socket_t lfd = evconnlistener_get_fd(l);
+    int n = 0, tries;
+
+    for (tries = 0; tries < 4096; tries++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd == -1) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        n++;
+        worker_accept_cb(l, fd, (struct sockaddr *)&ss, (int)sl, w);
+    }
+    if (n > 0)
+        log_info("worker %d: took %d queued connections before closing the listener", w->id, n);
 }
 
 /* ---- workers ---------------------------------------------------------- */
@@ -1804,17 +2031,30 @@ static void worker_begin_stop(struct worker *w)
 
     if (w->stopping)
         return;
+    /* Connections the kernel completed but we have not accepted yet would
+     * be reset by the close: take them first, they are requests on their
+     * way (a load balancer already counts them as sent to us). */
+    for (i = 0; i < w->nlev; i++)
+        worker_drain_backlog(w, w->lev[i]);
     w->stopping = 1;
     for (i = 0; i < w->nlev; i++) {
         evconnlistener_free(w->lev[i]);
         w->lev[i] = NULL;
     }
     w->nlev = 0;
-    /* Idle keep-alive connections close now; busy ones after their response. */
+    /* Idle keep-alive connections that already carried a request close now
+     * (between requests: a client retries a request on a reused connection
+     * that closed without answering, RFC 9112 9.3.1). Busy ones close after
+     * their response, which says "Connection: close". New connections
+     * (header, handshake, first request) are served: their client has no
+     * reason to retry; the first request must come within timeouts.header.
+     * All within timeouts.shutdown_grace. */
     for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
-        if ((c->state == CST_READ_HEAD && !c->head_started) || c->state == CST_HANDSHAKE)
+        if (c->state == CST_READ_HEAD && !c->head_started && c->nreq > 0)
             conn_free(c);
+        else if (c->state == CST_READ_HEAD && !c->head_started)
+            bev_timeouts(c->bev, c->gen->conf->timeout_header_ms, c->gen->conf->timeout_send_ms);
     }
     if (w->nconns == 0) {
         event_base_loopbreak(w->base);
@@ -1923,6 +2163,8 @@ int proxy_start(struct proxy_gen *g)
             }
         }
     }
+    for (j = 0; j < nlisten && j < MAX_LISTENERS; j++)
+        listen_pp[j] = cf->listeners[j].proxy_protocol;
     for (i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
         unsigned char rnd[8];
@@ -1956,13 +2198,26 @@ int proxy_start(struct proxy_gen *g)
             return -1;
     }
     for (j = 0; j < nlisten; j++)
-        log_info("listening on %s (%d workers)", cf->listeners[j].text, nworkers);
+        log_info("listening on %s (%d workers)%s", cf->listeners[j].text, nworkers,
+                 listen_pp[j] ? ", PROXY protocol v2 from trusted proxies only" : "");
     return 0;
 }
 
 void proxy_reload(struct proxy_gen *g)
 {
     int i;
+    size_t j;
+
+    for (j = 0; j < nlisten; j++) {
+        int pp = j < g->conf->nlisteners && g->conf->listeners[j].proxy_protocol;
+        if (pp != listen_pp[j])
+            log_warnx("listener %zu: turning proxy_protocol %s needs a restart; until then its "
+                      "connections %s",
+                      j, pp ? "on" : "off",
+                      listen_pp[j] ? "must still send the header and are refused from "
+                                     "everyone (no trusted_proxies)"
+                                   : "are taken without a header");
+    }
 
     for (i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];

@@ -107,6 +107,7 @@ struct conn {
     struct sso_req *sso; /* identity state of the current request, or NULL */
     size_t pending_head; /* bytes of a parsed head still in the input buffer */
     char ws_xff[256];    /* X-Forwarded-For of an upgraded websocket, for re-checks */
+    struct pp_wait *pp;  /* reading the PROXY protocol header (bev still NULL), or NULL */
 };
 
 enum up_state { UP_CONNECTING = 0, UP_ACTIVE, UP_IDLE };

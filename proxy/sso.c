@@ -116,6 +116,8 @@ struct sso_job {
     int rc;
 };
 
+/* The store has one writer at a time: this thread or proxy_revoke(). */
+static pthread_mutex_t revoke_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t job_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t job_cond = PTHREAD_COND_INITIALIZER;
 static struct sso_job *job_head, *job_tail;
@@ -143,12 +145,14 @@ static void *job_main(void *arg)
         if (job_head == NULL)
             job_tail = NULL;
         pthread_mutex_unlock(&job_mtx);
+        pthread_mutex_lock(&revoke_mtx);
         if (proxy_revocations == NULL)
             j->rc = -1;
         else if (j->by_user)
             j->rc = session_revoke_user(proxy_revocations, j->subject, (int64_t)time(NULL));
         else
             j->rc = session_revoke_id(proxy_revocations, j->id, (int64_t)time(NULL));
+        pthread_mutex_unlock(&revoke_mtx);
         if (j->reply_base != NULL)
             event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
         else
@@ -1660,6 +1664,26 @@ int proxy_revocations_open(const struct conf *c, char *err, size_t errlen)
     }
     return session_revocations_open(c->state_dir, (int64_t)(c->session_lifetime_ms / 1000), now_s(),
                                     &proxy_revocations, err, errlen);
+}
+
+int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&revoke_mtx);
+    if (proxy_revocations == NULL) {
+        snprintf(err, errlen, "sessions are not configured (no identity section)");
+        rc = -1;
+    } else {
+        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, now_s())
+                             : session_revoke_id(proxy_revocations, id, now_s());
+        if (rc == -1)
+            snprintf(err, errlen,
+                     "the revocation could not be persisted (it applies until the proxy "
+                     "restarts)");
+    }
+    pthread_mutex_unlock(&revoke_mtx);
+    return rc;
 }
 
 void proxy_revocations_close(void)

@@ -10,6 +10,7 @@ PACKAGES=(
   libssl-dev libevent-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libcjose-dev
   libmaxminddb-dev libmaxmind-db-writer-perl
   openssl curl python3 ca-certificates cppcheck
+  haproxy python3-yaml
 )
 
 missing=()
@@ -44,6 +45,35 @@ if [ ! -f "$idp/node_modules/.package-lock.json" ] ||
   echo "setup: npm ci in $idp"
   (cd "$idp" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
   cp "$idp/package-lock.json" "$idp/node_modules/.ztproxy-lock"
+fi
+# Offline validators of the deployment files (deploy/validate, docs/deploy.md).
+val=deploy/validate
+if [ ! -f "$val/node_modules/.package-lock.json" ] ||
+   ! cmp -s "$val/package-lock.json" "$val/node_modules/.ztproxy-lock"; then
+  echo "setup: npm ci in $val"
+  (cd "$val" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$val/package-lock.json" "$val/node_modules/.ztproxy-lock"
+fi
+
+# The console's browser tests (tests/browser): Debian's chromium, driven
+# headless by playwright-core (pinned, npm ci; it downloads no browser).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed" ||
+   ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed"; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: chromium and fonts-dejavu-core are missing (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing chromium fonts-dejavu-core"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+btest=tests/browser
+if [ ! -f "$btest/node_modules/.package-lock.json" ] ||
+   ! cmp -s "$btest/package-lock.json" "$btest/node_modules/.ztproxy-lock"; then
+  echo "setup: npm ci in $btest"
+  (cd "$btest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$btest/package-lock.json" "$btest/node_modules/.ztproxy-lock"
 fi
 
 if [ "${1:-}" != "--no-build" ]; then

@@ -219,6 +219,47 @@ static void test_no_memberships(void **state)
     directory_unref(d);
 }
 
+/* The listing view: own group lists and member_of, as written. */
+static void test_listing(void **state)
+{
+    const char *text = "{\"groups\":{\"staff\":{},\"eng\":{\"member_of\":[\"staff\"]},"
+                       "\"sre\":{\"member_of\":[\"oncall\",\"eng\"]},\"oncall\":{}},"
+                       "\"users\":{\"Alice@Corp.Example\":{\"groups\":[\"sre\"],"
+                       "\"subject\":\"00u1\"},\"bob@corp.example\":{\"groups\":[\"staff\","
+                       "\"eng\"]},\"carol@corp.example\":{}}}";
+    char err[512], buf[256];
+    struct directory *d = parse(text, err, sizeof(err));
+    const char *email, *subject;
+    const uint32_t *ids;
+    size_t n, i, k, o;
+    uint32_t sre, eng;
+
+    (void)state;
+    if (d == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(directory_group_find(d, "sre", &sre), 0);
+    assert_int_equal(directory_group_find(d, "eng", &eng), 0);
+    assert_int_equal(directory_group_parents(d, sre, &ids, &n), 0);
+    assert_int_equal(n, 2); /* sorted ids: eng < oncall */
+    assert_string_equal(directory_group_name(d, ids[0]), "eng");
+    assert_string_equal(directory_group_name(d, ids[1]), "oncall");
+    assert_int_equal(directory_group_parents(d, eng, &ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(directory_group_parents(d, 99, &ids, &n), -1);
+    /* users in file order, their own groups only (not flattened) */
+    for (i = 0, o = 0; directory_user_at(d, i, &email, &subject, &ids, &n) == 0; i++) {
+        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s%s(%s):", i ? " " : "", email,
+                              subject != NULL ? subject : "-");
+        for (k = 0; k < n; k++)
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s%s", k ? "," : "",
+                                  directory_group_name(d, ids[k]));
+    }
+    assert_int_equal(i, 3);
+    assert_string_equal(buf, "alice@corp.example(00u1):sre bob@corp.example(-):eng,staff "
+                             "carol@corp.example(-):");
+    directory_unref(d);
+}
+
 static void test_load(void **state)
 {
     char err[256];
@@ -236,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_bad),
         cmocka_unit_test(test_chain),
         cmocka_unit_test(test_no_memberships),
+        cmocka_unit_test(test_listing),
         cmocka_unit_test(test_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

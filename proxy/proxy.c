@@ -62,6 +62,8 @@ static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWAR
 
 static struct worker *workers;
 static int nworkers;
+static int draining;        /* atomic: proxy_shutdown() was called */
+static int workers_running; /* atomic: worker threads not yet finished */
 static int listen_fds[64][MAX_LISTENERS];
 static size_t nlisten;
 static int listen_pp[MAX_LISTENERS]; /* proxy_protocol, fixed at start like the address */
@@ -2096,6 +2098,7 @@ static void *worker_main(void *arg)
     auditlog_submit(w->auditbuf);
     authz_thread_release();
     devtrust_thread_release();
+    __atomic_sub_fetch(&workers_running, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -2170,6 +2173,7 @@ int proxy_start(struct proxy_gen *g)
                 return -1;
         }
         w->nlev = nlisten;
+        __atomic_add_fetch(&workers_running, 1, __ATOMIC_RELAXED);
         if (pthread_create(&w->thr, NULL, worker_main, w) != 0)
             return -1;
     }
@@ -2212,6 +2216,7 @@ void proxy_shutdown(void)
 {
     int i;
 
+    __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
     for (i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
         pthread_mutex_lock(&w->mtx);
@@ -2219,6 +2224,16 @@ void proxy_shutdown(void)
         pthread_mutex_unlock(&w->mtx);
         event_active(w->notify, EV_READ, 0);
     }
+}
+
+int proxy_draining(void)
+{
+    return __atomic_load_n(&draining, __ATOMIC_RELAXED);
+}
+
+int proxy_workers_running(void)
+{
+    return __atomic_load_n(&workers_running, __ATOMIC_ACQUIRE);
 }
 
 void proxy_join(void)

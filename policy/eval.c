@@ -1425,10 +1425,12 @@ static void reasons_fill(struct ev *e, const struct route_rules *rr, const struc
             e->prefix_len = ru->idlen;
             e->neg = e->rec[i].neg;
             e->stepok = e->rec[i].stepok;
-            if ((v == V_FALSE || v == V_TRUE) && lc->rtext[v] != NULL) {
+            if ((v == V_FALSE || v == V_TRUE) && lc->ptext[v] != NULL) {
                 /* the leaf's outcome does not depend on the request: the text
-                 * formatted at compile time */
-                sink_decision(e, v, lc->rtext[v], lc->rlen[v]);
+                 * formatted at compile time, rule id included */
+                int eff = e->neg ? flip(v) : v;
+                if (e->want & (1u << eff))
+                    decision_add(d, NULL, 0, lc->ptext[v], lc->plen[v]);
                 continue;
             }
             (void)ev_leaf(e, lc);

@@ -78,6 +78,9 @@ struct cond {
      * compile time so that a decision's reasons cost a copy. */
     const char *rtext[2];
     uint16_t rlen[2];
+    /* The same prefixed with "<rule id>: " (a default deny's reasons). */
+    const char *ptext[2];
+    uint16_t plen[2];
     size_t slen;
     union {
         const char *const *strs;

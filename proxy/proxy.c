@@ -861,12 +861,13 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
             c->retry_len = len;
         }
     }
-    if (u->state == UP_ACTIVE && u->reused && c->req_done && !c->route->upstream_tls &&
-        evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
-        /* A whole request on an idle pooled connection: write it now rather
-         * than register for writability and write on the next loop turn
-         * (two epoll_ctl and a wake-up per request). What the socket does
-         * not take, or an error, is left to the bufferevent as usual. */
+    if (u->state == UP_ACTIVE && u->reused && c->req_done && !c->websocket &&
+        !c->route->upstream_tls && evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
+        /* A whole request (nothing follows it: no body, no tunnel) on an
+         * idle pooled connection: write it now rather than register for
+         * writability and write on the next loop turn (two epoll_ctl and a
+         * wake-up per request). What the socket does not take, or an error,
+         * is left to the bufferevent as usual. */
         struct evbuffer *out = bufferevent_get_output(u->bev);
         int wr;
         bufferevent_disable(u->bev, EV_WRITE);

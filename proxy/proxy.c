@@ -167,6 +167,24 @@ void set_tv(struct timeval *tv, uint64_t ms)
     tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
+/* A worker's event loop. With epoll, event changes are batched until the
+ * loop polls again: a bufferevent that enables writing, writes at once and
+ * disables writing again (every TLS response) then costs no epoll_ctl at
+ * all. (libevent's caveat - descriptors cloned with dup() - does not apply:
+ * a worker registers only sockets it opened itself.) */
+static struct event_base *worker_base_new(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *b;
+
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    b = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return b;
+}
+
 void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
 {
     struct timeval r, w;
@@ -849,6 +867,29 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
             memcpy(c->retry_head, head, len);
             c->retry_len = len;
         }
+    }
+    if (u->state == UP_ACTIVE && u->reused && c->req_done && !c->websocket &&
+        !c->route->upstream_tls && evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
+        /* A whole request (nothing follows it: no body, no tunnel) on an
+         * idle pooled connection: write it now rather than register for
+         * writability and write on the next loop turn (two epoll_ctl and a
+         * wake-up per request). What the socket does not take, or an error,
+         * is left to the bufferevent as usual. */
+        struct evbuffer *out = bufferevent_get_output(u->bev);
+        int wr;
+        bufferevent_disable(u->bev, EV_WRITE);
+        evbuffer_add(out, head, len);
+        /* libevent keeps the start of a socket bufferevent's output frozen
+         * outside its own write callback: thaw it as that callback does */
+        evbuffer_unfreeze(out, 1);
+        wr = evbuffer_write(out, bufferevent_getfd(u->bev));
+        evbuffer_freeze(out, 1);
+        if (wr < 0 || evbuffer_get_length(out) > 0)
+            bufferevent_enable(u->bev, EV_WRITE);
+        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_upstream_response_ms);
+        bufferevent_enable(u->bev, EV_READ);
+        return 0;
     }
     evbuffer_add(bufferevent_get_output(u->bev), head, len);
     if (u->state == UP_ACTIVE)
@@ -2149,7 +2190,7 @@ int proxy_start(struct proxy_gen *g)
         unsigned char rnd[8];
 
         w->id = i;
-        w->base = event_base_new();
+        w->base = worker_base_new();
         if (w->base == NULL)
             return -1;
         pthread_mutex_init(&w->mtx, NULL);

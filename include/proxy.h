@@ -34,6 +34,10 @@ int proxy_start(struct proxy_gen *g);
 void proxy_reload(struct proxy_gen *g);
 /* Stop accepting; let in-flight requests finish within the grace period. */
 void proxy_shutdown(void);
+/* Has proxy_shutdown() been called? (/readyz answers 503 from then on.) */
+int proxy_draining(void);
+/* Worker threads that have not finished yet (0 once every one drained). */
+int proxy_workers_running(void);
 /* Wait for every worker to exit. */
 void proxy_join(void);
 

@@ -48,6 +48,7 @@
 #include "devtrust.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy.h"
 
 #define AD_IDENTITY_MAX 320
 #define AD_STATIC_MAX (8u * 1024 * 1024)
@@ -377,6 +378,8 @@ static void ad_readyz(struct evhttp_request *req)
         json_array_append_new(reasons, json_string(ds.feed_age < 0
                                                        ? "the device inventory feed is not loaded"
                                                        : "the device inventory feed is stale"));
+    if (proxy_draining())
+        json_array_append_new(reasons, json_string("shutting down: draining the open requests"));
     ready = json_array_size(reasons) == 0;
     body = json_pack(
         "{s:b,s:o,s:{s:b,s:i,s:s,s:I},s:{s:b,s:i,s:s},s:{s:b,s:I,s:b,s:I}}", "ready", ready,

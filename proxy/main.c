@@ -69,6 +69,10 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     struct proxy_gen *g;
     struct conf *c = NULL;
 
+    if (stopping) {
+        log_info("SIGHUP ignored: shutting down");
+        return;
+    }
     log_info("SIGHUP: reloading %s", conf_file);
     metrics_count(METRICS_RELOAD_BEGIN); /* a refusal is a begin without an OK */
     if (conf_load(conf_file, &c, err, sizeof(err)) == -1) {
@@ -131,15 +135,32 @@ static void crl_watch_cb(evutil_socket_t fd, short what, void *arg)
     crl_seen = st;
 }
 
+/* While the workers drain, the main loop keeps running: the admin
+ * listener answers /readyz with 503 (so load balancers and readiness probes
+ * stop sending), and the feeds stay fresh for the requests still in flight.
+ * The loop ends when the last worker has finished. */
+static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    if (proxy_workers_running() == 0)
+        event_base_loopbreak(main_base);
+}
+
+static struct event *ev_drain;
+
 static void on_sigterm(evutil_socket_t sig, short what, void *arg)
 {
+    struct timeval tick = {0, 50000};
+
     if (stopping)
         return;
     stopping = 1;
     log_info("%s: shutting down (in-flight requests may finish)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT");
     proxy_shutdown();
-    event_base_loopbreak(main_base);
+    if (ev_drain == NULL)
+        ev_drain = event_new(main_base, -1, EV_PERSIST, drain_check_cb, NULL);
+    if (ev_drain == NULL || event_add(ev_drain, &tick) == -1)
+        event_base_loopbreak(main_base);
 }
 
 int main(int argc, char **argv)
@@ -250,6 +271,8 @@ int main(int argc, char **argv)
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_crl);
+    if (ev_drain != NULL)
+        event_free(ev_drain);
     event_base_free(main_base);
     proxy_gen_unref(current);
     accesslog_stop();

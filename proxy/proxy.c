@@ -63,6 +63,8 @@ static const char *const conn_state_names[] = {"HANDSHAKE", "READ_HEAD", "FORWAR
 
 static struct worker *workers;
 static int nworkers;
+static int draining;        /* atomic: proxy_shutdown() was called */
+static int workers_running; /* atomic: worker threads not yet finished */
 static int listen_fds[64][MAX_LISTENERS];
 static size_t nlisten;
 static int listen_pp[MAX_LISTENERS]; /* proxy_protocol, fixed at start like the address */
@@ -164,6 +166,24 @@ void set_tv(struct timeval *tv, uint64_t ms)
 {
     tv->tv_sec = (time_t)(ms / 1000);
     tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
+}
+
+/* A worker's event loop. With epoll, event changes are batched until the
+ * loop polls again: a bufferevent that enables writing, writes at once and
+ * disables writing again (every TLS response) then costs no epoll_ctl at
+ * all. (libevent's caveat - descriptors cloned with dup() - does not apply:
+ * a worker registers only sockets it opened itself.) */
+static struct event_base *worker_base_new(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *b;
+
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    b = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return b;
 }
 
 void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
@@ -851,6 +871,29 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
             memcpy(c->retry_head, head, len);
             c->retry_len = len;
         }
+    }
+    if (u->state == UP_ACTIVE && u->reused && c->req_done && !c->websocket &&
+        !c->route->upstream_tls && evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
+        /* A whole request (nothing follows it: no body, no tunnel) on an
+         * idle pooled connection: write it now rather than register for
+         * writability and write on the next loop turn (two epoll_ctl and a
+         * wake-up per request). What the socket does not take, or an error,
+         * is left to the bufferevent as usual. */
+        struct evbuffer *out = bufferevent_get_output(u->bev);
+        int wr;
+        bufferevent_disable(u->bev, EV_WRITE);
+        evbuffer_add(out, head, len);
+        /* libevent keeps the start of a socket bufferevent's output frozen
+         * outside its own write callback: thaw it as that callback does */
+        evbuffer_unfreeze(out, 1);
+        wr = evbuffer_write(out, bufferevent_getfd(u->bev));
+        evbuffer_freeze(out, 1);
+        if (wr < 0 || evbuffer_get_length(out) > 0)
+            bufferevent_enable(u->bev, EV_WRITE);
+        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_upstream_response_ms);
+        bufferevent_enable(u->bev, EV_READ);
+        return 0;
     }
     evbuffer_add(bufferevent_get_output(u->bev), head, len);
     if (u->state == UP_ACTIVE)
@@ -2118,6 +2161,7 @@ static void *worker_main(void *arg)
     auditlog_submit(w->auditbuf);
     authz_thread_release();
     devtrust_thread_release();
+    __atomic_sub_fetch(&workers_running, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -2170,7 +2214,7 @@ int proxy_start(struct proxy_gen *g)
         unsigned char rnd[8];
 
         w->id = i;
-        w->base = event_base_new();
+        w->base = worker_base_new();
         if (w->base == NULL)
             return -1;
         pthread_mutex_init(&w->mtx, NULL);
@@ -2194,6 +2238,7 @@ int proxy_start(struct proxy_gen *g)
                 return -1;
         }
         w->nlev = nlisten;
+        __atomic_add_fetch(&workers_running, 1, __ATOMIC_RELAXED);
         if (pthread_create(&w->thr, NULL, worker_main, w) != 0)
             return -1;
     }
@@ -2236,6 +2281,7 @@ void proxy_shutdown(void)
 {
     int i;
 
+    __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
     for (i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
         pthread_mutex_lock(&w->mtx);
@@ -2243,6 +2289,16 @@ void proxy_shutdown(void)
         pthread_mutex_unlock(&w->mtx);
         event_active(w->notify, EV_READ, 0);
     }
+}
+
+int proxy_draining(void)
+{
+    return __atomic_load_n(&draining, __ATOMIC_RELAXED);
+}
+
+int proxy_workers_running(void)
+{
+    return __atomic_load_n(&workers_running, __ATOMIC_ACQUIRE);
 }
 
 void proxy_join(void)

@@ -18,6 +18,7 @@ rule shows in the very next request through the proxy.
 import http.client
 import json
 import os
+import signal
 import ssl
 import subprocess
 import threading
@@ -604,6 +605,42 @@ class AdminTest(ztlib.ProxyTestCase):
         # and the next version number continues
         st, r, _ = self.put(rules_doc("r-next"))
         self.assertEqual((st, r["version"]), (200, v + 1))
+
+    def test_zz_drain_readyz(self):
+        """SIGTERM: the admin listener stays up while the workers drain and
+        /readyz says 503 (load balancers stop sending); the request in
+        flight still gets its answer; then the process exits 0."""
+        st, r, _ = self.put(rules_doc("r-drain", "/slow"), comment="drain test")
+        self.assertEqual(st, 200, r)
+        result = {}
+
+        def slow():
+            result["status"] = self.get("/slow?ms=2500", host="app.test:%d" % self.port,
+                                        server_hostname="app.test").status
+
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_until(lambda: any(t.startswith("/slow") for t in self.up.targets()), 10,
+                   what="the slow request at the upstream")
+        proc = type(self).proxy.proc
+        os.kill(proc.pid, signal.SIGTERM)
+        seen = {}
+
+        def not_ready():
+            st, body, _ = self.api("GET", "/readyz", token=None)
+            seen["st"], seen["body"] = st, body
+            return st == 503
+
+        wait_until(not_ready, 10, what="/readyz 503 while draining")
+        self.assertIs(seen["body"]["ready"], False)
+        self.assertTrue(any("shutting down" in x for x in seen["body"]["reasons"]), seen["body"])
+        t.join(30)
+        self.assertEqual(result.get("status"), 200)
+        self.assertEqual(proc.wait(30), 0)
+        self.assertEqual(type(self).proxy.sanitizer_report(), [])
+        # start it again for whatever runs after
+        type(self).proxy = ztlib.Proxy(self.tmp, self.cfg_path, self.port).start()
+        wait_until(lambda: ztlib.port_accepts(self.admin_port), 10, what="admin listener")
 
 
 class AdminNoPolicyTest(ztlib.ProxyTestCase):

@@ -195,7 +195,7 @@ ztproxy demo is running
             import $pki/ca.crt), sign in with the token above
    curl --cacert $pki/ca.crt -H 'Authorization: Bearer $admin_token' https://127.0.0.1:$admin_port/api/v1/decisions
    curl --cacert $pki/ca.crt https://127.0.0.1:$admin_port/readyz
-   curl --cacert $pki/ca.crt https://127.0.0.1:$admin_port/metrics  (once the metrics are merged)
+   curl --cacert $pki/ca.crt https://127.0.0.1:$admin_port/metrics
 
 Logs: $run/ztproxy.log (diagnostics), $run/access.log, $run/audit.log (verify: build/ztctl audit verify $run/audit.log)
 Press Ctrl-C to stop.

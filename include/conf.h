@@ -118,6 +118,7 @@ struct conf {
     uint64_t timeout_upstream_response_ms;
     uint64_t timeout_send_ms;
     uint64_t timeout_shutdown_grace_ms;
+    uint64_t timeout_shutdown_delay_ms; /* SIGTERM: /readyz 503 this long before the drain */
 
     size_t limit_request_line;
     size_t limit_header_size;

@@ -34,7 +34,10 @@ int proxy_start(struct proxy_gen *g);
 void proxy_reload(struct proxy_gen *g);
 /* Stop accepting; let in-flight requests finish within the grace period. */
 void proxy_shutdown(void);
-/* Has proxy_shutdown() been called? (/readyz answers 503 from then on.) */
+/* Say "not ready" from now on (/readyz answers 503), still serving: the
+ * first step of a shutdown, while load balancers take the replica out. */
+void proxy_mark_draining(void);
+/* Was proxy_mark_draining() or proxy_shutdown() called? */
 int proxy_draining(void);
 /* Worker threads that have not finished yet (0 once every one drained). */
 int proxy_workers_running(void);

@@ -1236,7 +1236,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     static const char *const dkeys[] = {"source", "prefix", NULL};
     static const char *const tokeys[] = {"handshake", "header",           "keepalive",
                                          "body",      "upstream_connect", "upstream_response",
-                                         "send",      "shutdown_grace",   NULL};
+                                         "send",      "shutdown_grace",   "shutdown_delay",
+                                         NULL};
     static const char *const likeys[] = {"request_line", "header_size", "header_count",
                                          "body_size",    "connections", NULL};
     json_t *v, *o, *empty = json_object();
@@ -1380,7 +1381,8 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         DUR("upstream_connect", 5000, timeout_upstream_connect_ms) == -1 ||
         DUR("upstream_response", 60000, timeout_upstream_response_ms) == -1 ||
         DUR("send", 60000, timeout_send_ms) == -1 ||
-        DUR("shutdown_grace", 30000, timeout_shutdown_grace_ms) == -1)
+        DUR("shutdown_grace", 30000, timeout_shutdown_grace_ms) == -1 ||
+        DUR("shutdown_delay", 0, timeout_shutdown_delay_ms) == -1)
         goto out;
 #undef DUR
 

@@ -145,22 +145,54 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(main_base);
 }
 
-static struct event *ev_drain;
+static struct event *ev_drain, *ev_delay;
 
-static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+/* Close the listeners and drain (after timeouts.shutdown_delay). */
+static void drain_start_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct timeval tick = {0, 50000};
 
-    if (stopping)
-        return;
-    stopping = 1;
-    log_info("%s: shutting down (in-flight requests may finish)",
-             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_info("shutting down: closing the listeners, in-flight requests may finish");
     proxy_shutdown();
     if (ev_drain == NULL)
         ev_drain = event_new(main_base, -1, EV_PERSIST, drain_check_cb, NULL);
     if (ev_drain == NULL || event_add(ev_drain, &tick) == -1)
         event_base_loopbreak(main_base);
+}
+
+/*
+ * SIGTERM/SIGINT. With timeouts.shutdown_delay, /readyz says 503 at once
+ * while everything goes on being served for that long, so that the load
+ * balancer's health checks take this replica out before its listeners
+ * close (a connection the balancer opens in the moment a listener closes
+ * would be reset); then the drain. A second signal skips the delay.
+ */
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    uint64_t ms = proxy_gen_conf(current)->timeout_shutdown_delay_ms;
+    struct timeval delay = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+
+    if (stopping == 1 && ev_delay != NULL && event_pending(ev_delay, EV_TIMEOUT, NULL)) {
+        log_info("%s again: not waiting for the shutdown delay", name);
+        event_del(ev_delay);
+        drain_start_cb(-1, 0, NULL);
+        return;
+    }
+    if (stopping)
+        return;
+    stopping = 1;
+    proxy_mark_draining();
+    if (ms == 0) {
+        log_info("%s: shutting down (in-flight requests may finish)", name);
+        drain_start_cb(-1, 0, NULL);
+        return;
+    }
+    log_info("%s: shutting down in %llu ms: /readyz answers 503, requests are still served", name,
+             (unsigned long long)ms);
+    ev_delay = evtimer_new(main_base, drain_start_cb, NULL);
+    if (ev_delay == NULL || evtimer_add(ev_delay, &delay) == -1)
+        drain_start_cb(-1, 0, NULL);
 }
 
 int main(int argc, char **argv)
@@ -273,6 +305,8 @@ int main(int argc, char **argv)
     event_free(ev_crl);
     if (ev_drain != NULL)
         event_free(ev_drain);
+    if (ev_delay != NULL)
+        event_free(ev_delay);
     event_base_free(main_base);
     proxy_gen_unref(current);
     accesslog_stop();

@@ -2291,6 +2291,11 @@ void proxy_shutdown(void)
     }
 }
 
+void proxy_mark_draining(void)
+{
+    __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
+}
+
 int proxy_draining(void)
 {
     return __atomic_load_n(&draining, __ATOMIC_RELAXED);

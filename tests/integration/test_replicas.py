@@ -28,6 +28,8 @@ The health checks here are plain TCP checks of the replicas' TLS port: the
 which this test does not configure; the test swaps that one line and says so.
 """
 
+import http.client
+import json
 import os
 import re
 import shutil
@@ -88,15 +90,16 @@ def haproxy_config(fe_port, servers, stats_sock):
     sub(r"^(\s*bind) :443$", r"\1 127.0.0.1:%d" % fe_port)
     # 20000 connections need 40000 descriptors: more than a test box allows.
     sub(r"^(\s*maxconn) 20000$", r"\1 1000", count=2)
-    # /readyz lives on the admin listener, not configured here: check the
-    # TLS port at layer 4 instead (connect + the PROXY header).
-    sub(r"^\s*option httpchk GET /readyz\n", "")
-    sub(r"^\s*http-check expect status 200\n", "")
-    sub(r" check port 9443 check-ssl verify none inter 1s ", " check inter 250ms ")
+    # The shipped health check (/readyz on each replica's admin listener),
+    # with the test's admin ports (all replicas share 127.0.0.1 here) and a
+    # shorter interval.
+    sub(r" check port 9443 check-ssl verify none inter 1s ", " check check-ssl verify none "
+        "inter 200ms ")
     sub(r"^(\s*default-server send-proxy-v2 .*)$", r"\1 source %s" % LB_ADDR)
     sub(r"^\s*server zt-\w+ 10\.0\.0\.\d+:443\n", "", count=3)
     text = text.rstrip("\n") + "\n" + "".join(
-        "    server %s 127.0.0.1:%d\n" % (name, port) for name, port in servers)
+        "    server %s 127.0.0.1:%d port %d\n" % (name, port, admin_port)
+        for name, port, admin_port in servers)
     return text
 
 
@@ -172,13 +175,18 @@ class Replica:
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = ztlib.free_port()
+        self.admin_port = ztlib.free_port()
         self.access_log = os.path.join(self.dir, "access.log")
         self.audit_log = os.path.join(self.dir, "audit.log")
         cfg = ztlib.base_config(pki, self.port,
                                 [{"name": "app", "host": "app.test", "upstream": upstream_url}],
                                 self.access_log)
         cfg["listen"] = [{"address": "127.0.0.1:%d" % self.port, "proxy_protocol": True}]
-        cfg["timeouts"] = {"shutdown_grace": "15s", "header": "3s"}
+        # shutdown_delay: /readyz says 503 for this long before the
+        # listeners close, longer than HAProxy needs to mark it down
+        # (inter 200ms x fall 2).
+        cfg["timeouts"] = {"shutdown_grace": "15s", "header": "3s", "shutdown_delay": "1500ms"}
+        cfg["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
         cfg["policy"] = {"rules": shared["rules"], "geoip": shared["geoip"],
                          "trusted_proxies": [LB_ADDR + "/32"], "audit_log": self.audit_log,
                          "deny_details": True}
@@ -201,6 +209,20 @@ class Replica:
         rc = ztlib.stop_process(self.proxy.proc, timeout=timeout, sig=sig)
         self.proxy.proc = None
         return rc
+
+
+def readyz(replica):
+    """GET /readyz on the replica's admin listener: (status, JSON)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = http.client.HTTPSConnection("127.0.0.1", replica.admin_port, timeout=10, context=ctx)
+    try:
+        c.request("GET", "/readyz")
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        c.close()
 
 
 class Load:
@@ -340,7 +362,8 @@ class ReplicasTest(unittest.TestCase):
             cls.replicas = [cls.a, cls.b]
             cls.proxy = cls.a.proxy
             cls.haproxy = HAProxy(cls.tmp, ztlib.free_port(),
-                                  [("zt-a", cls.a.port), ("zt-b", cls.b.port)])
+                                  [("zt-a", cls.a.port, cls.a.admin_port),
+                                   ("zt-b", cls.b.port, cls.b.admin_port)])
             rc, out = cls.haproxy.check()
             if rc != 0:
                 raise AssertionError("haproxy -c refused the test config:\n" + out)
@@ -536,8 +559,18 @@ class ReplicasTest(unittest.TestCase):
             silent = self.direct(a, pp2_header("127.0.0.7", 41004), src=LB_ADDR)
 
             off = a.proxy.stderr_size()
+            self.assertEqual(readyz(a)[0], 200)
             os.kill(a.proxy.proc.pid, signal.SIGTERM)
             a.proxy.wait_log(off, lambda l: "SIGTERM" in l, what="the SIGTERM line")
+            # timeouts.shutdown_delay: not ready at once, still serving
+            st, body = readyz(a)
+            self.assertEqual(st, 503, body)
+            self.assertTrue(any("shutting down" in r for r in body["reasons"]), body)
+            self.assertTrue(ztlib.port_accepts(a.port), "the listener stays open during the delay")
+            # A second SIGTERM skips the rest of the delay: the drain starts.
+            os.kill(a.proxy.proc.pid, signal.SIGTERM)
+            a.proxy.wait_log(off, lambda l: "not waiting for the shutdown delay" in l,
+                             what="the second SIGTERM")
             # The idle keep-alive connection is closed, between requests.
             data, closed = idle.read_until_close(10)
             self.assertEqual((data, closed), (b"", True))

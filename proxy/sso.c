@@ -107,13 +107,18 @@ struct sso_req {
 
 struct sso_job {
     struct sso_job *next;
-    int by_user;
+    int by_user; /* 0 id, 1 subject, JOB_SID / JOB_PUSER: back-channel at provider */
     uint8_t id[SESSION_ID_LEN];
     char subject[SESSION_SUBJECT_MAX + 1];
+    char provider[SESSION_PROVIDER_MAX + 1];
+    char sid[SESSION_SID_MAX + 1];
     struct event_base *reply_base;
     struct conn *c; /* NULL when the connection went away meanwhile */
     int rc;
 };
+
+#define JOB_SID 2   /* the provider session sid at provider */
+#define JOB_PUSER 3 /* subject at provider */
 
 /* The store has one writer at a time: this thread or proxy_revoke(). */
 static pthread_mutex_t revoke_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -147,6 +152,11 @@ static void *job_main(void *arg)
         pthread_mutex_lock(&revoke_mtx);
         if (proxy_revocations == NULL)
             j->rc = -1;
+        else if (j->by_user == JOB_SID)
+            j->rc = session_revoke_sid(proxy_revocations, j->provider, j->sid, (int64_t)time(NULL));
+        else if (j->by_user == JOB_PUSER)
+            j->rc = session_revoke_provider_user(proxy_revocations, j->provider, j->subject,
+                                                 (int64_t)time(NULL));
         else if (j->by_user)
             j->rc = session_revoke_user(proxy_revocations, j->subject, (int64_t)time(NULL));
         else
@@ -683,6 +693,7 @@ static void login_verify_and_finish(struct conn *c, int may_refetch)
         in.namr = claims->namr;
         in.auth_time = claims->has_auth_time ? claims->auth_time : claims->iat;
         in.thumbprint = c->peer.thumbprint;
+        in.sid = claims->sid[0] ? claims->sid : NULL;
         if (session_init(&s->sess, &in, now_s(), (int64_t)(cf->session_lifetime_ms / 1000),
                          (int64_t)(cf->session_idle_ms / 1000)) == -1) {
             free(claims);
@@ -1426,6 +1437,37 @@ static enum sso_verdict revoke_async(struct conn *c, int by_user, const char *su
     return SSO_HANDLED;
 }
 
+/* Like revoke_async() for a back-channel logout: what (JOB_SID or
+ * JOB_PUSER) names value (a sid or a subject) at provider. */
+static void revoke_async_scoped(struct conn *c, int what, const char *provider, const char *value)
+{
+    struct sso_req *s = c->sso;
+    struct sso_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL) {
+        conn_respond_error(c, 500, "Internal error.");
+        return;
+    }
+    j->by_user = what;
+    snprintf(j->provider, sizeof(j->provider), "%s", provider);
+    if (what == JOB_SID)
+        snprintf(j->sid, sizeof(j->sid), "%s", value);
+    else
+        snprintf(j->subject, sizeof(j->subject), "%s", value);
+    j->reply_base = c->w->base;
+    j->c = c;
+    s->job = j;
+    s->wait = WAIT_REVOKE;
+    s->local_kind = 3;
+    conn_set_state(c, CST_LOCAL);
+    bufferevent_disable(c->bev, EV_READ);
+    if (job_post(j) == -1) {
+        s->job = NULL;
+        free(j);
+        conn_respond_error(c, 500, "Internal error.");
+    }
+}
+
 static enum sso_verdict logout(struct conn *c, const struct http_request *req)
 {
     struct sso_req *s = sso_req_get(c);
@@ -1483,7 +1525,12 @@ static void backchannel_body_done(struct conn *c)
     ex.logout_token = 1;
     rc = keys != NULL ? jwt_verify(tok, strlen(tok), keys, &ex, cl, &reason) : JWT_ERR_UNKNOWN_KID;
     jwt_keyset_unref(keys);
-    if (rc != JWT_OK || cl->sub[0] == '\0') {
+    if (rc == JWT_OK &&
+        (strlen(cl->sid) > SESSION_SID_MAX || strlen(cl->sub) > SESSION_SUBJECT_MAX)) {
+        rc = JWT_ERR_CLAIM; /* no session can carry it: never truncate a revocation key */
+        reason = "sid or sub longer than any session can carry";
+    }
+    if (rc != JWT_OK) {
         audit_identity(c, "back-channel logout refused", reason ? reason : "no keys", NULL);
         free(cl);
         c->error = "logout token refused";
@@ -1491,8 +1538,17 @@ static void backchannel_body_done(struct conn *c)
                          "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
-    audit_identity(c, "back-channel logout", "every session of the user revoked", cl->sub);
-    revoke_async(c, 1, cl->sub, NULL, 3);
+    /* With sid: only the sessions from that provider session; with only
+     * sub: every session of the user from this provider. */
+    if (cl->sid[0] != '\0') {
+        audit_identity(c, "back-channel logout", "sessions of the provider session (sid) revoked",
+                       cl->sub[0] ? cl->sub : NULL);
+        revoke_async_scoped(c, JOB_SID, pv->name, cl->sid);
+    } else {
+        audit_identity(c, "back-channel logout",
+                       "every session of the user at the provider revoked", cl->sub);
+        revoke_async_scoped(c, JOB_PUSER, pv->name, cl->sub);
+    }
     free(cl);
 }
 

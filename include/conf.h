@@ -80,6 +80,9 @@ struct conf_route {
     int websocket;
     int allow_encoded_slash;
     int pool_size;
+    /* Groups sent upstream (X-ZT-Groups, assertion): 0 only those the
+     * route's rules name ("referenced", the default), 1 all ("all"). */
+    int forward_groups_all;
 
     /* identity (meaningful when the config has an identity section) */
     enum conf_auth_mode auth_mode;

@@ -740,7 +740,7 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
     static const char *const keys[] = {
         "name",         "host",          "path_prefix", "upstream",
         "upstream_tls", "max_body_size", "websocket",   "allow_encoded_slash",
-        "pool_size",    "auth",          NULL};
+        "pool_size",    "auth",          "forward_groups", NULL};
     static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
     char base[64], p[256], *prefix = NULL;
     json_t *t;
@@ -822,6 +822,25 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
         get_int(cx, o, base, "pool_size", 0, 4096, 64, &n) == -1)
         return -1;
     r->pool_size = (int)n;
+    /* Which of the user's groups the upstream learns (X-ZT-Groups, the
+     * assertion): by default only those the route's rules name. */
+    {
+        char *fg = NULL;
+        int bad;
+
+        if (get_string(cx, o, base, "forward_groups", 0, "referenced", &fg) == -1)
+            return -1;
+        jp(p, sizeof(p), base, "forward_groups");
+        if (fg == NULL)
+            return conf_fail(cx, p, "out of memory");
+        r->forward_groups_all = strcmp(fg, "all") == 0;
+        bad = !r->forward_groups_all && strcmp(fg, "referenced") != 0;
+        if (bad)
+            conf_fail(cx, p, "expected \"referenced\" or \"all\", got \"%s\"", fg);
+        free(fg);
+        if (bad)
+            return -1;
+    }
     return parse_route_auth(cx, c, o, base, r);
 }
 

@@ -28,6 +28,10 @@ RATE_CONNS=${BENCH_RATE_CONNS:-32}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
 TLS_MAX=${BENCH_TLS_MAX:-}
+# Logged-in session (SSO) vs no identity on the same ztproxy: 1 runs it when
+# node and deploy/dev-idp/node_modules are there, 0 skips it.
+SSO=${BENCH_SSO:-1}
+SSO_USER=bob # a dev IdP user without MFA: the login needs no one-time code
 # Below the ephemeral range (32768+ by default): a load-client socket could
 # otherwise sit on a proxy's port when the proxy is restarted.
 PORT_BASE=${BENCH_PORT_BASE:-29440}
@@ -36,6 +40,7 @@ KEEP=${BENCH_KEEP:-0}
 
 declare -A PORT=()
 HOST=app.test
+SSO_HOST=sso.test
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -174,10 +179,10 @@ if [[ -z $ZTLOAD ]]; then
     fi
 fi
 
-# Four consecutive free ports from PORT_BASE on (others may be testing on this machine).
+# Five consecutive free ports from PORT_BASE on (others may be testing on this machine).
 for ((try = 0; try < 50; try++, PORT_BASE += 10)); do
     all_free=1
-    for ((i = 0; i < 4; i++)); do
+    for ((i = 0; i < 5; i++)); do
         port_free $((PORT_BASE + i)) || { all_free=0; break; }
     done
     ((all_free)) && break
@@ -189,6 +194,7 @@ if ((PORT_BASE + 3 >= EPH_LO && PORT_BASE <= EPH_HI)); then
 fi
 UP_PORT=$PORT_BASE
 PORT=([ztproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)))
+IDP_PORT=$((PORT_BASE + 4))
 
 # Certificates, from the project's scripts.
 CERTS=$TMP/certs
@@ -196,7 +202,7 @@ for s in make-ca.sh make-server.sh make-device.sh; do
     [[ -x $ROOT/certs/$s ]] || die "certs/$s missing"
 done
 "$ROOT/certs/make-ca.sh" "$CERTS" >"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-ca.sh failed"; }
-"$ROOT/certs/make-server.sh" "$CERTS" "$HOST" >>"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-server.sh failed"; }
+"$ROOT/certs/make-server.sh" "$CERTS" "$HOST" "$SSO_HOST" >>"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-server.sh failed"; }
 "$ROOT/certs/make-device.sh" "$CERTS" bench-1 >>"$TMP/certs.log" 2>&1 || { cat "$TMP/certs.log"; die "make-device.sh failed"; }
 for f in ca.crt crl.pem server.crt server.key devices/bench-1.crt devices/bench-1.key; do
     [[ -s $CERTS/$f ]] || die "certificate scripts did not produce $CERTS/$f"
@@ -552,6 +558,163 @@ run_proxy_suite() {
     stop_proxy "$proxy"
 }
 
+# ---------------------------------------------------------------- SSO
+
+# The dev OpenID provider (deploy/dev-idp) on 127.0.0.1:IDP_PORT, and a
+# ztproxy with two routes to the same upstream: app.test without identity
+# ("auth": {"mode": "none"}) and sso.test with "auth": {"mode": "session"}. A
+# real login through the proxy (curl, as deploy/demo/login.sh does) with the
+# benchmark's device certificate gives a session cookie bound to that
+# certificate; ztload then sends it with every request to sso.test.
+IDP_DIR=$ROOT/deploy/dev-idp
+IDP_PID=
+SSO_COOKIE=
+SSO_SKIPPED=
+
+sso_unavailable() {
+    command -v node >/dev/null || { echo "node is not installed"; return 0; }
+    command -v curl >/dev/null || { echo "curl is not installed"; return 0; }
+    [[ -d $IDP_DIR/node_modules/oidc-provider ]] ||
+        { echo "deploy/dev-idp/node_modules is missing (cd deploy/dev-idp && npm ci --omit=dev)"; return 0; }
+    return 1
+}
+
+start_idp() {
+    local d=$TMP/idp i
+    mkdir -p "$d/state"
+    cat >"$d/clients.json" <<JSON
+{ "clients": [{
+    "client_id": "ztproxy", "client_secret": "bench-dev-secret", "client_name": "ztproxy (bench)",
+    "redirect_uris": ["https://$SSO_HOST:${PORT[ztproxy]}/.zt/callback"],
+    "post_logout_redirect_uris": ["https://$SSO_HOST:${PORT[ztproxy]}/"],
+    "token_endpoint_auth_method": "client_secret_basic",
+    "id_token_signed_response_alg": "RS256" }] }
+JSON
+    (cd "$IDP_DIR" && exec node server.js --port "$IDP_PORT" --issuer "http://127.0.0.1:$IDP_PORT" \
+        --clients "$d/clients.json" --state-dir "$d/state") >"$d/stdout.log" 2>"$d/stderr.log" &
+    IDP_PID=$!
+    PIDS+=("$IDP_PID")
+    for ((i = 0; i < 300; i++)); do
+        grep -q '^dev-idp ready' "$d/stdout.log" 2>/dev/null && return 0
+        kill -0 "$IDP_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$d/stderr.log" >&2
+    return 1
+}
+
+write_ztproxy_sso_conf() {
+    local w=$1 d=$2
+    (umask 077 && printf 'bench-dev-secret\n' >"$d/idp-secret")
+    mkdir -p "$d/state" "$d/assertion-keys"
+    chmod 700 "$d/assertion-keys"
+    cat >"$d/ztproxy.json" <<JSON
+{
+  "listen": [{ "address": "127.0.0.1:${PORT[ztproxy]}", "backlog": 4096 }],
+  "workers": $w,
+  "tls": {
+    "certificate": "$CERTS/server.crt",
+    "key": "$CERTS/server.key",
+    "device_ca": "$CERTS/ca.crt",
+    "crl": "$CERTS/crl.pem"
+  },
+  "access_log": "$d/access.log",
+  "log_level": "warn",
+  "state_dir": "$d/state",
+  "timeouts": { "keepalive": "300s" },
+  "limits": { "connections": 20000 },
+  "identity": {
+    "providers": [{ "name": "staff", "issuer": "http://127.0.0.1:$IDP_PORT", "client_id": "ztproxy",
+                    "client_secret_file": "$d/idp-secret" }],
+    "session": { "keys": "$TMP/sso-session-keys.json" },
+    "assertion": { "keys_dir": "$d/assertion-keys", "issuer": "ztproxy-bench" }
+  },
+  "routes": [
+    { "name": "app", "host": "$HOST", "upstream": "http://127.0.0.1:$UP_PORT", "auth": { "mode": "none" } },
+    { "name": "sso", "host": "$SSO_HOST", "upstream": "http://127.0.0.1:$UP_PORT", "auth": { "mode": "session" } }
+  ]
+}
+JSON
+}
+
+# sso_login: log SSO_USER in through the proxy; prints "name=value" of the session cookie
+sso_login() {
+    local url="https://$SSO_HOST:${PORT[ztproxy]}/" jar=$TMP/sso.jar idpjar=$TMP/sso-idp.jar
+    local loc= form action cb i
+    local tls=(--resolve "$SSO_HOST:${PORT[ztproxy]}:127.0.0.1" --cacert "$CERTS/ca.crt"
+        --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key")
+    rm -f "$jar" "$idpjar"
+    # until the proxy has read the provider's discovery document: no redirect yet
+    for ((i = 0; i < 100; i++)); do
+        loc=$(curl -sS -o /dev/null -w '%{redirect_url}' "${tls[@]}" -c "$jar" "$url" 2>/dev/null)
+        [[ $loc == "http://127.0.0.1:$IDP_PORT/"* ]] && break
+        sleep 0.2
+    done
+    [[ $loc == "http://127.0.0.1:$IDP_PORT/"* ]] ||
+        { log "sso: the proxy did not redirect to the provider (got '$loc')"; return 1; }
+    form=$(curl -sS -L -c "$idpjar" -b "$idpjar" "$loc")
+    action=$(printf '%s' "$form" | sed -nE 's#.*<form[^>]*action="([^"]+)".*#\1#p' | head -n 1)
+    [[ $action == /* ]] && action="http://127.0.0.1:$IDP_PORT$action"
+    [[ -n $action ]] || { log "sso: no login form at the provider"; return 1; }
+    cb=$(curl -sS -o /dev/null -w '%{redirect_url}' -c "$idpjar" -b "$idpjar" \
+        --data-urlencode "login=$SSO_USER" --data-urlencode "password=$SSO_USER-dev-pw" "$action")
+    for ((i = 0; i < 10; i++)); do
+        [[ -z $cb || $cb == https://* ]] && break
+        cb=$(curl -sS -o /dev/null -w '%{redirect_url}' -c "$idpjar" -b "$idpjar" "$cb")
+    done
+    [[ $cb == https://* ]] || { log "sso: the provider did not send us back to the proxy"; return 1; }
+    curl -sS -o /dev/null "${tls[@]}" -b "$jar" -c "$jar" "$cb" || return 1
+    awk -F'\t' '$6 == "__Host-zt_session" {print $6 "=" $7}' "$jar" | tail -n 1
+}
+
+# sso_suite W: keep-alive requests on the route without identity and on the
+# SSO route with the session cookie, same proxy process, alternating, twice each
+sso_suite() {
+    local w=$1 d=$TMP/ztproxy-sso-w$1 pid code i
+    mkdir -p "$d"
+    write_ztproxy_sso_conf "$w" "$d"
+    "$ZTPROXY" -c "$d/ztproxy.json" >"$d/stdout.log" 2>"$d/stderr.log" &
+    pid=$!
+    PIDS+=("$pid")
+    PROXY_PID[ztproxy]=$pid
+    if ! wait_port "${PORT[ztproxy]}" "$pid"; then
+        log "ztproxy (SSO, workers=$w) did not start:"
+        tail -n 20 "$d/stderr.log" >&2
+        record "" proxy=ztproxy workers="$w" mode=sso label=start status=failed error="ztproxy with identity did not start"
+        stop_proxy ztproxy
+        return
+    fi
+    if [[ -z $SSO_COOKIE ]]; then
+        SSO_COOKIE=$(sso_login) || SSO_COOKIE=
+        if [[ -z $SSO_COOKIE ]]; then
+            record "" proxy=ztproxy workers="$w" mode=sso label=start status=failed error="login through the proxy failed"
+            stop_proxy ztproxy
+            return
+        fi
+        log "sso: logged in as $SSO_USER (session cookie bound to the bench-1 certificate)"
+    fi
+    # the cookie must reach the app, not a login redirect
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --resolve "$SSO_HOST:${PORT[ztproxy]}:127.0.0.1" \
+        --cacert "$CERTS/ca.crt" --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" \
+        -H "Cookie: $SSO_COOKIE" "https://$SSO_HOST:${PORT[ztproxy]}/")
+    if [[ $code != 200 ]]; then
+        log "sso: the session cookie got HTTP $code, not 200"
+        record "" proxy=ztproxy workers="$w" mode=sso label=start status=failed error="session cookie refused (HTTP $code)"
+        stop_proxy ztproxy
+        return
+    fi
+    record "" proxy=ztproxy workers="$w" mode=sso label=start status=ok
+    for i in 1 2; do
+        bench_run ztproxy "$w" "sso-none" "sso-none-$i" --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" \
+            --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
+        bench_run ztproxy "$w" "sso-session" "sso-session-$i" --connect "127.0.0.1:${PORT[ztproxy]}" \
+            --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" \
+            --host "$SSO_HOST" --header "Cookie: $SSO_COOKIE" \
+            --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
+    done
+    stop_proxy ztproxy
+}
+
 START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 START_S=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -570,6 +733,22 @@ for w in $WORKERS; do
         run_proxy_suite "$proxy" "$w"
     done
 done
+
+if [[ $SSO == 1 && " $PROXIES " == *" ztproxy "* ]]; then
+    if why=$(sso_unavailable); then
+        log "sso: skipped: $why"
+        SSO_SKIPPED=$why
+    elif start_idp; then
+        log "dev IdP pid $IDP_PID on 127.0.0.1:$IDP_PORT"
+        for w in $WORKERS; do
+            log "== ztproxy workers=$w: logged-in session vs no identity"
+            sso_suite "$w"
+        done
+    else
+        log "sso: the dev IdP did not start"
+        SSO_SKIPPED="the dev IdP did not start"
+    fi
+fi
 
 # Warnings and errors the proxies printed (first few lines each).
 for d in "$TMP"/*-w*; do
@@ -601,10 +780,11 @@ machine_info() {
 }
 
 machine_info >"$TMP/machine.md"
-python3 - "$JSONL" "$TMP/machine.md" "$TMP/diag.txt" "$PROXIES" "$WORKERS" "$MODES" "$TMP" >"$TMP/report.md" <<'PYEOF'
+python3 - "$JSONL" "$TMP/machine.md" "$TMP/diag.txt" "$PROXIES" "$WORKERS" "$MODES" "$TMP" "${SSO_SKIPPED:-}" >"$TMP/report.md" <<'PYEOF'
 import json, os, sys
 
-jsonl, machine, diag, proxies, workers, modes, tmp = sys.argv[1:]
+jsonl, machine, diag, proxies, workers, modes, tmp, sso_skipped = sys.argv[1:]
+import re
 proxies, workers, modes = proxies.split(), workers.split(), modes.split()
 rows = [json.loads(l) for l in open(jsonl) if l.strip()]
 
@@ -739,6 +919,45 @@ if rate_rows:
               f"{ratio(l['p99'], dl['p99'] if dl else None)} | {fmt(cpu_per_req(r), 1)} | "
               f"{res['errors']} | {res['late']} | {fmt(others_pct(r))}% |")
 
+# Logged-in session vs no identity (same ztproxy process, alternating runs).
+sso_rows = [r for r in rows if r["mode"] in ("sso-none", "sso-session")]
+sso_start = [r for r in rows if r["mode"] == "sso"]
+if sso_rows or sso_start or sso_skipped:
+    p("\n## Keep-alive with a logged-in session (SSO cookie) vs the same proxy without identity\n")
+    p("One ztproxy with two routes to the same upstream: `app.test` (`auth: none`) and "
+      "`sso.test` (`auth: session`; every request carries the session cookie of a real "
+      "login at the dev OpenID provider, bound to the load client's certificate, and the "
+      "upstream gets `X-ZT-User`, `X-ZT-Email` and a signed `X-ZT-Assertion`). Runs "
+      "alternate: no identity, session, no identity, session.\n")
+    if sso_skipped:
+        p(f"Not run: {sso_skipped}.\n")
+    for r in sso_start:
+        if r["status"] != "ok":
+            p(f"- workers={r['workers']}: **{r.get('error', 'failed')}**")
+    if sso_rows:
+        p("| workers | run | req/s | p50 µs | p99 µs | proxy CPU µs/req | 2xx | non-2xx | errors | other load |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        best = {}
+        for r in sso_rows:
+            if not ok(r):
+                p(f"| {r['workers']} | {r['label']} | {r['status']} | | | | | | | |")
+                continue
+            res = r["r"]
+            lat = res["latency_us"]
+            c = cpu_per_req(r)
+            p(f"| {r['workers']} | {r['label']} | {fmt(res['rps'])} | {lat['p50']} | {lat['p99']} | "
+              f"{fmt(c, 1)} | {res['ok_2xx']} | {res['non_2xx']} | {res['errors']} | {fmt(others_pct(r))}% |")
+            k = (r["workers"], r["mode"])
+            b = best.get(k)
+            if b is None or res["rps"] > b[0]:
+                best[k] = (res["rps"], c)
+        p("\n| workers | session req/s ÷ no-identity req/s (best of each) | session CPU/req ÷ no-identity CPU/req |")
+        p("|---|---:|---:|")
+        for w in workers:
+            s_, n_ = best.get((w, "sso-session")), best.get((w, "sso-none"))
+            if s_ and n_:
+                p(f"| {w} | {ratio(s_[0], n_[0])} | {ratio(s_[1], n_[1])} |")
+
 idle_rows = [r for r in rows if r["mode"] == "idle"]
 if idle_rows:
     p("\n## Memory per idle keep-alive mTLS connection\n")
@@ -799,7 +1018,9 @@ for r in rows:
     if "cmd" in r and r["cmd"] not in seen:
         seen.add(r["cmd"])
         p(f"# {r['proxy']} workers={r['workers']} {r['label']}")
-        p(r["cmd"].replace(tmp, "$TMP"))
+        # the session cookie is a credential: not in the report
+        p(re.sub(r"--header Cookie: (__Host-zt_session)=\S+", r"--header 'Cookie: \1=$SESSION'",
+                 r["cmd"].replace(tmp, "$TMP")))
 p("```")
 if os.path.exists(diag) and os.path.getsize(diag) > 0:
     p("\n## Diagnostics printed by the proxies\n")

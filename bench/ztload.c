@@ -23,6 +23,7 @@
  * started (newconn, resume: it includes connect and handshake).
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -60,7 +61,7 @@
 #define NS_PER_S 1000000000ULL
 
 #define RBUF_SIZE 16384         /* response head must fit in here */
-#define REQ_MAX 2048            /* request head */
+#define REQ_MAX 8192            /* request head (with --header) */
 #define MAX_PENDING_CONNECTS 64 /* per thread, idle mode ramp-up */
 #define RECONNECT_BACKOFF_NS (20 * NS_PER_MS)
 #define TICK_MS 20 /* how often the loop checks stop and timeouts */
@@ -491,6 +492,8 @@ struct opts {
     enum mode mode;
     bool json;
     const char *method;
+    const char *headers[16]; /* --header "Name: value", added to every request */
+    unsigned nheaders;
 };
 
 static struct opts o;
@@ -507,6 +510,32 @@ static void die(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     exit(2);
+}
+
+/* --header "Name: value": a token, a colon, a value of visible characters,
+ * spaces and tabs (no CR, LF or other controls), at most 4 KiB; Host and
+ * the framing headers are ztload's own. */
+static void check_header(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    size_t i, nlen;
+
+    if (colon == NULL || colon == h)
+        die("--header \"%.40s\": expected \"Name: value\"", h);
+    nlen = (size_t)(colon - h);
+    for (i = 0; i < nlen; i++)
+        if (!isalnum((unsigned char)h[i]) && strchr("!#$%&'*+-.^_`|~", h[i]) == NULL)
+            die("--header \"%.40s\": invalid character in the name at %zu", h, i);
+    for (i = nlen + 1; h[i] != '\0'; i++)
+        if (((unsigned char)h[i] < 0x20 && h[i] != '\t') || h[i] == 0x7f)
+            die("--header \"%.40s\": control character in the value at %zu", h, i);
+    if (i > 4096)
+        die("--header: longer than 4096 bytes");
+    if ((nlen == 4 && strncasecmp(h, "host", 4) == 0) ||
+        (nlen == 14 && strncasecmp(h, "content-length", 14) == 0) ||
+        (nlen == 17 && strncasecmp(h, "transfer-encoding", 17) == 0) ||
+        (nlen == 10 && strncasecmp(h, "connection", 10) == 0))
+        die("--header: %.*s is set by ztload", (int)nlen, h);
 }
 
 static void die_ssl(const char *what)
@@ -632,6 +661,7 @@ static void usage(FILE *f)
           "  --ready-file PATH        idle mode: created when all connections are idle\n"
           "  --ramp-timeout SECONDS   idle mode: give up opening connections after this\n"
           "  --method GET|HEAD        request method (default GET)\n"
+          "  --header 'Name: value'   add a request header (repeatable, e.g. a Cookie)\n"
           "  --json                   print one JSON object\n",
           f);
 }
@@ -659,6 +689,7 @@ static void parse_args(int argc, char **argv)
         OPT_TLSMAX,
         OPT_METHOD,
         OPT_RAMP,
+        OPT_HEADER,
     };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, OPT_URL},
@@ -681,6 +712,7 @@ static void parse_args(int argc, char **argv)
         {"plain", no_argument, NULL, OPT_PLAIN},
         {"tls-max", required_argument, NULL, OPT_TLSMAX},
         {"method", required_argument, NULL, OPT_METHOD},
+        {"header", required_argument, NULL, OPT_HEADER},
         {"connections", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'},
         {"duration", required_argument, NULL, 'd'},
@@ -759,6 +791,12 @@ static void parse_args(int argc, char **argv)
             if (strcmp(optarg, "GET") != 0 && strcmp(optarg, "HEAD") != 0)
                 die("--method: GET or HEAD");
             o.method = optarg;
+            break;
+        case OPT_HEADER:
+            check_header(optarg);
+            if (o.nheaders == sizeof(o.headers) / sizeof(o.headers[0]))
+                die("--header: at most %zu", sizeof(o.headers) / sizeof(o.headers[0]));
+            o.headers[o.nheaders++] = optarg;
             break;
         case OPT_TLSMAX:
             if (strcmp(optarg, "1.2") == 0)
@@ -1856,13 +1894,25 @@ static void report(const struct stats *st, double window_s, double cpu_s)
 
 static void build_request(void)
 {
+    size_t len;
+    unsigned i;
     int n = snprintf(request, sizeof(request),
-                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ztload/1\r\nAccept: */*\r\n\r\n",
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ztload/1\r\nAccept: */*\r\n",
                      o.method, o.path, o.host);
 
     if (n < 0 || (size_t)n >= sizeof(request))
         die("request too long");
-    request_len = (size_t)n;
+    len = (size_t)n;
+    for (i = 0; i < o.nheaders; i++) {
+        n = snprintf(request + len, sizeof(request) - len, "%s\r\n", o.headers[i]);
+        if (n < 0 || (size_t)n >= sizeof(request) - len)
+            die("request too long (--header)");
+        len += (size_t)n;
+    }
+    if (len + 2 >= sizeof(request))
+        die("request too long");
+    memcpy(request + len, "\r\n", 3);
+    request_len = len + 2;
 }
 
 static void raise_nofile(void)

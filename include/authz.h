@@ -255,6 +255,7 @@ struct authz_stats {
     char directory_version[129];
     uint64_t directory_loads, directory_refused, directory_unchanged, directory_fetch_errors;
     uint64_t directory_rebind_failures; /* rules naming a group the directory lost */
+    int64_t directory_fresh_at;         /* Unix s: last loaded or confirmed unchanged, 0 never */
     int geoip_loaded;
     uint64_t geoip_loads, geoip_refused;
     char last_error[AUTHZ_ERR_MAX]; /* the last refusal or fetch error, "" none */

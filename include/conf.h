@@ -108,6 +108,7 @@ struct conf {
     char *tls_enroll_url; /* NULL: none */
     int tls_session_tickets;
     uint64_t tls_ticket_key_lifetime_ms;
+    int tls_session_cache_server; /* 1: "session_cache": "server", 0: "tickets" */
 
     enum device_id_source devid_source;
     char *devid_prefix;

@@ -20,6 +20,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,28 +57,33 @@ struct ev {
     void *arg;
     unsigned want; /* decision sink: which effective outcomes to keep */
     const char *prefix;
+    size_t prefix_len;
     int64_t su_age; /* step-up demand of the current rule */
     int su_mfa;
 
     int bound;      /* c->dir is the snapshot the policy was compiled against */
     int gset_ready; /* gset holds the user's groups as policy group ids */
-    uint64_t gset[POLICY_GROUPSET_MAX / 64];
-    int fam; /* 0, 4, 6 */
+    int gfast;      /* identity, groups and a bound directory: group tests use gset */
+    int fam;        /* 0, 4, 6 */
+    int32_t ccode;  /* country as OP_COUNTRY codes: -1 not looked up, 0 unknown */
     uint8_t ip[16];
-    struct {
-        uint32_t idx; /* zone index + 1, 0: empty */
-        int ok;
-        struct tz_local l;
-    } tzc[4]; /* local time per zone, computed once per request */
 
     /* While deciding, the allow rules' failing leaves are recorded so that a
      * default deny formats its reasons without evaluating the rules again. */
     int recording;
     uint32_t cur_rule;
     uint32_t nrec, rec_dropped;
+
+    /* Not cleared by ev_init() (large): valid per the flags/indexes above. */
+    struct {
+        uint32_t idx; /* zone index + 1, 0: empty */
+        int ok;
+        struct tz_local l;
+    } tzc[4]; /* local time per zone, computed once per request */
+    uint64_t gset[POLICY_GROUPSET_MAX / 64];
     struct {
         uint32_t rule, cond;
-        uint8_t neg, stepok;
+        uint8_t neg, stepok, val;
     } rec[POLICY_REASONS_MAX];
 };
 
@@ -234,6 +240,24 @@ static int ids_contain(const uint32_t *ids, size_t n, uint32_t id)
     return directory_ids_contain(ids, n, id);
 }
 
+/* The user's groups as a bitset of the groups the rules name (bound
+ * directory), once per request. */
+static void gset_build(struct ev *e)
+{
+    const struct policy_ctx *c = e->c;
+    size_t i;
+
+    memset(e->gset, 0, (e->p->ngroups + 63) / 64 * sizeof(uint64_t));
+    for (i = 0; i < c->ngroups; i++) {
+        uint32_t g = c->groups[i];
+        if (g < e->p->ndir_groups && e->p->dir_to_pg[g] != 0) {
+            uint32_t b = e->p->dir_to_pg[g] - 1u;
+            e->gset[b / 64] |= 1ull << (b % 64);
+        }
+    }
+    e->gset_ready = 1;
+}
+
 /* Is the user in policy group pg? -1 unknown (no identity). */
 static int in_group(struct ev *e, uint32_t pg)
 {
@@ -247,19 +271,8 @@ static int in_group(struct ev *e, uint32_t pg)
     if (e->bound && e->p->dir_to_pg != NULL) {
         /* Once per request: the user's groups as a bitset of the groups the
          * rules name; every group test after that is one bit. */
-        struct ev *w = e;
-        if (!w->gset_ready) {
-            size_t i;
-            memset(w->gset, 0, (e->p->ngroups + 63) / 64 * sizeof(uint64_t));
-            for (i = 0; i < c->ngroups; i++) {
-                uint32_t g = c->groups[i];
-                if (g < e->p->ndir_groups && e->p->dir_to_pg[g] != 0) {
-                    uint32_t b = e->p->dir_to_pg[g] - 1u;
-                    w->gset[b / 64] |= 1ull << (b % 64);
-                }
-            }
-            w->gset_ready = 1;
-        }
+        if (!e->gset_ready)
+            gset_build(e);
         return (int)((e->gset[pg / 64] >> (pg % 64)) & 1);
     }
     if (e->bound)
@@ -287,8 +300,9 @@ static int cidr_match(const struct cidr *r, int fam, const uint8_t *ip)
         return 0;
     full = r->bits / 8;
     rest = r->bits % 8;
-    if (memcmp(r->addr, ip, (size_t)full) != 0)
-        return 0;
+    for (int i = 0; i < full; i++) /* a few bytes: no call */
+        if (r->addr[i] != ip[i])
+            return 0;
     if (rest != 0) {
         uint8_t m = (uint8_t)(0xff << (8 - rest));
         if ((ip[full] & m) != r->addr[full])
@@ -412,6 +426,12 @@ COLD static void r_group(struct ev *e, int val, const struct cond *c, int64_t wh
 {
     struct fb f;
 
+    if (val == V_FALSE || val == V_TRUE) {
+        if (c->rtext[val] != NULL) {
+            e->emit(e, val, c->rtext[val], c->rlen[val]);
+            return;
+        }
+    }
     f.n = 0;
     fb_s(&f, "group ");
     if (c->single) {
@@ -658,6 +678,39 @@ size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out
         memcpy(out, f.b, n);
         out[n] = '\0';
     }
+    return f.n;
+}
+
+size_t policy_cond_rtext(const struct policy *p, const struct cond *c, int val, char *out,
+                         size_t len)
+{
+    struct fb f;
+
+    (void)p;
+    if ((c->op != OP_GROUP_ANY && c->op != OP_GROUP_ALL) || c->vtext == NULL)
+        return 0;
+    f.n = 0;
+    f.b[0] = '\0';
+    /* The same text as r_group() formats for the outcomes that do not name
+     * the group that decided. */
+    if (c->single) {
+        fb_s(&f, "group ");
+        fb_s(&f, c->vtext);
+        fb_s(&f, val == V_TRUE ? ": member" : ": not a member");
+    } else if (c->op == OP_GROUP_ANY && val == V_FALSE) {
+        fb_s(&f, "group any_of ");
+        fb_s(&f, c->vtext);
+        fb_s(&f, ": not a member");
+    } else if (c->op == OP_GROUP_ALL && val == V_TRUE) {
+        fb_s(&f, "group all_of ");
+        fb_s(&f, c->vtext);
+        fb_s(&f, ": member of all");
+    } else {
+        return 0;
+    }
+    if (f.n == 0 || f.n >= len)
+        return 0;
+    memcpy(out, f.b, f.n + 1);
     return f.n;
 }
 
@@ -911,17 +964,12 @@ static int ev_leaf(struct ev *e, const struct cond *c)
         return v;
     case OP_COUNTRY: {
         uint16_t code;
-        if (x->country[0] == '\0') {
+        if (e->ccode < 0) {
             if (e->emit != NULL)
                 r_missing(e, V_UNKNOWN, "country", "not looked up");
             return V_UNKNOWN;
         }
-        if (strcmp(x->country, "unknown") == 0)
-            code = 0;
-        else if (x->country[1] != '\0' && x->country[2] == '\0')
-            code = (uint16_t)((uint8_t)x->country[0] << 8 | (uint8_t)x->country[1]);
-        else
-            code = 0xffff; /* malformed: matches nothing listed */
+        code = (uint16_t)e->ccode;
         for (i = 0; i < c->n && !v; i++)
             v = c->u.countries[i] == code;
         if (e->emit != NULL)
@@ -1019,6 +1067,62 @@ static void emit_struct(struct ev *e, const char *what)
         e->emit(e, -1, what, strlen(what));
 }
 
+/* The silent evaluation of the cheapest, most common leaves, without the
+ * call into ev_leaf(): the same outcomes as ev_leaf() with no sink. -1: not
+ * handled here. */
+static inline int leaf_quick(struct ev *e, const struct cond *c)
+{
+    const struct policy_ctx *x = e->c;
+    uint32_t i;
+
+    switch (c->op) {
+    case OP_GROUP_ANY:
+        if (!e->gfast)
+            return -1;
+        if (!e->gset_ready)
+            gset_build(e);
+        for (i = 0; i < c->n; i++) {
+            uint32_t pg = c->u.groups[i];
+            if ((e->gset[pg / 64] >> (pg % 64)) & 1)
+                return V_TRUE;
+        }
+        return V_FALSE;
+    case OP_TIER_MIN:
+    case OP_TIER_MAX:
+    case OP_TIER_EQ:
+        if (x->device_stale || x->device_tier < 0 || (size_t)x->device_tier >= e->p->ntiers)
+            return V_UNKNOWN;
+        return c->op == OP_TIER_MIN   ? x->device_tier >= c->num
+               : c->op == OP_TIER_MAX ? x->device_tier <= c->num
+                                      : x->device_tier == c->num;
+    case OP_SCORE_MIN:
+    case OP_SCORE_MAX:
+        if (x->device_stale || x->device_score < 0)
+            return V_UNKNOWN;
+        return c->op == OP_SCORE_MIN ? x->device_score >= c->num : x->device_score <= c->num;
+    case OP_COUNTRY:
+        if (e->ccode < 0)
+            return V_UNKNOWN;
+        for (i = 0; i < c->n; i++)
+            if (c->u.countries[i] == e->ccode)
+                return V_TRUE;
+        return V_FALSE;
+    case OP_IP:
+        if (e->fam == 0)
+            return V_UNKNOWN;
+        for (i = 0; i < c->n; i++)
+            if (cidr_match(&c->u.cidrs[i], e->fam, e->ip))
+                return V_TRUE;
+        return V_FALSE;
+    case OP_PATH_PREFIX:
+        if (x->path == NULL || x->path[0] != '/')
+            return V_UNKNOWN;
+        return path_under(x->path, c->str, c->slen);
+    default:
+        return -1;
+    }
+}
+
 static int ev_cond(struct ev *e, uint32_t ci)
 {
     const struct cond *c = &e->p->conds[ci];
@@ -1069,7 +1173,8 @@ static int ev_cond(struct ev *e, uint32_t ci)
         e->depth--;
         return v == V_STEP ? V_FALSE : flip(v);
     default:
-        v = ev_leaf(e, c);
+        if (e->emit != NULL || (v = leaf_quick(e, c)) < 0)
+            v = ev_leaf(e, c);
         if (e->recording) {
             int eff = e->neg ? flip(v) : v;
             if (eff == V_FALSE || eff == V_UNKNOWN) {
@@ -1078,6 +1183,7 @@ static int ev_cond(struct ev *e, uint32_t ci)
                     e->rec[e->nrec].cond = ci;
                     e->rec[e->nrec].neg = (uint8_t)e->neg;
                     e->rec[e->nrec].stepok = (uint8_t)e->stepok;
+                    e->rec[e->nrec].val = (uint8_t)v;
                     e->nrec++;
                 } else {
                     e->rec_dropped++;
@@ -1086,6 +1192,47 @@ static int ev_cond(struct ev *e, uint32_t ci)
         }
         return v;
     }
+}
+
+/* The rule's prefilter: 1 when its group leaf is certainly V_FALSE (the user
+ * is known and in none of its groups), which makes the rule V_FALSE; records
+ * that leaf as the full evaluation would (it is the first leaf evaluated). */
+static inline int ev_pre_false(struct ev *e, const struct rule *r)
+{
+    const struct policy_ctx *x = e->c;
+    uint32_t i;
+
+    if (e->gfast && r->npre_g != 0) {
+        if (!e->gset_ready)
+            gset_build(e);
+        for (i = 0; i < r->npre_g; i++) {
+            uint32_t pg = r->pre_g[i];
+            if ((e->gset[pg / 64] >> (pg % 64)) & 1)
+                return 0; /* member: evaluate in full */
+        }
+    } else if (!x->identity) {
+        return 0; /* the leaf is V_UNKNOWN: evaluate in full */
+    } else if (x->dir != NULL && x->ngroups != 0) {
+        const struct cond *c = &e->p->conds[r->pre];
+        {
+            for (i = 0; i < c->n; i++)
+                if (in_group(e, c->u.groups[i]) != 0)
+                    return 0; /* member: evaluate in full */
+        }
+    }
+    if (e->recording) {
+        if (e->nrec < POLICY_REASONS_MAX) {
+            e->rec[e->nrec].rule = e->cur_rule;
+            e->rec[e->nrec].cond = r->pre;
+            e->rec[e->nrec].neg = 0;
+            e->rec[e->nrec].stepok = r->effect == POLICY_ALLOW;
+            e->rec[e->nrec].val = V_FALSE;
+            e->nrec++;
+        } else {
+            e->rec_dropped++;
+        }
+    }
+    return 1;
 }
 
 static int ev_rule(struct ev *e, const struct rule *r)
@@ -1100,10 +1247,23 @@ static int ev_rule(struct ev *e, const struct rule *r)
 
 static void ev_init(struct ev *e, const struct policy *p, const struct policy_ctx *c)
 {
-    memset(e, 0, sizeof(*e));
+    size_t i;
+
+    memset(e, 0, offsetof(struct ev, tzc));
+    for (i = 0; i < 4; i++)
+        e->tzc[i].idx = 0;
     e->p = p;
     e->c = c;
     e->bound = c->dir != NULL && p->dir_serial != 0 && p->dir_serial == directory_serial(c->dir);
+    e->gfast = e->bound && c->identity && p->dir_to_pg != NULL && c->ngroups != 0;
+    if (c->country[0] == '\0')
+        e->ccode = -1;
+    else if (strcmp(c->country, "unknown") == 0)
+        e->ccode = 0;
+    else if (c->country[1] != '\0' && c->country[2] == '\0')
+        e->ccode = (uint8_t)c->country[0] << 8 | (uint8_t)c->country[1];
+    else
+        e->ccode = 0xffff; /* malformed: matches nothing listed */
     if (c->ip_family == AF_INET) {
         e->fam = 4;
         memcpy(e->ip, c->ip, 4);
@@ -1140,10 +1300,10 @@ const char *policy_route_group(const struct policy *p, int route_index, const ch
 
 /* ---- decision ---------------------------------------------------------------- */
 
-static void decision_add(struct policy_decision *d, const char *prefix, const char *text,
-                         size_t len)
+static void decision_add(struct policy_decision *d, const char *prefix, size_t prefix_len,
+                         const char *text, size_t len)
 {
-    size_t off = 0, need, plen = prefix != NULL ? strlen(prefix) + 2 : 0;
+    size_t off = 0, need, plen = prefix != NULL ? prefix_len + 2 : 0;
 
     if (d->nreasons > 0)
         off = d->reason_used;
@@ -1170,7 +1330,7 @@ static void sink_decision(struct ev *e, int val, const char *text, size_t len)
         return;
     eff = e->neg ? flip(val) : val;
     if (e->want & (1u << eff))
-        decision_add(e->arg, e->prefix, text, len);
+        decision_add(e->arg, e->prefix, e->prefix_len, text, len);
 }
 
 struct outcome {
@@ -1192,7 +1352,10 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
     o->su_age = -1;
     for (i = 0; i < rr->ndeny; i++) {
         const struct rule *r = &p->rules[rr->deny[i]];
-        int v = ev_rule(e, r);
+        int v;
+        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+            continue;
+        v = ev_rule(e, r);
         if (v == V_TRUE || v == V_UNKNOWN) {
             o->rule = r;
             return;
@@ -1203,6 +1366,8 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
         const struct rule *r = &p->rules[rr->allow[i]];
         int v;
         e->cur_rule = rr->allow[i];
+        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+            continue;
         v = ev_rule(e, r);
         if (v == V_TRUE) {
             o->effect = POLICY_ALLOW;
@@ -1263,14 +1428,26 @@ static void reasons_fill(struct ev *e, const struct route_rules *rr, const struc
          * (each leaf is evaluated once more, with its rule's context). */
         e->want = (1u << V_FALSE) | (1u << V_UNKNOWN);
         for (i = 0; i < e->nrec; i++) {
-            e->prefix = e->p->rules[e->rec[i].rule].id;
+            const struct rule *ru = &e->p->rules[e->rec[i].rule];
+            const struct cond *lc = &e->p->conds[e->rec[i].cond];
+            int v = e->rec[i].val;
+            e->prefix = ru->id;
+            e->prefix_len = ru->idlen;
             e->neg = e->rec[i].neg;
             e->stepok = e->rec[i].stepok;
-            (void)ev_leaf(e, &e->p->conds[e->rec[i].cond]);
+            if ((v == V_FALSE || v == V_TRUE) && lc->ptext[v] != NULL) {
+                /* the leaf's outcome does not depend on the request: the text
+                 * formatted at compile time, rule id included */
+                int eff = e->neg ? flip(v) : v;
+                if (e->want & (1u << eff))
+                    decision_add(d, NULL, 0, lc->ptext[v], lc->plen[v]);
+                continue;
+            }
+            (void)ev_leaf(e, lc);
         }
         d->reasons_dropped += e->rec_dropped;
         if (rr->nallow == 0)
-            decision_add(d, NULL, "no allow rule applies to this route",
+            decision_add(d, NULL, 0, "no allow rule applies to this route",
                          strlen("no allow rule applies to this route"));
     }
     e->emit = NULL;

@@ -73,6 +73,14 @@ struct cond {
     const char *name;  /* OP_ATTR_*: attribute name */
     const char *str;   /* OP_PATH_*: the pattern as written */
     const char *vtext; /* the value(s) as shown in reasons, e.g. "[IR, KP]" */
+    /* The whole reason for outcome V_FALSE (0) / V_TRUE (1) when it does not
+     * depend on the request (group conditions), else NULL: formatted once at
+     * compile time so that a decision's reasons cost a copy. */
+    const char *rtext[2];
+    uint16_t rlen[2];
+    /* The same prefixed with "<rule id>: " (a default deny's reasons). */
+    const char *ptext[2];
+    uint16_t plen[2];
     size_t slen;
     union {
         const char *const *strs;
@@ -91,6 +99,14 @@ struct rule {
     const char *deny_message; /* NULL if none */
     const char *routes_text;  /* "wiki, payroll" or NULL (all routes) */
     uint32_t root;            /* cond index */
+    /* Prefilter: a group leaf (OP_GROUP_ANY) the rule cannot match without -
+     * the root itself or the first child of a root "all" - so that a user in
+     * none of its groups is rejected with a few bit tests and the same
+     * recorded reason as a full evaluation. UINT32_MAX: none. */
+    uint32_t pre;
+    uint16_t pre_g[4]; /* its policy group ids when at most 4, else npre_g 0 */
+    uint8_t npre_g;
+    uint16_t idlen; /* strlen(id) */
 };
 
 struct route_rules {
@@ -138,5 +154,11 @@ struct policy {
 
 /* eval.c: the value text of a leaf (for cond.vtext); returns its length. */
 size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out, size_t len);
+
+/* eval.c: the request-independent reason of a leaf for outcome val (V_FALSE 0
+ * or V_TRUE 1), with c->vtext already set; 0 when the reason depends on the
+ * request (then nothing is written). */
+size_t policy_cond_rtext(const struct policy *p, const struct cond *c, int val, char *out,
+                         size_t len);
 
 #endif

@@ -1753,6 +1753,36 @@ static int build_routes(struct cc *cc, uint32_t **rroutes, const size_t *nrr)
     return route_groups(cc);
 }
 
+/* cond.ptext of the leaves under ci: "<rule id>: " + cond.rtext. */
+static int prefix_reasons(struct policy *p, uint32_t ci, const char *id, size_t idlen)
+{
+    struct cond *c = &p->conds[ci];
+    uint32_t i;
+    int k;
+
+    if (c->op == OP_ALL || c->op == OP_ANY || c->op == OP_NOT) {
+        for (i = 0; i < (c->op == OP_NOT ? 1 : c->n); i++)
+            if (prefix_reasons(p, p->kids[c->first + i], id, idlen) == -1)
+                return -1;
+        return 0;
+    }
+    for (k = 0; k < 2; k++) {
+        char *t;
+        size_t n = idlen + 2 + c->rlen[k];
+        if (c->rtext[k] == NULL || n > UINT16_MAX)
+            continue;
+        t = arena_alloc(p, n + 1);
+        if (t == NULL)
+            return -1;
+        memcpy(t, id, idlen);
+        memcpy(t + idlen, ": ", 2);
+        memcpy(t + idlen + 2, c->rtext[k], c->rlen[k] + 1u);
+        c->ptext[k] = t;
+        c->plen[k] = (uint16_t)n;
+    }
+    return 0;
+}
+
 struct policy *policy_compile(const char *text, size_t len, const struct policy_compile_opts *o,
                               char *err, size_t errlen)
 {
@@ -1763,6 +1793,7 @@ struct policy *policy_compile(const char *text, size_t len, const struct policy_
     struct idset ids = {NULL, 0};
     uint32_t **rroutes = NULL;
     size_t *nrr = NULL, i, n = 0;
+    int k;
     json_error_t jerr;
     json_t *root = NULL, *rules, *ver;
     const char **v;
@@ -1893,6 +1924,37 @@ struct policy *policy_compile(const char *text, size_t len, const struct policy_
         if (p->conds[i].vtext == NULL) {
             cfail(&cc, "out of memory");
             goto err;
+        }
+        for (k = 0; k < 2; k++) {
+            size_t rl = policy_cond_rtext(p, &p->conds[i], k, vt, sizeof(vt));
+            if (rl == 0 || rl >= sizeof(vt))
+                continue;
+            p->conds[i].rtext[k] = arena_strdup(p, vt, rl);
+            p->conds[i].rlen[k] = (uint16_t)rl;
+            if (p->conds[i].rtext[k] == NULL) {
+                cfail(&cc, "out of memory");
+                goto err;
+            }
+        }
+    }
+    for (i = 0; i < p->nrules; i++) {
+        struct rule *ru = &p->rules[i];
+        const struct cond *rc = &p->conds[ru->root];
+        ru->idlen = (uint16_t)strlen(ru->id);
+        if (prefix_reasons(p, ru->root, ru->id, ru->idlen) == -1) {
+            cfail(&cc, "out of memory");
+            goto err;
+        }
+        ru->pre = UINT32_MAX;
+        if (rc->op == OP_GROUP_ANY)
+            ru->pre = ru->root;
+        else if (rc->op == OP_ALL && rc->n > 0 && p->conds[p->kids[rc->first]].op == OP_GROUP_ANY)
+            ru->pre = p->kids[rc->first];
+        if (ru->pre != UINT32_MAX && p->conds[ru->pre].n <= 4) {
+            const struct cond *gc = &p->conds[ru->pre];
+            for (k = 0; k < (int)gc->n; k++)
+                ru->pre_g[k] = (uint16_t)gc->u.groups[k];
+            ru->npre_g = (uint8_t)gc->n;
         }
     }
     if (build_routes(&cc, rroutes, nrr) == -1)

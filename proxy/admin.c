@@ -3,7 +3,7 @@
  *
  * One evhttp on the main loop, its connections wrapped in
  * bufferevent_openssl by the bevcb. Per request, in this order:
- *   /healthz, /readyz (no credential: they hold no data);
+ *   /healthz, /readyz, /metrics (no credential: they hold no secrets);
  *   /api/...: credential (token, else certificate) -> 401/403; CSRF for
  *   writes -> 403; the JSON body -> 400; then the endpoint group;
  *   anything else: the console's static files, if configured.
@@ -47,6 +47,7 @@
 #include "conf.h"
 #include "devtrust.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 
 #define AD_IDENTITY_MAX 320
@@ -609,6 +610,28 @@ static void ad_static(struct evhttp_request *req, const char *method, const char
     evbuffer_free(b);
 }
 
+/* /metrics: Prometheus text (metrics.h), no credential (loopback listener). */
+static void ad_metrics(struct evhttp_request *req, const char *method)
+{
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    struct evbuffer *b;
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        ad_send_error(req, 405, "method_not_allowed", "metrics are read with GET");
+        return;
+    }
+    b = evbuffer_new();
+    if (b == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    metrics_render(b);
+    evhttp_add_header(oh, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_add_header(oh, "Cache-Control", "no-store");
+    evhttp_send_reply(req, 200, NULL, b);
+    evbuffer_free(b);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------ */
 
 static void ad_request(struct evhttp_request *req, void *arg)
@@ -648,10 +671,11 @@ static void ad_request(struct evhttp_request *req, void *arg)
         }
     } else if (strcmp(path, "/readyz") == 0) {
         ad_readyz(req);
+    } else if (strcmp(path, "/metrics") == 0) {
+        ad_metrics(req, method);
     } else if (strcmp(path, "/api") == 0 || strncmp(path, "/api/", 5) == 0) {
         ad_api(req, method, path, evhttp_uri_get_query(uri));
     } else {
-        /* /metrics: served by metrics_render() once it is wired here. */
         ad_static(req, method, path);
     }
     free(path);

@@ -731,6 +731,8 @@ static void az_count(uint64_t *counter)
 {
     pthread_mutex_lock(&st_mtx);
     (*counter)++;
+    if (counter == &st.directory_loads || counter == &st.directory_unchanged)
+        st.directory_fresh_at = (int64_t)time(NULL);
     pthread_mutex_unlock(&st_mtx);
 }
 
@@ -1502,6 +1504,11 @@ static int az_apply(struct az_loaded *l, char *err, size_t errlen)
         memcpy(ld_dir_hash, l->dir_hash, 32);
     directory_unref(ld_dir);
     ld_dir = l->dir;
+    if (l->dir_new && l->dir != NULL) {
+        pthread_mutex_lock(&st_mtx);
+        st.directory_fresh_at = (int64_t)time(NULL);
+        pthread_mutex_unlock(&st_mtx);
+    }
     az_geo_unref(ld_geo);
     ld_geo = l->geo;
     memset(l, 0, sizeof(*l));

@@ -1250,6 +1250,7 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
                                         "enroll_url",
                                         "session_tickets",
                                         "ticket_key_lifetime",
+                                        "session_cache",
                                         NULL};
     static const char *const dkeys[] = {"source", "prefix", NULL};
     static const char *const tokeys[] = {"handshake", "header",           "keepalive",
@@ -1339,6 +1340,17 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         get_duration(cx, o, "$.tls", "ticket_key_lifetime", 60 * 1000, 7 * 24 * 3600 * 1000ULL,
                      3600 * 1000, &c->tls_ticket_key_lifetime_ms) == -1)
         goto out;
+    free(s);
+    s = NULL;
+    if (get_string(cx, o, "$.tls", "session_cache", 0, "server", &s) == -1)
+        goto out;
+    if (strcmp(s, "server") == 0 || strcmp(s, "tickets") == 0) {
+        c->tls_session_cache_server = strcmp(s, "server") == 0;
+    } else {
+        conf_fail(cx, "$.tls.session_cache", "expected \"server\" or \"tickets\", got \"%s\"",
+                  s);
+        goto out;
+    }
     if (c->tls_enroll_url != NULL && (strncmp(c->tls_enroll_url, "https://", 8) != 0 ||
                                       strpbrk(c->tls_enroll_url, "\"<>'") != NULL)) {
         conf_fail(cx, "$.tls.enroll_url",

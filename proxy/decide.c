@@ -19,6 +19,7 @@
 #include "decisions.h"
 #include "devtrust.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_int.h"
 #include "sbuf.h"
 #include "session.h"
@@ -224,6 +225,7 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         if (c->websocket && xff != NULL)
             snprintf(c->ws_xff, sizeof(c->ws_xff), "%.*s", (int)xff->value_len, xff->value);
         authz_evaluate(&in, r);
+        metrics_decision(c->route->name, (int)r->decision.effect, r->decision.rule_id, r->eval_ns);
         decisions_record((unsigned)w->id, c->reqid, &in, v, r);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }

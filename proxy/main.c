@@ -27,6 +27,7 @@
 #include "devtrust.h"
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "session.h"
 #include "sso.h"
@@ -73,6 +74,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         return;
     }
     log_info("SIGHUP: reloading %s", conf_file);
+    metrics_count(METRICS_RELOAD_BEGIN); /* a refusal is a begin without an OK */
     if (conf_load(conf_file, &c, err, sizeof(err)) == -1) {
         log_warnx("reload refused, keeping the running configuration: %s", err);
         return;
@@ -105,6 +107,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     proxy_reload(g);
     proxy_gen_unref(current);
     current = g;
+    metrics_count(METRICS_RELOAD_OK);
     log_info("reload done: new connections use the new configuration");
 }
 

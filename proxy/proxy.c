@@ -49,6 +49,7 @@
 #include "devtrust.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_int.h"
 #include "proxyproto.h"
@@ -167,6 +168,24 @@ void set_tv(struct timeval *tv, uint64_t ms)
     tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
+/* A worker's event loop. With epoll, event changes are batched until the
+ * loop polls again: a bufferevent that enables writing, writes at once and
+ * disables writing again (every TLS response) then costs no epoll_ctl at
+ * all. (libevent's caveat - descriptors cloned with dup() - does not apply:
+ * a worker registers only sockets it opened itself.) */
+static struct event_base *worker_base_new(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *b;
+
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    b = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return b;
+}
+
 void bev_timeouts(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
 {
     struct timeval r, w;
@@ -229,10 +248,11 @@ void access_log_write(struct conn *c)
     char line[1024];
     uint64_t us;
 
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    metrics_request(c->route != NULL ? c->route->name : NULL, c->status, &c->t_start, &mono);
     if (!accesslog_enabled())
         return;
     clock_gettime(CLOCK_REALTIME, &now);
-    clock_gettime(CLOCK_MONOTONIC, &mono);
     if (now.tv_sec != w->ts_sec) {
         struct tm tm;
         gmtime_r(&now.tv_sec, &tm);
@@ -501,6 +521,7 @@ void conn_free(struct conn *c)
     }
     TAILQ_REMOVE(&w->conns, c, link);
     w->nconns--;
+    metrics_count(METRICS_CONN_CLOSED);
     pp_wait_free(c->pp);
     c->pp = NULL;
     if (c->timer != NULL)
@@ -836,6 +857,7 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
     struct upconn *u = up_connect(c);
 
     if (u == NULL) {
+        metrics_upstream_error(c->route->name, METRICS_UP_CONNECT_FAILED);
         conn_respond_error(c, 502, "The application could not be reached.");
         return -1;
     }
@@ -849,6 +871,29 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
             memcpy(c->retry_head, head, len);
             c->retry_len = len;
         }
+    }
+    if (u->state == UP_ACTIVE && u->reused && c->req_done && !c->websocket &&
+        !c->route->upstream_tls && evbuffer_get_length(bufferevent_get_output(u->bev)) == 0) {
+        /* A whole request (nothing follows it: no body, no tunnel) on an
+         * idle pooled connection: write it now rather than register for
+         * writability and write on the next loop turn (two epoll_ctl and a
+         * wake-up per request). What the socket does not take, or an error,
+         * is left to the bufferevent as usual. */
+        struct evbuffer *out = bufferevent_get_output(u->bev);
+        int wr;
+        bufferevent_disable(u->bev, EV_WRITE);
+        evbuffer_add(out, head, len);
+        /* libevent keeps the start of a socket bufferevent's output frozen
+         * outside its own write callback: thaw it as that callback does */
+        evbuffer_unfreeze(out, 1);
+        wr = evbuffer_write(out, bufferevent_getfd(u->bev));
+        evbuffer_freeze(out, 1);
+        if (wr < 0 || evbuffer_get_length(out) > 0)
+            bufferevent_enable(u->bev, EV_WRITE);
+        bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
+                     c->gen->conf->timeout_upstream_response_ms);
+        bufferevent_enable(u->bev, EV_READ);
+        return 0;
     }
     evbuffer_add(bufferevent_get_output(u->bev), head, len);
     if (u->state == UP_ACTIVE)
@@ -1224,6 +1269,7 @@ static int conn_relay_response(struct conn *c)
         if (rc == -1) {
             log_warnx("upstream %s: %s (request %s)", c->route->upstream, err, c->reqid);
             c->error = "malformed chunked response from upstream";
+            metrics_upstream_error(c->route->name, METRICS_UP_BAD_RESPONSE);
             access_log_write(c);
             conn_free(c);
             return -1;
@@ -1325,6 +1371,7 @@ static int conn_response_head(struct conn *c)
               resp.error ? resp.error : "too large", c->reqid);
     c->error = "malformed response from upstream";
     c->keep_alive = 0;
+    metrics_upstream_error(c->route->name, METRICS_UP_BAD_RESPONSE);
     conn_respond_error(c, 502, "The application sent an invalid response.");
     return -1;
 ok:
@@ -1490,6 +1537,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         log_warnx("upstream %s closed mid-response, request %s", c->route->upstream, c->reqid);
         c->error = "upstream closed mid-response";
+        metrics_upstream_error(c->route->name, METRICS_UP_CLOSED);
         access_log_write(c);
         conn_free(c);
         return;
@@ -1500,6 +1548,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
                   (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", c->reqid);
         if (c->state != CST_TUNNEL) {
             c->error = (what & BEV_EVENT_TIMEOUT) ? "upstream timeout" : "upstream error";
+            metrics_upstream_error(c->route->name, (what & BEV_EVENT_TIMEOUT)
+                                                       ? METRICS_UP_RESPONSE_TIMEOUT
+                                                       : METRICS_UP_CLOSED);
             access_log_write(c);
         }
         conn_free(c);
@@ -1525,6 +1576,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         log_warnx("upstream %s: timeout (%s), request %s", c->route->upstream,
                   u->state == UP_CONNECTING ? "connect" : "response", c->reqid);
+        metrics_upstream_error(c->route->name, u->state == UP_CONNECTING
+                                                   ? METRICS_UP_CONNECT_TIMEOUT
+                                                   : METRICS_UP_RESPONSE_TIMEOUT);
         up_free(u);
         c->error = "upstream timeout";
         conn_respond_error(c, 504, "The application did not answer in time.");
@@ -1539,6 +1593,10 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         log_warnx("upstream %s: %s%s%s, request %s", c->route->upstream,
                   u->state == UP_CONNECTING ? "connect failed: " : "error: ",
                   se != 0 ? sbuf : (e ? evutil_socket_error_to_string(e) : "closed"), "", c->reqid);
+        metrics_upstream_error(c->route->name, se != 0 ? METRICS_UP_TLS
+                                               : u->state == UP_CONNECTING
+                                                   ? METRICS_UP_CONNECT_FAILED
+                                                   : METRICS_UP_CLOSED);
     }
     up_free(u);
     c->error = "upstream unreachable";
@@ -1552,6 +1610,7 @@ static void conn_handshake_done(struct conn *c)
     const struct conf *cf = c->gen->conf;
 
     tls_server_peer(c->gen->tls, bufferevent_openssl_get_ssl(c->bev), &c->peer);
+    metrics_tls_handshake(c->peer.verified, c->peer.resumed, c->peer.reason);
     if (!c->peer.verified) {
         log_warnx("tls: handshake refused from %s: %s", c->client, c->peer.reason);
         if (cf->tls_unauthenticated == CONF_UNAUTH_REJECT) {
@@ -1589,6 +1648,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             snprintf(reason, sizeof(reason), "handshake timeout");
         else
             tls_handshake_error(bufferevent_openssl_get_ssl(bev), first, reason, sizeof(reason));
+        metrics_tls_handshake(0, 0, reason);
         /* A peer that just hangs up (port probes, health checks, a client
          * stopping) is not a security event; a refused certificate is. */
         if (strstr(reason, "unexpected eof") != NULL ||
@@ -1922,6 +1982,7 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->nconns++;
+    metrics_count(METRICS_CONN_ACCEPTED);
     if (c->timer == NULL) {
         evutil_closesocket(fd);
         conn_free(c);
@@ -2061,6 +2122,7 @@ static void worker_notify_cb(evutil_socket_t fd, short what, void *arg)
     if (g != NULL) {
         proxy_gen_unref(w->gen);
         w->gen = g;
+        metrics_thread_names_changed();
         log_debug("worker %d: new configuration in use", w->id);
     }
     if (stop)
@@ -2074,6 +2136,7 @@ static void *worker_main(void *arg)
     struct conn *c;
     size_t i;
 
+    metrics_thread_init(w->id);
     w->logtimer = event_new(w->base, -1, EV_PERSIST, worker_log_timer_cb, w);
     event_add(w->logtimer, &tv);
     w->rechecktimer = event_new(w->base, -1, EV_PERSIST, worker_recheck_cb, w);
@@ -2129,6 +2192,8 @@ int proxy_start(struct proxy_gen *g)
 
     nworkers = cf->workers;
     nlisten = cf->nlisteners;
+    if (metrics_init(nworkers) == -1)
+        log_warnx("metrics: out of memory, workers share one counter block");
     workers = calloc((size_t)nworkers, sizeof(*workers));
     if (workers == NULL)
         return -1;
@@ -2149,7 +2214,7 @@ int proxy_start(struct proxy_gen *g)
         unsigned char rnd[8];
 
         w->id = i;
-        w->base = event_base_new();
+        w->base = worker_base_new();
         if (w->base == NULL)
             return -1;
         pthread_mutex_init(&w->mtx, NULL);

@@ -42,6 +42,7 @@
 #include "httpc.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_int.h"
 #include "sbuf.h"
@@ -638,6 +639,7 @@ static void jwks_publish(struct conn *c, const struct httpc_response *r)
 static void login_fail(struct conn *c, int status, const char *reason, const char *page)
 {
     audit_identity(c, "login refused", reason, NULL);
+    metrics_count(METRICS_LOGIN_FAILED);
     c->error = reason;
     conn_respond_error(c, status, page);
 }
@@ -781,6 +783,7 @@ static void login_finish(struct conn *c)
              clr);
     audit_identity(c, "login", "session issued",
                    s->sess.email[0] ? s->sess.email : s->sess.subject);
+    metrics_count(METRICS_LOGIN_OK);
     conn_respond_lit(c, 302, hdrs, "text/html; charset=utf-8", "<!doctype html><p>Signed in.</p>\n",
                      1);
     free(hdrs);
@@ -945,6 +948,7 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
                   "certificate) presented by device %s from %s, request %s",
                   s->sess.email[0] ? s->sess.email : s->sess.subject, c->peer.device_id, c->client,
                   c->reqid);
+        metrics_count(METRICS_COOKIE_WRONG_DEVICE);
         return 0;
     }
     if (r != SESSION_OK) {
@@ -988,6 +992,7 @@ static void respond_401(struct conn *c, const char *error, const char *reason)
     snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer error=\"%s\"\r\n", error);
     c->error = reason;
     audit_identity(c, "bearer refused", reason, NULL);
+    metrics_count(METRICS_BEARER_REFUSED);
     conn_respond_lit(c, 401, hdr, "application/json",
                      "{\"error\":\"unauthorized\",\"message\":\"a valid bearer token or "
                      "session is required\"}\n",

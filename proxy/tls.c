@@ -8,8 +8,23 @@
  * for). With "unauthenticated": "enroll_page" the handshake completes
  * anyway and the connection is marked unverified: the proxy then answers
  * only its enroll page on it.
+ *
+ * Session resumption. A resumable session carries, in its app data, the
+ * identity of the device CA and of the CRL its certificate was last checked
+ * against (struct sess_app). Resuming under another device CA is refused (full
+ * handshake); under another CRL the certificate is checked against the
+ * current CRL first, and a revoked one gets a full handshake (which then
+ * fails): both before the session is accepted, in the session callbacks.
+ * Where sessions live ("session_cache"):
+ *   - "server" (default): in this process (a table shared by every worker and
+ *     every configuration generation, bounded, each TLS 1.3 session used
+ *     once). The TLS 1.3 ticket or TLS 1.2 session id only names the entry, so
+ *     resuming costs no decoding of the certificate from the ticket - which
+ *     is most of the CPU of a ticket-based resumption with OpenSSL 3.0.
+ *   - "tickets": encrypted into the ticket, with rotating keys (below).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -33,11 +48,24 @@ struct tls_server {
     /* Identifies the device CA bundle: sessions issued under another CA are
      * not resumed (carried in the ticket's app data). */
     unsigned char ca_id[16];
+    /* Identifies the CRL file's contents (all zero without a CRL). */
+    unsigned char crl_id[16];
+    int crl_check;
+    int counted; /* in sc_servers */
+};
+
+/* A session's app data: what its certificate was last verified against. */
+struct sess_app {
+    unsigned char ca_id[16];
+    unsigned char crl_id[16]; /* all zero: not known to be checked */
 };
 
 /* Per-SSL verification outcome, kept in ex_data as an intptr: 0 = none,
  * else X509 verify error + 1. */
 static int tls_ex_verify_err = -1;
+/* Per-SSL: non-NULL when the resumed session's certificate was found not
+ * revoked by the current CRL in a session callback. */
+static int tls_ex_revchk = -1;
 
 static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -132,7 +160,86 @@ static int ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
     return rc;
 }
 
-/* The ticket carries the CA identity it was issued under. */
+/* ---- resumption checks ----------------------------------------------------- */
+
+/* Is cert on the current CRL (or is there no usable CRL)? 0 no, -1 yes/unknown. */
+static int cert_revoked(struct tls_server *ts, X509 *cert, char *reason, size_t len)
+{
+    X509_STORE_CTX *xs = X509_STORE_CTX_new();
+    STACK_OF(X509_CRL) *crls = NULL;
+    int i, rc = 0;
+
+    if (xs == NULL || X509_STORE_CTX_init(xs, ts->store, cert, NULL) != 1) {
+        snprintf(reason, len, "cannot check revocation (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    crls = X509_STORE_CTX_get1_crls(xs, X509_get_issuer_name(cert));
+    if (crls == NULL || sk_X509_CRL_num(crls) == 0) {
+        snprintf(reason, len, "unable to get certificate CRL (resumed session)");
+        rc = -1;
+        goto out;
+    }
+    for (i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_REVOKED *rev = NULL;
+        if (X509_CRL_get0_by_cert(sk_X509_CRL_value(crls, i), &rev, cert) == 1) {
+            snprintf(reason, len, "certificate revoked (resumed session)");
+            rc = -1;
+            goto out;
+        }
+    }
+out:
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    X509_STORE_CTX_free(xs);
+    return rc;
+}
+
+/* May session ss be resumed on s? Issued under the current device CA, and its
+ * certificate not revoked: known from its app data when it was checked
+ * against the current CRL, else checked now. 0 yes (and s is marked as
+ * checked), -1 no: a full handshake verifies the certificate again. */
+static int sess_acceptable(struct tls_server *ts, SSL *s, SSL_SESSION *ss)
+{
+    void *data = NULL;
+    size_t len = 0;
+    struct sess_app app;
+    X509 *cert;
+    char why[160];
+
+    if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(app))
+        return -1;
+    memcpy(&app, data, sizeof(app));
+    if (CRYPTO_memcmp(app.ca_id, ts->ca_id, sizeof(app.ca_id)) != 0)
+        return -1; /* issued under another device CA */
+    cert = SSL_SESSION_get0_peer(ss);
+    if (cert != NULL && (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0 ||
+                         X509_cmp_current_time(X509_get0_notBefore(cert)) > 0))
+        return -1; /* outside its validity: the full handshake says why */
+    if (ts->crl_check && CRYPTO_memcmp(app.crl_id, ts->crl_id, sizeof(app.crl_id)) != 0) {
+        if (cert == NULL || cert_revoked(ts, cert, why, sizeof(why)) == -1) {
+            log_debug("tls: session not resumed: %s", cert == NULL ? "no certificate" : why);
+            return -1;
+        }
+    }
+    SSL_set_ex_data(s, tls_ex_revchk, (void *)1);
+    return 0;
+}
+
+/* The app data of a new session of s: the device CA, and the CRL when the
+ * handshake verified the certificate (or resumed a checked session). */
+static int sess_app_set(struct tls_server *ts, SSL *s, SSL_SESSION *sess)
+{
+    struct sess_app app;
+
+    memset(&app, 0, sizeof(app));
+    memcpy(app.ca_id, ts->ca_id, sizeof(app.ca_id));
+    if (SSL_get_ex_data(s, tls_ex_verify_err) == NULL && SSL_get_verify_result(s) == X509_V_OK &&
+        (!SSL_session_reused(s) || SSL_get_ex_data(s, tls_ex_revchk) != NULL))
+        memcpy(app.crl_id, ts->crl_id, sizeof(app.crl_id));
+    return SSL_SESSION_set1_ticket_appdata(sess, &app, sizeof(app));
+}
+
+/* The ticket carries the CA and CRL identities it was issued under. */
 static int ticket_gen_cb(SSL *s, void *arg)
 {
     struct tls_server *ts = arg;
@@ -140,28 +247,200 @@ static int ticket_gen_cb(SSL *s, void *arg)
 
     if (sess == NULL)
         return 0;
-    return SSL_SESSION_set1_ticket_appdata(sess, ts->ca_id, sizeof(ts->ca_id));
+    return sess_app_set(ts, s, sess);
+}
+
+/* ---- server-side session cache ------------------------------------------------
+ * One table per process: the workers' contexts and every configuration
+ * generation share it (a reload does not log every device out of its TLS
+ * session). A hash of session ids with a FIFO for eviction; each entry holds
+ * one reference to its SSL_SESSION. At most SC_MAX sessions (about 1 KiB each
+ * beyond the certificate, which open connections share). A TLS 1.3 session is taken out when it
+ * is resumed (single use: the client gets a new one); a TLS 1.2 session id is
+ * reusable until it expires. */
+
+#define SC_BUCKETS 16384u
+#define SC_MAX 20480u
+
+struct sc_ent {
+    struct sc_ent *hnext;       /* bucket chain */
+    struct sc_ent *prev, *next; /* FIFO, oldest first */
+    SSL_SESSION *sess;
+    time_t expires;
+    unsigned int idlen;
+    unsigned char id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+};
+
+static pthread_mutex_t sc_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct sc_ent *sc_tab[SC_BUCKETS];
+static struct sc_ent *sc_head, *sc_tail;
+static size_t sc_count;
+static atomic_int sc_servers; /* live tls_server objects: the table is emptied with the last */
+
+static uint32_t sc_hash(const unsigned char *id, unsigned int len)
+{
+    uint32_t h = 2166136261u;
+    unsigned int i;
+
+    for (i = 0; i < len; i++)
+        h = (h ^ id[i]) * 16777619u;
+    return h % SC_BUCKETS;
+}
+
+/* Called with sc_mtx held; returns the session reference to drop. */
+static SSL_SESSION *sc_unlink(struct sc_ent *e)
+{
+    struct sc_ent **pp = &sc_tab[sc_hash(e->id, e->idlen)];
+    SSL_SESSION *s = e->sess;
+
+    while (*pp != NULL && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp == e)
+        *pp = e->hnext;
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        sc_head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        sc_tail = e->prev;
+    sc_count--;
+    free(e);
+    return s;
+}
+
+static struct sc_ent *sc_find(const unsigned char *id, unsigned int len)
+{
+    struct sc_ent *e;
+
+    for (e = sc_tab[sc_hash(id, len)]; e != NULL; e = e->hnext)
+        if (e->idlen == len && memcmp(e->id, id, len) == 0)
+            return e;
+    return NULL;
+}
+
+static int sc_new_cb(SSL *s, SSL_SESSION *sess)
+{
+    struct tls_server *ts = SSL_get_app_data(s);
+    SSL_SESSION *drop[3] = {NULL, NULL, NULL};
+    const unsigned char *id;
+    unsigned int len = 0;
+    struct sc_ent *e, *old;
+    time_t now = time(NULL);
+    int n = 0, i;
+
+    id = SSL_SESSION_get_id(sess, &len);
+    if (ts == NULL || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH ||
+        sess_app_set(ts, s, sess) != 1)
+        return 0;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return 0;
+    /* A copy (the certificate is shared, not copied): OpenSSL marks the
+     * connection's own session "not resumable" when the connection ends
+     * without a close_notify, which most clients do and which TLS 1.3 no
+     * longer treats as a reason to forget a session. */
+    sess = SSL_SESSION_dup(sess);
+    if (sess == NULL) {
+        free(e);
+        return 0;
+    }
+    memcpy(e->id, id, len);
+    e->idlen = len;
+    e->sess = sess;
+    e->expires = now + (time_t)SSL_SESSION_get_timeout(sess);
+    pthread_mutex_lock(&sc_mtx);
+    old = sc_find(id, len);
+    if (old != NULL)
+        drop[n++] = sc_unlink(old);
+    /* the oldest entry goes when the table is full, or when it has expired */
+    while (sc_head != NULL && n < 3 && (sc_count >= SC_MAX || sc_head->expires <= now))
+        drop[n++] = sc_unlink(sc_head);
+    if (sc_count >= SC_MAX) {
+        pthread_mutex_unlock(&sc_mtx);
+        free(e);
+        for (i = 0; i < n; i++)
+            SSL_SESSION_free(drop[i]);
+        SSL_SESSION_free(sess);
+        return 0;
+    }
+    e->hnext = sc_tab[sc_hash(id, len)];
+    sc_tab[sc_hash(id, len)] = e;
+    e->prev = sc_tail;
+    if (sc_tail != NULL)
+        sc_tail->next = e;
+    else
+        sc_head = e;
+    sc_tail = e;
+    sc_count++;
+    pthread_mutex_unlock(&sc_mtx);
+    for (i = 0; i < n; i++)
+        SSL_SESSION_free(drop[i]);
+    return 0; /* OpenSSL drops its own reference */
+}
+
+static SSL_SESSION *sc_get_cb(SSL *s, const unsigned char *id, int len, int *copy)
+{
+    struct tls_server *ts = SSL_get_app_data(s);
+    int once = SSL_version(s) == TLS1_3_VERSION;
+    SSL_SESSION *sess = NULL, *drop = NULL;
+    struct sc_ent *e;
+
+    *copy = 0;
+    if (ts == NULL || len <= 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return NULL;
+    pthread_mutex_lock(&sc_mtx);
+    e = sc_find(id, (unsigned int)len);
+    if (e != NULL && e->expires <= time(NULL)) {
+        drop = sc_unlink(e);
+    } else if (e != NULL && once) {
+        sess = sc_unlink(e); /* single use: the table's reference goes to OpenSSL */
+    } else if (e != NULL) {
+        sess = e->sess;
+        SSL_SESSION_up_ref(sess);
+    }
+    pthread_mutex_unlock(&sc_mtx);
+    SSL_SESSION_free(drop);
+    if (sess != NULL && !once) {
+        /* the connection gets its own copy (see sc_new_cb) */
+        SSL_SESSION *c = SSL_SESSION_dup(sess);
+        SSL_SESSION_free(sess);
+        sess = c;
+    }
+    if (sess != NULL && sess_acceptable(ts, s, sess) == -1) {
+        SSL_SESSION_free(sess);
+        return NULL;
+    }
+    return sess;
+}
+
+static void sc_flush(void)
+{
+    pthread_mutex_lock(&sc_mtx);
+    while (sc_head != NULL)
+        SSL_SESSION_free(sc_unlink(sc_head));
+    pthread_mutex_unlock(&sc_mtx);
 }
 
 static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
                                        size_t keyname_length, SSL_TICKET_STATUS status, void *arg)
 {
     struct tls_server *ts = arg;
-    void *data = NULL;
-    size_t len = 0;
 
-    (void)s;
     (void)keyname;
     (void)keyname_length;
     switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
-        if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || len != sizeof(ts->ca_id) ||
-            CRYPTO_memcmp(data, ts->ca_id, len) != 0)
-            return SSL_TICKET_RETURN_IGNORE_RENEW; /* issued under another device CA */
-        /* Always renew: a TLS 1.3 client uses a ticket once, so without a
-         * fresh one its next connection would need a full handshake. */
-        return SSL_TICKET_RETURN_USE_RENEW;
+        if (sess_acceptable(ts, s, ss) == -1)
+            return SSL_TICKET_RETURN_IGNORE_RENEW; /* full handshake */
+        /* A TLS 1.3 client uses a ticket once: without a fresh one its next
+         * connection would need a full handshake. A TLS 1.2 ticket is reused:
+         * renewed only when its key is no longer the current one. */
+        if (SSL_version(s) == TLS1_3_VERSION || status == SSL_TICKET_SUCCESS_RENEW)
+            return SSL_TICKET_RETURN_USE_RENEW;
+        return SSL_TICKET_RETURN_USE;
     case SSL_TICKET_EMPTY:
     case SSL_TICKET_NO_DECRYPT:
         return SSL_TICKET_RETURN_IGNORE_RENEW;
@@ -177,7 +456,9 @@ int tls_init(void)
         return -1;
     if (tls_ex_verify_err == -1)
         tls_ex_verify_err = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    return tls_ex_verify_err == -1 ? -1 : 0;
+    if (tls_ex_revchk == -1)
+        tls_ex_revchk = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    return tls_ex_verify_err == -1 || tls_ex_revchk == -1 ? -1 : 0;
 }
 
 static int verify_cb(int ok, X509_STORE_CTX *xs)
@@ -258,6 +539,9 @@ static void ssl_err_string(char *err, size_t errlen, const char *file, const cha
     ERR_clear_error();
 }
 
+static int file_identity(const char *file, unsigned char out[16], char *err, size_t errlen,
+                         const char *what);
+
 static int load_crls(X509_STORE *store, const char *conf, const char *file, char *err,
                      size_t errlen)
 {
@@ -293,7 +577,8 @@ static int load_crls(X509_STORE *store, const char *conf, const char *file, char
     return 0;
 }
 
-static int ca_identity(const char *file, unsigned char out[16], char *err, size_t errlen)
+static int file_identity(const char *file, unsigned char out[16], char *err, size_t errlen,
+                         const char *what)
 {
     unsigned char md[32], buf[4096];
     unsigned int mdlen = 0;
@@ -303,7 +588,7 @@ static int ca_identity(const char *file, unsigned char out[16], char *err, size_
     int rc = -1;
 
     if (f == NULL || m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
-        snprintf(err, errlen, "%s: cannot read device CA", file);
+        snprintf(err, errlen, "%s: cannot read %s", file, what);
         goto out;
     }
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
@@ -380,13 +665,15 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         goto err;
     }
     SSL_CTX_set_client_CA_list(ctx, cas);
-    if (ca_identity(c->tls_device_ca, ts->ca_id, err, errlen) == -1)
+    if (file_identity(c->tls_device_ca, ts->ca_id, err, errlen, "device CA") == -1)
         goto err;
     ts->store = SSL_CTX_get_cert_store(ctx);
     if (c->tls_crl != NULL) {
-        if (load_crls(ts->store, c->path, c->tls_crl, err, errlen) == -1)
+        if (load_crls(ts->store, c->path, c->tls_crl, err, errlen) == -1 ||
+            file_identity(c->tls_crl, ts->crl_id, err, errlen, "CRL") == -1)
             goto err;
         X509_STORE_set_flags(ts->store, X509_V_FLAG_CRL_CHECK);
+        ts->crl_check = 1;
     }
     vp = SSL_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_CLIENT);
@@ -400,7 +687,22 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* Stateless tickets only: no server-side cache to share or lock. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (c->tls_session_tickets) {
+    if (c->tls_session_tickets && c->tls_session_cache_server) {
+        /* TLS 1.3 tickets and TLS 1.2 session ids that name an entry of the
+         * process-wide table (SSL_OP_NO_TICKET makes TLS 1.3 tickets
+         * stateful). Sessions live as long as a ticket key would. */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL |
+                                                SSL_SESS_CACHE_NO_AUTO_CLEAR);
+        SSL_CTX_set_timeout(ctx, (long)(2 * (c->tls_ticket_key_lifetime_ms / 1000)));
+        SSL_CTX_sess_set_new_cb(ctx, sc_new_cb);
+        SSL_CTX_sess_set_get_cb(ctx, sc_get_cb);
+        /* No remove callback: OpenSSL would drop the session of every
+         * connection closed without a close_notify (most clients), as TLS 1.2
+         * once required. Sessions leave the table when used (TLS 1.3), when
+         * they expire or are evicted, or when they fail the checks. */
+    } else if (c->tls_session_tickets) {
         SSL_CTX_set_num_tickets(ctx, 1);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
         SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, ts);
@@ -411,6 +713,8 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     pthread_mutex_lock(&ticket_mtx);
     ticket_rotate_locked(time(NULL));
     pthread_mutex_unlock(&ticket_mtx);
+    atomic_fetch_add(&sc_servers, 1);
+    ts->counted = 1;
     return ts;
 err:
     tls_server_free(ts);
@@ -423,6 +727,8 @@ void tls_server_free(struct tls_server *ts)
         return;
     SSL_CTX_free(ts->ctx);
     free(ts->devid_prefix);
+    if (ts->counted && atomic_fetch_sub(&sc_servers, 1) == 1)
+        sc_flush(); /* the last context is gone (exit): nothing can resume */
     free(ts);
 }
 
@@ -437,49 +743,23 @@ SSL *tls_server_ssl_new(struct tls_server *ts)
 }
 
 /* Resumed sessions skip chain verification: re-check what can change since
- * the ticket was issued — revocation and the validity period. */
-static int recheck_resumed(struct tls_server *ts, X509 *cert, char *reason, size_t len)
+ * the session was issued - the validity period, and revocation unless a
+ * session callback found the certificate not revoked by the current CRL
+ * (checked says so). */
+static int recheck_resumed(struct tls_server *ts, X509 *cert, int checked, char *reason, size_t len)
 {
-    X509_STORE_CTX *xs = X509_STORE_CTX_new();
-    STACK_OF(X509_CRL) *crls = NULL;
-    X509_NAME *issuer = X509_get_issuer_name(cert);
-    int i, rc = 0;
-
     if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
         snprintf(reason, len, "certificate has expired (resumed session)");
-        rc = -1;
-        goto out;
+        return -1;
     }
     if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
         snprintf(reason, len, "certificate is not yet valid (resumed session)");
-        rc = -1;
-        goto out;
+        return -1;
     }
-    if (!(X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(ts->store)) & X509_V_FLAG_CRL_CHECK))
-        goto out;
-    if (xs == NULL || X509_STORE_CTX_init(xs, ts->store, cert, NULL) != 1) {
-        snprintf(reason, len, "cannot check revocation (resumed session)");
-        rc = -1;
-        goto out;
-    }
-    crls = X509_STORE_CTX_get1_crls(xs, issuer);
-    if (crls == NULL || sk_X509_CRL_num(crls) == 0) {
-        snprintf(reason, len, "unable to get certificate CRL (resumed session)");
-        rc = -1;
-        goto out;
-    }
-    for (i = 0; i < sk_X509_CRL_num(crls); i++) {
-        X509_REVOKED *rev = NULL;
-        if (X509_CRL_get0_by_cert(sk_X509_CRL_value(crls, i), &rev, cert) == 1) {
-            snprintf(reason, len, "certificate revoked (resumed session)");
-            rc = -1;
-            goto out;
-        }
-    }
-out:
-    sk_X509_CRL_pop_free(crls, X509_CRL_free);
-    X509_STORE_CTX_free(xs);
-    return rc;
+    if (checked ||
+        !(X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(ts->store)) & X509_V_FLAG_CRL_CHECK))
+        return 0;
+    return cert_revoked(ts, cert, reason, len);
 }
 
 void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
@@ -503,7 +783,8 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
         snprintf(out->reason, sizeof(out->reason), "%s", X509_verify_cert_error_string(e));
         return;
     }
-    if (out->resumed && recheck_resumed(ts, cert, out->reason, sizeof(out->reason)) == -1)
+    if (out->resumed && recheck_resumed(ts, cert, SSL_get_ex_data(ssl, tls_ex_revchk) != NULL,
+                                        out->reason, sizeof(out->reason)) == -1)
         return;
     if (device_id_from_cert(cert, ts->devid_source, ts->devid_prefix, out->device_id, &why) == -1) {
         snprintf(out->reason, sizeof(out->reason), "cannot read device id: %s", why);

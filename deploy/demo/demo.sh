@@ -5,7 +5,8 @@
 #   - an inventory feed, a posture report, trust tiers
 #   - the demo rules (deploy/demo/rules.json) with a live directory and GeoIP
 #   - a sample internal app that shows the headers it receives
-#   - ztproxy in front of it
+#   - ztproxy in front of it, with its admin API, /metrics and the security
+#     console on a loopback admin listener (token in run/admin.tokens)
 # Stays in the foreground; Ctrl-C stops everything it started.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +16,7 @@ bin=$top/build/ztproxy
 proxy_port=${DEMO_PROXY_PORT:-8443}
 app_port=${DEMO_APP_PORT:-9080}
 idp_port=${DEMO_IDP_PORT:-9000}
+admin_port=${DEMO_ADMIN_PORT:-9443}
 
 [ -x "$bin" ] || { echo "demo: $bin is missing: run ./run.sh demo" >&2; exit 1; }
 mkdir -p "$run"
@@ -62,6 +64,12 @@ cat >"$run/directory.json" <<JSON
 JSON
 cp "$here/rules.json" "$run/rules.json"
 
+# The security team's admin token (the console signs in with it).
+if [ ! -s "$run/admin.tokens" ]; then
+  (umask 077; echo "demo:$(openssl rand -hex 24)" >"$run/admin.tokens")
+fi
+admin_token=$(sed -n 's/^demo://p' "$run/admin.tokens")
+
 # Loopback is "Germany" in the demo's GeoIP database (MaxMind's writer).
 if [ ! -f "$run/geo.mmdb" ]; then
   perl "$top/tests/integration/geoip_writer.pl" "$run/geo.mmdb" 127.0.0.0/8=DE >/dev/null
@@ -95,6 +103,11 @@ cat >"$run/ztproxy.json" <<JSON
     "geoip": "geo.mmdb",
     "audit_log": "audit.log",
     "deny_details": true
+  },
+  "admin": {
+    "listen": "127.0.0.1:$admin_port",
+    "token_file": "admin.tokens",
+    "console_dir": "$top/proxy/console"
   },
   "routes": [
     { "name": "wiki", "host": "wiki.corp.example", "upstream": "http://127.0.0.1:$app_port" },
@@ -176,6 +189,13 @@ ztproxy demo is running
    deploy/demo/login.sh bob && curl $r $dev -b $run/cookies.bob $u/   # allowed: staff
    build/ztctl policy explain $run/rules.json --route payroll --user carol@corp.example \\
        --group finance --tier high --country DE --at 2026-03-30T10:00:00+02:00 --auth-age 5m --mfa
+
+7. The security team's side (admin listener, loopback only; token: $admin_token):
+   console  https://127.0.0.1:$admin_port/  (the server certificate is the demo's: accept it, or
+            import $pki/ca.crt), sign in with the token above
+   curl --cacert $pki/ca.crt -H 'Authorization: Bearer $admin_token' https://127.0.0.1:$admin_port/api/v1/decisions
+   curl --cacert $pki/ca.crt https://127.0.0.1:$admin_port/readyz
+   curl --cacert $pki/ca.crt https://127.0.0.1:$admin_port/metrics
 
 Logs: $run/ztproxy.log (diagnostics), $run/access.log, $run/audit.log (verify: build/ztctl audit verify $run/audit.log)
 Press Ctrl-C to stop.

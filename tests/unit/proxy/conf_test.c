@@ -31,6 +31,7 @@ static void test_minimal_defaults(void **state)
     assert_non_null(c);
     assert_string_equal(c->tls_certificate, "/etc/zt/s.crt");
     assert_int_equal(c->tls_unauthenticated, CONF_UNAUTH_REJECT);
+    assert_int_equal(c->tls_session_cache_server, 1);
     assert_int_equal(c->devid_source, DEVICE_ID_SAN_URI);
     assert_string_equal(c->devid_prefix, "urn:ztproxy:device:");
     assert_int_equal(c->timeout_header_ms, 10000);
@@ -74,6 +75,12 @@ static const struct bad_case bad_cases[] = {
     {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"tls\":{\"certificate\":\"a\",\"key\":\"b\","
      "\"device_ca\":\"c\",\"unauthenticated\":\"allow\"},\"routes\":[" BASE_ROUTE "]}",
      "$.tls.unauthenticated: expected \"reject\" or \"enroll_page\""},
+    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"tls\":{\"certificate\":\"a\",\"key\":\"b\","
+     "\"device_ca\":\"c\",\"session_cache\":\"shared\"},\"routes\":[" BASE_ROUTE "]}",
+     "$.tls.session_cache: expected \"server\" or \"tickets\", got \"shared\""},
+    {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"tls\":{\"certificate\":\"a\",\"key\":\"b\","
+     "\"device_ca\":\"c\",\"session_cache\":true},\"routes\":[" BASE_ROUTE "]}",
+     "$.tls.session_cache: expected a string, got"},
     {"{\"listen\":[{\"address\":\"127.0.0.1:1\"}],\"tls\":{\"certificate\":5,\"key\":\"b\","
      "\"device_ca\":\"c\"},\"routes\":[" BASE_ROUTE "]}",
      "$.tls.certificate: expected a string, got an integer"},

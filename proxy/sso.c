@@ -87,14 +87,18 @@ struct sso_req {
     struct session sess;
     int have;        /* sess holds the identity of this request */
     int from_bearer; /* identity from a bearer token (no cookie) */
-    char set_cookie[2][SESSION_SET_COOKIE_MAX];
+    /* The large buffers are allocated only by the requests that need them
+     * (a re-sealed cookie, a login callback, a bearer token): this struct is
+     * allocated and wiped for every request that carries an identity. */
+    char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
     int nset;
     enum sso_wait wait;
     struct httpc_req *hreq;
     struct sso_job *job;
     struct sso_login login;
-    char id_token[JWT_TOKEN_MAX_DEFAULT + 1];
-    char bearer[JWT_TOKEN_MAX_DEFAULT + 1];
+    char *id_token; /* NUL-terminated, id_token_len bytes */
+    size_t id_token_len;
+    char *bearer; /* NUL-terminated, bearer_len bytes */
     size_t bearer_len;
     int provider; /* conf index */
     int local_kind;
@@ -223,6 +227,7 @@ static struct sso_req *sso_req_get(struct conn *c)
 void sso_req_free(struct conn *c)
 {
     struct sso_req *s = c->sso;
+    int i;
 
     if (s == NULL)
         return;
@@ -233,6 +238,19 @@ void sso_req_free(struct conn *c)
         s->job->c = NULL; /* freed by job_done_cb */
     if (s->body != NULL)
         evbuffer_free(s->body);
+    if (s->id_token != NULL) {
+        OPENSSL_cleanse(s->id_token, s->id_token_len);
+        free(s->id_token);
+    }
+    if (s->bearer != NULL) {
+        OPENSSL_cleanse(s->bearer, s->bearer_len);
+        free(s->bearer);
+    }
+    for (i = 0; i < 2; i++)
+        if (s->set_cookie[i] != NULL) {
+            OPENSSL_cleanse(s->set_cookie[i], strlen(s->set_cookie[i]));
+            free(s->set_cookie[i]);
+        }
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
     c->sso = NULL;
@@ -578,7 +596,7 @@ static enum jwt_result verify_id_token(struct conn *c, struct jwt_claims *claims
     ex.nonce = s->login.nonce;
     ex.now = now_s();
     ex.skew = (int64_t)(pv->clock_skew_ms / 1000);
-    rc = jwt_verify(s->id_token, strlen(s->id_token), keys, &ex, claims, reason);
+    rc = jwt_verify(s->id_token, s->id_token_len, keys, &ex, claims, reason);
     jwt_keyset_unref(keys);
     *unknown_kid = rc == JWT_ERR_UNKNOWN_KID;
     return rc;
@@ -755,7 +773,19 @@ static void token_cb(const struct httpc_response *r, void *arg)
                    "The identity provider's answer was not understood.");
         return;
     }
-    snprintf(s->id_token, sizeof(s->id_token), "%s", json_string_value(idt));
+    if (s->id_token != NULL) {
+        OPENSSL_cleanse(s->id_token, s->id_token_len);
+        free(s->id_token);
+    }
+    s->id_token_len = 0;
+    s->id_token = malloc(json_string_length(idt) + 1);
+    s->id_token_len = s->id_token != NULL ? json_string_length(idt) : 0;
+    if (s->id_token == NULL) {
+        json_decref(doc);
+        login_fail(c, 503, "out of memory", "The proxy is overloaded: try again.");
+        return;
+    }
+    memcpy(s->id_token, json_string_value(idt), s->id_token_len + 1);
     json_decref(doc);
     login_verify_and_finish(c, 1);
 }
@@ -965,7 +995,9 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
         if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
                                 sizeof(sealed), NULL) == 0 &&
             s->nset < 2 &&
-            session_set_cookie(s->set_cookie[s->nset], sizeof(s->set_cookie[0]),
+            (s->set_cookie[s->nset] != NULL ||
+             (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
+            session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
                                cf->session_cookie_name, sealed, s->sess.expires_at - now_s()) == 0)
             s->nset++;
     }
@@ -1016,11 +1048,21 @@ static int try_bearer(struct conn *c, const struct http_request *req, int pidx)
 
     if (h == NULL || h->value_len < 7 || strncasecmp(h->value, "bearer ", 7) != 0)
         return 0;
-    s->bearer_len = h->value_len - 7;
-    if (s->bearer_len > JWT_TOKEN_MAX_DEFAULT) {
+    if (h->value_len - 7 > JWT_TOKEN_MAX_DEFAULT) {
         respond_401(c, "invalid_token", "bearer token too large");
         return -1;
     }
+    if (s->bearer != NULL) {
+        OPENSSL_cleanse(s->bearer, s->bearer_len);
+        free(s->bearer);
+    }
+    s->bearer_len = 0;
+    s->bearer = malloc(h->value_len - 7 + 1);
+    if (s->bearer == NULL) {
+        respond_503(c, "out of memory");
+        return -1;
+    }
+    s->bearer_len = h->value_len - 7;
     memcpy(s->bearer, h->value + 7, s->bearer_len);
     s->bearer[s->bearer_len] = '\0';
     sso_provider_snapshot(c->gen->providers[pidx], &meta, &keys, NULL, 0);

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "session.h"
+#include "shared.h"
 #include "sso.h"
 #include "tls.h"
 
@@ -237,6 +238,9 @@ int main(int argc, char **argv)
         fatalx("admin: cannot allocate the decisions ring");
     if (admin_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
+    /* After the stores it feeds (revocations, device trust, rules). */
+    if (shared_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
 
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
@@ -262,6 +266,7 @@ int main(int argc, char **argv)
     authz_stop();
     devtrust_stop();
     proxy_revocations_close();
+    shared_stop(); /* last: the threads above may still have queued writes */
     sso_registry_free();
     log_info("stopped");
     event_free(ev_hup);

@@ -46,6 +46,7 @@
 #include "proxy_int.h"
 #include "sbuf.h"
 #include "session.h"
+#include "shared.h"
 #include "sso.h"
 
 #define LOGIN_COOKIE "zt_login"
@@ -131,6 +132,7 @@ static void *job_main(void *arg)
     for (;;) {
         struct sso_job *j;
         struct timeval zero = {0, 0};
+        int64_t at;
 
         pthread_mutex_lock(&job_mtx);
         while (job_head == NULL && !job_stop)
@@ -145,13 +147,16 @@ static void *job_main(void *arg)
             job_tail = NULL;
         pthread_mutex_unlock(&job_mtx);
         pthread_mutex_lock(&revoke_mtx);
+        at = (int64_t)time(NULL);
         if (proxy_revocations == NULL)
             j->rc = -1;
         else if (j->by_user)
-            j->rc = session_revoke_user(proxy_revocations, j->subject, (int64_t)time(NULL));
+            j->rc = session_revoke_user(proxy_revocations, j->subject, at);
         else
-            j->rc = session_revoke_id(proxy_revocations, j->id, (int64_t)time(NULL));
+            j->rc = session_revoke_id(proxy_revocations, j->id, at);
         pthread_mutex_unlock(&revoke_mtx);
+        if (proxy_revocations != NULL)
+            shared_publish_revoke(j->by_user ? j->subject : NULL, j->id, at);
         if (j->reply_base != NULL)
             event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
         else
@@ -1663,6 +1668,18 @@ int proxy_revocations_open(const struct conf *c, char *err, size_t errlen)
 
 int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen)
 {
+    int64_t at = now_s();
+    int rc;
+
+    rc = proxy_revoke_apply(subject, id, at, err, errlen);
+    if (proxy_revocations != NULL)
+        shared_publish_revoke(subject, id, at);
+    return rc;
+}
+
+int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err,
+                       size_t errlen)
+{
     int rc;
 
     pthread_mutex_lock(&revoke_mtx);
@@ -1670,8 +1687,8 @@ int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errle
         snprintf(err, errlen, "sessions are not configured (no identity section)");
         rc = -1;
     } else {
-        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, now_s())
-                             : session_revoke_id(proxy_revocations, id, now_s());
+        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, at)
+                             : session_revoke_id(proxy_revocations, id, at);
         if (rc == -1)
             snprintf(err, errlen,
                      "the revocation could not be persisted (it applies until the proxy "

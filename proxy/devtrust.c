@@ -2339,7 +2339,7 @@ out:
 
 int devtrust_posture_store(const char *report, size_t len, char *err, size_t errlen)
 {
-    char line[POSTURE_JSON_MAX + 1];
+    char line[POSTURE_JSON_MAX + 1], held[POSTURE_JSON_MAX];
     struct posture p;
     struct dt_shard *sh;
     struct dt_entry *e;
@@ -2370,8 +2370,8 @@ int devtrust_posture_store(const char *report, size_t len, char *err, size_t err
         rc = -1;
     } else if (e->has_posture && e->posture.received_at > p.received_at) {
         rc = 1; /* this replica holds a newer one */
-    } else if (e->has_posture && e->posture.received_at == p.received_at &&
-               e->posture.collected_at == p.collected_at) {
+    } else if (e->has_posture && posture_to_json(&e->posture, held, sizeof(held)) == n - 1 &&
+               memcmp(held, line, (size_t)n - 1) == 0) {
         rc = 1; /* read back after a reconnect: nothing new */
     } else if (dt_persist(line, (size_t)n) == -1) {
         rc = -1;

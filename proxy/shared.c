@@ -716,42 +716,6 @@ static void sh_apply_bytes(const char *data, size_t len, int from_load)
 
 enum sh_load { LOAD_POSTURE = 1, LOAD_REVOCATIONS, LOAD_OVERRIDES, LOAD_RULES };
 
-struct sh_override_set {
-    const redisReply *r; /* HGETALL reply */
-    char **clear;
-    size_t nclear, cap;
-};
-
-static int sh_override_in(const redisReply *r, const char *id)
-{
-    size_t i;
-
-    for (i = 0; i + 1 < r->elements; i += 2)
-        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, id) == 0)
-            return 1;
-    return 0;
-}
-
-static int sh_override_walk(const struct devtrust_summary *s, void *arg)
-{
-    struct sh_override_set *os = arg;
-    char **n;
-
-    if (!s->override || sh_override_in(os->r, s->id))
-        return 0;
-    if (os->nclear == os->cap) {
-        n = realloc(os->clear, (os->cap * 2 + 16) * sizeof(*n));
-        if (n == NULL)
-            return 1;
-        os->clear = n;
-        os->cap = os->cap * 2 + 16;
-    }
-    os->clear[os->nclear] = strdup(s->id);
-    if (os->clear[os->nclear] != NULL)
-        os->nclear++;
-    return 0;
-}
-
 static void sh_load_cb(redisAsyncContext *ac, void *r, void *priv)
 {
     enum sh_load what = (enum sh_load)(intptr_t)priv;
@@ -807,17 +771,6 @@ static void sh_load_cb(redisAsyncContext *ac, void *r, void *priv)
             sh_set_error("reading the state: %.200s", err);
             log_warnx("redis: reading the state: %s", err);
         }
-    }
-    if (what == LOAD_OVERRIDES) {
-        /* An override cleared while this replica was away. */
-        struct sh_override_set os = {reply, NULL, 0, 0};
-
-        devtrust_list((int64_t)time(NULL), sh_override_walk, &os);
-        for (i = 0; i < os.nclear; i++) {
-            devtrust_set_override(os.clear[i], NULL, err, sizeof(err));
-            free(os.clear[i]);
-        }
-        free(os.clear);
     }
 }
 

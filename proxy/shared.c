@@ -569,20 +569,30 @@ static struct sh_conn *sh_conn_of(const redisAsyncContext *ac)
     return NULL;
 }
 
+/* Close c now (outside any hiredis callback). c->ac is cleared first, so
+ * the disconnect callback redisAsyncFree() may call finds no connection:
+ * the bookkeeping is done here, once. */
+static void sh_drop(struct sh_conn *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+
+    if (ac == NULL)
+        return;
+    c->ac = NULL;
+    redisAsyncFree(ac);
+    sh_lost(c, why);
+}
+
 static void sh_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sh_conn *c = arg;
-    redisAsyncContext *ac = c->ac;
 
     (void)fd;
     (void)what;
-    if (ac == NULL || c->up)
+    if (c->ac == NULL || c->up)
         return;
     sh_set_error("connect to %s:%d timed out", sh.host, sh.port);
-    /* Not connected yet: redisAsyncFree() calls no disconnect callback. */
-    c->ac = NULL;
-    redisAsyncFree(ac);
-    sh_lost(c, "connect timeout");
+    sh_drop(c, "connect timeout");
 }
 
 static void sh_disconnect_cb(const redisAsyncContext *ac, int status)
@@ -887,7 +897,7 @@ static void sh_connect_cb(const redisAsyncContext *cac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback. */
         sh_set_error("connect to %s:%d: %s", sh.host, sh.port, cac->errstr);
-        if (sh.was_connected || c->backoff_ms == SH_BACKOFF_MIN_MS)
+        if (c->backoff_ms == SH_BACKOFF_MIN_MS) /* the first of a series */
             log_warnx("redis %s:%d: cannot connect (%s connection): %s; retrying", sh.host, sh.port,
                       c->name, cac->errstr);
         c->ac = NULL;
@@ -948,7 +958,6 @@ static void sh_pong_cb(redisAsyncContext *ac, void *r, void *priv)
  * connections, which then reconnect. */
 static void sh_ping_cb(evutil_socket_t fd, short what, void *arg)
 {
-    redisAsyncContext *ac;
 
     (void)fd;
     (void)what;
@@ -961,12 +970,8 @@ static void sh_ping_cb(evutil_socket_t fd, short what, void *arg)
         sh_set_error("%s:%d does not answer", sh.host, sh.port);
         log_warnx("redis %s:%d: no answer for %" PRIu64 " ms: reconnecting", sh.host, sh.port,
                   sh.connect_timeout_ms);
-        ac = sh.cmd.ac;
-        if (ac != NULL)
-            redisAsyncFree(ac); /* the disconnect callback books it */
-        ac = sh.sub.ac;
-        if (ac != NULL && sh.sub.up)
-            redisAsyncFree(ac);
+        sh_drop(&sh.cmd, "no answer");
+        sh_drop(&sh.sub, "no answer");
         return;
     }
     sh.ping_pending = 1;

@@ -15,14 +15,17 @@ talked to directly: test_replicas.py covers HAProxy in front of them.
   05 Redis stopped: both keep serving from what they hold, the revocation
      stays in force, /readyz is 200 but "degraded"; a change on A during the
      outage is queued
-  06 Redis back (empty: it had no persistence): both reconnect by
+     Redis back (empty: it had no persistence): both reconnect by
      themselves, the queued change reaches B, a new change propagates
+  06 Redis paused (SIGSTOP): the PING finds it, /readyz degraded, requests
+     served; SIGCONT: reconnected, a new change propagates
 """
 
 import http.client
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -383,6 +386,35 @@ class RedisSharedStateTest(SSOTestCase):
         for r in (self.a, self.b):
             self.assertTrue(r.proxy.alive())
             self.assertEqual(r.proxy.sanitizer_report(), [])
+
+    def test_06_redis_paused(self):
+        """A Redis that stops answering without closing (SIGSTOP: a hung
+        server, a network that drops packets) is found by the PING and
+        reconnected; nothing blocks meanwhile."""
+        self.post_posture(self.a, "good")
+        self.until(lambda: self.send(self.b).status == 200, "posture on B")
+        off = self.b.proxy.stderr_size()
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        try:
+            self.b.proxy.wait_log(off, lambda t: "no answer" in t, timeout=20,
+                                  what="B notices Redis does not answer")
+            for r in (self.a, self.b):
+                wait_until(lambda r=r: self.readyz(r)[1].get("degraded") is True, 20,
+                           what="readyz degraded while Redis is paused")
+                self.assertEqual(self.send(r).status, 200)
+        finally:
+            os.kill(self.redis.proc.pid, signal.SIGCONT)
+        for r in (self.a, self.b):
+            wait_until(lambda r=r: self.readyz(r)[1]["redis"]["connected"], 30,
+                       what="connected again after SIGCONT")
+        st, body = self.a.api("PUT", "/api/v1/devices/good/status", {"status": "retired"},
+                              pki=self.pki)
+        self.assertEqual(st, 200, body)
+        self.until(lambda: self.send(self.b).status == 403, "a change after the pause on B")
+        st, body = self.a.api("PUT", "/api/v1/devices/good/status", {"status": None},
+                              pki=self.pki)
+        self.assertEqual(st, 200, body)
+        self.until(lambda: self.send(self.b).status == 200, "cleared again on B")
 
 
 if __name__ == "__main__":

@@ -182,8 +182,8 @@ struct conf {
 
     /* "redis": shared state for replicas (include/shared.h, docs/deploy.md).
      * redis_address NULL: no section, the embedded state only. */
-    char *redis_address;              /* "IPv4:port" or "[IPv6]:port" as written */
-    char *redis_host;                 /* the numeric address alone */
+    char *redis_address;              /* "IPv4:port", "[IPv6]:port", "name:port" as written */
+    char *redis_host;                 /* the address or name alone */
     int redis_port;
     char *redis_password;             /* from password_file, or NULL; wiped on free */
     char *redis_prefix;               /* key and channel prefix, default "ztproxy:" */

@@ -1052,15 +1052,15 @@ static int parse_admin(struct conf_ctx *cx, struct conf *c, json_t *o)
     return 0;
 }
 
-/* "redis": shared state for replicas (docs/deploy.md). Numeric addresses
- * only: resolving a name would block the main loop on every reconnect. */
+/* "redis": shared state for replicas (docs/deploy.md). A host name is
+ * resolved asynchronously (evdns) before every connection attempt. */
 static int parse_redis(struct conf_ctx *cx, struct conf *c, json_t *o)
 {
     static const char *const keys[] = {"address", "password_file", "prefix", "connect_timeout",
                                        NULL};
     struct sockaddr_storage ss;
     socklen_t sslen;
-    char *file = NULL, *colon;
+    char *file = NULL, *colon, name[64];
     size_t i;
     int rc;
 
@@ -1070,16 +1070,23 @@ static int parse_redis(struct conf_ctx *cx, struct conf *c, json_t *o)
         return -1;
     if (c->redis_address == NULL)
         return conf_fail(cx, "$.redis", "out of memory");
-    if (parse_address(c->redis_address, &ss, &sslen) == -1)
-        return conf_fail(cx, "$.redis.address",
-                         "expected \"IPv4:port\" or \"[IPv6]:port\" (numeric), got \"%s\"",
-                         c->redis_address);
     c->redis_host = strdup(c->redis_address[0] == '[' ? c->redis_address + 1 : c->redis_address);
     if (c->redis_host == NULL)
         return conf_fail(cx, "$.redis.address", "out of memory");
     colon = strrchr(c->redis_host, ':');
+    if (colon != NULL)
+        *colon = '\0';
+    /* "name:port": checked with a stand-in numeric host for the port. */
+    if (colon == NULL ||
+        (parse_address(c->redis_address, &ss, &sslen) == -1 &&
+         (c->redis_address[0] == '[' || !valid_hostname(c->redis_host) ||
+          snprintf(name, sizeof(name), "127.0.0.1:%s", colon + 1) >= (int)sizeof(name) ||
+          parse_address(name, &ss, &sslen) == -1)))
+        return conf_fail(cx, "$.redis.address",
+                         "expected \"IPv4:port\", \"[IPv6]:port\" or \"hostname:port\", got "
+                         "\"%s\"",
+                         c->redis_address);
     c->redis_port = atoi(colon + 1);
-    *colon = '\0';
     if (c->redis_address[0] == '[')
         colon[-1] = '\0';
     if (get_file(cx, o, "$.redis", "password_file", 0, 1, &file) == -1)

@@ -11,7 +11,9 @@
  * request reads the embedded state, so Redis going away degrades
  * propagation, not service (docs/operations.md).
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,7 +22,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
@@ -459,7 +463,8 @@ struct sh_conn {
     int up;         /* connected (and, for sub, subscribed) */
     int backoff_ms; /* next retry delay */
     struct event *retry;
-    struct event *timeout; /* connect timeout */
+    struct event *timeout;                     /* connect timeout */
+    struct evdns_getaddrinfo_request *dns_req; /* resolving the host name */
 };
 
 static struct {
@@ -470,6 +475,7 @@ static struct {
     char *prefix;
     uint64_t connect_timeout_ms;
     struct sh_conn cmd, sub;
+    struct evdns_base *dns; /* NULL: the address is numeric */
     struct event *ev_ping;
     int ping_pending;
     int64_t ping_sent_ms;
@@ -916,14 +922,14 @@ static void sh_connect_cb(const redisAsyncContext *cac, int status)
     }
 }
 
-static void sh_connect(struct sh_conn *c)
+static void sh_connect_ip(struct sh_conn *c, const char *ip)
 {
     struct timeval tv;
     redisAsyncContext *ac;
 
     if (sh.stopping || c->ac != NULL)
         return;
-    ac = redisAsyncConnect(sh.host, sh.port);
+    ac = redisAsyncConnect(ip, sh.port);
     if (ac == NULL || ac->err) {
         sh_set_error("connect to %s:%d: %s", sh.host, sh.port,
                      ac != NULL ? ac->errstr : "out of memory");
@@ -943,6 +949,62 @@ static void sh_connect(struct sh_conn *c)
     tv.tv_sec = (time_t)(sh.connect_timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)(sh.connect_timeout_ms % 1000) * 1000;
     event_add(c->timeout, &tv);
+}
+
+static void sh_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct sh_conn *c = arg;
+    char ip[INET6_ADDRSTRLEN] = "";
+    struct evutil_addrinfo *ai;
+
+    c->dns_req = NULL;
+    if (result == EVUTIL_EAI_CANCEL) {
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    /* IPv4 first (Redis often listens on IPv4 only), else IPv6. */
+    for (ai = result == 0 ? res : NULL; ai != NULL && ip[0] == '\0'; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof(ip));
+    for (ai = result == 0 ? res : NULL; ai != NULL && ip[0] == '\0'; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof(ip));
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    if (ip[0] == '\0') {
+        sh_set_error("cannot resolve %s: %s", sh.host,
+                     result != 0 ? evutil_gai_strerror(result) : "no address");
+        if (c->backoff_ms == SH_BACKOFF_MIN_MS)
+            log_warnx("redis %s:%d: cannot resolve the name: %s; retrying", sh.host, sh.port,
+                      result != 0 ? evutil_gai_strerror(result) : "no address");
+        sh_schedule_retry(c);
+        return;
+    }
+    sh_connect_ip(c, ip);
+}
+
+/* Every attempt resolves a host name again (asynchronously: evdns on the
+ * main loop), so a Redis that moved (a new Service IP) is followed. */
+static void sh_connect(struct sh_conn *c)
+{
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+
+    if (sh.stopping || c->ac != NULL || c->dns_req != NULL)
+        return;
+    if (sh.dns == NULL) {
+        sh_connect_ip(c, sh.host);
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    /* The callback may run before this returns (cached, or an error). */
+    req = evdns_getaddrinfo(sh.dns, sh.host, NULL, &hints, sh_dns_cb, c);
+    if (req != NULL)
+        c->dns_req = req;
 }
 
 static void sh_pong_cb(redisAsyncContext *ac, void *r, void *priv)
@@ -1012,6 +1074,20 @@ int shared_start(struct event_base *base, const struct conf *c, char *err, size_
     }
     for (i = 0; i < 16; i++)
         snprintf(origin + 2 * i, 3, "%02x", rnd[i]);
+    {
+        struct in6_addr a6;
+        struct in_addr a4;
+
+        if (inet_pton(AF_INET, sh.host != NULL ? sh.host : "", &a4) != 1 &&
+            inet_pton(AF_INET6, sh.host != NULL ? sh.host : "", &a6) != 1) {
+            /* Reads resolv.conf now, at start; lookups are asynchronous. */
+            sh.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+            if (sh.dns == NULL) {
+                snprintf(err, errlen, "redis: %s: cannot set up the DNS resolver", sh.host);
+                return -1;
+            }
+        }
+    }
     ev_flush = event_new(base, -1, 0, sh_flush_cb, NULL);
     sh.ev_ping = event_new(base, -1, EV_PERSIST, sh_ping_cb, NULL);
     if (sh.host == NULL || sh.prefix == NULL ||
@@ -1039,6 +1115,10 @@ static void sh_conn_free(struct sh_conn *c)
 {
     redisAsyncContext *ac = c->ac;
 
+    if (c->dns_req != NULL) {
+        evdns_getaddrinfo_cancel(c->dns_req);
+        c->dns_req = NULL;
+    }
     if (ac != NULL) {
         c->ac = NULL;
         c->up = 0;
@@ -1064,6 +1144,8 @@ void shared_stop(void)
     sh_conn_free(&sh.sub);
     if (sh.ev_ping != NULL)
         event_free(sh.ev_ping);
+    if (sh.dns != NULL)
+        evdns_base_free(sh.dns, 0);
     pthread_mutex_lock(&q_mtx);
     while ((it = q_head) != NULL) {
         q_head = it->next;

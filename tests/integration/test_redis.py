@@ -158,6 +158,9 @@ class RedisSharedStateTest(SSOTestCase):
 
     @classmethod
     def replica_config(cls, name, port, admin_port):
+        # B names Redis by host name: resolved asynchronously (evdns) before
+        # every connection attempt.
+        host = "127.0.0.1" if name == "a" else "localhost"
         t = cls.tmp
         ident = cls.identity()
         ident["providers"][0]["client_secret_file"] = os.path.join(t, "idp-secret")
@@ -175,7 +178,7 @@ class RedisSharedStateTest(SSOTestCase):
             policy={"rules": rules, "audit_log": "off"},
             admin={"listen": "127.0.0.1:%d" % admin_port,
                    "token_file": os.path.join(t, "admin.tokens")},
-            redis={"address": "127.0.0.1:%d" % cls.redis.port, "prefix": "zt-test:",
+            redis={"address": "%s:%d" % (host, cls.redis.port), "prefix": "zt-test:",
                    "connect_timeout": "1s"})
 
     @classmethod

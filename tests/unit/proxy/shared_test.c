@@ -62,6 +62,13 @@ static void test_conf_defaults_and_values(void **state)
     assert_int_equal(c->redis_connect_timeout_ms, 100);
     assert_non_null(c->redis_password); /* CONF_NO_FS: a placeholder */
     conf_unref(c);
+    c = NULL;
+    assert_int_equal(
+        parse(BASE ",\"redis\":{\"address\":\"redis.ztproxy.svc:6380\"}}", &c, err, sizeof(err)),
+        0);
+    assert_string_equal(c->redis_host, "redis.ztproxy.svc");
+    assert_int_equal(c->redis_port, 6380);
+    conf_unref(c);
 }
 
 static void test_conf_bad(void **state)
@@ -73,7 +80,11 @@ static void test_conf_bad(void **state)
         {"5", "$.redis: expected an object"},
         {"{}", "$.redis.address: required key is missing"},
         {"{\"address\":\"127.0.0.1:6379\",\"db\":1}", "$.redis.db: unknown key"},
-        {"{\"address\":\"redis.local:6379\"}", "$.redis.address: expected \"IPv4:port\""},
+        {"{\"address\":\"redis local:6379\"}", "$.redis.address: expected \"IPv4:port\""},
+        {"{\"address\":\"redis.local\"}", "$.redis.address: expected"},
+        {"{\"address\":\"redis.local:x\"}", "$.redis.address: expected"},
+        {"{\"address\":\"[redis]:6379\"}", "$.redis.address: expected"},
+        {"{\"address\":\"[::1]\"}", "$.redis.address: expected"},
         {"{\"address\":\"127.0.0.1\"}", "$.redis.address: expected"},
         {"{\"address\":\"127.0.0.1:0\"}", "$.redis.address: expected"},
         {"{\"address\":\"127.0.0.1:65536\"}", "$.redis.address: expected"},

@@ -89,6 +89,9 @@ void shared_msg_reset(struct shared_msg *m);
  * No redis section: 0 and nothing else. Connecting is asynchronous: Redis
  * being down at start is not an error. 0, or -1 and err (out of memory). */
 int shared_start(struct event_base *base, const struct conf *c, char *err, size_t errlen);
+/* SIGHUP: the running connections are kept; a changed (added, removed or
+ * edited) redis section is logged as needing a restart. */
+void shared_reconfigure(const struct conf *c);
 /* Close both connections, drop what is still queued (logged), free all. */
 void shared_stop(void);
 

@@ -99,6 +99,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     }
     if (admin_reconfigure(c, err, sizeof(err)) == -1)
         log_warnx("admin API: keeping the running listener: %s", err);
+    shared_reconfigure(c);
     log_set_level(c->log_level);
     if (accesslog_reopen(c->access_log) == -1)
         log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);

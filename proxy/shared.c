@@ -476,6 +476,9 @@ static struct {
     uint64_t connect_timeout_ms;
     struct sh_conn cmd, sub;
     struct evdns_base *dns; /* NULL: the address is numeric */
+    int sessions;           /* identity is configured: revocations apply */
+    int64_t lifetime;       /* session lifetime (s): older revocations are moot */
+    json_t *revoked;        /* "u:<subject>"/"s:<hex>" -> time applied from Redis */
     struct event *ev_ping;
     int ping_pending;
     int64_t ping_sent_ms;
@@ -624,16 +627,33 @@ static void sh_reply_check(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
+static void sh_became_up(void);
+static void sh_flush(void);
+
+/* The command connection counts as up only once AUTH (when configured)
+ * succeeded: a write sent before would be refused and lost. */
+static void sh_cmd_up(void)
+{
+    sh.cmd.up = 1;
+    sh.cmd.backoff_ms = SH_BACKOFF_MIN_MS;
+    sh_became_up();
+    sh_flush();
+}
+
 static void sh_auth_cb(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
 
-    (void)priv;
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL || sh_conn_of(ac) == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
         sh_set_error("AUTH refused: %.200s", reply->str);
         log_warnx("redis %s:%d: AUTH refused: %.200s", sh.host, sh.port, reply->str);
         redisAsyncDisconnect(ac);
+        return;
     }
+    if (priv == &sh.cmd)
+        sh_cmd_up();
 }
 
 /* ---- applying what others wrote (main thread) ---------------------------- */
@@ -663,6 +683,38 @@ static void sh_apply_rules(const struct shared_msg *m)
     log_info("redis: installed rules %s by %s from another replica", m->id, m->author);
 }
 
+/*
+ * Apply a revocation from Redis once: a reconnect reads the whole hash back,
+ * and re-applying each entry would append it to revocations.log again.
+ * Entries older than the session lifetime can match no live session: they
+ * are skipped (and, read back, deleted from Redis). 0, or -1 and err.
+ */
+static int sh_revoke(const char *field, const char *subject, const uint8_t *id, int64_t at,
+                     int from_load, char *err, size_t errlen)
+{
+    json_t *seen;
+    char key[128];
+
+    if (!sh.sessions)
+        return 0; /* no identity here: no sessions to revoke */
+    if (sh.lifetime > 0 && at < (int64_t)time(NULL) - sh.lifetime) {
+        if (from_load && sh.cmd.up) {
+            sh_key(key, sizeof(key), "revocations");
+            redisAsyncCommand(sh.cmd.ac, sh_reply_check, (void *)"expiring a revocation",
+                              "HDEL %s %s", key, field);
+        }
+        return 0;
+    }
+    seen = json_object_get(sh.revoked, field);
+    if (seen != NULL && json_integer_value(seen) >= at)
+        return 0;
+    if (proxy_revoke_apply(subject, id, at, err, errlen) == -1)
+        return -1;
+    if (sh.revoked != NULL)
+        json_object_set_new(sh.revoked, field, json_integer(at));
+    return 0;
+}
+
 static int sh_unhex(const char *hex, uint8_t *out)
 {
     int i;
@@ -681,6 +733,7 @@ static void sh_apply(const struct shared_msg *m, int from_load)
 {
     char err[512];
     uint8_t id[SESSION_ID_LEN];
+    char field[2 + SH_SUBJECT_MAX + 1];
     int rc = 0;
 
     if (!from_load && strcmp(m->origin, origin) == 0)
@@ -695,7 +748,10 @@ static void sh_apply(const struct shared_msg *m, int from_load)
             rc = -1;
             break;
         }
-        rc = proxy_revoke_apply(m->user, m->user == NULL ? id : NULL, m->at, err, sizeof(err));
+        snprintf(field, sizeof(field), "%s:%s", m->user != NULL ? "u" : "s",
+                 m->user != NULL ? m->user : m->session);
+        rc = sh_revoke(field, m->user, m->user == NULL ? id : NULL, m->at, from_load, err,
+                       sizeof(err));
         break;
     case SHARED_OVERRIDE:
         rc = devtrust_set_override(m->device, m->status, err, sizeof(err));
@@ -774,10 +830,10 @@ static void sh_load_cb(redisAsyncContext *ac, void *r, void *priv)
                 rc = -1;
             } else if (strncmp(f->str, "u:", 2) == 0 && f->len > 2 &&
                        f->len <= 2 + SH_SUBJECT_MAX) {
-                rc = proxy_revoke_apply(f->str + 2, NULL, at, err, sizeof(err));
+                rc = sh_revoke(f->str, f->str + 2, NULL, at, 1, err, sizeof(err));
             } else if (strncmp(f->str, "s:", 2) == 0 && sh_hex_ok(f->str + 2, 2 * SESSION_ID_LEN) &&
                        sh_unhex(f->str + 2, id) == 0) {
-                rc = proxy_revoke_apply(NULL, id, at, err, sizeof(err));
+                rc = sh_revoke(f->str, NULL, id, at, 1, err, sizeof(err));
             } else {
                 snprintf(err, sizeof(err), "bad revocation field");
                 rc = -1;
@@ -911,11 +967,10 @@ static void sh_connect_cb(const redisAsyncContext *cac, int status)
         return;
     }
     if (sh.password != NULL)
-        redisAsyncCommand(ac, sh_auth_cb, NULL, "AUTH %s", sh.password);
+        redisAsyncCommand(ac, sh_auth_cb, c, "AUTH %s", sh.password);
     if (c == &sh.cmd) {
-        c->up = 1;
-        c->backoff_ms = SH_BACKOFF_MIN_MS;
-        sh_became_up();
+        if (sh.password == NULL)
+            sh_cmd_up();
     } else {
         sh_key(chan, sizeof(chan), "events");
         redisAsyncCommand(ac, sh_message_cb, NULL, "SUBSCRIBE %s", chan);
@@ -1068,6 +1123,9 @@ int shared_start(struct event_base *base, const struct conf *c, char *err, size_
     sh.prefix = strdup(c->redis_prefix);
     sh.password = c->redis_password != NULL ? strdup(c->redis_password) : NULL;
     sh.connect_timeout_ms = c->redis_connect_timeout_ms;
+    sh.sessions = c->nproviders > 0;
+    sh.lifetime = (int64_t)(c->session_lifetime_ms / 1000);
+    sh.revoked = json_object();
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
         snprintf(err, errlen, "redis: no randomness for the replica id");
         return -1;
@@ -1090,7 +1148,7 @@ int shared_start(struct event_base *base, const struct conf *c, char *err, size_
     }
     ev_flush = event_new(base, -1, 0, sh_flush_cb, NULL);
     sh.ev_ping = event_new(base, -1, EV_PERSIST, sh_ping_cb, NULL);
-    if (sh.host == NULL || sh.prefix == NULL ||
+    if (sh.host == NULL || sh.prefix == NULL || sh.revoked == NULL ||
         (c->redis_password != NULL && sh.password == NULL) || ev_flush == NULL ||
         sh.ev_ping == NULL || sh_conn_init(&sh.cmd, "command") == -1 ||
         sh_conn_init(&sh.sub, "subscribe") == -1) {
@@ -1109,6 +1167,28 @@ int shared_start(struct event_base *base, const struct conf *c, char *err, size_
     sh_connect(&sh.sub);
     sh_connect(&sh.cmd);
     return 0;
+}
+
+static int sh_str_differs(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a != b;
+    return strlen(a) != strlen(b) || CRYPTO_memcmp(a, b, strlen(a)) != 0;
+}
+
+void shared_reconfigure(const struct conf *c)
+{
+    int running = atomic_load(&sh_enabled);
+
+    if (!running && c->redis_address == NULL)
+        return;
+    if (running && c->redis_address != NULL && strcmp(sh.host, c->redis_host) == 0 &&
+        sh.port == c->redis_port && strcmp(sh.prefix, c->redis_prefix) == 0 &&
+        sh.connect_timeout_ms == c->redis_connect_timeout_ms &&
+        !sh_str_differs(sh.password, c->redis_password))
+        return;
+    log_warnx("redis: the \"redis\" section changed: it applies at the next restart (keeping %s)",
+              running ? "the running connection" : "no shared state");
 }
 
 static void sh_conn_free(struct sh_conn *c)
@@ -1146,6 +1226,7 @@ void shared_stop(void)
         event_free(sh.ev_ping);
     if (sh.dns != NULL)
         evdns_base_free(sh.dns, 0);
+    json_decref(sh.revoked);
     pthread_mutex_lock(&q_mtx);
     while ((it = q_head) != NULL) {
         q_head = it->next;

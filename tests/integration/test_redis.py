@@ -19,6 +19,10 @@ talked to directly: test_replicas.py covers HAProxy in front of them.
      themselves, the queued change reaches B, a new change propagates
   06 Redis paused (SIGSTOP): the PING finds it, /readyz degraded, requests
      served; SIGCONT: reconnected, a new change propagates
+  07 a replica with the wrong password: degraded, logged (no password in
+     the log), serving; SIGHUP with an edited redis section: kept, logged
+
+Redis requires a password (--requirepass): every connection AUTHs first.
 """
 
 import http.client
@@ -37,6 +41,7 @@ from ztlib import wait_until
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 TOKEN = "tok-redis-0123456789abcdef"
+PASSWORD = "redis-pw-5f0c2a9e"
 PROPAGATE = 2.0  # seconds: generous on this shared machine; the delay is printed
 
 RULES = {
@@ -70,7 +75,8 @@ class Redis:
     def start(self):
         logf = open(self.log, "ab")
         self.proc = ztlib.spawn([REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", self.dir],
+                                 "--save", "", "--appendonly", "no", "--dir", self.dir,
+                                 "--requirepass", PASSWORD],
                                 stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         wait_until(lambda: self.proc.poll() is not None or ztlib.port_accepts(self.port), 20,
@@ -84,14 +90,17 @@ class Redis:
         self.proc = None
 
     def cmd(self, *args):
-        """One command over RESP; returns the raw reply bytes (for checks)."""
+        """AUTH, then one command over RESP; returns the raw reply bytes
+        (for checks): "+OK\\r\\n" then the command's reply."""
         import socket
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         try:
-            out = b"*%d\r\n" % len(args)
-            for a in args:
-                a = a.encode() if isinstance(a, str) else a
-                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            out = b""
+            for cmd in (("AUTH", PASSWORD), args):
+                out += b"*%d\r\n" % len(cmd)
+                for a in cmd:
+                    a = a.encode() if isinstance(a, str) else a
+                    out += b"$%d\r\n%s\r\n" % (len(a), a)
             s.sendall(out)
             data = b""
             s.settimeout(2)
@@ -179,7 +188,14 @@ class RedisSharedStateTest(SSOTestCase):
             admin={"listen": "127.0.0.1:%d" % admin_port,
                    "token_file": os.path.join(t, "admin.tokens")},
             redis={"address": "%s:%d" % (host, cls.redis.port), "prefix": "zt-test:",
-                   "connect_timeout": "1s"})
+                   "connect_timeout": "1s", "password_file": cls.pw_file(name)})
+
+    @classmethod
+    def pw_file(cls, name, password=PASSWORD):
+        path = os.path.join(cls.tmp, "redis-%s.pw" % name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(password + "\n")
+        return path
 
     @classmethod
     def start_proxy(cls, cfg_update=None):
@@ -288,7 +304,8 @@ class RedisSharedStateTest(SSOTestCase):
                    "device lost via A refused on B")
         st, dev = self.b.api("GET", "/api/v1/devices/good2", pki=self.pki)
         self.assertEqual((dev["status"], dev["override"]), ("lost", True), dev)
-        self.assertEqual(self.redis.cmd("HGET", "zt-test:overrides", "good2"), b"$4\r\nlost\r\n")
+        self.assertEqual(self.redis.cmd("HGET", "zt-test:overrides", "good2"),
+                         b"+OK\r\n$4\r\nlost\r\n")
         st, body = self.a.api("PUT", "/api/v1/devices/good2/status", {"status": None},
                               pki=self.pki)
         self.assertEqual(st, 200, body)
@@ -418,6 +435,48 @@ class RedisSharedStateTest(SSOTestCase):
                               pki=self.pki)
         self.assertEqual(st, 200, body)
         self.until(lambda: self.send(self.b).status == 200, "cleared again on B")
+
+    def test_07_wrong_password_and_sighup(self):
+        """A replica with the wrong password: refused by Redis, says so in
+        /readyz and the log, keeps serving; SIGHUP with an edited redis
+        section keeps the running connection and says a restart is needed."""
+        c = Replica(os.path.join(self.tmp, "c"), ztlib.free_port(), ztlib.free_port())
+        cfg = self.replica_config("c", c.port, c.admin_port)
+        cfg["redis"]["password_file"] = self.pw_file("c", "not-the-password")
+        c.start(cfg)
+        try:
+            wait_until(lambda: "AUTH" in self.readyz(c)[1]["redis"]["last_error"], 20,
+                       what="readyz names the refused AUTH")
+            st, body = self.readyz(c)
+            self.assertEqual(st, 200, body)
+            self.assertTrue(body["degraded"], body)
+            self.assertFalse(body["redis"]["connected"], body)
+            c.proxy.wait_log(0, lambda t: "AUTH refused" in t, what="AUTH refused logged")
+            self.assertNotIn("not-the-password", c.proxy.stderr())
+            self.assertNotIn(PASSWORD, c.proxy.stderr())
+            self.post_posture(c, "good")
+            self.assertEqual(self.send(c).status, 200, "serves from its own state")
+            # not sent to a Redis that refused the AUTH: kept for later
+            red = self.readyz(c)[1]["redis"]
+            self.assertGreaterEqual(red["queued"], 1, red)
+            self.assertEqual(red["published"], 0, red)
+        finally:
+            self.assertEqual(c.proxy.stop(), 0)
+            self.assertEqual(c.proxy.sanitizer_report(), [])
+
+        off = self.b.proxy.stderr_size()
+        cfg = self.replica_config("b", self.b.port, self.b.admin_port)
+        cfg["redis"]["prefix"] = "other:"
+        ztlib.write_config(self.b.dir, cfg)
+        self.b.proxy.sighup()
+        self.b.proxy.wait_log(off, lambda t: "applies at the next restart" in t,
+                              what="the changed section is logged")
+        self.b.proxy.wait_log(off, lambda t: "reload done" in t, what="the reload")
+        self.assertTrue(self.readyz(self.b)[1]["redis"]["connected"])
+        self.post_posture(self.a, "good", **self.BAD)
+        self.until(lambda: self.send(self.b).status == 403, "still sharing after SIGHUP on B")
+        ztlib.write_config(self.b.dir, self.replica_config("b", self.b.port, self.b.admin_port))
+        self.post_posture(self.a, "good")
 
 
 if __name__ == "__main__":

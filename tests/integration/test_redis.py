@@ -21,6 +21,8 @@ talked to directly: test_replicas.py covers HAProxy in front of them.
      served; SIGCONT: reconnected, a new change propagates
   07 a replica with the wrong password: degraded, logged (no password in
      the log), serving; SIGHUP with an edited redis section: kept, logged
+  08 a replica started later, without an admin listener: the rules and the
+     posture held in Redis apply when it connects
 
 Redis requires a password (--requirepass): every connection AUTHs first.
 """
@@ -132,7 +134,9 @@ class Replica:
     def start(self, cfg):
         path = ztlib.write_config(self.dir, cfg)
         self.proxy = ztlib.Proxy(self.dir, path, self.port).start(timeout=20)
-        wait_until(lambda: ztlib.port_accepts(self.admin_port), 20, what="the admin listener")
+        if "admin" in cfg:
+            wait_until(lambda: ztlib.port_accepts(self.admin_port), 20,
+                       what="the admin listener")
         return self
 
     def api(self, method, path, body=None, pki=None):
@@ -477,6 +481,32 @@ class RedisSharedStateTest(SSOTestCase):
         self.until(lambda: self.send(self.b).status == 403, "still sharing after SIGHUP on B")
         ztlib.write_config(self.b.dir, self.replica_config("b", self.b.port, self.b.admin_port))
         self.post_posture(self.a, "good")
+
+    def test_08_late_replica_without_admin_reads_the_state(self):
+        """A replica started later, without an admin listener (so without a
+        rules history), reads the state back on connect: the rules put
+        through A and the posture held in Redis apply at once."""
+        doc = dict(RULES2, version="r-3")
+        st, body = self.a.api("PUT", "/api/v1/rules", {"document": doc, "comment": "r-3"},
+                              pki=self.pki)
+        self.assertEqual(st, 200, body)
+        self.post_posture(self.a, "good")
+        d = Replica(os.path.join(self.tmp, "d"), ztlib.free_port(), ztlib.free_port())
+        cfg = self.replica_config("d", d.port, d.admin_port)
+        del cfg["admin"]
+        d.start(cfg)
+        try:
+            # no posture was ever sent to D: it comes from Redis
+            wait_until(lambda: self.send(d, path="/open-d").status == 200, 20,
+                       what="D allows good with the posture read from Redis")
+            wait_until(lambda: self.send(d, path="/closed/d").status == 403, 20,
+                       what="D runs the rules put through A before it started")
+            with open(os.path.join(self.tmp, "rules-d.json")) as f:
+                self.assertEqual(json.load(f)["version"], "r-3")
+            d.proxy.wait_log(0, lambda t: "installed rules" in t, what="the log says so")
+        finally:
+            self.assertEqual(d.proxy.stop(), 0)
+            self.assertEqual(d.proxy.sanitizer_report(), [])
 
 
 if __name__ == "__main__":

@@ -182,11 +182,11 @@ struct conf {
 
     /* "redis": shared state for replicas (include/shared.h, docs/deploy.md).
      * redis_address NULL: no section, the embedded state only. */
-    char *redis_address;              /* "IPv4:port", "[IPv6]:port", "name:port" as written */
-    char *redis_host;                 /* the address or name alone */
+    char *redis_address; /* "IPv4:port", "[IPv6]:port", "name:port" as written */
+    char *redis_host;    /* the address or name alone */
     int redis_port;
-    char *redis_password;             /* from password_file, or NULL; wiped on free */
-    char *redis_prefix;               /* key and channel prefix, default "ztproxy:" */
+    char *redis_password;              /* from password_file, or NULL; wiped on free */
+    char *redis_prefix;                /* key and channel prefix, default "ztproxy:" */
     uint64_t redis_connect_timeout_ms; /* default 2s */
 };
 

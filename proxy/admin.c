@@ -411,11 +411,11 @@ static void ad_readyz(struct evhttp_request *req)
         json_object_set_new(
             body, "redis",
             json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "connected", ss.connected,
-                      "down_since", (json_int_t)ss.down_since, "connects",
-                      (json_int_t)ss.connects, "disconnects", (json_int_t)ss.disconnects,
-                      "errors", (json_int_t)ss.errors, "published", (json_int_t)ss.published,
-                      "received", (json_int_t)ss.received, "dropped", (json_int_t)ss.dropped,
-                      "queued", (json_int_t)ss.queued, "last_error", ss.last_error));
+                      "down_since", (json_int_t)ss.down_since, "connects", (json_int_t)ss.connects,
+                      "disconnects", (json_int_t)ss.disconnects, "errors", (json_int_t)ss.errors,
+                      "published", (json_int_t)ss.published, "received", (json_int_t)ss.received,
+                      "dropped", (json_int_t)ss.dropped, "queued", (json_int_t)ss.queued,
+                      "last_error", ss.last_error));
     }
     ad_send_json(req, ready ? 200 : 503, body);
 }

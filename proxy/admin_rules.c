@@ -650,8 +650,7 @@ int admin_rules_received(const char *text, size_t len, const char *author, const
     if (authz_validate_text(text, len, &errors) != 0) {
         snprintf(err, errlen, "the rules document is not valid here: %s",
                  json_string_value(json_object_get(json_array_get(errors, 0), "message")) != NULL
-                     ? json_string_value(
-                           json_object_get(json_array_get(errors, 0), "message"))
+                     ? json_string_value(json_object_get(json_array_get(errors, 0), "message"))
                      : "validation failed");
         goto out;
     }

@@ -1677,8 +1677,7 @@ int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errle
     return rc;
 }
 
-int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err,
-                       size_t errlen)
+int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err, size_t errlen)
 {
     int rc;
 

@@ -299,6 +299,7 @@ static char origin[33];
 static void sh_enqueue(struct sh_item *it)
 {
     struct sh_item *drop = NULL;
+    uint64_t dropped = 0;
 
     pthread_mutex_lock(&q_mtx);
     if (q_len >= SHARED_QUEUE_MAX) {
@@ -307,7 +308,7 @@ static void sh_enqueue(struct sh_item *it)
         if (q_head == NULL)
             q_tail = NULL;
         q_len--;
-        st.dropped++;
+        dropped = ++st.dropped;
     }
     it->next = NULL;
     if (q_tail != NULL)
@@ -318,9 +319,11 @@ static void sh_enqueue(struct sh_item *it)
     q_len++;
     pthread_mutex_unlock(&q_mtx);
     if (drop != NULL) {
-        log_warnx("redis: %d writes wait for Redis: the oldest was dropped (other replicas "
-                  "will not see it)",
-                  SHARED_QUEUE_MAX);
+        /* Logged at 1, 2, 4, 8... drops: a long outage must not flood the log. */
+        if ((dropped & (dropped - 1)) == 0)
+            log_warnx("redis: %d writes wait for Redis: the oldest was dropped (%" PRIu64
+                      " so far; other replicas will not see them)",
+                      SHARED_QUEUE_MAX, dropped);
         item_free(drop);
     }
     event_active(ev_flush, EV_TIMEOUT, 0);

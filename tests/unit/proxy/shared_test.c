@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "conf.h"
 #include "shared.h"
@@ -277,6 +278,48 @@ static void test_publish_without_redis_is_noop(void **state)
     assert_int_equal(st.queued, 0);
 }
 
+/* Redis unreachable (nothing listens, the loop never runs): writes queue
+ * up to SHARED_QUEUE_MAX, then the oldest is dropped and counted; stop
+ * frees what is left. */
+static void test_queue_bound(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct shared_stats st;
+    struct conf *c = NULL;
+    char err[512] = "";
+    int i;
+
+    (void)state;
+    assert_non_null(base);
+    assert_int_equal(parse(BASE ",\"redis\":{\"address\":\"127.0.0.1:1\"}}", &c, err, sizeof(err)),
+                     0);
+    assert_int_equal(shared_start(base, c, err, sizeof(err)), 0);
+    shared_stats(0, &st);
+    assert_int_equal(st.configured, 1);
+    assert_int_equal(st.connected, 0);
+    for (i = 0; i < SHARED_QUEUE_MAX; i++)
+        shared_publish_override("dev-1", i % 2 ? "lost" : NULL);
+    shared_stats(0, &st);
+    assert_int_equal(st.queued, SHARED_QUEUE_MAX);
+    assert_int_equal(st.dropped, 0);
+    shared_publish_revoke("alice", NULL, 1714564800);
+    shared_publish_rules("{}", 2, "token:ops", NULL);
+    shared_stats(0, &st);
+    assert_int_equal(st.queued, SHARED_QUEUE_MAX);
+    assert_int_equal(st.dropped, 2);
+    assert_int_equal(st.published, 0);
+    /* a report that is not a stored posture report is not shared */
+    shared_publish_posture("{}", 2);
+    shared_stats(0, &st);
+    assert_int_equal(st.dropped, 2);
+    shared_stop();
+    shared_stats(0, &st);
+    assert_int_equal(st.configured, 0);
+    assert_int_equal(st.queued, 0);
+    conf_unref(c);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_msg_bad),
         cmocka_unit_test(test_msg_limits),
         cmocka_unit_test(test_publish_without_redis_is_noop),
+        cmocka_unit_test(test_queue_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -918,11 +918,16 @@ static void sh_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 static void sh_became_up(void)
 {
+    size_t queued;
+
     if (!(sh.cmd.up && sh.sub.up))
         return;
     sh_update_connected();
+    pthread_mutex_lock(&q_mtx);
+    queued = q_len;
+    pthread_mutex_unlock(&q_mtx);
     log_info("redis %s:%d: %s (shared state: flushing %zu queued writes, reading the state back)",
-             sh.host, sh.port, sh.was_connected ? "reconnected" : "connected", q_len);
+             sh.host, sh.port, sh.was_connected ? "reconnected" : "connected", queued);
     sh.was_connected = 1;
     sh_flush();
     sh_load_state();

@@ -47,6 +47,7 @@
 #include "inventory.h"
 #include "log.h"
 #include "posture.h"
+#include "shared.h"
 #include "score.h"
 
 #define DT_SHARDS 64                           /* power of two */
@@ -2425,6 +2426,8 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
     pthread_mutex_unlock(&sh->mtx);
     if (rc == 503)
         snprintf(err, errlen, "posture: cannot store the report now; try again later");
+    else
+        shared_publish_posture(line, (size_t)n - 1);
 out:
     if (rc == 0)
         atomic_fetch_add(&ct_accepted, 1);
@@ -2434,6 +2437,54 @@ out:
         atomic_fetch_add(&ct_unavailable, 1);
     else
         atomic_fetch_add(&ct_refused, 1);
+    return rc;
+}
+
+int devtrust_posture_store(const char *report, size_t len, char *err, size_t errlen)
+{
+    char line[POSTURE_JSON_MAX + 1], held[POSTURE_JSON_MAX];
+    struct posture p;
+    struct dt_shard *sh;
+    struct dt_entry *e;
+    uint64_t h;
+    int rc = 0, n;
+
+    if (!atomic_load(&dt_started)) {
+        snprintf(err, errlen, "posture: the device trust store is not running");
+        return -1;
+    }
+    if (posture_from_json(report, len, &p, err, errlen) == -1)
+        return -1;
+    if (!p.has_device_id || !dt_id_valid(p.device_id)) {
+        snprintf(err, errlen, "posture: $.device_id: expected the reporting device's id");
+        return -1;
+    }
+    n = posture_to_json(&p, line, sizeof(line) - 1);
+    if (n < 0) {
+        snprintf(err, errlen, "posture: $: cannot serialise the report");
+        return -1;
+    }
+    line[n++] = '\n';
+    h = dt_hash(p.device_id);
+    sh = dt_shard_of(h);
+    pthread_mutex_lock(&sh->mtx);
+    e = dt_find(sh, p.device_id, h, 1);
+    if (e == NULL) {
+        rc = -1;
+    } else if (e->has_posture && e->posture.received_at > p.received_at) {
+        rc = 1; /* this replica holds a newer one */
+    } else if (e->has_posture && posture_to_json(&e->posture, held, sizeof(held)) == n - 1 &&
+               memcmp(held, line, (size_t)n - 1) == 0) {
+        rc = 1; /* read back after a reconnect: nothing new */
+    } else if (dt_persist(line, (size_t)n) == -1) {
+        rc = -1;
+    } else {
+        e->posture = p;
+        e->has_posture = 1;
+    }
+    pthread_mutex_unlock(&sh->mtx);
+    if (rc == -1)
+        snprintf(err, errlen, "posture: the device store is full or the writer is behind");
     return rc;
 }
 

@@ -47,6 +47,7 @@
 #include "proxy_int.h"
 #include "sbuf.h"
 #include "session.h"
+#include "shared.h"
 #include "sso.h"
 
 #define LOGIN_COOKIE "zt_login"
@@ -141,6 +142,7 @@ static void *job_main(void *arg)
     for (;;) {
         struct sso_job *j;
         struct timeval zero = {0, 0};
+        int64_t at;
 
         pthread_mutex_lock(&job_mtx);
         while (job_head == NULL && !job_stop)
@@ -155,6 +157,7 @@ static void *job_main(void *arg)
             job_tail = NULL;
         pthread_mutex_unlock(&job_mtx);
         pthread_mutex_lock(&revoke_mtx);
+        at = (int64_t)time(NULL);
         if (proxy_revocations == NULL)
             j->rc = -1;
         else if (j->by_user == JOB_SID)
@@ -163,10 +166,12 @@ static void *job_main(void *arg)
             j->rc = session_revoke_provider_user(proxy_revocations, j->provider, j->subject,
                                                  (int64_t)time(NULL));
         else if (j->by_user)
-            j->rc = session_revoke_user(proxy_revocations, j->subject, (int64_t)time(NULL));
+            j->rc = session_revoke_user(proxy_revocations, j->subject, at);
         else
-            j->rc = session_revoke_id(proxy_revocations, j->id, (int64_t)time(NULL));
+            j->rc = session_revoke_id(proxy_revocations, j->id, at);
         pthread_mutex_unlock(&revoke_mtx);
+        if (proxy_revocations != NULL)
+            shared_publish_revoke(j->by_user ? j->subject : NULL, j->id, at);
         if (j->reply_base != NULL)
             event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
         else
@@ -1766,6 +1771,17 @@ int proxy_revocations_open(const struct conf *c, char *err, size_t errlen)
 
 int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen)
 {
+    int64_t at = now_s();
+    int rc;
+
+    rc = proxy_revoke_apply(subject, id, at, err, errlen);
+    if (proxy_revocations != NULL)
+        shared_publish_revoke(subject, id, at);
+    return rc;
+}
+
+int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err, size_t errlen)
+{
     int rc;
 
     pthread_mutex_lock(&revoke_mtx);
@@ -1773,8 +1789,8 @@ int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errle
         snprintf(err, errlen, "sessions are not configured (no identity section)");
         rc = -1;
     } else {
-        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, now_s())
-                             : session_revoke_id(proxy_revocations, id, now_s());
+        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, at)
+                             : session_revoke_id(proxy_revocations, id, at);
         if (rc == -1)
             snprintf(err, errlen,
                      "the revocation could not be persisted (it applies until the proxy "

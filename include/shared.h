@@ -61,14 +61,17 @@ struct shared_msg {
     const char *origin;
     const char *report; /* POSTURE: the stored report */
     size_t report_len;
-    const char *user;    /* REVOKE: a subject, or NULL */
-    const char *session; /* REVOKE: 2 * SESSION_ID_LEN hex digits, or NULL */
-    int64_t at;          /* REVOKE: Unix seconds */
-    const char *device;  /* OVERRIDE */
-    const char *status;  /* OVERRIDE: NULL clears */
-    const char *id;      /* RULES */
-    const char *author;  /* RULES */
-    const char *comment; /* RULES: "" when none */
+    const char *user;     /* REVOKE: a subject, or NULL */
+    const char *session;  /* REVOKE: 2 * SESSION_ID_LEN hex digits, or NULL */
+    const char *provider; /* REVOKE by a back-channel logout: the provider, with */
+    const char *sid;      /* the provider's session id, or with user (all of the user's
+                             sessions from that provider) */
+    int64_t at;           /* REVOKE: Unix seconds */
+    const char *device;   /* OVERRIDE */
+    const char *status;   /* OVERRIDE: NULL clears */
+    const char *id;       /* RULES */
+    const char *author;   /* RULES */
+    const char *comment;  /* RULES: "" when none */
     const char *document;
     size_t document_len;
 };
@@ -101,6 +104,10 @@ void shared_stop(void);
  * (status NULL: cleared); a rules document with its author and comment. */
 void shared_publish_posture(const char *report, size_t len);
 void shared_publish_revoke(const char *subject, const uint8_t *id, int64_t at);
+/* A back-channel logout: the sessions of provider session sid, or (sid NULL)
+ * of subject, from that provider only. */
+void shared_publish_revoke_scoped(const char *provider, const char *sid, const char *subject,
+                                  int64_t at);
 void shared_publish_override(const char *device_id, const char *status);
 void shared_publish_rules(const char *text, size_t len, const char *author, const char *comment);
 

@@ -118,7 +118,8 @@ void shared_msg_reset(struct shared_msg *m)
 int shared_msg_parse(const char *data, size_t len, struct shared_msg *out, char *err, size_t errlen)
 {
     static const char *const k_posture[] = {"origin", "type", "report", NULL};
-    static const char *const k_revoke[] = {"origin", "type", "user", "session", "at", NULL};
+    static const char *const k_revoke[] = {"origin",   "type", "user", "session",
+                                           "provider", "sid",  "at",   NULL};
     static const char *const k_override[] = {"origin", "type", "device", "status", NULL};
     static const char *const k_rules[] = {"origin",  "type",     "id", "author",
                                           "comment", "document", NULL};
@@ -196,8 +197,24 @@ int shared_msg_parse(const char *data, size_t len, struct shared_msg *out, char 
             sh_fail(err, errlen, "$.session", "expected 32 lower-case hex digits");
             goto err;
         }
-        if ((m.user == NULL) == (m.session == NULL)) {
-            sh_fail(err, errlen, "$", "expected exactly one of \"user\" and \"session\"");
+        m.provider = sh_str(m.root, "provider", SESSION_PROVIDER_MAX, 0, &bad);
+        if (bad) {
+            sh_fail(err, errlen, "$.provider", "expected a provider name of 1..63 bytes");
+            goto err;
+        }
+        m.sid = sh_str(m.root, "sid", SESSION_SID_MAX, 0, &bad);
+        if (bad) {
+            sh_fail(err, errlen, "$.sid", "expected a provider session id of 1..255 bytes");
+            goto err;
+        }
+        if ((m.user != NULL) + (m.session != NULL) + (m.sid != NULL) != 1) {
+            sh_fail(err, errlen, "$", "expected exactly one of \"user\", \"session\" and \"sid\"");
+            goto err;
+        }
+        if ((m.sid != NULL && m.provider == NULL) || (m.session != NULL && m.provider != NULL)) {
+            sh_fail(err, errlen, "$.provider",
+                    m.sid != NULL ? "a \"sid\" needs its \"provider\""
+                                  : "not allowed with \"session\"");
             goto err;
         }
         v = json_object_get(m.root, "at");
@@ -686,6 +703,72 @@ static void sh_apply_rules(const struct shared_msg *m)
     log_info("redis: installed rules %s by %s from another replica", m->id, m->author);
 }
 
+/* The hash field of a back-channel logout: "j:" and a small JSON object
+ * (provider and sid or subject may hold any byte). NULL: out of memory. */
+static char *sh_scoped_field(const char *provider, const char *sid, const char *subject)
+{
+    json_t *o = sid != NULL ? json_pack("{s:s,s:s}", "p", provider, "s", sid)
+                            : json_pack("{s:s,s:s}", "p", provider, "u", subject);
+    char *j = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *f = NULL;
+
+    json_decref(o);
+    if (j != NULL && (f = malloc(strlen(j) + 3)) != NULL)
+        snprintf(f, strlen(j) + 3, "j:%s", j);
+    free(j);
+    return f;
+}
+
+void shared_publish_revoke_scoped(const char *provider, const char *sid, const char *subject,
+                                  int64_t at)
+{
+    struct sh_item *it;
+    char val[24], *field;
+    json_t *msg;
+
+    if (!atomic_load(&sh_enabled) || provider == NULL || (sid == NULL) == (subject == NULL))
+        return;
+    field = sh_scoped_field(provider, sid, subject);
+    if (field == NULL)
+        return;
+    msg =
+        json_pack("{s:s,s:s,s:s,s:I}", "type", "revoke", "provider", provider,
+                  sid != NULL ? "sid" : "user", sid != NULL ? sid : subject, "at", (json_int_t)at);
+    snprintf(val, sizeof(val), "%" PRId64, at);
+    it = item_new("HSET", "revocations", field, strlen(field), val, strlen(val), msg);
+    free(field);
+    if (it != NULL)
+        sh_enqueue(it);
+}
+
+/* Like sh_revoke() for a back-channel logout (field from sh_scoped_field()). */
+static int sh_revoke_scoped(const char *field, const char *provider, const char *sid,
+                            const char *subject, int64_t at, int from_load, char *err,
+                            size_t errlen)
+{
+    json_t *seen;
+    char key[128];
+
+    if (!sh.sessions)
+        return 0;
+    if (sh.lifetime > 0 && at < (int64_t)time(NULL) - sh.lifetime) {
+        if (from_load && sh.cmd.up) {
+            sh_key(key, sizeof(key), "revocations");
+            redisAsyncCommand(sh.cmd.ac, sh_reply_check, (void *)"expiring a revocation",
+                              "HDEL %s %s", key, field);
+        }
+        return 0;
+    }
+    seen = json_object_get(sh.revoked, field);
+    if (seen != NULL && json_integer_value(seen) >= at)
+        return 0;
+    if (proxy_revoke_scoped_apply(provider, sid, subject, at, err, errlen) == -1)
+        return -1;
+    if (sh.revoked != NULL)
+        json_object_set_new(sh.revoked, field, json_integer(at));
+    return 0;
+}
+
 /*
  * Apply a revocation from Redis once: a reconnect reads the whole hash back,
  * and re-applying each entry would append it to revocations.log again.
@@ -746,6 +829,18 @@ static void sh_apply(const struct shared_msg *m, int from_load)
         rc = devtrust_posture_store(m->report, m->report_len, err, sizeof(err)) == -1 ? -1 : 0;
         break;
     case SHARED_REVOKE:
+        if (m->provider != NULL) {
+            char *f = sh_scoped_field(m->provider, m->sid, m->sid == NULL ? m->user : NULL);
+            if (f == NULL) {
+                snprintf(err, sizeof(err), "out of memory");
+                rc = -1;
+                break;
+            }
+            rc = sh_revoke_scoped(f, m->provider, m->sid, m->sid == NULL ? m->user : NULL, m->at,
+                                  from_load, err, sizeof(err));
+            free(f);
+            break;
+        }
         if (m->session != NULL && sh_unhex(m->session, id) == -1) {
             snprintf(err, sizeof(err), "bad session id");
             rc = -1;
@@ -834,6 +929,21 @@ static void sh_load_cb(redisAsyncContext *ac, void *r, void *priv)
             } else if (strncmp(f->str, "u:", 2) == 0 && f->len > 2 &&
                        f->len <= 2 + SH_SUBJECT_MAX) {
                 rc = sh_revoke(f->str, f->str + 2, NULL, at, 1, err, sizeof(err));
+            } else if (strncmp(f->str, "j:", 2) == 0) {
+                json_t *o = json_loadb(f->str + 2, f->len - 2, JSON_REJECT_DUPLICATES, NULL);
+                const char *p = json_string_value(json_object_get(o, "p"));
+                const char *s = json_string_value(json_object_get(o, "s"));
+                const char *u = json_string_value(json_object_get(o, "u"));
+
+                if (p == NULL || (s == NULL) == (u == NULL) || json_object_size(o) != 2 ||
+                    strlen(p) > SESSION_PROVIDER_MAX ||
+                    strlen(s != NULL ? s : u) > (s != NULL ? SESSION_SID_MAX : SH_SUBJECT_MAX)) {
+                    snprintf(err, sizeof(err), "bad revocation field");
+                    rc = -1;
+                } else {
+                    rc = sh_revoke_scoped(f->str, p, s, u, at, 1, err, sizeof(err));
+                }
+                json_decref(o);
             } else if (strncmp(f->str, "s:", 2) == 0 && sh_hex_ok(f->str + 2, 2 * SESSION_ID_LEN) &&
                        sh_unhex(f->str + 2, id) == 0) {
                 rc = sh_revoke(f->str, NULL, id, at, 1, err, sizeof(err));

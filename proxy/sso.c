@@ -161,16 +161,19 @@ static void *job_main(void *arg)
         if (proxy_revocations == NULL)
             j->rc = -1;
         else if (j->by_user == JOB_SID)
-            j->rc = session_revoke_sid(proxy_revocations, j->provider, j->sid, (int64_t)time(NULL));
+            j->rc = session_revoke_sid(proxy_revocations, j->provider, j->sid, at);
         else if (j->by_user == JOB_PUSER)
-            j->rc = session_revoke_provider_user(proxy_revocations, j->provider, j->subject,
-                                                 (int64_t)time(NULL));
+            j->rc = session_revoke_provider_user(proxy_revocations, j->provider, j->subject, at);
         else if (j->by_user)
             j->rc = session_revoke_user(proxy_revocations, j->subject, at);
         else
             j->rc = session_revoke_id(proxy_revocations, j->id, at);
         pthread_mutex_unlock(&revoke_mtx);
-        if (proxy_revocations != NULL)
+        if (proxy_revocations != NULL && j->by_user == JOB_SID)
+            shared_publish_revoke_scoped(j->provider, j->sid, NULL, at);
+        else if (proxy_revocations != NULL && j->by_user == JOB_PUSER)
+            shared_publish_revoke_scoped(j->provider, NULL, j->subject, at);
+        else if (proxy_revocations != NULL)
             shared_publish_revoke(j->by_user ? j->subject : NULL, j->id, at);
         if (j->reply_base != NULL)
             event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
@@ -1791,6 +1794,27 @@ int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char 
     } else {
         rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, at)
                              : session_revoke_id(proxy_revocations, id, at);
+        if (rc == -1)
+            snprintf(err, errlen,
+                     "the revocation could not be persisted (it applies until the proxy "
+                     "restarts)");
+    }
+    pthread_mutex_unlock(&revoke_mtx);
+    return rc;
+}
+
+int proxy_revoke_scoped_apply(const char *provider, const char *sid, const char *subject,
+                              int64_t at, char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&revoke_mtx);
+    if (proxy_revocations == NULL) {
+        snprintf(err, errlen, "sessions are not configured (no identity section)");
+        rc = -1;
+    } else {
+        rc = sid != NULL ? session_revoke_sid(proxy_revocations, provider, sid, at)
+                         : session_revoke_provider_user(proxy_revocations, provider, subject, at);
         if (rc == -1)
             snprintf(err, errlen,
                      "the revocation could not be persisted (it applies until the proxy "

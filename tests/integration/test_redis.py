@@ -36,6 +36,7 @@ import ssl
 import subprocess
 import time
 import unittest
+import urllib.parse
 
 import ztlib
 from idp import SSOTestCase, main
@@ -356,6 +357,32 @@ class RedisSharedStateTest(SSOTestCase):
         with open(os.path.join(self.tmp, "state-b", "revocations.log")) as f:
             self.assertIn(sub, f.read())
         type(self).revoked_cookies = cookies
+
+    def test_04b_backchannel_logout_on_a_refused_on_b(self):
+        """The IdP sends its back-channel logout to one replica (the load
+        balancer picks it); the user's sessions must end on every replica."""
+        self.next_second()
+        login = self.login(user="carol", device="good")
+        cookies = self.session_cookies(login["session"])
+        r = self.send(self.b, host="app.test", device="good", cookies=cookies)
+        self.assertEqual(r.status, 200, "carol's session works on B first: %r" % r)
+        tok = self.idp.mint(claims={"sub": "carol", "events": {
+            "http://schemas.openid.net/event/backchannel-logout": {}}},
+            header={"typ": "logout+jwt"})
+        body = ("logout_token=" + urllib.parse.quote(tok)).encode()
+        r = self.visit("/.zt/backchannel-logout", method="POST", body=body,
+                       headers=[("Content-Type", "application/x-www-form-urlencoded")],
+                       device="idp-backchannel")
+        self.assertEqual(r.status, 200, r)
+        self.until(lambda: self.send(self.b, host="app.test", device="good",
+                                     cookies=cookies).status in (302, 401),
+                   "back-channel logout via A refused on B")
+        # B applied the same scoped revocation (the user at that provider),
+        # not a wider one
+        with open(os.path.join(self.tmp, "state-b", "revocations.log")) as f:
+            lines = [l.split() for l in f if "carol" in l]
+        self.assertTrue(lines and all(l[0] == "puser" and l[-1] == "carol" for l in lines),
+                        lines)
 
     def test_05_redis_down_then_back(self):
         if not hasattr(type(self), "revoked_cookies"):

@@ -152,6 +152,23 @@ static void test_msg_good(void **state)
                      0);
     assert_string_equal(m.session, "00112233445566778899aabbccddeeff");
     shared_msg_reset(&m);
+    /* back-channel logouts: scoped to a provider */
+    assert_int_equal(msg("{\"origin\":\"o\",\"type\":\"revoke\",\"provider\":\"staff\","
+                         "\"sid\":\"s-1\",\"at\":7}",
+                         &m, err, sizeof(err)),
+                     0);
+    assert_string_equal(m.provider, "staff");
+    assert_string_equal(m.sid, "s-1");
+    assert_null(m.user);
+    shared_msg_reset(&m);
+    assert_int_equal(msg("{\"origin\":\"o\",\"type\":\"revoke\",\"provider\":\"staff\","
+                         "\"user\":\"bob\",\"at\":7}",
+                         &m, err, sizeof(err)),
+                     0);
+    assert_string_equal(m.provider, "staff");
+    assert_string_equal(m.user, "bob");
+    assert_null(m.sid);
+    shared_msg_reset(&m);
     assert_int_equal(
         msg("{\"origin\":\"o\",\"type\":\"override\",\"device\":\"d\",\"status\":null}", &m, err,
             sizeof(err)),
@@ -194,6 +211,16 @@ static void test_msg_bad(void **state)
         {"{\"origin\":\"o\",\"type\":\"revoke\",\"user\":\"a\",\"at\":1,\"x\":1}",
          "$.x: unknown key"},
         {"{\"origin\":\"o\",\"type\":\"revoke\",\"at\":1}", "exactly one of"},
+        {"{\"origin\":\"o\",\"type\":\"revoke\",\"sid\":\"s\",\"at\":1}",
+         "$.provider: a \"sid\" needs"},
+        {"{\"origin\":\"o\",\"type\":\"revoke\",\"provider\":\"p\",\"sid\":\"s\","
+         "\"user\":\"u\",\"at\":1}",
+         "exactly one of"},
+        {"{\"origin\":\"o\",\"type\":\"revoke\",\"provider\":\"p\",\"session\":"
+         "\"00112233445566778899aabbccddeeff\",\"at\":1}",
+         "$.provider: not allowed"},
+        {"{\"origin\":\"o\",\"type\":\"revoke\",\"provider\":\"\",\"sid\":\"s\",\"at\":1}",
+         "$.provider: expected"},
         {"{\"origin\":\"o\",\"type\":\"revoke\",\"user\":\"a\",\"session\":"
          "\"00112233445566778899aabbccddeeff\",\"at\":1}",
          "exactly one of"},

@@ -1030,5 +1030,9 @@ if os.path.exists(diag) and os.path.getsize(diag) > 0:
 print("\n".join(out))
 PYEOF
 cat "$TMP/report.md"
+# Keep the section bench/feed_reload_bench.sh wrote (between its markers).
+if [[ -f $RESULTS ]] && grep -q 'feed-reload-bench:begin' "$RESULTS"; then
+    { echo; sed -n '/<!-- feed-reload-bench:begin -->/,/<!-- feed-reload-bench:end -->/p' "$RESULTS"; } >>"$TMP/report.md"
+fi
 cp "$TMP/report.md" "$RESULTS"
 log "results written to $RESULTS"

@@ -138,6 +138,12 @@ struct authz_result {
     uint32_t asn;       /* 0: not known (the database has no ASN data) */
     char groups[AUTHZ_GROUPS_MAX]; /* "eng,staff": the user's live groups, sorted */
     size_t groups_dropped;
+    /* The subset of the user's groups that the rules applying to the route
+     * name (policy_route_group()), sorted, same budget: what the upstream
+     * receives unless the route says "forward_groups": "all", so an app
+     * does not learn every group of every user. */
+    char route_groups[AUTHZ_GROUPS_MAX];
+    size_t route_groups_dropped;
     uint64_t eval_ns;
 };
 

@@ -80,6 +80,9 @@ struct conf_route {
     int websocket;
     int allow_encoded_slash;
     int pool_size;
+    /* Groups sent upstream (X-ZT-Groups, assertion): 0 only those the
+     * route's rules name ("referenced", the default), 1 all ("all"). */
+    int forward_groups_all;
 
     /* identity (meaningful when the config has an identity section) */
     enum conf_auth_mode auth_mode;
@@ -181,6 +184,15 @@ struct conf {
     char *admin_token_file;      /* private "name:token" lines, or NULL */
     char *admin_console_dir;     /* static files served at /, or NULL */
     size_t admin_decisions_ring; /* recent decisions kept (default 10000) */
+
+    /* "redis": shared state for replicas (include/shared.h, docs/deploy.md).
+     * redis_address NULL: no section, the embedded state only. */
+    char *redis_address; /* "IPv4:port", "[IPv6]:port", "name:port" as written */
+    char *redis_host;    /* the address or name alone */
+    int redis_port;
+    char *redis_password;              /* from password_file, or NULL; wiped on free */
+    char *redis_prefix;                /* key and channel prefix, default "ztproxy:" */
+    uint64_t redis_connect_timeout_ms; /* default 2s */
 };
 
 /* Flags for conf_parse(). */

@@ -127,6 +127,16 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
                             char *err, size_t errlen);
 
 /*
+ * A report another replica accepted (include/shared.h): text as
+ * posture_to_json() wrote it, device_id inside. It was checked against the
+ * certificate by the replica that received it; here it is validated again
+ * (posture_from_json()) and stored unless this replica already holds a
+ * newer (received_at) or the same report. Not rate limited, not published
+ * again. 0 stored, 1 kept the one held, -1 and err.
+ */
+int devtrust_posture_store(const char *report, size_t len, char *err, size_t errlen);
+
+/*
  * Admin override: status "active", "lost", "stolen" or "retired", or NULL
  * to clear. Takes effect on the next evaluate; persisted to
  * state_dir/overrides.json by the writer thread. 0, or -1 and err.

@@ -91,6 +91,17 @@ size_t policy_rule_count(const struct policy *p);
 size_t policy_route_count(const struct policy *p);
 /* Route name -> index (0..policy_route_count()-1), -1 when unknown. */
 int policy_route_index(const struct policy *p, const char *name);
+
+/*
+ * The i-th (0, 1, ... until NULL) group named by the rules that apply to a
+ * route: the rules scoped to it and the unscoped ones, monitor-mode rules
+ * included, in any condition (group, any_of, all_of, inside all/any/not).
+ * The route is route_index if valid, else the name route (NULL or unknown:
+ * the unscoped rules only). The name points into p. The proxy forwards
+ * only these groups to the route's upstream (route "forward_groups").
+ */
+const char *policy_route_group(const struct policy *p, int route_index, const char *route,
+                               size_t i);
 /* Tier name -> ordinal (0 = lowest), -1 when unknown. */
 int policy_tier_index(const struct policy *p, const char *name);
 /* Tier ordinal -> name, NULL when out of range. */

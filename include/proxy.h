@@ -59,4 +59,16 @@ void proxy_revocations_close(void);
  */
 int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen);
 
+/*
+ * The same for a revocation another replica made at Unix time at (include/
+ * shared.h): applied to the local store only, never published again.
+ * Main thread. 0, or -1 and err as proxy_revoke().
+ */
+int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err,
+                       size_t errlen);
+/* The same for a back-channel logout another replica received: the sessions
+ * of provider session sid at provider, or (sid NULL) of subject at provider. */
+int proxy_revoke_scoped_apply(const char *provider, const char *sid, const char *subject,
+                              int64_t at, char *err, size_t errlen);
+
 #endif

@@ -30,11 +30,12 @@
 #define SESSION_AMR_MAX 8       /* entries */
 #define SESSION_AMR_ITEM_MAX 31 /* bytes per entry */
 #define SESSION_NAME_MAX 64     /* cookie name, without the "__Host-" prefix */
+#define SESSION_SID_MAX 255     /* the provider's session id ("sid" of the ID token) */
 
 /* Longest cookie value session_cookie_seal() can produce, and so the longest
  * value session_cookie_open() accepts, plus the NUL: size seal buffers with
  * it. Anything longer is SESSION_MALFORMED before it is decoded. */
-#define SESSION_COOKIE_MAX 1444
+#define SESSION_COOKIE_MAX 1786
 /* Largest blob session_blob_seal() takes, and the longest sealed value plus
  * the NUL: with "__Host-" and a name it stays under the 4096 bytes browsers
  * keep per cookie. */
@@ -68,10 +69,14 @@ struct session {
     int64_t seen_at;         /* when the cookie was last (re)sealed */
     int64_t idle_expires_at; /* seen_at + idle timeout: valid while now < this */
     uint8_t thumbprint[SESSION_THUMBPRINT_LEN];
+    /* The provider's session id ("sid" claim of the ID token) the login came
+     * from; empty when the provider sent none. Back-channel logout by sid
+     * revokes exactly the sessions carrying it. */
+    char sid[SESSION_SID_MAX + 1];
 };
 
-/* What the SSO callback learned. Strings are copied; email and acr may be
- * NULL; amr may be NULL when namr is 0. */
+/* What the SSO callback learned. Strings are copied; email, acr and sid may
+ * be NULL; amr may be NULL when namr is 0. */
 struct session_login {
     const char *provider;
     const char *subject;
@@ -81,6 +86,7 @@ struct session_login {
     size_t namr;
     int64_t auth_time;
     const uint8_t *thumbprint; /* SESSION_THUMBPRINT_LEN bytes */
+    const char *sid;           /* the provider's session id, at most SESSION_SID_MAX */
 };
 
 /*
@@ -239,6 +245,20 @@ int session_revoke_id(struct session_revocations *rs, const uint8_t id[SESSION_I
                       int64_t now);
 int session_revoke_user(struct session_revocations *rs, const char *subject, int64_t now);
 
+/*
+ * OpenID Connect Back-Channel Logout. session_revoke_sid(): every session
+ * issued at or before now from the provider session sid of provider (the
+ * logout token carried "sid"). session_revoke_provider_user(): every session
+ * of subject issued at or before now by provider (the token carried only
+ * "sub"); sessions of the same subject from other providers stay. Same
+ * writer rules and results as session_revoke_user(); -1 also when provider,
+ * sid or subject is empty, too long or has control characters.
+ */
+int session_revoke_sid(struct session_revocations *rs, const char *provider, const char *sid,
+                       int64_t now);
+int session_revoke_provider_user(struct session_revocations *rs, const char *provider,
+                                 const char *subject, int64_t now);
+
 /* Drop entries older than max_lifetime and rewrite the log compacted.
  * Writer side. 0 ok, -1 if the rewrite failed (memory is still pruned). */
 int session_revocations_expire(struct session_revocations *rs, int64_t now);
@@ -246,8 +266,9 @@ int session_revocations_expire(struct session_revocations *rs, int64_t now);
 /* Number of live entries (ids + users), for metrics and tests. */
 size_t session_revocations_count(struct session_revocations *rs);
 
-/* SESSION_REVOKED if s's id is revoked or its subject was revoked at or
- * after s->issued_at, else SESSION_OK. Reader side: any thread, any time. */
+/* SESSION_REVOKED if s's id is revoked, or its subject (everywhere or at
+ * s->provider) or its provider session (s->provider, s->sid) was revoked at
+ * or after s->issued_at, else SESSION_OK. Reader side: any thread, any time. */
 enum session_result session_revocations_check(struct session_revocations *rs,
                                               const struct session *s);
 

@@ -1288,6 +1288,16 @@ static const struct route_rules *ev_route(const struct policy *p, const struct p
     return &p->rr[r < 0 ? p->nroutes : (size_t)r];
 }
 
+const char *policy_route_group(const struct policy *p, int route_index, const char *route, size_t i)
+{
+    const struct route_rules *rr;
+
+    if (route_index < 0 || (size_t)route_index >= p->nroutes)
+        route_index = route != NULL ? policy_route_index(p, route) : -1;
+    rr = &p->rr[route_index < 0 ? p->nroutes : (size_t)route_index];
+    return i < rr->ngroups ? p->groups[rr->groups[i]] : NULL;
+}
+
 /* ---- decision ---------------------------------------------------------------- */
 
 static void decision_add(struct policy_decision *d, const char *prefix, size_t prefix_len,

@@ -112,6 +112,8 @@ struct rule {
 struct route_rules {
     const uint32_t *deny, *allow, *monitor, *all; /* rule indices, file order */
     uint32_t ndeny, nallow, nmonitor, nall;
+    const uint32_t *groups; /* policy group ids named by the rules in all, ascending */
+    uint32_t ngroups;
 };
 
 /* Up to this many groups named in the rules, evaluation against the bound

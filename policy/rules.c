@@ -1635,6 +1635,63 @@ static int setup_routes(struct cc *cc)
 }
 
 /* Per-route ordered rule lists. rroutes[i]/nrr[i]: the routes of rule i (none: all). */
+/* Mark in seen[] every policy group named in the condition tree at ci. */
+static void cond_groups(const struct policy *p, uint32_t ci, uint8_t *seen, int depth)
+{
+    const struct cond *c = &p->conds[ci];
+    uint32_t i;
+
+    if (depth > POLICY_DEPTH_MAX + 1)
+        return; /* the compiler refused deeper trees already */
+    switch (c->op) {
+    case OP_ALL:
+    case OP_ANY:
+    case OP_NOT:
+        for (i = 0; i < c->n; i++)
+            cond_groups(p, p->kids[c->first + i], seen, depth + 1);
+        break;
+    case OP_GROUP_ANY:
+    case OP_GROUP_ALL:
+        for (i = 0; i < c->n; i++)
+            seen[c->u.groups[i]] = 1;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Per route: the groups its rules (scoped or not, monitor ones too) name,
+ * for policy_route_group(). */
+static int route_groups(struct cc *cc)
+{
+    struct policy *p = cc->p;
+    uint8_t *seen = calloc(p->ngroups + 1, 1);
+    size_t r, i, n;
+    uint32_t *ids;
+
+    if (seen == NULL)
+        return cfail(cc, "out of memory");
+    for (r = 0; r <= p->nroutes; r++) {
+        memset(seen, 0, p->ngroups + 1);
+        for (i = 0; i < p->rr[r].nall; i++)
+            cond_groups(p, p->rules[p->rr[r].all[i]].root, seen, 0);
+        for (i = 0, n = 0; i < p->ngroups; i++)
+            n += seen[i];
+        ids = arena_alloc(p, (n + 1) * sizeof(*ids));
+        if (ids == NULL) {
+            free(seen);
+            return cfail(cc, "out of memory");
+        }
+        for (i = 0, n = 0; i < p->ngroups; i++)
+            if (seen[i])
+                ids[n++] = (uint32_t)i;
+        p->rr[r].groups = ids;
+        p->rr[r].ngroups = (uint32_t)n;
+    }
+    free(seen);
+    return 0;
+}
+
 static int build_routes(struct cc *cc, uint32_t **rroutes, const size_t *nrr)
 {
     struct policy *p = cc->p;
@@ -1693,7 +1750,7 @@ static int build_routes(struct cc *cc, uint32_t **rroutes, const size_t *nrr)
         }
     }
     p->rr = rr;
-    return 0;
+    return route_groups(cc);
 }
 
 /* cond.ptext of the leaves under ci: "<rule id>: " + cond.rtext. */

@@ -49,6 +49,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "shared.h"
 
 #define AD_IDENTITY_MAX 320
 #define AD_STATIC_MAX (8u * 1024 * 1024)
@@ -360,6 +361,7 @@ static void ad_readyz(struct evhttp_request *req)
     const struct conf *c = ad->cfg->conf;
     struct authz_stats as;
     struct devtrust_stats ds;
+    struct shared_stats ss;
     json_t *reasons = json_array(), *body;
     int64_t now = (int64_t)time(NULL);
     int ready;
@@ -381,6 +383,10 @@ static void ad_readyz(struct evhttp_request *req)
     if (proxy_draining())
         json_array_append_new(reasons, json_string("shutting down: draining the open requests"));
     ready = json_array_size(reasons) == 0;
+    /* Redis away does not make a replica unready: every replica would fail
+     * at once (an outage) while each can still serve from its own state.
+     * It is "degraded" instead (docs/operations.md). */
+    shared_stats(now, &ss);
     body = json_pack(
         "{s:b,s:o,s:{s:b,s:i,s:s,s:I},s:{s:b,s:i,s:s},s:{s:b,s:I,s:b,s:I}}", "ready", ready,
         "reasons", reasons, "rules", "loaded", as.enabled, "count", (int)as.rules, "version",
@@ -391,6 +397,26 @@ static void ad_readyz(struct evhttp_request *req)
     if (body == NULL) {
         ad_send_error(req, 500, "internal", "out of memory");
         return;
+    }
+    if (ss.configured) {
+        char why[400];
+
+        if (!ss.connected)
+            snprintf(why, sizeof(why),
+                     "redis unreachable for %llds (%s): serving from this replica's state, "
+                     "changes are not shared until it is back",
+                     (long long)(ss.down_since > 0 ? now - ss.down_since : 0), ss.last_error);
+        json_object_set_new(body, "degraded", ss.connected ? json_false() : json_true());
+        if (!ss.connected)
+            json_object_set_new(body, "degraded_reasons", json_pack("[s]", why));
+        json_object_set_new(
+            body, "redis",
+            json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "connected", ss.connected,
+                      "down_since", (json_int_t)ss.down_since, "connects", (json_int_t)ss.connects,
+                      "disconnects", (json_int_t)ss.disconnects, "errors", (json_int_t)ss.errors,
+                      "published", (json_int_t)ss.published, "received", (json_int_t)ss.received,
+                      "dropped", (json_int_t)ss.dropped, "queued", (json_int_t)ss.queued,
+                      "last_error", ss.last_error));
     }
     ad_send_json(req, ready ? 200 : 503, body);
 }

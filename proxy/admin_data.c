@@ -31,6 +31,7 @@
 #include "posture.h"
 #include "proxy.h"
 #include "session.h"
+#include "shared.h"
 
 #define AD_LIMIT_DEFAULT 100
 #define AD_LIMIT_MAX 1000
@@ -423,6 +424,7 @@ static void ad_device_status(const struct admin_call *c, const char *id, struct 
     admin_audit(c, "device status", detail);
     json_decref(detail);
     json_decref(dev);
+    shared_publish_override(id, status);
     if (ad_device_get(id, c->now, &dev) != 0) {
         /* Cleared on a device nobody knows any more: nothing left to show. */
         out->status = 200;

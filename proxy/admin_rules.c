@@ -34,6 +34,7 @@
 #include "linediff.h"
 #include "log.h"
 #include "policy.h"
+#include "shared.h"
 
 #define AR_FILE_MAX (POLICY_FILE_MAX + 64 * 1024)
 
@@ -616,6 +617,7 @@ static void ar_apply(const struct admin_call *c, json_t *doc, const char *commen
         json_object_set_new(detail, "rollback_to", json_integer(rollback_of));
     admin_audit(c, what, detail);
     json_decref(detail);
+    shared_publish_rules(text, len, c->actor, comment);
     out->status = 200;
     json_decref(out->body);
     out->body =
@@ -624,6 +626,58 @@ static void ar_apply(const struct admin_call *c, json_t *doc, const char *commen
 out:
     ar_version_free(&v);
     free(text);
+}
+
+int admin_rules_received(const char *text, size_t len, const char *author, const char *comment,
+                         int64_t now, char *err, size_t errlen)
+{
+    struct ar_version v;
+    json_error_t jerr;
+    json_t *doc, *errors = NULL;
+    char path[4096], who[600];
+    int rc = -1;
+
+    memset(&v, 0, sizeof(v));
+    if (!ar.enabled) {
+        /* No admin listener (or no policy) here: no history to record. */
+        return authz_install_rules(text, len, err, errlen);
+    }
+    doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        snprintf(err, errlen, "$: expected a rules document: %s", doc == NULL ? jerr.text : "");
+        goto out;
+    }
+    if (authz_validate_text(text, len, &errors) != 0) {
+        snprintf(err, errlen, "the rules document is not valid here: %s",
+                 json_string_value(json_object_get(json_array_get(errors, 0), "message")) != NULL
+                     ? json_string_value(json_object_get(json_array_get(errors, 0), "message"))
+                     : "validation failed");
+        goto out;
+    }
+    if (ar_sync(now, err, errlen) == -1)
+        goto out;
+    snprintf(who, sizeof(who), "%s (via redis)", author);
+    if (ar_version_make(&v, admin_rules_version() + 1, who, comment, doc, now) == -1) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (ar_persist(&v, err, errlen) == -1)
+        goto out;
+    if (authz_install_rules(text, len, err, errlen) == -1) {
+        if (ar.dir != NULL) {
+            ar_file_name(v.version, path, sizeof(path));
+            unlink(path);
+        }
+        goto out;
+    }
+    if (ar_push(&v, err, errlen) == -1)
+        goto out;
+    rc = 0;
+out:
+    ar_version_free(&v);
+    json_decref(errors);
+    json_decref(doc);
+    return rc;
 }
 
 static int ar_long_param(const char *s, long *out)

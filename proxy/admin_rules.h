@@ -16,6 +16,7 @@
 #define ZT_ADMIN_RULES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "admin_int.h"
 
@@ -33,6 +34,16 @@ void admin_rules_stop(void);
 void admin_rules(const struct admin_call *c, struct admin_reply *out);
 /* /explain */
 void admin_explain(const struct admin_call *c, struct admin_reply *out);
+
+/*
+ * Rules put on another replica (include/shared.h): validate text, record it
+ * in this replica's history as a new version (local version numbers; the
+ * author gets " (via redis)", the comment is kept) and install it, in the
+ * same all-or-nothing order as a put. Without an admin listener (no history
+ * here) it is only installed. Not published again. 0, or -1 and err.
+ */
+int admin_rules_received(const char *text, size_t len, const char *author, const char *comment,
+                         int64_t now, char *err, size_t errlen);
 
 /* The newest history version (0: none), for /readyz. */
 long admin_rules_version(void);

@@ -2125,14 +2125,15 @@ static int az_client(const struct az_settings *set, const struct authz_input *in
     return 0;
 }
 
-static void az_groups(const struct directory *dir, const uint32_t *ids, size_t n, size_t budget,
-                      struct authz_result *out)
+/* The names of ids, comma-separated, into buf (AUTHZ_GROUPS_MAX bytes). */
+static void az_groups_into(const struct directory *dir, const uint32_t *ids, size_t n,
+                           size_t budget, char *buf, size_t *dropped)
 {
     size_t i, used = 0;
 
-    out->groups[0] = '\0';
-    if (budget == 0 || budget > sizeof(out->groups) - 1)
-        budget = sizeof(out->groups) - 1;
+    buf[0] = '\0';
+    if (budget == 0 || budget > AUTHZ_GROUPS_MAX - 1)
+        budget = AUTHZ_GROUPS_MAX - 1;
     for (i = 0; i < n; i++) {
         const char *name = directory_group_name(dir, ids[i]);
         size_t l = name != NULL ? strlen(name) : 0, need = l + (used > 0);
@@ -2140,15 +2141,21 @@ static void az_groups(const struct directory *dir, const uint32_t *ids, size_t n
         if (l == 0)
             continue;
         if (used + need > budget) {
-            out->groups_dropped++;
+            (*dropped)++;
             continue;
         }
         if (used > 0)
-            out->groups[used++] = ',';
-        memcpy(out->groups + used, name, l);
+            buf[used++] = ',';
+        memcpy(buf + used, name, l);
         used += l;
-        out->groups[used] = '\0';
+        buf[used] = '\0';
     }
+}
+
+static void az_groups(const struct directory *dir, const uint32_t *ids, size_t n, size_t budget,
+                      struct authz_result *out)
+{
+    az_groups_into(dir, ids, n, budget, out->groups, &out->groups_dropped);
 }
 
 static uint64_t az_ns(void)
@@ -2292,6 +2299,44 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
     c->now = in->now;
 }
 
+/* out->route_groups: the user's groups (c->groups, sorted directory ids)
+ * that the rules of p applying to the route name, within the same budget. */
+static void az_groups_route(const struct policy *p, const struct policy_ctx *c,
+                            const struct authz_input *in, struct authz_result *out)
+{
+    uint32_t ids[AZ_OVERRIDE_GROUPS_MAX], id;
+    const char *name;
+    size_t i, n = 0, k;
+
+    if (p == NULL || !c->identity || c->dir == NULL || c->ngroups == 0)
+        return;
+    for (i = 0; (name = policy_route_group(p, c->route_index, c->route, i)) != NULL; i++) {
+        size_t lo = 0, hi = c->ngroups;
+
+        if (directory_group_find(c->dir, name, &id) == -1)
+            continue;
+        while (lo < hi) { /* the user's ids are sorted */
+            size_t mid = lo + (hi - lo) / 2;
+            if (c->groups[mid] < id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == c->ngroups || c->groups[lo] != id)
+            continue;
+        if (n == AZ_OVERRIDE_GROUPS_MAX) {
+            out->route_groups_dropped++;
+            continue;
+        }
+        for (k = n; k > 0 && ids[k - 1] > id; k--) /* sorted by id, i.e. by name */
+            ids[k] = ids[k - 1];
+        ids[k] = id;
+        n++;
+    }
+    az_groups_into(c->dir, ids, n, in->groups_budget, out->route_groups,
+                   &out->route_groups_dropped);
+}
+
 static void az_result_reset(struct authz_result *out)
 {
     out->client_ip[0] = '\0';
@@ -2299,6 +2344,8 @@ static void az_result_reset(struct authz_result *out)
     out->asn = 0;
     out->groups[0] = '\0';
     out->groups_dropped = 0;
+    out->route_groups[0] = '\0';
+    out->route_groups_dropped = 0;
 }
 
 void authz_evaluate(const struct authz_input *in, struct authz_result *out)
@@ -2323,6 +2370,7 @@ void authz_evaluate(const struct authz_input *in, struct authz_result *out)
         return;
     }
     az_ctx_build(s, 0, in, out, &c, &store);
+    az_groups_route(s->policy, &c, in, out);
     policy_eval(s->policy, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }
@@ -2344,6 +2392,7 @@ void authz_evaluate_policy(const struct policy *p, const struct authz_input *in,
         return;
     }
     az_ctx_build(s, p != s->policy, in, out, &c, &store);
+    az_groups_route(p, &c, in, out);
     policy_eval(p, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }

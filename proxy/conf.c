@@ -740,7 +740,7 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
     static const char *const keys[] = {
         "name",         "host",          "path_prefix", "upstream",
         "upstream_tls", "max_body_size", "websocket",   "allow_encoded_slash",
-        "pool_size",    "auth",          NULL};
+        "pool_size",    "auth",          "forward_groups", NULL};
     static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
     char base[64], p[256], *prefix = NULL;
     json_t *t;
@@ -822,6 +822,25 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
         get_int(cx, o, base, "pool_size", 0, 4096, 64, &n) == -1)
         return -1;
     r->pool_size = (int)n;
+    /* Which of the user's groups the upstream learns (X-ZT-Groups, the
+     * assertion): by default only those the route's rules name. */
+    {
+        char *fg = NULL;
+        int bad;
+
+        if (get_string(cx, o, base, "forward_groups", 0, "referenced", &fg) == -1)
+            return -1;
+        jp(p, sizeof(p), base, "forward_groups");
+        if (fg == NULL)
+            return conf_fail(cx, p, "out of memory");
+        r->forward_groups_all = strcmp(fg, "all") == 0;
+        bad = !r->forward_groups_all && strcmp(fg, "referenced") != 0;
+        if (bad)
+            conf_fail(cx, p, "expected \"referenced\" or \"all\", got \"%s\"", fg);
+        free(fg);
+        if (bad)
+            return -1;
+    }
     return parse_route_auth(cx, c, o, base, r);
 }
 
@@ -1052,6 +1071,69 @@ static int parse_admin(struct conf_ctx *cx, struct conf *c, json_t *o)
     return 0;
 }
 
+/* "redis": shared state for replicas (docs/deploy.md). A host name is
+ * resolved asynchronously (evdns) before every connection attempt. */
+static int parse_redis(struct conf_ctx *cx, struct conf *c, json_t *o)
+{
+    static const char *const keys[] = {"address", "password_file", "prefix", "connect_timeout",
+                                       NULL};
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char *file = NULL, *colon, name[64];
+    size_t i;
+    int rc;
+
+    if (conf_check_keys(cx, "$.redis", o, keys) == -1)
+        return -1;
+    if (get_string(cx, o, "$.redis", "address", 1, NULL, &c->redis_address) == -1)
+        return -1;
+    if (c->redis_address == NULL)
+        return conf_fail(cx, "$.redis", "out of memory");
+    c->redis_host = strdup(c->redis_address[0] == '[' ? c->redis_address + 1 : c->redis_address);
+    if (c->redis_host == NULL)
+        return conf_fail(cx, "$.redis.address", "out of memory");
+    colon = strrchr(c->redis_host, ':');
+    if (colon != NULL)
+        *colon = '\0';
+    /* "name:port": checked with a stand-in numeric host for the port. */
+    if (colon == NULL ||
+        (parse_address(c->redis_address, &ss, &sslen) == -1 &&
+         (c->redis_address[0] == '[' || !valid_hostname(c->redis_host) ||
+          snprintf(name, sizeof(name), "127.0.0.1:%s", colon + 1) >= (int)sizeof(name) ||
+          parse_address(name, &ss, &sslen) == -1)))
+        return conf_fail(cx, "$.redis.address",
+                         "expected \"IPv4:port\", \"[IPv6]:port\" or \"hostname:port\", got "
+                         "\"%s\"",
+                         c->redis_address);
+    c->redis_port = atoi(colon + 1);
+    if (c->redis_address[0] == '[')
+        colon[-1] = '\0';
+    if (get_file(cx, o, "$.redis", "password_file", 0, 1, &file) == -1)
+        return -1;
+    if (file != NULL) {
+        rc = read_secret_file(cx, "$.redis.password_file", file, &c->redis_password);
+        free(file);
+        if (rc == -1)
+            return -1;
+        for (i = 0; c->redis_password[i] != '\0'; i++)
+            if ((unsigned char)c->redis_password[i] < 0x20)
+                return conf_fail(cx, "$.redis.password_file",
+                                 "expected one line of printable characters");
+    }
+    if (get_string(cx, o, "$.redis", "prefix", 0, "ztproxy:", &c->redis_prefix) == -1)
+        return -1;
+    if (c->redis_prefix == NULL)
+        return conf_fail(cx, "$.redis.prefix", "out of memory");
+    if (strlen(c->redis_prefix) > 64)
+        return conf_fail(cx, "$.redis.prefix", "expected at most 64 bytes");
+    for (i = 0; c->redis_prefix[i] != '\0'; i++)
+        if ((unsigned char)c->redis_prefix[i] <= 0x20 || c->redis_prefix[i] == 0x7f)
+            return conf_fail(cx, "$.redis.prefix",
+                             "expected printable characters without spaces, byte %zu is not", i);
+    return get_duration(cx, o, "$.redis", "connect_timeout", 100, 60 * 1000, 2000,
+                        &c->redis_connect_timeout_ms);
+}
+
 static void route_free(struct conf_route *r)
 {
     free(r->name);
@@ -1092,6 +1174,13 @@ static void conf_free(struct conf *c)
         provider_free(&c->providers[i]);
     free(c->providers);
     free(c->state_dir);
+    free(c->redis_address);
+    free(c->redis_host);
+    if (c->redis_password != NULL) {
+        OPENSSL_cleanse(c->redis_password, strlen(c->redis_password));
+        free(c->redis_password);
+    }
+    free(c->redis_prefix);
     free(c->session_cookie_name);
     free(c->session_keys);
     free(c->assertion_key);
@@ -1220,7 +1309,7 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     static const char *const keys[] = {
         "listen",    "workers", "tls",       "device_id", "timeouts",     "limits", "access_log",
         "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy",
-        "admin",     NULL};
+        "admin",     "redis",   NULL};
     static const char *const lkeys[] = {"address", "backlog", "proxy_protocol", "trusted_proxies",
                                         NULL};
     static const char *const tkeys[] = {"certificate",
@@ -1493,6 +1582,11 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     /* admin: the admin API listener */
     o = json_object_get(root, "admin");
     if (o != NULL && parse_admin(cx, c, o) == -1)
+        goto out;
+
+    /* redis: shared state for replicas */
+    o = json_object_get(root, "redis");
+    if (o != NULL && parse_redis(cx, c, o) == -1)
         goto out;
     rc = 0;
 out:

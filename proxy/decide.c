@@ -229,7 +229,10 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
         decisions_record((unsigned)w->id, c->reqid, &in, v, r);
         authz_audit(w->auditbuf, c->reqid, &in, v, r);
     }
-    snprintf(w->groups, sizeof(w->groups), "%s", r->groups);
+    /* The upstream learns only the groups the route's rules name, unless
+     * the route opted into all ("forward_groups"). */
+    snprintf(w->groups, sizeof(w->groups), "%s",
+             c->route->forward_groups_all ? r->groups : r->route_groups);
     switch (r->decision.effect) {
     case POLICY_ALLOW:
         return DECIDE_ALLOW;

@@ -42,10 +42,12 @@
 #include "conf.h"
 #include "jsonconf.h"
 #include "devtrust.h"
+#include "feedcache.h"
 #include "httpc.h"
 #include "inventory.h"
 #include "log.h"
 #include "posture.h"
+#include "shared.h"
 #include "score.h"
 
 #define DT_SHARDS 64                           /* power of two */
@@ -1156,6 +1158,9 @@ struct dt_ljob {
     char *last_modified;
     int64_t fetched_at; /* DT_SRC_URL: when the response arrived */
     enum dt_result result;
+    char *url;      /* DT_SRC_URL: the feed's URL, for the feed cache */
+    int from_cache; /* the body came from the feed cache (do not store it again) */
+    int touch;      /* a 304: only renew the feed cache's fetched_at */
 };
 
 static pthread_mutex_t l_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -1173,7 +1178,27 @@ static void dt_ljob_free(struct dt_ljob *j)
     free(j->data);
     free(j->etag);
     free(j->last_modified);
+    free(j->url);
     free(j);
+}
+
+/* Keep the last good URL feed in the state directory (loader thread or
+ * start: blocking file I/O). A failure costs only the cache: logged. */
+static void dt_cache_store(const struct dt_ljob *j, const char *data, size_t len, int same)
+{
+    char err[512];
+    int r;
+
+    if (w_dir == NULL || j->kind != DT_SRC_URL || j->url == NULL || j->from_cache)
+        return;
+    if (same || j->touch)
+        r = feedcache_touch(w_dir, j->url, j->etag, j->last_modified, j->fetched_at, err,
+                            sizeof(err));
+    else
+        r = feedcache_save(w_dir, j->url, j->etag, j->last_modified, j->fetched_at, data, len, err,
+                           sizeof(err));
+    if (r == -1)
+        log_warnx("device trust: feed cache not updated: %s", err);
 }
 
 /* The format the config asks for, by the first non-space byte. */
@@ -1219,8 +1244,15 @@ static void dt_load_run(struct dt_ljob *j)
     enum dt_format format;
     uint64_t gen;
     struct stat st;
-    const char *what = j->kind == DT_SRC_FILE ? j->path : "url";
+    const char *what = j->kind == DT_SRC_FILE ? j->path
+                       : j->from_cache        ? "url (feed cache)"
+                                              : "url";
 
+    if (j->touch) {
+        dt_cache_store(j, NULL, 0, 1);
+        j->result = DT_LOAD_UNCHANGED;
+        return;
+    }
     pthread_mutex_lock(&pub_mtx);
     gen = pub_gen;
     prev = inventory_ref(pub_inv);
@@ -1267,6 +1299,8 @@ static void dt_load_run(struct dt_ljob *j)
                 j->result = DT_LOAD_DROPPED;
             }
             pthread_mutex_unlock(&pub_mtx);
+            if (j->result == DT_LOAD_UNCHANGED)
+                dt_cache_store(j, data, len, 1);
             goto out;
         }
     }
@@ -1299,9 +1333,11 @@ static void dt_load_run(struct dt_ljob *j)
         j->result = DT_LOAD_DROPPED;
     }
     pthread_mutex_unlock(&pub_mtx);
-    if (j->result == DT_LOAD_OK)
+    if (j->result == DT_LOAD_OK) {
         log_info("device trust: inventory %s loaded: %zu devices, version %llu, sha256 %.16s", what,
                  count, (unsigned long long)version, hex);
+        dt_cache_store(j, data, len, 0);
+    }
 out:
     /* The old snapshot may be big: freed here, off the workers' loops. */
     inventory_unref(old);
@@ -1543,6 +1579,29 @@ static int dt_token_refresh(struct dt_source *s)
     return 0;
 }
 
+/* After a 304: the feed cache's age follows the confirmation (the file
+ * write is the loader thread's). */
+static void dt_url_touch_cache(struct dt_source *s)
+{
+    struct dt_ljob *j;
+
+    if (w_dir == NULL)
+        return;
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->kind = DT_SRC_URL;
+    j->gen = s->gen;
+    j->touch = 1;
+    j->fetched_at = dt_now();
+    j->url = strdup(s->url);
+    if (j->url == NULL) {
+        dt_ljob_free(j);
+        return;
+    }
+    dt_loader_post(j);
+}
+
 static void dt_url_done(const struct httpc_response *r, void *arg)
 {
     struct dt_source *s = arg;
@@ -1560,6 +1619,7 @@ static void dt_url_done(const struct httpc_response *r, void *arg)
             j->etag = r->etag != NULL ? strdup(r->etag) : NULL;
             j->last_modified = r->last_modified != NULL ? strdup(r->last_modified) : NULL;
             j->fetched_at = dt_now();
+            j->url = strdup(s->url); /* NULL: no caching of this body */
         }
         if (j == NULL || j->data == NULL) {
             dt_ljob_free(j);
@@ -1585,6 +1645,7 @@ static void dt_url_done(const struct httpc_response *r, void *arg)
     if (r->status == 304 && have && (s->etag != NULL || s->last_modified != NULL)) {
         s->attempt = 0;
         dt_url_next(s);
+        dt_url_touch_cache(s);
         return;
     }
     if (r->status == 0)
@@ -1674,7 +1735,7 @@ static void dt_done_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&l_mtx);
     while ((j = list) != NULL) {
         list = j->next;
-        if (src != NULL && j->gen == src->gen)
+        if (src != NULL && j->gen == src->gen && !j->touch)
             dt_source_loaded(src, j);
         dt_ljob_free(j);
     }
@@ -1831,9 +1892,45 @@ void devtrust_stop(void)
     dt_base = NULL;
 }
 
+/*
+ * At start, before the first poll: publish the last good URL feed from the
+ * feed cache, with the age of its original fetch (so max_stale still fails
+ * closed). 1 if it was published (cm has its validators), else 0.
+ */
+static int dt_cache_load(const struct dt_settings *s, uint64_t gen, struct feedcache_meta *cm)
+{
+    char cerr[512];
+    struct dt_ljob j;
+    int r;
+
+    if (w_dir == NULL)
+        return 0;
+    memset(&j, 0, sizeof(j));
+    r = feedcache_load(w_dir, s->url, INVENTORY_MAX_BYTES, cm, &j.data, &j.len, cerr, sizeof(cerr));
+    if (r == -1)
+        log_warnx("device trust: feed cache not used: %s", cerr);
+    if (r == 2)
+        log_info("device trust: the feed cache is for another URL: not used");
+    if (r != 0)
+        return 0;
+    j.kind = DT_SRC_URL;
+    j.gen = gen;
+    j.fetched_at = cm->fetched_at;
+    j.from_cache = 1;
+    dt_load_run(&j);
+    free(j.data);
+    if (j.result != DT_LOAD_OK)
+        return 0;
+    log_info("device trust: inventory from the feed cache, fetched %lld s ago; polling %s",
+             (long long)(dt_now() - cm->fetched_at), s->url);
+    return 1;
+}
+
 int devtrust_start(struct event_base *base, const struct conf *c, char *err, size_t errlen)
 {
     struct dt_settings s;
+    struct feedcache_meta cmeta;
+    int cached = 0;
     uint64_t gen;
 
     if (atomic_load(&dt_started)) {
@@ -1889,10 +1986,17 @@ int devtrust_start(struct event_base *base, const struct conf *c, char *err, siz
         j.path = s.file;
         dt_load_run(&j);
     }
+    if (s.kind == DT_SRC_URL)
+        cached = dt_cache_load(&s, gen, &cmeta);
     src = dt_source_new(base, &s, gen);
     if (src == NULL) {
         snprintf(err, errlen, "device trust: cannot start the inventory feed source");
         goto err;
+    }
+    if (cached) {
+        /* The first poll revalidates the cached body (If-None-Match). */
+        src->etag = cmeta.etag[0] ? strdup(cmeta.etag) : NULL;
+        src->last_modified = cmeta.last_modified[0] ? strdup(cmeta.last_modified) : NULL;
     }
     if (s.kind == DT_SRC_FILE) {
         /* Whatever the first tick sees differently from this is a change. */
@@ -2322,6 +2426,8 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
     pthread_mutex_unlock(&sh->mtx);
     if (rc == 503)
         snprintf(err, errlen, "posture: cannot store the report now; try again later");
+    else
+        shared_publish_posture(line, (size_t)n - 1);
 out:
     if (rc == 0)
         atomic_fetch_add(&ct_accepted, 1);
@@ -2331,6 +2437,54 @@ out:
         atomic_fetch_add(&ct_unavailable, 1);
     else
         atomic_fetch_add(&ct_refused, 1);
+    return rc;
+}
+
+int devtrust_posture_store(const char *report, size_t len, char *err, size_t errlen)
+{
+    char line[POSTURE_JSON_MAX + 1], held[POSTURE_JSON_MAX];
+    struct posture p;
+    struct dt_shard *sh;
+    struct dt_entry *e;
+    uint64_t h;
+    int rc = 0, n;
+
+    if (!atomic_load(&dt_started)) {
+        snprintf(err, errlen, "posture: the device trust store is not running");
+        return -1;
+    }
+    if (posture_from_json(report, len, &p, err, errlen) == -1)
+        return -1;
+    if (!p.has_device_id || !dt_id_valid(p.device_id)) {
+        snprintf(err, errlen, "posture: $.device_id: expected the reporting device's id");
+        return -1;
+    }
+    n = posture_to_json(&p, line, sizeof(line) - 1);
+    if (n < 0) {
+        snprintf(err, errlen, "posture: $: cannot serialise the report");
+        return -1;
+    }
+    line[n++] = '\n';
+    h = dt_hash(p.device_id);
+    sh = dt_shard_of(h);
+    pthread_mutex_lock(&sh->mtx);
+    e = dt_find(sh, p.device_id, h, 1);
+    if (e == NULL) {
+        rc = -1;
+    } else if (e->has_posture && e->posture.received_at > p.received_at) {
+        rc = 1; /* this replica holds a newer one */
+    } else if (e->has_posture && posture_to_json(&e->posture, held, sizeof(held)) == n - 1 &&
+               memcmp(held, line, (size_t)n - 1) == 0) {
+        rc = 1; /* read back after a reconnect: nothing new */
+    } else if (dt_persist(line, (size_t)n) == -1) {
+        rc = -1;
+    } else {
+        e->posture = p;
+        e->has_posture = 1;
+    }
+    pthread_mutex_unlock(&sh->mtx);
+    if (rc == -1)
+        snprintf(err, errlen, "posture: the device store is full or the writer is behind");
     return rc;
 }
 

@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "session.h"
+#include "shared.h"
 #include "sso.h"
 #include "tls.h"
 
@@ -100,6 +101,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     }
     if (admin_reconfigure(c, err, sizeof(err)) == -1)
         log_warnx("admin API: keeping the running listener: %s", err);
+    shared_reconfigure(c);
     log_set_level(c->log_level);
     if (accesslog_reopen(c->access_log) == -1)
         log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);
@@ -272,6 +274,9 @@ int main(int argc, char **argv)
         fatalx("admin: cannot allocate the decisions ring");
     if (admin_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
         fatalx("%s", err);
+    /* After the stores it feeds (revocations, device trust, rules). */
+    if (shared_start(main_base, proxy_gen_conf(current), err, sizeof(err)) == -1)
+        fatalx("%s", err);
 
     log_set_level(proxy_gen_conf(current)->log_level);
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
@@ -297,6 +302,7 @@ int main(int argc, char **argv)
     authz_stop();
     devtrust_stop();
     proxy_revocations_close();
+    shared_stop(); /* last: the threads above may still have queued writes */
     sso_registry_free();
     log_info("stopped");
     event_free(ev_hup);

@@ -5,7 +5,9 @@
  * AES-256-GCM through EVP, AAD = kid | "ztproxy-session-v1" | cookie name.
  * Blobs (short-lived login state) are sealed the same way as "b1." with the
  * AAD label "ztproxy-blob-v1".
- * The plaintext is a fixed-order binary record (see plain_encode()): opening
+ * The plaintext is a fixed-order binary record (see plain_encode()); the
+ * provider's session id is an optional trailing string, absent when empty,
+ * so cookies sealed before it existed still open unchanged. Opening
  * a cookie is one base64 decode, one AEAD open and a bounds-checked walk,
  * with no allocation and no lock (docs/sessions.md).
  */
@@ -47,11 +49,12 @@
 #define BLOB_CONTEXT_LEN (sizeof(BLOB_CONTEXT) - 1)
 
 /* Plaintext: id | thumbprint | 5 times | provider | subject | email | acr |
- * namr | amr... ; strings are a length byte and the bytes. */
+ * namr | amr... [ | sid ]; strings are a length byte and the bytes; sid is
+ * present only when non-empty. */
 #define PLAIN_FIXED (SESSION_ID_LEN + SESSION_THUMBPRINT_LEN + 5 * 8)
 #define PLAIN_MAX                                                                                  \
     (PLAIN_FIXED + 1 + SESSION_PROVIDER_MAX + 1 + SESSION_SUBJECT_MAX + 1 + SESSION_EMAIL_MAX +    \
-     1 + SESSION_ACR_MAX + 1 + SESSION_AMR_MAX * (1 + SESSION_AMR_ITEM_MAX))
+     1 + SESSION_ACR_MAX + 1 + SESSION_AMR_MAX * (1 + SESSION_AMR_ITEM_MAX) + 1 + SESSION_SID_MAX)
 #define PLAIN_MIN (PLAIN_FIXED + 1 + 1 + 1 + 1 + 1 + 1 + 1) /* provider and subject non-empty */
 #define RAW_MAX (KID_LEN + NONCE_LEN + PLAIN_MAX + TAG_LEN)
 #define RAW_MIN (KID_LEN + NONCE_LEN + PLAIN_MIN + TAG_LEN)
@@ -64,7 +67,7 @@ _Static_assert(COOKIE_PREFIX_LEN + B64_LEN(KID_LEN + NONCE_LEN + SESSION_BLOB_MA
                "SESSION_BLOB_SEALED_MAX must be the longest sealed blob");
 _Static_assert(SESSION_SUBJECT_MAX <= 255 && SESSION_EMAIL_MAX <= 255 &&
                    SESSION_PROVIDER_MAX <= 255 && SESSION_ACR_MAX <= 255 &&
-                   SESSION_AMR_ITEM_MAX <= 255 && SESSION_AMR_MAX <= 255,
+                   SESSION_AMR_ITEM_MAX <= 255 && SESSION_AMR_MAX <= 255 && SESSION_SID_MAX <= 255,
                "lengths are one byte on the wire");
 
 /* Chrome caps cookie lifetimes at 400 days; so do we, which also keeps every
@@ -264,7 +267,8 @@ static int session_valid(const struct session *s)
                 0) ||
         !str_ok(s->subject, field_len(s->subject, sizeof(s->subject)), SESSION_SUBJECT_MAX, 0) ||
         !str_ok(s->email, field_len(s->email, sizeof(s->email)), SESSION_EMAIL_MAX, 1) ||
-        !str_ok(s->acr, field_len(s->acr, sizeof(s->acr)), SESSION_ACR_MAX, 1))
+        !str_ok(s->acr, field_len(s->acr, sizeof(s->acr)), SESSION_ACR_MAX, 1) ||
+        !str_ok(s->sid, field_len(s->sid, sizeof(s->sid)), SESSION_SID_MAX, 1))
         return 0;
     if (s->namr > SESSION_AMR_MAX)
         return 0;
@@ -298,7 +302,8 @@ int session_init(struct session *s, const struct session_login *in, int64_t now,
     if (copy_field(s->provider, sizeof(s->provider), in->provider, 0) == -1 ||
         copy_field(s->subject, sizeof(s->subject), in->subject, 0) == -1 ||
         copy_field(s->email, sizeof(s->email), in->email, 1) == -1 ||
-        copy_field(s->acr, sizeof(s->acr), in->acr, 1) == -1)
+        copy_field(s->acr, sizeof(s->acr), in->acr, 1) == -1 ||
+        copy_field(s->sid, sizeof(s->sid), in->sid, 1) == -1)
         goto err;
     for (i = 0; i < in->namr; i++)
         if (in->amr[i] == NULL || copy_field(s->amr[i], sizeof(s->amr[i]), in->amr[i], 0) == -1)
@@ -380,6 +385,8 @@ static size_t plain_encode(const struct session *s, uint8_t *out)
     out[o++] = (uint8_t)s->namr;
     for (i = 0; i < s->namr; i++)
         o += put_str(out + o, s->amr[i], sizeof(s->amr[i]));
+    if (s->sid[0] != '\0')
+        o += put_str(out + o, s->sid, sizeof(s->sid));
     return o;
 }
 
@@ -425,6 +432,9 @@ static int plain_decode(const uint8_t *p, size_t n, struct session *s)
     for (i = 0; i < s->namr; i++)
         if (get_str(p, n, &off, s->amr[i], sizeof(s->amr[i])) == -1)
             return -1;
+    /* The optional sid: present means non-empty (one encoding per session). */
+    if (off < n && (get_str(p, n, &off, s->sid, sizeof(s->sid)) == -1 || s->sid[0] == '\0'))
+        return -1;
     /* get_str() checked every string's bytes; the non-empty ones: */
     if (off != n || s->provider[0] == '\0' || s->subject[0] == '\0' || !session_times_valid(s))
         return -1;
@@ -1164,8 +1174,21 @@ struct rev_id {
     int used;
 };
 
+/*
+ * The users table also holds the back-channel logout entries, told apart by
+ * the key: a plain subject (every provider), REV_SID provider REV_SEP sid
+ * (one provider session) or REV_PUSER provider REV_SEP subject (a subject
+ * at one provider). Subjects, providers and sids never hold control
+ * characters, so the three kinds cannot collide.
+ */
+#define REV_SID '\x01'
+#define REV_PUSER '\x02'
+#define REV_SEP '\x01'
+#define REV_KEY_MAX (2 + SESSION_PROVIDER_MAX + SESSION_SID_MAX)
+_Static_assert(SESSION_SID_MAX >= SESSION_SUBJECT_MAX, "REV_KEY_MAX fits both kinds");
+
 struct rev_user {
-    char *subject; /* NULL: empty slot */
+    char *subject; /* the key (see above); NULL: empty slot */
     uint64_t hash;
     int64_t at;
 };
@@ -1186,6 +1209,7 @@ struct session_revocations {
     atomic_size_t count;
     struct rev_ids ids;
     struct rev_users users;
+    size_t nscoped; /* scoped keys ever added (a hint to skip two lookups) */
     uint64_t seed;
     int64_t max_lifetime;
     char *path, *tmp;
@@ -1405,6 +1429,8 @@ static int rev_add_user(struct session_revocations *rs, const char *subject, int
         pthread_rwlock_wrlock(&rs->lock);
         old = rs->users;
         rs->users = grown;
+        if (subject[0] == REV_SID || subject[0] == REV_PUSER)
+            rs->nscoped++;
         publish_count(rs);
         pthread_rwlock_unlock(&rs->lock);
         free(old.slots); /* subjects moved */
@@ -1412,9 +1438,45 @@ static int rev_add_user(struct session_revocations *rs, const char *subject, int
     }
     pthread_rwlock_wrlock(&rs->lock);
     users_put(&rs->users, copy, user_hash(rs, subject, len), at);
+    if (subject[0] == REV_SID || subject[0] == REV_PUSER)
+        rs->nscoped++;
     publish_count(rs);
     pthread_rwlock_unlock(&rs->lock);
     return 0;
+}
+
+/* Build a scoped key (REV_SID or REV_PUSER) into buf (REV_KEY_MAX + 1);
+ * returns its length. Both parts must have passed str_ok(). */
+static size_t rev_key(char *buf, char kind, const char *provider, const char *rest)
+{
+    size_t pl = strlen(provider), rl = strlen(rest);
+
+    buf[0] = kind;
+    memcpy(buf + 1, provider, pl);
+    buf[1 + pl] = REV_SEP;
+    memcpy(buf + 2 + pl, rest, rl);
+    buf[2 + pl + rl] = '\0';
+    return 2 + pl + rl;
+}
+
+/* Reader side, read lock held: revoked at s's provider, by subject or sid. */
+static int rev_scoped_revoked(const struct session_revocations *rs, const struct session *s)
+{
+    char key[REV_KEY_MAX + 1];
+    const struct rev_user *u;
+    size_t n;
+
+    if (rs->nscoped == 0 || s->provider[0] == '\0')
+        return 0;
+    n = rev_key(key, REV_PUSER, s->provider, s->subject);
+    u = users_find(rs, &rs->users, key, n);
+    if (u != NULL && s->issued_at <= u->at)
+        return 1;
+    if (s->sid[0] == '\0')
+        return 0;
+    n = rev_key(key, REV_SID, s->provider, s->sid);
+    u = users_find(rs, &rs->users, key, n);
+    return u != NULL && s->issued_at <= u->at;
 }
 
 enum session_result session_revocations_check(struct session_revocations *rs,
@@ -1433,6 +1495,8 @@ enum session_result session_revocations_check(struct session_revocations *rs,
         /* Whole seconds: a session issued in the second of the revocation
          * is revoked too (fail closed). */
         if (u != NULL && s->issued_at <= u->at)
+            res = SESSION_REVOKED;
+        else if (rev_scoped_revoked(rs, s))
             res = SESSION_REVOKED;
     }
     pthread_rwlock_unlock(&rs->lock);
@@ -1482,15 +1546,11 @@ static size_t rev_format_id(char *buf, const uint8_t *id, int64_t at)
     return (size_t)n;
 }
 
-static size_t rev_format_user(char *buf, const char *subject, int64_t at)
+/* Percent-encode s up to its end or stop into buf + o; returns the new o. */
+static size_t pct_put(char *buf, size_t o, const char *s, char stop)
 {
-    size_t o;
-    int n;
-
-    n = snprintf(buf, REV_LINE_MAX, "user %lld ", (long long)at);
-    o = (size_t)n;
-    for (; *subject != '\0'; subject++) {
-        unsigned char c = (unsigned char)*subject;
+    for (; *s != '\0' && *s != stop; s++) {
+        unsigned char c = (unsigned char)*s;
         if (subject_plain(c)) {
             buf[o++] = (char)c;
         } else {
@@ -1499,12 +1559,36 @@ static size_t rev_format_user(char *buf, const char *subject, int64_t at)
             buf[o++] = hexdig[c & 15];
         }
     }
+    return o;
+}
+
+/* A users-table key: "user <time> <subject>", or for the scoped kinds
+ * "sid <time> <provider> <sid>" and "puser <time> <provider> <subject>"
+ * (each part percent-encoded, so a space only separates). */
+static size_t rev_format_user(char *buf, const char *subject, int64_t at)
+{
+    const char *kind = subject[0] == REV_SID ? "sid" : subject[0] == REV_PUSER ? "puser" : "user";
+    size_t o;
+    int n;
+
+    n = snprintf(buf, REV_LINE_MAX, "%s %lld ", kind, (long long)at);
+    o = (size_t)n;
+    if (subject[0] == REV_SID || subject[0] == REV_PUSER) {
+        subject++;
+        o = pct_put(buf, o, subject, REV_SEP);
+        buf[o++] = ' ';
+        subject = strchr(subject, REV_SEP) + 1;
+    }
+    o = pct_put(buf, o, subject, '\0');
     buf[o++] = '\n';
     buf[o] = '\0';
     return o;
 }
 _Static_assert(sizeof("user  \n") + 20 + 3 * SESSION_SUBJECT_MAX < REV_LINE_MAX,
                "a user line fits");
+_Static_assert(sizeof("puser   \n") + 20 + 3 * (SESSION_PROVIDER_MAX + SESSION_SID_MAX) <
+                   REV_LINE_MAX,
+               "a scoped line fits");
 
 static int parse_time(const char **p, int64_t *out)
 {
@@ -1523,6 +1607,53 @@ static int parse_time(const char **p, int64_t *out)
         return -1;
     *out = v;
     *p = s;
+    return 0;
+}
+
+/* Percent-decode from *p up to stop or the end into dst (at most max bytes,
+ * non-empty, no control characters). 0 ok, -1 bad. */
+static int pct_get(const char **p, char stop, char *dst, size_t max)
+{
+    size_t n = 0;
+    int hi, lo;
+
+    for (; **p != '\0' && **p != stop; (*p)++) {
+        unsigned char c = (unsigned char)**p;
+        if (n >= max)
+            return -1;
+        if (c == '%') {
+            hi = hexval((unsigned char)(*p)[1]);
+            lo = hi < 0 ? -1 : hexval((unsigned char)(*p)[2]);
+            if (lo < 0)
+                return -1;
+            c = (unsigned char)(hi << 4 | lo);
+            *p += 2;
+        }
+        dst[n++] = (char)c;
+    }
+    dst[n] = '\0';
+    return str_ok(dst, n, max, 0) && strlen(dst) == n ? 0 : -1;
+}
+
+/* "sid <time> <provider> <sid>" or "puser <time> <provider> <subject>". */
+static int rev_parse_scoped(struct session_revocations *rs, const char *line, const char **why)
+{
+    char provider[SESSION_PROVIDER_MAX + 1], rest[SESSION_SID_MAX + 1], key[REV_KEY_MAX + 1];
+    int sid = line[0] == 's';
+    const char *p = line + (sid ? 4 : 6);
+    int64_t at;
+
+    *why = sid ? "expected \"sid <unix time> <provider> <sid>\""
+               : "expected \"puser <unix time> <provider> <subject>\"";
+    if (parse_time(&p, &at) == -1 || *p++ != ' ' ||
+        pct_get(&p, ' ', provider, SESSION_PROVIDER_MAX) == -1 || *p++ != ' ' ||
+        pct_get(&p, '\0', rest, sid ? SESSION_SID_MAX : SESSION_SUBJECT_MAX) == -1)
+        return -1;
+    rev_key(key, sid ? REV_SID : REV_PUSER, provider, rest);
+    if (rev_add_user(rs, key, at) == -1) {
+        *why = "out of memory or store full";
+        return -1;
+    }
     return 0;
 }
 
@@ -1596,7 +1727,9 @@ static int rev_parse_line(struct session_revocations *rs, const char *line, cons
         }
         return 0;
     }
-    *why = "expected a line starting with \"id \" or \"user \"";
+    if (strncmp(line, "sid ", 4) == 0 || strncmp(line, "puser ", 6) == 0)
+        return rev_parse_scoped(rs, line, why);
+    *why = "expected a line starting with \"id \", \"user \", \"sid \" or \"puser \"";
     return -1;
 }
 
@@ -1837,6 +1970,40 @@ int session_revoke_user(struct session_revocations *rs, const char *subject, int
 out:
     pthread_mutex_unlock(&rs->wlock);
     return ret;
+}
+
+static int revoke_scoped(struct session_revocations *rs, char kind, const char *provider,
+                         const char *rest, size_t rest_max, int64_t now)
+{
+    char line[REV_LINE_MAX], key[REV_KEY_MAX + 1];
+    size_t n;
+    int ret = -1;
+
+    if (now < 0 || now > TIME_MAX || provider == NULL || rest == NULL ||
+        !str_ok(provider, strnlen(provider, SESSION_PROVIDER_MAX + 1), SESSION_PROVIDER_MAX, 0) ||
+        !str_ok(rest, strnlen(rest, rest_max + 1), rest_max, 0))
+        return -1;
+    rev_key(key, kind, provider, rest);
+    pthread_mutex_lock(&rs->wlock);
+    if (rev_add_user(rs, key, now) == -1)
+        goto out;
+    n = rev_format_user(line, key, now);
+    ret = rev_append(rs, line, n);
+out:
+    pthread_mutex_unlock(&rs->wlock);
+    return ret;
+}
+
+int session_revoke_sid(struct session_revocations *rs, const char *provider, const char *sid,
+                       int64_t now)
+{
+    return revoke_scoped(rs, REV_SID, provider, sid, SESSION_SID_MAX, now);
+}
+
+int session_revoke_provider_user(struct session_revocations *rs, const char *provider,
+                                 const char *subject, int64_t now)
+{
+    return revoke_scoped(rs, REV_PUSER, provider, subject, SESSION_SUBJECT_MAX, now);
 }
 
 int session_revocations_expire(struct session_revocations *rs, int64_t now)

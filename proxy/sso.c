@@ -47,6 +47,7 @@
 #include "proxy_int.h"
 #include "sbuf.h"
 #include "session.h"
+#include "shared.h"
 #include "sso.h"
 
 #define LOGIN_COOKIE "zt_login"
@@ -87,14 +88,18 @@ struct sso_req {
     struct session sess;
     int have;        /* sess holds the identity of this request */
     int from_bearer; /* identity from a bearer token (no cookie) */
-    char set_cookie[2][SESSION_SET_COOKIE_MAX];
+    /* The large buffers are allocated only by the requests that need them
+     * (a re-sealed cookie, a login callback, a bearer token): this struct is
+     * allocated and wiped for every request that carries an identity. */
+    char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
     int nset;
     enum sso_wait wait;
     struct httpc_req *hreq;
     struct sso_job *job;
     struct sso_login login;
-    char id_token[JWT_TOKEN_MAX_DEFAULT + 1];
-    char bearer[JWT_TOKEN_MAX_DEFAULT + 1];
+    char *id_token; /* NUL-terminated, id_token_len bytes */
+    size_t id_token_len;
+    char *bearer; /* NUL-terminated, bearer_len bytes */
     size_t bearer_len;
     int provider; /* conf index */
     int local_kind;
@@ -108,13 +113,18 @@ struct sso_req {
 
 struct sso_job {
     struct sso_job *next;
-    int by_user;
+    int by_user; /* 0 id, 1 subject, JOB_SID / JOB_PUSER: back-channel at provider */
     uint8_t id[SESSION_ID_LEN];
     char subject[SESSION_SUBJECT_MAX + 1];
+    char provider[SESSION_PROVIDER_MAX + 1];
+    char sid[SESSION_SID_MAX + 1];
     struct event_base *reply_base;
     struct conn *c; /* NULL when the connection went away meanwhile */
     int rc;
 };
+
+#define JOB_SID 2   /* the provider session sid at provider */
+#define JOB_PUSER 3 /* subject at provider */
 
 /* The store has one writer at a time: this thread or proxy_revoke(). */
 static pthread_mutex_t revoke_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -132,6 +142,7 @@ static void *job_main(void *arg)
     for (;;) {
         struct sso_job *j;
         struct timeval zero = {0, 0};
+        int64_t at;
 
         pthread_mutex_lock(&job_mtx);
         while (job_head == NULL && !job_stop)
@@ -146,13 +157,24 @@ static void *job_main(void *arg)
             job_tail = NULL;
         pthread_mutex_unlock(&job_mtx);
         pthread_mutex_lock(&revoke_mtx);
+        at = (int64_t)time(NULL);
         if (proxy_revocations == NULL)
             j->rc = -1;
+        else if (j->by_user == JOB_SID)
+            j->rc = session_revoke_sid(proxy_revocations, j->provider, j->sid, at);
+        else if (j->by_user == JOB_PUSER)
+            j->rc = session_revoke_provider_user(proxy_revocations, j->provider, j->subject, at);
         else if (j->by_user)
-            j->rc = session_revoke_user(proxy_revocations, j->subject, (int64_t)time(NULL));
+            j->rc = session_revoke_user(proxy_revocations, j->subject, at);
         else
-            j->rc = session_revoke_id(proxy_revocations, j->id, (int64_t)time(NULL));
+            j->rc = session_revoke_id(proxy_revocations, j->id, at);
         pthread_mutex_unlock(&revoke_mtx);
+        if (proxy_revocations != NULL && j->by_user == JOB_SID)
+            shared_publish_revoke_scoped(j->provider, j->sid, NULL, at);
+        else if (proxy_revocations != NULL && j->by_user == JOB_PUSER)
+            shared_publish_revoke_scoped(j->provider, NULL, j->subject, at);
+        else if (proxy_revocations != NULL)
+            shared_publish_revoke(j->by_user ? j->subject : NULL, j->id, at);
         if (j->reply_base != NULL)
             event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
         else
@@ -213,6 +235,7 @@ static struct sso_req *sso_req_get(struct conn *c)
 void sso_req_free(struct conn *c)
 {
     struct sso_req *s = c->sso;
+    int i;
 
     if (s == NULL)
         return;
@@ -223,6 +246,19 @@ void sso_req_free(struct conn *c)
         s->job->c = NULL; /* freed by job_done_cb */
     if (s->body != NULL)
         evbuffer_free(s->body);
+    if (s->id_token != NULL) {
+        OPENSSL_cleanse(s->id_token, s->id_token_len);
+        free(s->id_token);
+    }
+    if (s->bearer != NULL) {
+        OPENSSL_cleanse(s->bearer, s->bearer_len);
+        free(s->bearer);
+    }
+    for (i = 0; i < 2; i++)
+        if (s->set_cookie[i] != NULL) {
+            OPENSSL_cleanse(s->set_cookie[i], strlen(s->set_cookie[i]));
+            free(s->set_cookie[i]);
+        }
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
     c->sso = NULL;
@@ -568,7 +604,7 @@ static enum jwt_result verify_id_token(struct conn *c, struct jwt_claims *claims
     ex.nonce = s->login.nonce;
     ex.now = now_s();
     ex.skew = (int64_t)(pv->clock_skew_ms / 1000);
-    rc = jwt_verify(s->id_token, strlen(s->id_token), keys, &ex, claims, reason);
+    rc = jwt_verify(s->id_token, s->id_token_len, keys, &ex, claims, reason);
     jwt_keyset_unref(keys);
     *unknown_kid = rc == JWT_ERR_UNKNOWN_KID;
     return rc;
@@ -685,6 +721,7 @@ static void login_verify_and_finish(struct conn *c, int may_refetch)
         in.namr = claims->namr;
         in.auth_time = claims->has_auth_time ? claims->auth_time : claims->iat;
         in.thumbprint = c->peer.thumbprint;
+        in.sid = claims->sid[0] ? claims->sid : NULL;
         if (session_init(&s->sess, &in, now_s(), (int64_t)(cf->session_lifetime_ms / 1000),
                          (int64_t)(cf->session_idle_ms / 1000)) == -1) {
             free(claims);
@@ -744,7 +781,19 @@ static void token_cb(const struct httpc_response *r, void *arg)
                    "The identity provider's answer was not understood.");
         return;
     }
-    snprintf(s->id_token, sizeof(s->id_token), "%s", json_string_value(idt));
+    if (s->id_token != NULL) {
+        OPENSSL_cleanse(s->id_token, s->id_token_len);
+        free(s->id_token);
+    }
+    s->id_token_len = 0;
+    s->id_token = malloc(json_string_length(idt) + 1);
+    s->id_token_len = s->id_token != NULL ? json_string_length(idt) : 0;
+    if (s->id_token == NULL) {
+        json_decref(doc);
+        login_fail(c, 503, "out of memory", "The proxy is overloaded: try again.");
+        return;
+    }
+    memcpy(s->id_token, json_string_value(idt), s->id_token_len + 1);
     json_decref(doc);
     login_verify_and_finish(c, 1);
 }
@@ -954,7 +1003,9 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
         if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
                                 sizeof(sealed), NULL) == 0 &&
             s->nset < 2 &&
-            session_set_cookie(s->set_cookie[s->nset], sizeof(s->set_cookie[0]),
+            (s->set_cookie[s->nset] != NULL ||
+             (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
+            session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
                                cf->session_cookie_name, sealed, s->sess.expires_at - now_s()) == 0)
             s->nset++;
     }
@@ -1005,11 +1056,21 @@ static int try_bearer(struct conn *c, const struct http_request *req, int pidx)
 
     if (h == NULL || h->value_len < 7 || strncasecmp(h->value, "bearer ", 7) != 0)
         return 0;
-    s->bearer_len = h->value_len - 7;
-    if (s->bearer_len > JWT_TOKEN_MAX_DEFAULT) {
+    if (h->value_len - 7 > JWT_TOKEN_MAX_DEFAULT) {
         respond_401(c, "invalid_token", "bearer token too large");
         return -1;
     }
+    if (s->bearer != NULL) {
+        OPENSSL_cleanse(s->bearer, s->bearer_len);
+        free(s->bearer);
+    }
+    s->bearer_len = 0;
+    s->bearer = malloc(h->value_len - 7 + 1);
+    if (s->bearer == NULL) {
+        respond_503(c, "out of memory");
+        return -1;
+    }
+    s->bearer_len = h->value_len - 7;
     memcpy(s->bearer, h->value + 7, s->bearer_len);
     s->bearer[s->bearer_len] = '\0';
     sso_provider_snapshot(c->gen->providers[pidx], &meta, &keys, NULL, 0);
@@ -1431,6 +1492,37 @@ static enum sso_verdict revoke_async(struct conn *c, int by_user, const char *su
     return SSO_HANDLED;
 }
 
+/* Like revoke_async() for a back-channel logout: what (JOB_SID or
+ * JOB_PUSER) names value (a sid or a subject) at provider. */
+static void revoke_async_scoped(struct conn *c, int what, const char *provider, const char *value)
+{
+    struct sso_req *s = c->sso;
+    struct sso_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL) {
+        conn_respond_error(c, 500, "Internal error.");
+        return;
+    }
+    j->by_user = what;
+    snprintf(j->provider, sizeof(j->provider), "%s", provider);
+    if (what == JOB_SID)
+        snprintf(j->sid, sizeof(j->sid), "%s", value);
+    else
+        snprintf(j->subject, sizeof(j->subject), "%s", value);
+    j->reply_base = c->w->base;
+    j->c = c;
+    s->job = j;
+    s->wait = WAIT_REVOKE;
+    s->local_kind = 3;
+    conn_set_state(c, CST_LOCAL);
+    bufferevent_disable(c->bev, EV_READ);
+    if (job_post(j) == -1) {
+        s->job = NULL;
+        free(j);
+        conn_respond_error(c, 500, "Internal error.");
+    }
+}
+
 static enum sso_verdict logout(struct conn *c, const struct http_request *req)
 {
     struct sso_req *s = sso_req_get(c);
@@ -1488,7 +1580,12 @@ static void backchannel_body_done(struct conn *c)
     ex.logout_token = 1;
     rc = keys != NULL ? jwt_verify(tok, strlen(tok), keys, &ex, cl, &reason) : JWT_ERR_UNKNOWN_KID;
     jwt_keyset_unref(keys);
-    if (rc != JWT_OK || cl->sub[0] == '\0') {
+    if (rc == JWT_OK &&
+        (strlen(cl->sid) > SESSION_SID_MAX || strlen(cl->sub) > SESSION_SUBJECT_MAX)) {
+        rc = JWT_ERR_CLAIM; /* no session can carry it: never truncate a revocation key */
+        reason = "sid or sub longer than any session can carry";
+    }
+    if (rc != JWT_OK) {
         audit_identity(c, "back-channel logout refused", reason ? reason : "no keys", NULL);
         free(cl);
         c->error = "logout token refused";
@@ -1496,8 +1593,17 @@ static void backchannel_body_done(struct conn *c)
                          "{\"error\":\"invalid_request\"}\n", 0);
         return;
     }
-    audit_identity(c, "back-channel logout", "every session of the user revoked", cl->sub);
-    revoke_async(c, 1, cl->sub, NULL, 3);
+    /* With sid: only the sessions from that provider session; with only
+     * sub: every session of the user from this provider. */
+    if (cl->sid[0] != '\0') {
+        audit_identity(c, "back-channel logout", "sessions of the provider session (sid) revoked",
+                       cl->sub[0] ? cl->sub : NULL);
+        revoke_async_scoped(c, JOB_SID, pv->name, cl->sid);
+    } else {
+        audit_identity(c, "back-channel logout",
+                       "every session of the user at the provider revoked", cl->sub);
+        revoke_async_scoped(c, JOB_PUSER, pv->name, cl->sub);
+    }
     free(cl);
 }
 
@@ -1668,6 +1774,17 @@ int proxy_revocations_open(const struct conf *c, char *err, size_t errlen)
 
 int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errlen)
 {
+    int64_t at = now_s();
+    int rc;
+
+    rc = proxy_revoke_apply(subject, id, at, err, errlen);
+    if (proxy_revocations != NULL)
+        shared_publish_revoke(subject, id, at);
+    return rc;
+}
+
+int proxy_revoke_apply(const char *subject, const uint8_t *id, int64_t at, char *err, size_t errlen)
+{
     int rc;
 
     pthread_mutex_lock(&revoke_mtx);
@@ -1675,8 +1792,29 @@ int proxy_revoke(const char *subject, const uint8_t *id, char *err, size_t errle
         snprintf(err, errlen, "sessions are not configured (no identity section)");
         rc = -1;
     } else {
-        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, now_s())
-                             : session_revoke_id(proxy_revocations, id, now_s());
+        rc = subject != NULL ? session_revoke_user(proxy_revocations, subject, at)
+                             : session_revoke_id(proxy_revocations, id, at);
+        if (rc == -1)
+            snprintf(err, errlen,
+                     "the revocation could not be persisted (it applies until the proxy "
+                     "restarts)");
+    }
+    pthread_mutex_unlock(&revoke_mtx);
+    return rc;
+}
+
+int proxy_revoke_scoped_apply(const char *provider, const char *sid, const char *subject,
+                              int64_t at, char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&revoke_mtx);
+    if (proxy_revocations == NULL) {
+        snprintf(err, errlen, "sessions are not configured (no identity section)");
+        rc = -1;
+    } else {
+        rc = sid != NULL ? session_revoke_sid(proxy_revocations, provider, sid, at)
+                         : session_revoke_provider_user(proxy_revocations, provider, subject, at);
         if (rc == -1)
             snprintf(err, errlen,
                      "the revocation could not be persisted (it applies until the proxy "

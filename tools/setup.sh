@@ -11,6 +11,7 @@ PACKAGES=(
   libmaxminddb-dev libmaxmind-db-writer-perl
   openssl curl python3 ca-certificates cppcheck
   haproxy python3-yaml
+  libhiredis-dev redis-server
 )
 
 missing=()

@@ -80,7 +80,8 @@ class PolicyTest(SSOTestCase):
     def routes(cls):
         up = cls.up.url
         return [
-            {"name": "app", "host": "app.test", "upstream": up, "auth": {"mode": "any"}},
+            {"name": "app", "host": "app.test", "upstream": up, "auth": {"mode": "any"},
+             "forward_groups": "all"},
             {"name": "loose", "host": "loose.test", "upstream": up, "auth": {"mode": "bearer"}},
             {"name": "admin", "host": "admin.test", "upstream": up, "auth": {"mode": "bearer"}},
             {"name": "open", "host": "open.test", "upstream": up, "auth": {"mode": "none"}},
@@ -184,7 +185,8 @@ class PolicyTest(SSOTestCase):
         alice_tok = self.bearer("alice", USERS["alice"][1])
         path, r = self.call_bearer(dave)
         rec = self.assert_forwarded(path, r, "dave (eng -> staff) on loose")
-        self.assertEqual(header_values(rec, "x-zt-groups"), ["eng,staff"], rec)
+        # loose forwards only the groups its rules name; app forwards all.
+        self.assertEqual(header_values(rec, "x-zt-groups"), ["staff"], rec)
         self.assertEqual(header_values(rec, "x-zt-user"), ["dave@corp.example"], rec)
         # alice through a browser session on app (SSO).
         s = self.login("alice")["session"]

@@ -267,6 +267,56 @@ static void test_lint_mode(void **state)
     policy_unref(NULL);
 }
 
+/* policy_route_group(): the groups each route's rules name (scoped and
+ * unscoped rules, monitor ones, nested conditions), each once. */
+static void test_route_groups(void **state)
+{
+    const char *text =
+        "{\"rules\":["
+        "{\"id\":\"a\",\"route\":\"wiki\",\"effect\":\"allow\",\"when\":{\"all\":["
+        "{\"group\":\"staff\"},{\"not\":{\"group\":{\"any_of\":[\"interns\",\"staff\"]}}}]}},"
+        "{\"id\":\"b\",\"route\":\"pay\",\"effect\":\"allow\",\"when\":{\"group\":"
+        "{\"all_of\":[\"finance\",\"staff\"]}}},"
+        "{\"id\":\"c\",\"route\":\"wiki\",\"effect\":\"deny\",\"mode\":\"monitor\","
+        "\"when\":{\"group\":\"contractors\"}},"
+        "{\"id\":\"d\",\"effect\":\"deny\",\"when\":{\"any\":[{\"country\":\"KP\"},"
+        "{\"group\":\"blocked\"}]}},"
+        "{\"id\":\"e\",\"route\":\"open\",\"effect\":\"allow\",\"when\":{\"ip\":\"10.0.0.0/8\"}}"
+        "]}";
+    static const struct {
+        const char *route;
+        const char *want; /* the names, joined with "," in policy group id order */
+    } cases[] = {
+        {"wiki", "staff,interns,contractors,blocked"},
+        {"pay", "staff,finance,blocked"}, /* staff was interned first: id order */
+        {"open", "blocked"},
+        {"nosuch", "blocked"},
+        {NULL, "blocked"},
+    };
+    char err[256], got[256];
+    struct policy *p = policy_compile(text, strlen(text), NULL, err, sizeof(err));
+    const char *g;
+    size_t i, k, o;
+
+    (void)state;
+    if (p == NULL)
+        fail_msg("%s", err);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        o = 0;
+        got[0] = '\0';
+        for (k = 0; (g = policy_route_group(p, -1, cases[i].route, k)) != NULL; k++)
+            o += (size_t)snprintf(got + o, sizeof(got) - o, "%s%s", k ? "," : "", g);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("route %s: got \"%s\", want \"%s\"",
+                     cases[i].route ? cases[i].route : "(null)", got, cases[i].want);
+    }
+    /* by index: the same as by name; an invalid index falls back to the name */
+    assert_string_equal(policy_route_group(p, policy_route_index(p, "pay"), NULL, 1), "finance");
+    assert_string_equal(policy_route_group(p, 99, "pay", 2), "blocked");
+    assert_null(policy_route_group(p, policy_route_index(p, "pay"), NULL, 3));
+    policy_unref(p);
+}
+
 static void test_custom_tiers(void **state)
 {
     static const char *const tiers[] = {"low", "mid", "top"};
@@ -352,9 +402,8 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_rules),
-        cmocka_unit_test(test_lint_mode),
-        cmocka_unit_test(test_custom_tiers),
+        cmocka_unit_test(test_bad_rules),    cmocka_unit_test(test_lint_mode),
+        cmocka_unit_test(test_route_groups), cmocka_unit_test(test_custom_tiers),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -342,6 +342,44 @@ static void test_groups_budget(void **state)
     assert_int_equal(res.groups_dropped, 3);
 }
 
+/* route_groups: only the groups the route's rules name; groups (all of
+ * them, for decision records and what-if) and the rules are unaffected. */
+static void test_route_groups(void **state)
+{
+    struct authz_input in;
+
+    (void)state;
+    start("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},\"audit_log\":\"off\"");
+    alice(&in, "wiki"); /* eng, oncall, staff (through eng) */
+    assert_int_equal(eval(&in), POLICY_ALLOW);
+    assert_string_equal(res.groups, "eng,oncall,staff");
+    /* wiki's rules name staff and contractors (a monitor rule) */
+    assert_string_equal(res.route_groups, "staff");
+    assert_int_equal(res.route_groups_dropped, 0);
+    in.groups_budget = 4; /* "staff" does not fit */
+    eval(&in);
+    assert_string_equal(res.route_groups, "");
+    assert_int_equal(res.route_groups_dropped, 1);
+    alice(&in, "admin"); /* no rule of admin names a group */
+    eval(&in);
+    assert_string_equal(res.groups, "eng,oncall,staff");
+    assert_string_equal(res.route_groups, "");
+    alice(&in, "nosuchroute"); /* unknown route: the unscoped rules, no groups */
+    eval(&in);
+    assert_string_equal(res.route_groups, "");
+    /* bob: contractors, named by wiki's monitor rule */
+    alice(&in, "wiki");
+    in.user_sub = "bob";
+    in.user_email = "bob@corp.example";
+    eval(&in);
+    assert_string_equal(res.route_groups, "contractors");
+    /* no identity: nothing */
+    in.has_identity = 0;
+    eval(&in);
+    assert_string_equal(res.groups, "");
+    assert_string_equal(res.route_groups, "");
+}
+
 /* A user removed from a group is denied on the next request once the
  * directory file is read again: no new login, no token expiry. */
 static void test_directory_change_is_live(void **state)
@@ -1206,6 +1244,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_policy_allows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allow_deny_with_rule_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groups_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_change_is_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_rules_keep_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trusted_proxies, setup, teardown),

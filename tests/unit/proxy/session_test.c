@@ -132,7 +132,8 @@ static void long_str(char *buf, size_t n, char c)
 static void test_round_trip(void **state)
 {
     static char sub[SESSION_SUBJECT_MAX + 1], email[SESSION_EMAIL_MAX + 1],
-        prov[SESSION_PROVIDER_MAX + 1], acr[SESSION_ACR_MAX + 1], item[SESSION_AMR_ITEM_MAX + 1];
+        prov[SESSION_PROVIDER_MAX + 1], acr[SESSION_ACR_MAX + 1], item[SESSION_AMR_ITEM_MAX + 1],
+        sid[SESSION_SID_MAX + 1];
     static const char *amr_max[SESSION_AMR_MAX];
     static const char *const amr2[] = {"hwk", "pin"};
     struct session_login cases[4];
@@ -148,6 +149,7 @@ static void test_round_trip(void **state)
     long_str(prov, SESSION_PROVIDER_MAX, 'p');
     long_str(acr, SESSION_ACR_MAX, 'a');
     long_str(item, SESSION_AMR_ITEM_MAX, 'm');
+    long_str(sid, SESSION_SID_MAX, 'i');
     for (i = 0; i < SESSION_AMR_MAX; i++)
         amr_max[i] = item;
     memset(cases, 0, sizeof(cases));
@@ -161,7 +163,8 @@ static void test_round_trip(void **state)
                                       .amr = amr2,
                                       .namr = 2,
                                       .auth_time = T0 - 100,
-                                      .thumbprint = thumb_a};
+                                      .thumbprint = thumb_a,
+                                      .sid = "9c1e-idp-session"};
     /* every field at its maximum */
     cases[2] = (struct session_login){.provider = prov,
                                       .subject = sub,
@@ -170,9 +173,11 @@ static void test_round_trip(void **state)
                                       .amr = amr_max,
                                       .namr = SESSION_AMR_MAX,
                                       .auth_time = T0,
-                                      .thumbprint = thumb_a};
+                                      .thumbprint = thumb_a,
+                                      .sid = sid};
     cases[3] = cases[1];
     cases[3].email = "";
+    cases[3].sid = "";
     for (i = 0; i < 4; i++) {
         assert_int_equal(session_init(&s, &cases[i], T0, LIFETIME, IDLE), 0);
         len = seal(ring, &s, cookie);
@@ -180,6 +185,7 @@ static void test_round_trip(void **state)
         assert_int_equal(open_at(ring, cookie, len, T0 + 1, thumb_a, &out, &reseal), SESSION_OK);
         assert_int_equal(reseal, 0);
         assert_memory_equal(&out, &s, sizeof(s));
+        assert_string_equal(out.sid, cases[i].sid != NULL ? cases[i].sid : "");
         if (i == 2) /* the largest session is exactly the largest cookie */
             assert_int_equal(len, SESSION_COOKIE_MAX - 1);
     }
@@ -424,7 +430,9 @@ static size_t forge(const struct plain *p, char *out)
 
 enum wire_bug {
     W_NONE,
-    W_TRAILING_BYTE,
+    W_TRAILING_BYTE, /* also: an empty sid, which is encoded by its absence */
+    W_SID_OVERRUNS,
+    W_CTL_IN_SID,
     W_SHORT,
     W_SUBJECT_OVERRUNS,
     W_EMPTY_SUBJECT,
@@ -511,6 +519,14 @@ static void build(struct plain *p, enum wire_bug bug)
         p_str(p, "otp", 3);
     if (bug == W_TRAILING_BYTE)
         p->b[p->n++] = 0;
+    if (bug == W_SID_OVERRUNS) {
+        p->b[p->n++] = 255;
+        p_bytes(p, filler, 254); /* the length says one more than there is */
+    }
+    if (bug == W_CTL_IN_SID)
+        p_str(p, "s\x01d", 3);
+    if (bug == W_HUGE_TIME + 1) /* not a bug: a cookie with a sid */
+        p_str(p, "idp-sid-1", 9);
 }
 
 static void test_wire_format(void **state)
@@ -541,6 +557,14 @@ static void test_wire_format(void **state)
     assert_int_equal(out.seen_at, T0);
     assert_int_equal(out.idle_expires_at, T0 + IDLE);
     assert_memory_equal(out.thumbprint, thumb_a, 32);
+    /* the format before sid existed (W_NONE) opens with an empty sid; the
+     * same record with a trailing sid carries it */
+    assert_string_equal(out.sid, "");
+    build(&p, (enum wire_bug)(W_HUGE_TIME + 1));
+    len = forge(&p, cookie);
+    assert_int_equal(open_at(ring, cookie, len, T0, thumb_a, &out, NULL), SESSION_OK);
+    assert_string_equal(out.subject, "alice");
+    assert_string_equal(out.sid, "idp-sid-1");
     /* authentic but invalid records are refused, never half-read */
     for (bug = W_NONE + 1; bug <= W_HUGE_TIME; bug++) {
         build(&p, (enum wire_bug)bug);
@@ -1154,6 +1178,92 @@ static void test_revoke_user(void **state)
     session_revocations_free(rs);
 }
 
+/* Back-channel logout: by provider session (sid) and by subject at one
+ * provider, both surviving a reopen of the log. */
+static void test_revoke_sid_and_provider_user(void **state)
+{
+    const int64_t at = T0 + 1000;
+    char line[600], longsid[SESSION_SID_MAX + 2];
+    struct session_revocations *rs;
+    struct session s;
+    int pass;
+
+    (void)state;
+    rev_reset();
+    rs = rev_open(T0);
+    assert_int_equal(session_revoke_sid(rs, "corp", "sid 1%\xc3\xa9", at), 0);
+    assert_int_equal(session_revoke_provider_user(rs, "partners", "bob", at), 0);
+    /* refused: empty, control characters, too long */
+    assert_int_equal(session_revoke_sid(rs, "corp", "", at), -1);
+    assert_int_equal(session_revoke_sid(rs, "", "x", at), -1);
+    assert_int_equal(session_revoke_sid(rs, "corp", "a\nb", at), -1);
+    long_str(longsid, SESSION_SID_MAX + 1, 'i');
+    assert_int_equal(session_revoke_sid(rs, "corp", longsid, at), -1);
+    assert_int_equal(session_revoke_provider_user(rs, "corp", "", at), -1);
+    for (pass = 0; pass < 2; pass++) {
+        make_session(&s, at - 10); /* corp, 00u1abcdef, no sid */
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        snprintf(s.sid, sizeof(s.sid), "sid 1%%\xc3\xa9");
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_REVOKED);
+        snprintf(s.sid, sizeof(s.sid), "sid 2"); /* the user's other provider session */
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        snprintf(s.sid, sizeof(s.sid), "sid 1%%\xc3\xa9");
+        snprintf(s.provider, sizeof(s.provider), "partners"); /* same sid, other provider */
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        make_session(&s, at + 1); /* logged in again after the logout */
+        snprintf(s.sid, sizeof(s.sid), "sid 1%%\xc3\xa9");
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        /* sub at one provider: bob at partners, not bob at corp */
+        make_session(&s, at);
+        snprintf(s.subject, sizeof(s.subject), "bob");
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        snprintf(s.provider, sizeof(s.provider), "partners");
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_REVOKED);
+        /* a subject named like a key is just a subject */
+        snprintf(s.subject, sizeof(s.subject), "partners bob");
+        assert_int_equal(session_revocations_check(rs, &s), SESSION_OK);
+        session_revocations_free(rs);
+        rs = rev_open(at + 5);
+        assert_int_equal(session_revocations_count(rs), 2);
+    }
+    session_revocations_free(rs);
+    /* the log lines, and a bad one of each kind */
+    {
+        FILE *f;
+        char path[128];
+        int found = 0;
+
+        snprintf(path, sizeof(path), "%s/revocations.log", tmpdir);
+        f = fopen(path, "r");
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strcmp(line, "puser 1700001000 partners bob\n") == 0 ||
+                strcmp(line, "sid 1700001000 corp sid%201%25%c3%a9\n") == 0)
+                found++;
+        }
+        fclose(f);
+        assert_int_equal(found, 2);
+    }
+    {
+        static const char *const bad[] = {
+            "sid 1700001000 corp\n", "sid 1700001000  x\n",         "sid x corp s\n",
+            "puser 1700001000 p \n", "sid 1700001000 corp a%0ab\n", "puser 1700001000 p%zz x\n",
+        };
+        size_t i;
+        char err[256];
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            rev_reset();
+            append_raw(bad[i]);
+            rs = NULL;
+            assert_int_equal(session_revocations_open(tmpdir, LIFETIME, T0, &rs, err, sizeof(err)),
+                             -1);
+            assert_non_null(strstr(err, ":1: "));
+        }
+        rev_reset();
+    }
+}
+
 static void test_revocations_truncated_line(void **state)
 {
     struct session_revocations *rs;
@@ -1410,6 +1520,7 @@ int main(void)
         cmocka_unit_test(test_set_cookie_fits_largest),
         cmocka_unit_test(test_revoke_id),
         cmocka_unit_test(test_revoke_user),
+        cmocka_unit_test(test_revoke_sid_and_provider_user),
         cmocka_unit_test(test_revocations_truncated_line),
         cmocka_unit_test(test_revocations_bad_log),
         cmocka_unit_test(test_revocations_expire),

@@ -34,6 +34,7 @@
 #include "authz.h"
 #include "devtrust.h"
 #include "metrics.h"
+#include "shared.h"
 #include "policy.h"
 
 /* ---- the counter layout -------------------------------------------------- */
@@ -746,6 +747,42 @@ static void render_data_plane(struct evbuffer *out, const uint64_t *s)
     sample(out, "ztproxy_bearer_refused_total", s[M_EVENT + METRICS_BEARER_REFUSED]);
 }
 
+/* Shared state in Redis (include/shared.h): only with a "redis" section. */
+static void render_redis(struct evbuffer *out, int64_t now)
+{
+    struct shared_stats *rs = malloc(sizeof(*rs));
+
+    if (rs == NULL)
+        return;
+    shared_stats(now, rs);
+    if (rs->configured) {
+        family(out, "ztproxy_redis_connected", "gauge",
+               "1 when both Redis connections are up and subscribed.");
+        sample(out, "ztproxy_redis_connected", rs->connected ? 1 : 0);
+        family(out, "ztproxy_redis_down_seconds", "gauge",
+               "Seconds since Redis was lost (0 while connected).");
+        sample(out, "ztproxy_redis_down_seconds",
+               rs->down_since > 0 && now > rs->down_since ? (uint64_t)(now - rs->down_since) : 0);
+        family(out, "ztproxy_redis_connects_total", "counter", "Connections made to Redis.");
+        sample(out, "ztproxy_redis_connects_total", rs->connects);
+        family(out, "ztproxy_redis_disconnects_total", "counter", "Connections to Redis lost.");
+        sample(out, "ztproxy_redis_disconnects_total", rs->disconnects);
+        family(out, "ztproxy_redis_errors_total", "counter",
+               "Failed connects, error replies and refused messages.");
+        sample(out, "ztproxy_redis_errors_total", rs->errors);
+        family(out, "ztproxy_redis_writes_total", "counter",
+               "Shared writes, by result (published to Redis, or dropped: queue full).");
+        sample_l(out, "ztproxy_redis_writes_total", "result", "published", rs->published);
+        sample_l(out, "ztproxy_redis_writes_total", "result", "dropped", rs->dropped);
+        family(out, "ztproxy_redis_received_total", "counter",
+               "Changes from other replicas applied here.");
+        sample(out, "ztproxy_redis_received_total", rs->received);
+        family(out, "ztproxy_redis_queued", "gauge", "Shared writes waiting for Redis.");
+        sample(out, "ztproxy_redis_queued", rs->queued);
+    }
+    free(rs);
+}
+
 static void render_runtimes(struct evbuffer *out, int64_t now)
 {
     struct authz_stats *as = malloc(sizeof(*as));
@@ -803,6 +840,7 @@ static void render_runtimes(struct evbuffer *out, int64_t now)
     family(out, "ztproxy_state_persist_errors_total", "counter",
            "Device state writes that failed (the state is kept in memory).");
     sample(out, "ztproxy_state_persist_errors_total", ds->persist_errors);
+    render_redis(out, now);
 out:
     free(as);
     free(ds);

@@ -384,6 +384,25 @@ class RedisSharedStateTest(SSOTestCase):
         self.assertTrue(lines and all(l[0] == "puser" and l[-1] == "carol" for l in lines),
                         lines)
 
+    def test_04c_metrics(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.pki.ca)
+        ctx.check_hostname = False
+        c = http.client.HTTPSConnection("127.0.0.1", self.b.admin_port, timeout=30, context=ctx)
+        try:
+            c.request("GET", "/metrics")
+            r = c.getresponse()
+            text = r.read().decode()
+        finally:
+            c.close()
+        self.assertEqual(r.status, 200)
+        vals = dict(l.rsplit(" ", 1) for l in text.splitlines()
+                    if l.startswith("ztproxy_redis_"))
+        self.assertEqual(vals.get("ztproxy_redis_connected"), "1", text)
+        # the earlier tests' changes made on A were applied on B
+        self.assertGreater(int(vals["ztproxy_redis_received_total"]), 0, text)
+        self.assertEqual(vals.get('ztproxy_redis_writes_total{result="dropped"}'), "0", text)
+
     def test_05_redis_down_then_back(self):
         if not hasattr(type(self), "revoked_cookies"):
             self.test_04_revocation_through_a_refused_on_b()

@@ -1229,12 +1229,16 @@ static void print_explain(const json_t *o)
         printf("  (none)\n");
     json_array_foreach(rules, i, v)
     {
-        printf("  %-9s %s (%s%s%s)\n", jstr(v, "result"), jstr(v, "id"), jstr(v, "effect"),
-               json_is_string(json_object_get(v, "mode")) ? ", " : "",
-               json_is_string(json_object_get(v, "mode")) ? jstr(v, "mode") : "");
+        int monitor = strcmp(jstr(v, "mode"), "monitor") == 0;
+        printf("  %s %s: %s%s\n", jstr(v, "id"), jstr(v, "effect"), jstr(v, "result"),
+               monitor ? " (monitor only)" : "");
         json_array_foreach(json_object_get(v, "conditions"), j, cond)
-            printf("      %-4s %s\n", json_is_true(json_object_get(cond, "ok")) ? "ok" : "FAIL",
-                   jstr(cond, "reason"));
+        {
+            json_int_t depth = json_integer_value(json_object_get(cond, "depth"));
+            const char *res = jstr(cond, "result");
+            printf("      %*s%-7s %s\n", (int)(depth > 0 && depth < 20 ? depth * 2 : 0), "",
+                   strcmp(res, "combinator") == 0 ? "" : res, jstr(cond, "text"));
+        }
     }
 }
 
@@ -1449,12 +1453,13 @@ static int known_status(const char *s)
 
 static void print_device_row(const json_t *d)
 {
-    char score[32], failing[512], age[32];
+    char score[32], failing[512], age[32], status[64];
     const json_t *ov = json_object_get(d, "override");
 
-    printf("%-24s %-26s %-8s%s %-11s %5s  %-8s %s\n", jstr(d, "id"), jstr(d, "owner"),
-           jstr(d, "status"), json_is_string(ov) ? "*" : " ", jstr(d, "tier"),
-           jtext(d, "score", score, sizeof(score)), jtext(d, "posture_age", age, sizeof(age)),
+    snprintf(status, sizeof(status), "%s%s", jstr(d, "status"), json_is_true(ov) ? "*" : "");
+    printf("%-24s %-26s %-9s %-11s %5s  %-8s %s\n", jstr(d, "id"), jstr(d, "owner"), status,
+           jstr(d, "tier"), jtext(d, "score", score, sizeof(score)),
+           jtext(d, "posture_age", age, sizeof(age)),
            jtext(d, "failing", failing, sizeof(failing)));
 }
 
@@ -1524,10 +1529,7 @@ static void print_device(const json_t *d)
 
     printf("device   %s\n", jstr(d, "id"));
     printf("owner    %s\n", jstr(d, "owner"));
-    printf("status   %s%s%s\n", jstr(d, "status"), json_is_string(ov) ? " (override: " : "",
-           json_is_string(ov) ? json_string_value(ov) : "");
-    if (json_is_string(ov))
-        printf(")\n");
+    printf("status   %s%s\n", jstr(d, "status"), json_is_true(ov) ? " (override)" : "");
     printf("known    %s\n", jtext(d, "known", t1, sizeof(t1)));
     printf("tier     %s (score %s)\n", jstr(d, "tier"), jtext(d, "score", t2, sizeof(t2)));
     printf("failing  %s\n", jtext(d, "failing", t1, sizeof(t1)));
@@ -1638,8 +1640,7 @@ static int devices_set_status(const char *cmd, int argc, char **argv)
         rc = print_json(r.json);
     else {
         printf("device %s: status %s%s, tier %s\n", jstr(r.json, "id"), jstr(r.json, "status"),
-               json_is_string(json_object_get(r.json, "override")) ? " (override)"
-                                                                   : " (no override)",
+               json_is_true(json_object_get(r.json, "override")) ? " (override)" : " (no override)",
                jstr(r.json, "tier"));
         rc = ZTCTL_EXIT_OK;
     }

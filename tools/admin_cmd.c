@@ -1014,7 +1014,10 @@ static void print_ids(const char *label, const json_t *a)
     printf("%s:", label);
     if (json_array_size(a) == 0)
         printf(" (none)");
-    json_array_foreach(a, i, v) printf(" %s", json_string_value(v) ? json_string_value(v) : "?");
+    json_array_foreach(a, i, v)
+    {
+        printf(" %s", json_string_value(v) ? json_string_value(v) : "?");
+    }
     printf("\n");
 }
 
@@ -1208,7 +1211,9 @@ static void print_explain(const json_t *o)
     printf("decision: %s (rule %s)\n", jstr(o, "decision"), jstr(o, "rule"));
     printf("reasons:\n");
     json_array_foreach(json_object_get(o, "reasons"), i, v)
+    {
         printf("  - %s\n", json_string_value(v) ? json_string_value(v) : "?");
+    }
     if (json_array_size(json_object_get(o, "reasons")) == 0)
         printf("  (none)\n");
     if (ctx != NULL) {
@@ -1346,9 +1351,11 @@ static void print_changes(const char *label, const json_t *a)
     printf("  %-16s %-28s %-16s %6s  %-8s %-8s %s\n", "ROUTE", "USER", "DEVICE", "COUNT", "WAS",
            "NOW", "RULE (was)");
     json_array_foreach(a, i, v)
+    {
         printf("  %-16s %-28s %-16s %6s  %-8s %-8s %s (%s)\n", jstr(v, "route"), jstr(v, "user"),
                jstr(v, "device"), jtext(v, "count", n, sizeof(n)), jstr(v, "was"), jstr(v, "now"),
                jstr(v, "rule"), jstr(v, "was_rule"));
+    }
 }
 
 int ztctl_whatif_main(int argc, char **argv)
@@ -1391,9 +1398,12 @@ int ztctl_whatif_main(int argc, char **argv)
         print_changes("would gain access", json_object_get(r.json, "gains"));
         print_changes("would lose access", json_object_get(r.json, "losses"));
         printf("by route:\n");
-        json_object_foreach(json_object_get(r.json, "by_route"), k, v) printf(
-            "  %-16s gains %s  losses %s  unchanged %s\n", k, jtext(v, "gains", t1, sizeof(t1)),
-            jtext(v, "losses", t2, sizeof(t2)), jtext(v, "unchanged", t3, sizeof(t3)));
+        json_object_foreach(json_object_get(r.json, "by_route"), k, v)
+        {
+            printf("  %-16s gains %s  losses %s  unchanged %s\n", k,
+                   jtext(v, "gains", t1, sizeof(t1)), jtext(v, "losses", t2, sizeof(t2)),
+                   jtext(v, "unchanged", t3, sizeof(t3)));
+        }
         rc = ZTCTL_EXIT_OK;
     }
     resp_reset(&r);
@@ -1506,7 +1516,10 @@ static int devices_list(const char *cmd, int argc, char **argv)
     else {
         printf("%-24s %-26s %-9s %-11s %5s  %-8s %s\n", "DEVICE", "OWNER", "STATUS", "TIER",
                "SCORE", "POSTURE", "FAILING");
-        json_array_foreach(json_object_get(r.json, "devices"), i, d) print_device_row(d);
+        json_array_foreach(json_object_get(r.json, "devices"), i, d)
+        {
+            print_device_row(d);
+        }
         printf("(%zu devices; * = status override, POSTURE = seconds since the last report)\n",
                json_array_size(json_object_get(r.json, "devices")));
         rc = ZTCTL_EXIT_OK;
@@ -1842,8 +1855,11 @@ int ztctl_decisions_main(int argc, char **argv)
                    jstr(d, "effect"), jstr(d, "rule"), email != NULL ? email : jstr(d, "user"),
                    jstr(d, "device"), jstr(d, "method"), jstr(d, "path"));
             if (strcmp(jstr(d, "effect"), "allow") != 0)
-                json_array_foreach(json_object_get(d, "reasons"), j, reason) printf(
-                    "    - %s\n", json_string_value(reason) ? json_string_value(reason) : "?");
+                json_array_foreach(json_object_get(d, "reasons"), j, reason)
+                {
+                    printf("    - %s\n",
+                           json_string_value(reason) ? json_string_value(reason) : "?");
+                }
         }
         printf("(%zu decisions)\n", json_array_size(json_object_get(r.json, "decisions")));
         rc = ZTCTL_EXIT_OK;

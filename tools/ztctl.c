@@ -13,15 +13,15 @@
 
 #include "ztctl.h"
 
-#define CONN_HELP                                                                          \
-    "\n"                                                                                   \
-    "Connection (flag, else environment, else --config FILE / ~/.config/ztctl/config.json):\n" \
-    "  --admin URL         admin listener (ZTCTL_ADMIN; default https://127.0.0.1:9443)\n"   \
-    "  --token-file FILE   file holding an admin token, mode 0600 (ZTCTL_TOKEN_FILE)\n"     \
-    "  --cert FILE --key FILE   admin client certificate (ZTCTL_CERT, ZTCTL_KEY)\n"          \
-    "  --cacert FILE       CA of the proxy's server certificate (ZTCTL_CACERT)\n"           \
-    "  --json              print the API's answer as JSON\n"                                 \
-    "Exit: 0 ok, 1 refused, invalid or not found, 2 usage error, 3 cannot connect\n"         \
+#define CONN_HELP                                                                                  \
+    "\n"                                                                                           \
+    "Connection (flag, else environment, else --config FILE / ~/.config/ztctl/config.json):\n"     \
+    "  --admin URL         admin listener (ZTCTL_ADMIN; default https://127.0.0.1:9443)\n"         \
+    "  --token-file FILE   file holding an admin token, mode 0600 (ZTCTL_TOKEN_FILE)\n"            \
+    "  --cert FILE --key FILE   admin client certificate (ZTCTL_CERT, ZTCTL_KEY)\n"                \
+    "  --cacert FILE       CA of the proxy's server certificate (ZTCTL_CACERT)\n"                  \
+    "  --json              print the API's answer as JSON\n"                                       \
+    "Exit: 0 ok, 1 refused, invalid or not found, 2 usage error, 3 cannot connect\n"               \
     "(refused, TLS verification, credentials: 401/403, unusable token file).\n"
 
 struct help {
@@ -114,7 +114,8 @@ static const struct help helps[] = {
                        "\n"
                        "Apply version VERSION's document again, as a new version.\n" CONN_HELP},
     {"explain",
-     "usage: ztctl explain [--rules FILE] --route R [--user U] [--device D] [options] [connection]\n"
+     "usage: ztctl explain [--rules FILE] --route R [--user U] [--device D] [options] "
+     "[connection]\n"
      "\n"
      "Dry-run one request on the running proxy (its live device trust, directory\n"
      "and GeoIP) and print the decision, its reasons and every rule's conditions.\n"
@@ -127,16 +128,18 @@ static const struct help helps[] = {
      "  --ip A              client address         --country CC  country or unknown\n"
      "  --time T            RFC 3339 time (default now)\n"
      "  --method M          HTTP method (GET)      --path P      request path (/)\n"
-     "  --mfa               the login used MFA     --auth-age D  age of the login (15m)\n" CONN_HELP},
+     "  --mfa               the login used MFA     --auth-age D  age of the login "
+     "(15m)\n" CONN_HELP},
     {"whatif", "usage: ztctl whatif FILE [connection]\n"
                "\n"
                "Replay the recent decisions against the proposed rules in FILE and list\n"
                "who would gain and who would lose access, per route. Nothing changes.\n" CONN_HELP},
-    {"devices list", "usage: ztctl devices list [--tier T] [--status S] [--owner O] [--stale] "
-                     "[--limit N] [connection]\n"
-                     "\n"
-                     "List devices: id, owner, status, tier, score, posture age, failing checks.\n"
-                     "--stale: only devices whose posture or inventory is stale or missing.\n" CONN_HELP},
+    {"devices list",
+     "usage: ztctl devices list [--tier T] [--status S] [--owner O] [--stale] "
+     "[--limit N] [connection]\n"
+     "\n"
+     "List devices: id, owner, status, tier, score, posture age, failing checks.\n"
+     "--stale: only devices whose posture or inventory is stale or missing.\n" CONN_HELP},
     {"devices show", "usage: ztctl devices show ID [connection]\n"
                      "\n"
                      "One device: status, tier and score, every check with its points and\n"

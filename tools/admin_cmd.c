@@ -1241,8 +1241,11 @@ static void print_explain(const json_t *o)
         {
             json_int_t depth = json_integer_value(json_object_get(cond, "depth"));
             const char *res = jstr(cond, "result");
-            printf("      %*s%-7s %s\n", (int)(depth > 0 && depth < 20 ? depth * 2 : 0), "",
-                   strcmp(res, "combinator") == 0 ? "" : res, jstr(cond, "text"));
+            int ind = (int)(depth > 0 && depth < 20 ? depth * 2 : 0);
+            if (strcmp(res, "combinator") == 0)
+                printf("      %*s%s\n", ind, "", jstr(cond, "text"));
+            else
+                printf("      %*s%-7s %s\n", ind, "", res, jstr(cond, "text"));
         }
     }
 }

@@ -292,14 +292,58 @@ static int conn_opt(struct ztctl_optp *p, struct conn *c, int id, const char *va
 
 static const char *const cfg_keys[] = {"admin", "token_file", "cert", "key", "cacert", NULL};
 
+/*
+ * The config file's text -> its object: only the keys of cfg_keys, each a
+ * non-empty string. NULL with the reason in err ("$.tokn: unknown key ...",
+ * "3:7: <syntax error>"). Pure: the fuzz target calls it.
+ */
+static json_t *config_parse(const char *text, size_t len, char *err, size_t errlen)
+{
+    json_error_t e;
+    const char *k;
+    json_t *v, *cfg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+
+    if (cfg == NULL) {
+        snprintf(err, errlen, "%d:%d: %s", e.line, e.column, e.text);
+        return NULL;
+    }
+    if (!json_is_object(cfg)) {
+        snprintf(err, errlen, "$: expected an object");
+        json_decref(cfg);
+        return NULL;
+    }
+    json_object_foreach(cfg, k, v)
+    {
+        size_t i;
+        for (i = 0; cfg_keys[i] != NULL; i++)
+            if (strcmp(cfg_keys[i], k) == 0)
+                break;
+        if (cfg_keys[i] == NULL) {
+            char q[128];
+            snprintf(err, errlen, "$.%s: unknown key (known: admin, token_file, cert, key, cacert)",
+                     strcspn(k, "\"\\ .[]") == strlen(k) && strlen(k) < 64
+                         ? k
+                         : ztctl_quote(k, q, sizeof(q)));
+            json_decref(cfg);
+            return NULL;
+        }
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            snprintf(err, errlen, "$.%s: expected a non-empty string", k);
+            json_decref(cfg);
+            return NULL;
+        }
+    }
+    return cfg;
+}
+
 /* Load the config file: explicit (must exist) or the default (when it exists). */
 static int conn_load_config(struct conn *c)
 {
     const char *path = c->config != NULL ? c->config : getenv("ZTCTL_CONFIG");
-    char def[1024];
-    json_error_t e;
-    const char *k;
-    json_t *v;
+    char def[1024], err[512];
+    size_t len;
+    char *text;
 
     if (path == NULL || path[0] == '\0') {
         const char *home = getenv("HOME");
@@ -310,37 +354,13 @@ static int conn_load_config(struct conn *c)
             return 0;
         path = def;
     }
-    c->cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+    if ((text = read_file(c->cmd, path, &len)) == NULL)
+        return -1;
+    c->cfg = config_parse(text, len, err, sizeof(err));
+    free(text);
     if (c->cfg == NULL) {
-        if (e.line <= 0)
-            fprintf(stderr, "ztctl %s: config %s: %s\n", c->cmd, path, e.text);
-        else
-            fprintf(stderr, "ztctl %s: config %s:%d:%d: %s\n", c->cmd, path, e.line, e.column,
-                    e.text);
+        fprintf(stderr, "ztctl %s: config %s%s%s\n", c->cmd, path, err[0] == '$' ? ": " : ":", err);
         return -1;
-    }
-    if (!json_is_object(c->cfg)) {
-        fprintf(stderr, "ztctl %s: config %s: $: expected an object\n", c->cmd, path);
-        return -1;
-    }
-    json_object_foreach(c->cfg, k, v)
-    {
-        size_t i;
-        for (i = 0; cfg_keys[i] != NULL; i++)
-            if (strcmp(cfg_keys[i], k) == 0)
-                break;
-        if (cfg_keys[i] == NULL) {
-            fprintf(stderr,
-                    "ztctl %s: config %s: $.%s: unknown key (known: admin, token_file, cert, "
-                    "key, cacert)\n",
-                    c->cmd, path, k);
-            return -1;
-        }
-        if (!json_is_string(v) || json_string_length(v) == 0) {
-            fprintf(stderr, "ztctl %s: config %s: $.%s: expected a non-empty string\n", c->cmd,
-                    path, k);
-            return -1;
-        }
     }
     return 0;
 }
@@ -358,13 +378,53 @@ static const char *pick(struct conn *c, const char *flag, const char *env, const
     return json_string_value(json_object_get(c->cfg, key));
 }
 
+/*
+ * A token file's text (NUL-terminated, changed in place) -> the token: the
+ * first line that is neither blank nor a '#' comment, TOKEN_MIN..TOKEN_MAX
+ * printable characters without spaces. A malloc'd copy, or NULL with the
+ * reason in err (never the token). Pure: the fuzz target calls it.
+ */
+static char *token_parse(char *data, char *err, size_t errlen)
+{
+    char *line, *end, *tok;
+
+    for (line = data; *line != '\0'; line = end) {
+        size_t len, i;
+        end = line + strcspn(line, "\n");
+        if (*end == '\n')
+            *end++ = '\0';
+        len = strlen(line);
+        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+            line[--len] = '\0';
+        while (*line == ' ' || *line == '\t')
+            line++, len--;
+        if (len == 0 || line[0] == '#')
+            continue;
+        for (i = 0; i < len; i++)
+            if (line[i] <= ' ' || line[i] > '~')
+                break;
+        if (len < TOKEN_MIN || len > TOKEN_MAX || i < len) {
+            snprintf(err, errlen,
+                     "expected the token (%d-%d printable characters, no spaces) on its first "
+                     "line",
+                     TOKEN_MIN, TOKEN_MAX);
+            return NULL;
+        }
+        tok = strdup(line);
+        if (tok == NULL)
+            snprintf(err, errlen, "out of memory");
+        return tok;
+    }
+    snprintf(err, errlen, "no token in it");
+    return NULL;
+}
+
 /* Read the token: the first line that is neither blank nor a '#' comment. */
 static int read_token(struct conn *c)
 {
     struct stat st;
-    char data[4096];
+    char data[4096], err[256];
     ssize_t n;
-    char *line, *end;
     int fd = open(c->token_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
     if (fd == -1) {
@@ -392,40 +452,13 @@ static int read_token(struct conn *c)
         return -1;
     }
     data[n] = '\0';
-    for (line = data; *line != '\0'; line = end) {
-        size_t len, i;
-        end = line + strcspn(line, "\n");
-        if (*end == '\n')
-            *end++ = '\0';
-        len = strlen(line);
-        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-            line[--len] = '\0';
-        while (*line == ' ' || *line == '\t')
-            line++, len--;
-        if (len == 0 || line[0] == '#')
-            continue;
-        for (i = 0; i < len; i++)
-            if (line[i] <= ' ' || line[i] > '~')
-                break;
-        if (len < TOKEN_MIN || len > TOKEN_MAX || i < len) {
-            fprintf(stderr,
-                    "ztctl %s: token file %s: expected the token (%d-%d printable characters, "
-                    "no spaces) on its first line\n",
-                    c->cmd, c->token_file, TOKEN_MIN, TOKEN_MAX);
-            OPENSSL_cleanse(data, sizeof(data));
-            return -1;
-        }
-        c->token = strdup(line);
-        OPENSSL_cleanse(data, sizeof(data));
-        if (c->token == NULL) {
-            fprintf(stderr, "ztctl %s: out of memory\n", c->cmd);
-            return -1;
-        }
-        return 0;
-    }
+    c->token = token_parse(data, err, sizeof(err));
     OPENSSL_cleanse(data, sizeof(data));
-    fprintf(stderr, "ztctl %s: token file %s: no token in it\n", c->cmd, c->token_file);
-    return -1;
+    if (c->token == NULL) {
+        fprintf(stderr, "ztctl %s: token file %s: %s\n", c->cmd, c->token_file, err);
+        return -1;
+    }
+    return 0;
 }
 
 /*

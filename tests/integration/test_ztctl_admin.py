@@ -350,6 +350,20 @@ class ZtctlAdminTest(ztlib.ProxyTestCase):
             code, _, err = self.ztctl(*args)
             self.assertEqual(code, 2, (args, err))
 
+    def test_help(self):
+        out, _ = self.ok("help", "rules", conn=False)
+        for sub in ("get", "validate", "put", "history", "diff", "rollback"):
+            self.assertIn("usage: ztctl rules %s" % sub, out)
+        self.assertIn("--token-file FILE", out)
+        out, _ = self.ok("devices", "set-status", "--help", conn=False)
+        self.assertIn("lost|active|stolen|retired|clear", out)
+        out, _ = self.ok("help", conn=False)
+        for cmd in ("explain", "whatif", "devices", "sessions revoke", "decisions"):
+            self.assertIn(cmd, out)
+        code, _, err = self.ztctl("devices", "frob")
+        self.assertEqual(code, 2)
+        self.assertIn("unknown subcommand 'frob'", err)
+
     # ---------------------------------------------------------------- connection settings
     def test_credentials_and_connection(self):
         # an admin client certificate instead of a token

@@ -13,6 +13,17 @@
 
 #include "ztctl.h"
 
+#define CONN_HELP                                                                                  \
+    "\n"                                                                                           \
+    "Connection (flag, else environment, else --config FILE / ~/.config/ztctl/config.json):\n"     \
+    "  --admin URL         admin listener (ZTCTL_ADMIN; default https://127.0.0.1:9443)\n"         \
+    "  --token-file FILE   file holding an admin token, mode 0600 (ZTCTL_TOKEN_FILE)\n"            \
+    "  --cert FILE --key FILE   admin client certificate (ZTCTL_CERT, ZTCTL_KEY)\n"                \
+    "  --cacert FILE       CA of the proxy's server certificate (ZTCTL_CACERT)\n"                  \
+    "  --json              print the API's answer as JSON\n"                                       \
+    "Exit: 0 ok, 1 refused, invalid or not found, 2 usage error, 3 cannot connect\n"               \
+    "(refused, TLS verification, credentials: 401/403, unusable token file).\n"
+
 struct help {
     const char *cmd;
     const char *text;
@@ -76,6 +87,78 @@ static const struct help helps[] = {
                      "reordered line is reported with its line number.\n"
                      "\n"
                      "Exit: 0 intact, 1 tampered or unreadable, 2 usage error.\n"},
+    {"rules get", "usage: ztctl rules get [--version N] [-o FILE] [connection]\n"
+                  "\n"
+                  "Print the live rules document (or version N of the history); the\n"
+                  "version, author, time and comment go to stderr. -o writes the document\n"
+                  "to FILE instead.\n" CONN_HELP},
+    {"rules validate", "usage: ztctl rules validate FILE [connection]\n"
+                       "\n"
+                       "Validate FILE on the proxy against its live routes, tiers and directory,\n"
+                       "without applying it. Prints every error with its JSON path and rule;\n"
+                       "exit 1 when the document is invalid.\n" CONN_HELP},
+    {"rules put", "usage: ztctl rules put FILE -m COMMENT [--base-version N] [connection]\n"
+                  "\n"
+                  "Apply FILE as the live rules (live on the next request, kept in the\n"
+                  "history with COMMENT). An invalid document changes nothing. With\n"
+                  "--base-version, refused if the live version is no longer N.\n" CONN_HELP},
+    {"rules history", "usage: ztctl rules history [connection]\n"
+                      "\n"
+                      "List the rules versions, newest first: version, time, author, number\n"
+                      "of rules, comment.\n" CONN_HELP},
+    {"rules diff", "usage: ztctl rules diff FROM TO [connection]\n"
+                   "\n"
+                   "Unified diff between two versions of the history, then the rule ids\n"
+                   "added, removed and changed.\n" CONN_HELP},
+    {"rules rollback", "usage: ztctl rules rollback VERSION [-m COMMENT] [connection]\n"
+                       "\n"
+                       "Apply version VERSION's document again, as a new version.\n" CONN_HELP},
+    {"explain",
+     "usage: ztctl explain [--rules FILE] --route R [--user U] [--device D] [options] "
+     "[connection]\n"
+     "\n"
+     "Dry-run one request on the running proxy (its live device trust, directory\n"
+     "and GeoIP) and print the decision, its reasons and every rule's conditions.\n"
+     "\n"
+     "  --rules FILE        decide with this proposed document instead of the live rules\n"
+     "  --route R           route name             --user U      subject or e-mail\n"
+     "  --email E           e-mail of the person   --device D    device id\n"
+     "  --tier T            override the device tier   --score N   override the score\n"
+     "  --group G           override the groups (repeatable)\n"
+     "  --ip A              client address         --country CC  country or unknown\n"
+     "  --time T            RFC 3339 time (default now)\n"
+     "  --method M          HTTP method (GET)      --path P      request path (/)\n"
+     "  --mfa               the login used MFA     --auth-age D  age of the login "
+     "(15m)\n" CONN_HELP},
+    {"whatif", "usage: ztctl whatif FILE [connection]\n"
+               "\n"
+               "Replay the recent decisions against the proposed rules in FILE and list\n"
+               "who would gain and who would lose access, per route. Nothing changes.\n" CONN_HELP},
+    {"devices list",
+     "usage: ztctl devices list [--tier T] [--status S] [--owner O] [--stale] "
+     "[--limit N] [connection]\n"
+     "\n"
+     "List devices: id, owner, status, tier, score, posture age, failing checks.\n"
+     "--stale: only devices whose posture or inventory is stale or missing.\n" CONN_HELP},
+    {"devices show", "usage: ztctl devices show ID [connection]\n"
+                     "\n"
+                     "One device: status, tier and score, every check with its points and\n"
+                     "reason, posture and inventory state.\n" CONN_HELP},
+    {"devices set-status",
+     "usage: ztctl devices set-status ID lost|active|stolen|retired|clear -m COMMENT [connection]\n"
+     "\n"
+     "Set (or clear) a status override: persisted, effective on the device's next\n"
+     "request.\n" CONN_HELP},
+    {"sessions revoke", "usage: ztctl sessions revoke --user SUB | --session HEX [-m COMMENT] "
+                        "[connection]\n"
+                        "\n"
+                        "Revoke every session of a subject issued until now, or one session\n"
+                        "(32 hex digits). Effective on the next request.\n" CONN_HELP},
+    {"decisions", "usage: ztctl decisions [--user U] [--device D] [--route R] [--effect E] "
+                  "[--limit N] [connection]\n"
+                  "\n"
+                  "The most recent decisions, newest first, with the reasons of every\n"
+                  "refusal. --effect: allow, deny or step_up; --limit 1..1000 (100).\n" CONN_HELP},
     {NULL, NULL},
 };
 
@@ -89,9 +172,18 @@ static const char overview[] =
     "  policy test FILE TESTS    run a tests file of request contexts against the rules\n"
     "  policy explain FILE ...   decide one request and explain every rule\n"
     "  audit verify FILE         check the hash chain of an audit log\n"
+    "\n"
+    "Talking to a running proxy (its admin API):\n"
+    "  rules get|validate|put|history|diff|rollback   the live rules and their history\n"
+    "  explain ...               dry-run one request against the live or proposed rules\n"
+    "  whatif FILE               who would gain or lose access with FILE's rules\n"
+    "  devices list|show|set-status   devices, their trust and status overrides\n"
+    "  sessions revoke ...       revoke a user's or one session\n"
+    "  decisions ...             the most recent decisions\n"
     "  help [COMMAND]            show help (e.g. 'ztctl help policy test')\n"
     "\n"
-    "Exit codes: 0 ok, 1 check failed, 2 usage error, 3 out of memory.\n"
+    "Exit codes: 0 ok, 1 check failed or refused, 2 usage error, 3 out of memory or\n"
+    "cannot connect to the admin API.\n"
     "Manual: docs/ztctl.md\n";
 
 int ztctl_help(FILE *out, const char *cmd)
@@ -158,6 +250,18 @@ int main(int argc, char **argv)
         return ztctl_policy_main(argc - 2, argv + 2);
     if (strcmp(c, "audit") == 0)
         return ztctl_audit_main(argc - 2, argv + 2);
+    if (strcmp(c, "rules") == 0)
+        return ztctl_rules_main(argc - 2, argv + 2);
+    if (strcmp(c, "explain") == 0)
+        return ztctl_explain_main(argc - 2, argv + 2);
+    if (strcmp(c, "whatif") == 0)
+        return ztctl_whatif_main(argc - 2, argv + 2);
+    if (strcmp(c, "devices") == 0)
+        return ztctl_devices_main(argc - 2, argv + 2);
+    if (strcmp(c, "sessions") == 0)
+        return ztctl_sessions_main(argc - 2, argv + 2);
+    if (strcmp(c, "decisions") == 0)
+        return ztctl_decisions_main(argc - 2, argv + 2);
     ztctl_usage_error(NULL, "unknown command '%s'", c);
     return ZTCTL_EXIT_USAGE;
 }

@@ -15,7 +15,7 @@
 #define ZTCTL_EXIT_OK 0          /* valid, all tests passed, log intact */
 #define ZTCTL_EXIT_FAIL 1        /* invalid input, a test failed, log tampered, I/O error */
 #define ZTCTL_EXIT_USAGE 2       /* bad command line */
-#define ZTCTL_EXIT_UNAVAILABLE 3 /* out of memory */
+#define ZTCTL_EXIT_UNAVAILABLE 3 /* out of memory; admin API: cannot connect, TLS, credentials */
 
 #define ZTCTL_POS_MAX 4 /* positional arguments of one command */
 
@@ -97,6 +97,16 @@ const char *ztctl_quote(const char *s, char *out, size_t len);
 /* argv[0] is the subcommand ("lint", "test", "explain"). Return an exit code. */
 int ztctl_policy_main(int argc, char **argv);
 int ztctl_audit_main(int argc, char **argv);
+
+/* The admin API client (admin_cmd.c; docs/ztctl.md "Talking to a running
+ * proxy"): argv[0] is the subcommand for rules, devices and sessions; explain,
+ * whatif and decisions take their options directly. */
+int ztctl_rules_main(int argc, char **argv);
+int ztctl_explain_main(int argc, char **argv);
+int ztctl_whatif_main(int argc, char **argv);
+int ztctl_devices_main(int argc, char **argv);
+int ztctl_sessions_main(int argc, char **argv);
+int ztctl_decisions_main(int argc, char **argv);
 
 /* Print the help of "policy lint", "audit verify", ..., or of a group
  * ("policy", "audit") or of everything (NULL). 0, or -1 if there is no such

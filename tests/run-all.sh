@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Every test: unit and integration tests on the normal build, the same suite
 # again under AddressSanitizer + UndefinedBehaviorSanitizer, then each
-# libFuzzer target for a bounded time (FUZZ_SECONDS, default 30).
+# libFuzzer target for a bounded time (FUZZ_SECONDS, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-20}
 
 echo "== cppcheck"
 cppcheck --quiet --enable=warning,portability --inline-suppr --error-exitcode=1 -I include \

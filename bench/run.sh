@@ -32,6 +32,9 @@ TLS_MAX=${BENCH_TLS_MAX:-}
 # node and deploy/dev-idp/node_modules are there, 0 skips it.
 SSO=${BENCH_SSO:-1}
 SSO_USER=bob # a dev IdP user without MFA: the login needs no one-time code
+# The whole decision pipeline (1,020 rules over 101 routes, an inventory of
+# 1,000 devices, the audit log) vs the same ztproxy without it: 1 runs it.
+POLICY=${BENCH_POLICY:-1}
 # Below the ephemeral range (32768+ by default): a load-client socket could
 # otherwise sit on a proxy's port when the proxy is restarted.
 PORT_BASE=${BENCH_PORT_BASE:-29440}
@@ -637,6 +640,131 @@ write_ztproxy_sso_conf() {
 JSON
 }
 
+# ---------------------------------------------------------------- rules
+
+# write_policy_files DIR: rules.json (10 rules on each of 100 routes plus
+# the bench route "app", 10 unscoped deny and monitor rules: 1,020 in all)
+# and inventory.json (1,000 devices, the bench certificates' among them).
+write_policy_files() {
+    python3 - "$1" <<'EOF'
+import json, sys
+d = sys.argv[1]
+rules = []
+for i in range(5):
+    rules.append({"id": "deny-country-%d" % i, "effect": "deny",
+                  "when": {"country": {"in": ["KP", "IR", "SY", "CU",
+                                               ["BY", "RU", "VE", "MM", "AF"][i]]}}})
+for i in range(5):
+    rules.append({"id": "monitor-%d" % i, "effect": "deny", "mode": "monitor",
+                  "when": {"all": [{"method": {"in": ["POST", "DELETE"]}},
+                                   {"not": {"ip": {"in": ["10.%d.0.0/16" % i]}}}]}})
+routes = ["route%d" % i for i in range(100)] + ["app"]
+for r in routes:
+    for k in range(9):
+        if k % 3 == 0:
+            rules.append({"id": "%s-deny-%d" % (r, k), "route": r, "effect": "deny",
+                          "when": {"all": [{"path": {"prefix": "/admin%d" % k}},
+                                           {"not": {"group": "g%d" % k}}]}})
+        elif k % 3 == 1:
+            rules.append({"id": "%s-grp-%d" % (r, k), "route": r, "effect": "allow",
+                          "when": {"all": [{"group": "g%d" % k},
+                                           {"device_tier": {"at_least": "trusted"}}]}})
+        else:
+            rules.append({"id": "%s-lost-%d" % (r, k), "route": r, "effect": "deny",
+                          "when": {"device_attr": {"name": "status", "equals": "lost"}}})
+    rules.append({"id": "%s-managed" % r, "route": r, "effect": "allow",
+                  "when": {"all": [{"method": {"in": ["GET", "HEAD"]}},
+                                   {"device_attr": {"name": "managed", "is": True}},
+                                   {"path": {"prefix": "/"}}]}})
+json.dump({"version": "bench-1020", "rules": rules}, open(d + "/rules.json", "w"), indent=1)
+inv = []
+for i in range(1000):
+    dev = "bench-%d" % (i + 1) if i < 64 else "dev-%d" % i
+    inv.append({"id": dev, "serial": "S%06d" % i, "owner": "user%d@corp.example" % i,
+                "managed": True, "status": "active", "platform": "linux", "os_version": "12",
+                "model": "bench", "enrolled": "2026-01-05T09:00:00Z"})
+json.dump(inv, open(d + "/inventory.json", "w"))
+EOF
+}
+
+# write_ztproxy_policy_conf W DIR: the bench config plus 100 more routes,
+# device trust, the rules and the audit log
+write_ztproxy_policy_conf() {
+    local w=$1 d=$2 routes
+    routes=$(python3 -c 'import json,sys; print(",\n".join(json.dumps({"name": "route%d" % i, "host": "r%d.test" % i, "upstream": sys.argv[1]}) for i in range(100)))' "http://127.0.0.1:$UP_PORT")
+    cat >"$d/ztproxy.json" <<EOF
+{
+  "listen": [{ "address": "127.0.0.1:${PORT[ztproxy]}", "backlog": 4096 }],
+  "workers": $w,
+  "tls": {
+    "certificate": "$CERTS/server.crt",
+    "key": "$CERTS/server.key",
+    "device_ca": "$CERTS/ca.crt",
+    "crl": "$CERTS/crl.pem"
+  },
+  "access_log": "$d/access.log",
+  "log_level": "warn",
+  "state_dir": "$d/state",
+  "timeouts": { "keepalive": "300s" },
+  "limits": { "connections": 20000 },
+  "device_trust": { "inventory": { "file": "$d/inventory.json", "max_stale": "24h" } },
+  "policy": { "rules": "$d/rules.json", "audit_log": "$d/audit.log" },
+  "routes": [
+    { "name": "app", "host": "$HOST", "upstream": "http://127.0.0.1:$UP_PORT" },
+$routes
+  ]
+}
+EOF
+}
+
+# policy_suite W: keep-alive requests through ztproxy without rules and with
+# the whole decision pipeline, alternating processes, twice each
+policy_suite() {
+    local w=$1 i kind d pid
+    for i in 1 2; do
+        for kind in none full; do
+            d=$TMP/ztproxy-policy-$kind-w$w
+            mkdir -p "$d/state"
+            if [[ $kind == none ]]; then
+                write_ztproxy_conf "$w" "$d"
+            else
+                [[ -f $d/rules.json ]] || write_policy_files "$d"
+                write_ztproxy_policy_conf "$w" "$d"
+            fi
+            "$ZTPROXY" -c "$d/ztproxy.json" >"$d/stdout.log" 2>"$d/stderr.log" &
+            pid=$!
+            PIDS+=("$pid")
+            PROXY_PID[ztproxy]=$pid
+            if ! wait_port "${PORT[ztproxy]}" "$pid"; then
+                log "ztproxy ($kind rules, workers=$w) did not start:"
+                tail -n 20 "$d/stderr.log" >&2
+                record "" proxy=ztproxy workers="$w" mode=policy label=start status=failed \
+                    error="ztproxy ($kind) did not start"
+                stop_proxy ztproxy
+                return
+            fi
+            if ! "$ZTLOAD" --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" -c 1 -d 0.3 --warmup 0 \
+                --json >"$TMP/smoke.json" 2>"$TMP/smoke.err" || ! grep -q '"ok_2xx":[1-9]' "$TMP/smoke.json"; then
+                log "policy ($kind): smoke test failed"
+                cat "$TMP/smoke.json" "$TMP/smoke.err" >&2
+                tail -n 20 "$d/stderr.log" >&2
+                record "" proxy=ztproxy workers="$w" mode=policy label=start status=failed \
+                    error="smoke test ($kind): no 2xx response"
+                stop_proxy ztproxy
+                return
+            fi
+            bench_run ztproxy "$w" "policy-$kind" "policy-$kind-$i" --connect "127.0.0.1:${PORT[ztproxy]}" \
+                "${TLSARGS[@]}" --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" \
+                --warmup "$WARMUP" || true
+            stop_proxy ztproxy
+        done
+    done
+    if [[ -s $TMP/ztproxy-policy-full-w$w/audit.log ]]; then
+        record "" proxy=ztproxy workers="$w" mode=policy label=audit status=ok \
+            audit_lines="$(wc -l <"$TMP/ztproxy-policy-full-w$w/audit.log")"
+    fi
+}
+
 # sso_login: log SSO_USER in through the proxy; prints "name=value" of the session cookie
 sso_login() {
     local url="https://$SSO_HOST:${PORT[ztproxy]}/" jar=$TMP/sso.jar idpjar=$TMP/sso-idp.jar
@@ -748,6 +876,13 @@ if [[ $SSO == 1 && " $PROXIES " == *" ztproxy "* ]]; then
         log "sso: the dev IdP did not start"
         SSO_SKIPPED="the dev IdP did not start"
     fi
+fi
+
+if [[ $POLICY == 1 && " $PROXIES " == *" ztproxy "* ]]; then
+    for w in $WORKERS; do
+        log "== ztproxy workers=$w: the whole decision pipeline vs no rules"
+        policy_suite "$w"
+    done
 fi
 
 # Warnings and errors the proxies printed (first few lines each).
@@ -957,6 +1092,43 @@ if sso_rows or sso_start or sso_skipped:
             s_, n_ = best.get((w, "sso-session")), best.get((w, "sso-none"))
             if s_ and n_:
                 p(f"| {w} | {ratio(s_[0], n_[0])} | {ratio(s_[1], n_[1])} |")
+
+pol_rows = [r for r in rows if r["mode"] in ("policy-none", "policy-full")]
+pol_start = [r for r in rows if r["mode"] == "policy" and r["label"] == "start"]
+pol_audit = {r["workers"]: r.get("audit_lines") for r in rows
+             if r["mode"] == "policy" and r["label"] == "audit"}
+if pol_rows or pol_start:
+    p("\n## Keep-alive with the whole decision pipeline vs no rules\n")
+    p("ztproxy without rules, then ztproxy with 101 routes, 1,020 rules (10 per route, "
+      "10 unscoped deny and monitor rules), an inventory of 1,000 devices (every request "
+      "scores the device and reads its attributes), and the audit log on (one hash-chained "
+      "line per decision, to a file). Separate processes, alternating: none, full, none, full.\n")
+    for r in pol_start:
+        if r["status"] != "ok":
+            p(f"- workers={r['workers']}: **{r.get('error', 'failed')}**")
+    if pol_rows:
+        p("| workers | run | req/s | p50 µs | p99 µs | proxy CPU µs/req | 2xx | non-2xx | errors | other load |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        best = {}
+        for r in pol_rows:
+            if not ok(r):
+                p(f"| {r['workers']} | {r['label']} | {r['status']} | | | | | | | |")
+                continue
+            res = r["r"]
+            lat = res["latency_us"]
+            c = cpu_per_req(r)
+            p(f"| {r['workers']} | {r['label']} | {fmt(res['rps'])} | {lat['p50']} | {lat['p99']} | "
+              f"{fmt(c, 1)} | {res['ok_2xx']} | {res['non_2xx']} | {res['errors']} | {fmt(others_pct(r))}% |")
+            k = (r["workers"], r["mode"])
+            b = best.get(k)
+            if b is None or res["rps"] > b[0]:
+                best[k] = (res["rps"], c)
+        p("\n| workers | full req/s ÷ no-rules req/s (best of each) | full CPU/req ÷ no-rules CPU/req | audit lines written |")
+        p("|---|---:|---:|---:|")
+        for w in workers:
+            f_, n_ = best.get((w, "policy-full")), best.get((w, "policy-none"))
+            if f_ and n_:
+                p(f"| {w} | {ratio(f_[0], n_[0])} | {ratio(f_[1], n_[1])} | {pol_audit.get(w) or '–'} |")
 
 idle_rows = [r for r in rows if r["mode"] == "idle"]
 if idle_rows:

@@ -121,8 +121,8 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "--worker-only") == 0) {
         /* For valgrind --tool=callgrind: the worker path alone. */
         thread_main(&th[0]);
-        printf("worker block: keep-alive %.1f, new connection %.1f ns/request\n",
-               th[0].keepalive, th[0].newconn);
+        printf("worker block: keep-alive %.1f, new connection %.1f ns/request\n", th[0].keepalive,
+               th[0].newconn);
         return 0;
     }
     /* This thread is no worker: the shared block (atomic additions). */
@@ -137,8 +137,8 @@ int main(int argc, char **argv)
     printf("baseline loop                       %6.1f ns/request\n", base);
     printf("worker block, keep-alive request    %6.1f ns/request (hooks: %.1f ns)\n",
            th[0].keepalive, th[0].keepalive - base);
-    printf("worker block, new connection        %6.1f ns/request (hooks: %.1f ns)\n",
-           th[0].newconn, th[0].newconn - base);
+    printf("worker block, new connection        %6.1f ns/request (hooks: %.1f ns)\n", th[0].newconn,
+           th[0].newconn - base);
     printf("shared block, keep-alive request    %6.1f ns/request (hooks: %.1f ns)\n", ka_shared,
            ka_shared - base);
     printf("shared block, new connection        %6.1f ns/request (hooks: %.1f ns)\n", nc_shared,

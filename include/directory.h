@@ -93,8 +93,8 @@ int directory_user_groups(const struct directory *d, const char *subject, const 
  */
 int directory_group_parents(const struct directory *d, uint32_t id, const uint32_t **ids,
                             size_t *n);
-int directory_user_at(const struct directory *d, size_t i, const char **email,
-                      const char **subject, const uint32_t **ids, size_t *n);
+int directory_user_at(const struct directory *d, size_t i, const char **email, const char **subject,
+                      const uint32_t **ids, size_t *n);
 
 /* Is group id in the sorted id array? (binary search) */
 int directory_ids_contain(const uint32_t *ids, size_t n, uint32_t id);

@@ -934,8 +934,7 @@ int directory_ids_contain(const uint32_t *ids, size_t n, uint32_t id)
     return 0;
 }
 
-int directory_group_parents(const struct directory *d, uint32_t id, const uint32_t **ids,
-                            size_t *n)
+int directory_group_parents(const struct directory *d, uint32_t id, const uint32_t **ids, size_t *n)
 {
     *ids = no_ids;
     *n = 0;
@@ -947,8 +946,8 @@ int directory_group_parents(const struct directory *d, uint32_t id, const uint32
     return 0;
 }
 
-int directory_user_at(const struct directory *d, size_t i, const char **email,
-                      const char **subject, const uint32_t **ids, size_t *n)
+int directory_user_at(const struct directory *d, size_t i, const char **email, const char **subject,
+                      const uint32_t **ids, size_t *n)
 {
     if (d == NULL || i >= d->nusers)
         return -1;

@@ -129,8 +129,8 @@ struct admin_tokens *admin_tokens_parse(const char *text, size_t len, const char
         }
         for (i = 0; i < t->n; i++) {
             if (CRYPTO_memcmp(t->t[i].digest, t->t[t->n].digest, 32) == 0) {
-                snprintf(err, errlen, "%s:%zu: \"%s\" has the same token as \"%s\"", name,
-                         lineno, t->t[t->n].name, t->t[i].name);
+                snprintf(err, errlen, "%s:%zu: \"%s\" has the same token as \"%s\"", name, lineno,
+                         t->t[t->n].name, t->t[i].name);
                 OPENSSL_cleanse(t->t[t->n].digest, 32);
                 goto err;
             }

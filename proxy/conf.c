@@ -738,8 +738,8 @@ static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t id
                        struct conf_route *r)
 {
     static const char *const keys[] = {
-        "name",         "host",          "path_prefix", "upstream",
-        "upstream_tls", "max_body_size", "websocket",   "allow_encoded_slash",
+        "name",         "host",          "path_prefix",    "upstream",
+        "upstream_tls", "max_body_size", "websocket",      "allow_encoded_slash",
         "pool_size",    "auth",          "forward_groups", NULL};
     static const char *const tkeys[] = {"ca", "verify", "server_name", NULL};
     char base[64], p[256], *prefix = NULL;
@@ -1306,27 +1306,20 @@ static int listeners_inherit_trusted(struct conf_ctx *cx, struct conf *c)
 
 static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
 {
-    static const char *const keys[] = {
-        "listen",    "workers", "tls",       "device_id", "timeouts",     "limits", "access_log",
-        "log_level", "routes",  "state_dir", "identity",  "device_trust", "policy",
-        "admin",     "redis",   NULL};
+    static const char *const keys[] = {"listen",   "workers",   "tls",        "device_id",
+                                       "timeouts", "limits",    "access_log", "log_level",
+                                       "routes",   "state_dir", "identity",   "device_trust",
+                                       "policy",   "admin",     "redis",      NULL};
     static const char *const lkeys[] = {"address", "backlog", "proxy_protocol", "trusted_proxies",
                                         NULL};
-    static const char *const tkeys[] = {"certificate",
-                                        "key",
-                                        "device_ca",
-                                        "crl",
-                                        "unauthenticated",
-                                        "enroll_url",
-                                        "session_tickets",
-                                        "ticket_key_lifetime",
-                                        "session_cache",
-                                        NULL};
+    static const char *const tkeys[] = {
+        "certificate",     "key",        "device_ca",       "crl",
+        "unauthenticated", "enroll_url", "session_tickets", "ticket_key_lifetime",
+        "session_cache",   NULL};
     static const char *const dkeys[] = {"source", "prefix", NULL};
-    static const char *const tokeys[] = {"handshake", "header",           "keepalive",
-                                         "body",      "upstream_connect", "upstream_response",
-                                         "send",      "shutdown_grace",   "shutdown_delay",
-                                         NULL};
+    static const char *const tokeys[] = {
+        "handshake",         "header", "keepalive",      "body",           "upstream_connect",
+        "upstream_response", "send",   "shutdown_grace", "shutdown_delay", NULL};
     static const char *const likeys[] = {"request_line", "header_size", "header_count",
                                          "body_size",    "connections", NULL};
     json_t *v, *o, *empty = json_object();
@@ -1418,8 +1411,7 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     if (strcmp(s, "server") == 0 || strcmp(s, "tickets") == 0) {
         c->tls_session_cache_server = strcmp(s, "server") == 0;
     } else {
-        conf_fail(cx, "$.tls.session_cache", "expected \"server\" or \"tickets\", got \"%s\"",
-                  s);
+        conf_fail(cx, "$.tls.session_cache", "expected \"server\" or \"tickets\", got \"%s\"", s);
         goto out;
     }
     if (c->tls_enroll_url != NULL && (strncmp(c->tls_enroll_url, "https://", 8) != 0 ||

@@ -2624,8 +2624,7 @@ static void dt_summary_of(const char *id, const struct dt_view *dv, struct devtr
 }
 
 /* The live snapshot and config, referenced (main thread). */
-static int dt_admin_refs(int64_t now, struct inventory **inv, struct score_config **cfg,
-                         int *stale)
+static int dt_admin_refs(int64_t now, struct inventory **inv, struct score_config **cfg, int *stale)
 {
     pthread_mutex_lock(&pub_mtx);
     *inv = inventory_ref(pub_inv);
@@ -2787,8 +2786,7 @@ static json_t *dt_checks_json(const struct score_config *cfg, const struct score
         json_object_set_new(o, "type", json_string(ci.type));
         json_object_set_new(o, "ok", json_boolean(f == NULL));
         /* A check in its grace period still earns its points. */
-        json_object_set_new(o, "points",
-                            json_integer(f == NULL || f->in_grace ? ci.weight : 0));
+        json_object_set_new(o, "points", json_integer(f == NULL || f->in_grace ? ci.weight : 0));
         json_object_set_new(o, "weight", json_integer(ci.weight));
         json_object_set_new(o, "hard", json_boolean(ci.hard));
         json_object_set_new(o, "remediation", json_string(ci.remediation));

@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "auditlog.h"
+#include "sbuf.h"
 #include "log.h"
 
 /* {"prev":"<64 hex>",  then  "hash":"<64 hex>",  then the worker's members */
@@ -147,7 +148,7 @@ static size_t al_utf8_len(const unsigned char *s, size_t n)
 /* s[0..len) as the inside of a JSON string: printable ASCII and valid UTF-8
  * as they are, controls as \u00XX, invalid bytes as U+FFFD. The result never
  * holds a raw newline, which is what keeps one decision on one line. */
-static void al_escape(struct evbuffer *b, const char *s, size_t len)
+static void al_escape(struct sbuf *b, const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, start = 0, n;
@@ -168,13 +169,13 @@ static void al_escape(struct evbuffer *b, const char *s, size_t len)
             }
         }
         if (i > start)
-            evbuffer_add(b, s + start, i - start);
+            sbuf_add(b, s + start, i - start);
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            evbuffer_add(b, esc, 2);
+            sbuf_add(b, esc, 2);
         } else if (c >= 0x80) {
-            evbuffer_add(b, "\\ufffd", 6);
+            sbuf_add(b, "\\ufffd", 6);
         } else {
             esc[0] = '\\';
             esc[1] = 'u';
@@ -182,45 +183,29 @@ static void al_escape(struct evbuffer *b, const char *s, size_t len)
             esc[3] = '0';
             esc[4] = al_hex[c >> 4];
             esc[5] = al_hex[c & 15];
-            evbuffer_add(b, esc, 6);
+            sbuf_add(b, esc, 6);
         }
         i++;
         start = i;
     }
     if (len > start)
-        evbuffer_add(b, s + start, len - start);
+        sbuf_add(b, s + start, len - start);
 }
 
-static void al_key(struct evbuffer *b, const char *key)
+static void al_key(struct sbuf *b, const char *key)
 {
-    evbuffer_add_printf(b, ",\"%s\":", key);
+    sbuf_lit(b, ",\"");
+    sbuf_str(b, key);
+    sbuf_lit(b, "\":");
 }
 
-static void al_str_n(struct evbuffer *b, const char *key, const char *s, size_t len)
+/* "2026-05-20T10:12:13.456Z" (24 bytes) for Unix milliseconds t. */
+static void al_time(struct sbuf *b, int64_t t)
 {
-    al_key(b, key);
-    if (s == NULL) {
-        evbuffer_add(b, "null", 4);
-        return;
-    }
-    evbuffer_add(b, "\"", 1);
-    al_escape(b, s, len);
-    evbuffer_add(b, "\"", 1);
-}
-
-static void al_str(struct evbuffer *b, const char *key, const char *s)
-{
-    al_str_n(b, key, s, s != NULL ? strlen(s) : 0);
-}
-
-void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
-{
-    const struct policy_decision *d = e->decision;
     char ts[96];
     struct tm tm;
-    time_t sec = (time_t)(e->time_ms / 1000);
-    size_t i, plen;
-    int ms = (int)(e->time_ms % 1000);
+    time_t sec = (time_t)(t / 1000);
+    int ms = (int)(t % 1000), y;
 
     if (ms < 0) {
         ms += 1000;
@@ -228,12 +213,80 @@ void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
     }
     if (gmtime_r(&sec, &tm) == NULL)
         memset(&tm, 0, sizeof(tm));
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    y = tm.tm_year + 1900;
+    if (y < 0 || y > 9999) {
+        snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+        sbuf_str(b, ts);
+        return;
+    }
+    ts[0] = (char)('0' + y / 1000);
+    ts[1] = (char)('0' + y / 100 % 10);
+    ts[2] = (char)('0' + y / 10 % 10);
+    ts[3] = (char)('0' + y % 10);
+    ts[4] = '-';
+    ts[5] = (char)('0' + (tm.tm_mon + 1) / 10);
+    ts[6] = (char)('0' + (tm.tm_mon + 1) % 10);
+    ts[7] = '-';
+    ts[8] = (char)('0' + tm.tm_mday / 10);
+    ts[9] = (char)('0' + tm.tm_mday % 10);
+    ts[10] = 'T';
+    ts[11] = (char)('0' + tm.tm_hour / 10);
+    ts[12] = (char)('0' + tm.tm_hour % 10);
+    ts[13] = ':';
+    ts[14] = (char)('0' + tm.tm_min / 10);
+    ts[15] = (char)('0' + tm.tm_min % 10);
+    ts[16] = ':';
+    ts[17] = (char)('0' + tm.tm_sec / 10);
+    ts[18] = (char)('0' + tm.tm_sec % 10);
+    ts[19] = '.';
+    ts[20] = (char)('0' + ms / 100);
+    ts[21] = (char)('0' + ms / 10 % 10);
+    ts[22] = (char)('0' + ms % 10);
+    ts[23] = 'Z';
+    sbuf_add(b, ts, 24);
+}
+
+/* Hand a finished line to the caller's buffer: whole, or (out of memory)
+ * not at all - never a partial line. */
+static void al_flush(struct evbuffer *buf, struct sbuf *b)
+{
+    if (!b->failed)
+        evbuffer_add(buf, b->p, b->len);
+    if (b->heap)
+        free(b->p);
+}
+
+static void al_str_n(struct sbuf *b, const char *key, const char *s, size_t len)
+{
+    al_key(b, key);
+    if (s == NULL) {
+        sbuf_add(b, "null", 4);
+        return;
+    }
+    sbuf_add(b, "\"", 1);
+    al_escape(b, s, len);
+    sbuf_add(b, "\"", 1);
+}
+
+static void al_str(struct sbuf *b, const char *key, const char *s)
+{
+    al_str_n(b, key, s, s != NULL ? strlen(s) : 0);
+}
+
+void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
+{
+    const struct policy_decision *d = e->decision;
+    char stack[4096], tmp[160];
+    struct sbuf sb, *buf = &sb;
+    size_t i, plen;
+
+    /* Built in one piece on the stack, then one evbuffer_add(). */
+    sbuf_init(buf, stack, sizeof(stack));
     /* The writer puts "prev" and "hash" right after this "{". */
-    evbuffer_add(buf, "{\"time\":\"", 9);
-    evbuffer_add(buf, ts, strlen(ts));
-    evbuffer_add(buf, "\"", 1);
+    sbuf_lit(buf, "{\"time\":\"");
+    al_time(buf, e->time_ms);
+    sbuf_lit(buf, "\"");
     al_str(buf, "request_id", e->request_id);
     al_str(buf, "user", e->user);
     al_str(buf, "email", e->email);
@@ -241,13 +294,15 @@ void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
     al_str(buf, "tier", e->tier);
     al_key(buf, "score");
     if (e->score >= 0)
-        evbuffer_add_printf(buf, "%d", e->score);
+        sbuf_u64(buf, (uint64_t)e->score);
     else
-        evbuffer_add(buf, "null", 4);
+        sbuf_lit(buf, "null");
     al_str(buf, "client", e->client);
     al_str(buf, "country", e->country);
-    if (e->asn != 0)
-        evbuffer_add_printf(buf, ",\"asn\":%" PRIu32, e->asn);
+    if (e->asn != 0) {
+        snprintf(tmp, sizeof(tmp), ",\"asn\":%" PRIu32, e->asn);
+        sbuf_str(buf, tmp);
+    }
     al_str(buf, "route", e->route);
     al_str(buf, "method", e->method);
     plen = 0;
@@ -259,90 +314,92 @@ void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e)
     }
     al_str_n(buf, "path", e->path, plen);
     if (e->path != NULL && plen < e->path_len && e->path[plen] != '?')
-        evbuffer_add(buf, ",\"path_cut\":true", 16);
+        sbuf_add(buf, ",\"path_cut\":true", 16);
     if (d != NULL) {
         al_str(buf, "effect", policy_effect_name(d->effect));
         al_str(buf, "rule", d->rule_id);
         al_key(buf, "reasons");
-        evbuffer_add(buf, "[", 1);
+        sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nreasons; i++) {
             const char *r = policy_decision_reason(d, i);
             if (i > 0)
-                evbuffer_add(buf, ",", 1);
-            evbuffer_add(buf, "\"", 1);
+                sbuf_add(buf, ",", 1);
+            sbuf_add(buf, "\"", 1);
             al_escape(buf, r != NULL ? r : "", r != NULL ? strlen(r) : 0);
-            evbuffer_add(buf, "\"", 1);
+            sbuf_add(buf, "\"", 1);
         }
-        evbuffer_add(buf, "]", 1);
-        if (d->reasons_dropped > 0)
-            evbuffer_add_printf(buf, ",\"reasons_dropped\":%zu", d->reasons_dropped);
-        if (d->effect == POLICY_STEP_UP)
-            evbuffer_add_printf(buf, ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
-                                d->step_up_max_age, d->step_up_mfa ? "true" : "false");
+        sbuf_add(buf, "]", 1);
+        if (d->reasons_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"reasons_dropped\":%zu", d->reasons_dropped);
+            sbuf_str(buf, tmp);
+        }
+        if (d->effect == POLICY_STEP_UP) {
+            snprintf(tmp, sizeof(tmp), ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
+                     d->step_up_max_age, d->step_up_mfa ? "true" : "false");
+            sbuf_str(buf, tmp);
+        }
         al_str(buf, "version", d->version != NULL ? d->version : "");
         al_key(buf, "monitor");
-        evbuffer_add(buf, "[", 1);
+        sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nmonitor; i++) {
             const struct policy_monitor_result *m = &d->monitor[i];
-            evbuffer_add(buf, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
-            evbuffer_add(buf, "\"rule\":\"", 8);
+            sbuf_add(buf, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+            sbuf_add(buf, "\"rule\":\"", 8);
             al_escape(buf, m->rule_id != NULL ? m->rule_id : "",
                       m->rule_id != NULL ? strlen(m->rule_id) : 0);
-            evbuffer_add_printf(buf, "\",\"effect\":\"%s\",\"matched\":%s,\"would_decide\":\"%s\"}",
-                                policy_effect_name(m->rule_effect),
-                                m->matched == 2 ? "\"step_up\""
-                                : m->matched    ? "true"
-                                                : "false",
-                                policy_effect_name(m->would_decide));
+            snprintf(tmp, sizeof(tmp),
+                     "\",\"effect\":\"%s\",\"matched\":%s,\"would_decide\":\"%s\"}",
+                     policy_effect_name(m->rule_effect),
+                     m->matched == 2 ? "\"step_up\""
+                     : m->matched    ? "true"
+                                     : "false",
+                     policy_effect_name(m->would_decide));
+            sbuf_str(buf, tmp);
         }
-        evbuffer_add(buf, "]", 1);
-        if (d->monitor_dropped > 0)
-            evbuffer_add_printf(buf, ",\"monitor_dropped\":%zu", d->monitor_dropped);
+        sbuf_add(buf, "]", 1);
+        if (d->monitor_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%zu", d->monitor_dropped);
+            sbuf_str(buf, tmp);
+        }
     }
     if (e->nfailing > 0 && e->failing != NULL) {
         al_key(buf, "device_failing");
-        evbuffer_add(buf, "[", 1);
+        sbuf_add(buf, "[", 1);
         for (i = 0; i < e->nfailing && i < AUDITLOG_FAILING_MAX; i++) {
             const char *f = e->failing[i] != NULL ? e->failing[i] : "";
             if (i > 0)
-                evbuffer_add(buf, ",", 1);
-            evbuffer_add(buf, "\"", 1);
+                sbuf_add(buf, ",", 1);
+            sbuf_add(buf, "\"", 1);
             al_escape(buf, f, strlen(f));
-            evbuffer_add(buf, "\"", 1);
+            sbuf_add(buf, "\"", 1);
         }
-        evbuffer_add(buf, "]", 1);
+        sbuf_add(buf, "]", 1);
     }
-    evbuffer_add_printf(buf, ",\"eval_us\":%" PRIu64 ".%03" PRIu64 "}\n", e->eval_ns / 1000,
-                        e->eval_ns % 1000);
+    snprintf(tmp, sizeof(tmp), ",\"eval_us\":%" PRIu64 ".%03" PRIu64 "}\n", e->eval_ns / 1000,
+             e->eval_ns % 1000);
+    sbuf_str(buf, tmp);
+    al_flush(out, buf);
 }
 
-void auditlog_append_admin(struct evbuffer *buf, int64_t time_ms, const char *actor,
+void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *actor,
                            const char *what, const char *detail_json)
 {
-    char ts[96];
-    struct tm tm;
-    time_t sec = (time_t)(time_ms / 1000);
-    int ms = (int)(time_ms % 1000);
+    char stack[2048];
+    struct sbuf sb, *buf = &sb;
 
-    if (ms < 0) {
-        ms += 1000;
-        sec--;
-    }
-    if (gmtime_r(&sec, &tm) == NULL)
-        memset(&tm, 0, sizeof(tm));
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    evbuffer_add(buf, "{\"time\":\"", 9);
-    evbuffer_add(buf, ts, strlen(ts));
-    evbuffer_add(buf, "\",\"event\":\"admin\"", 17);
+    sbuf_init(buf, stack, sizeof(stack));
+    sbuf_lit(buf, "{\"time\":\"");
+    al_time(buf, time_ms);
+    sbuf_lit(buf, "\",\"event\":\"admin\"");
     al_str(buf, "actor", actor);
     al_str(buf, "what", what);
     al_key(buf, "detail");
     if (detail_json != NULL && detail_json[0] != '\0' && strchr(detail_json, '\n') == NULL)
-        evbuffer_add(buf, detail_json, strlen(detail_json));
+        sbuf_str(buf, detail_json);
     else
-        evbuffer_add(buf, "null", 4);
-    evbuffer_add(buf, "}\n", 2);
+        sbuf_lit(buf, "null");
+    sbuf_lit(buf, "}\n");
+    al_flush(out, buf);
 }
 
 /* ---- the writer thread --------------------------------------------------- */

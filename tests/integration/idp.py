@@ -522,7 +522,7 @@ class SSOTestCase(ztlib.ProxyTestCase):
     def setUpClass(cls):
         why = idp_unavailable()
         if why:
-            raise unittest.SkipTest("dev IdP unavailable: " + why)
+            raise RuntimeError("dev IdP unavailable (run tools/setup.sh): " + why)
         cls.tmp = ztlib.make_tmpdir("zt-%s-" % cls.__name__)
         cls.ups = {}
         try:

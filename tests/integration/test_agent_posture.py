@@ -11,9 +11,6 @@ Two parts:
   ProxyEndpointTest  the real ztproxy with "state_dir" and "device_trust":
                    `ztagent --once` with a device certificate must get 200,
                    and a second report inside the rate limit 429.
-                   DEPENDS ON the proxy's POST /.zt/device/posture endpoint:
-                   skipped while the ztproxy binary does not mention
-                   "device/posture" (ZT_AGENT_REQUIRE_ENDPOINT=1: run anyway).
 
 Environment: ZTAGENT_BIN (default $ZT_BUILD_DIR/ztagent, else
 $ZT_SOURCE_DIR/build/ztagent) and those of ztlib.py.
@@ -278,16 +275,8 @@ class StubServerTest(unittest.TestCase):
         self.stop_quickly(p)
 
 
-def proxy_has_endpoint():
-    try:
-        with open(ztlib.ZTPROXY_BIN, "rb") as f:
-            return b"device/posture" in f.read()
-    except OSError:
-        return False
-
-
 class ProxyEndpointTest(ztlib.ProxyTestCase):
-    """Depends on POST /.zt/device/posture in ztproxy (issue 4)."""
+    """The agent against the proxy's POST /.zt/device/posture."""
 
     @classmethod
     def config_extra(cls):
@@ -298,8 +287,6 @@ class ProxyEndpointTest(ztlib.ProxyTestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not proxy_has_endpoint() and os.environ.get("ZT_AGENT_REQUIRE_ENDPOINT") != "1":
-            raise unittest.SkipTest("ztproxy has no %s endpoint yet" % ENDPOINT)
         if not os.path.exists(ZTAGENT_BIN):
             raise RuntimeError("ztagent binary %s does not exist (build it first)" % ZTAGENT_BIN)
         super().setUpClass()

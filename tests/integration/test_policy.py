@@ -105,7 +105,7 @@ class PolicyTest(SSOTestCase):
     def setUpClass(cls):
         why = ztlib.geoip_writer_unavailable()
         if why:
-            raise unittest.SkipTest("cannot build the test GeoIP database: " + why)
+            raise RuntimeError("cannot build the test GeoIP database (run tools/setup.sh): " + why)
         super().setUpClass()
 
     @classmethod

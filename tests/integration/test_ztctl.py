@@ -46,7 +46,7 @@ class ZtctlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         if not os.access(ZTCTL_BIN, os.X_OK):
-            raise unittest.SkipTest("ztctl not built: %s" % ZTCTL_BIN)
+            raise RuntimeError("ztctl not built: %s" % ZTCTL_BIN)
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ztctl-test-")

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "fileio.h"
 #include "admin_int.h"
 #include "authz.h"
 #include "conf.h"
@@ -572,21 +573,6 @@ done:
     out->body = o;
 }
 
-static int ad_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w == -1) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Replace path with text atomically: a temporary file beside it with the
  * same mode, fsync, rename, fsync of the folder. 0, or -1 with err. */
 static int ad_write_atomic(const char *path, const char *text, size_t len, mode_t mode, char *err,
@@ -609,7 +595,7 @@ static int ad_write_atomic(const char *path, const char *text, size_t len, mode_
         snprintf(err, errlen, "%.512s: %s", tmp, strerror(errno));
         return -1;
     }
-    if (fchmod(fd, mode & 0777) == -1 || ad_write_all(fd, text, len) == -1 || fsync(fd) == -1) {
+    if (fchmod(fd, mode & 0777) == -1 || fileio_write_all(fd, text, len) == -1 || fsync(fd) == -1) {
         snprintf(err, errlen, "%.512s: %s", tmp, strerror(errno));
         close(fd);
         goto out;

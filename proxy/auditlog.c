@@ -23,6 +23,7 @@
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 
+#include "fileio.h"
 #include "auditlog.h"
 #include "sbuf.h"
 #include "log.h"
@@ -443,21 +444,6 @@ static int al_open(const char *dest, int *fd, char *err, size_t errlen)
     return 0;
 }
 
-static int al_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w == -1) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Continue the chain of what fd already holds (writer thread). */
 static void al_chain_init(int fd, EVP_MD_CTX *md)
 {
@@ -485,7 +471,7 @@ static void al_chain_init(int fd, EVP_MD_CTX *md)
          * lines stay lines; the chain goes on from it as it is, and verify
          * will point at it. */
         log_warnx("audit log: the file ends in an unterminated line; continuing after it");
-        if (al_write_all(fd, "\n", 1) == -1)
+        if (fileio_write_all(fd, "\n", 1) == -1)
             log_warn("audit log: cannot terminate the last line");
     }
     start = end;

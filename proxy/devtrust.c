@@ -39,6 +39,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "fileio.h"
 #include "conf.h"
 #include "jsonconf.h"
 #include "devtrust.h"
@@ -669,21 +670,6 @@ static int dt_persist(const char *line, size_t len)
     return rc;
 }
 
-static int dt_write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int dt_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -707,7 +693,7 @@ static int dt_write_atomic(const char *dir, const char *name, const char *data, 
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd == -1)
         return -1;
-    if (dt_write_all(fd, data, len) == 0 && fsync(fd) == 0)
+    if (fileio_write_all(fd, data, len) == 0 && fsync(fd) == 0)
         rc = 0;
     if (close(fd) == -1)
         rc = -1;
@@ -873,7 +859,7 @@ static void *dt_writer_main(void *arg)
         while ((j = list) != NULL) {
             list = j->next;
             if (!failed) {
-                if (dt_write_all(w_fd, j->line, j->len) == -1) {
+                if (fileio_write_all(w_fd, j->line, j->len) == -1) {
                     failed = 1;
                 } else {
                     w_size += (off_t)j->len;

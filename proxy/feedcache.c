@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "fileio.h"
 #include "feedcache.h"
 
 #define TIME_MAX (1LL << 40)
@@ -153,21 +154,6 @@ out:
 
 /* ---- files ------------------------------------------------------------- */
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* tmp, fsync, rename, fsync the directory. 0 or -1 (errno). */
 static int write_atomic(const char *dir, const char *name, const char *data, size_t len)
 {
@@ -182,7 +168,7 @@ static int write_atomic(const char *dir, const char *name, const char *data, siz
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd == -1)
         return -1;
-    if (write_all(fd, data, len) == 0 && fsync(fd) == 0)
+    if (fileio_write_all(fd, data, len) == 0 && fsync(fd) == 0)
         rc = 0;
     if (close(fd) == -1)
         rc = -1;

@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "session.h"
 
@@ -741,22 +742,6 @@ out:
     return ret;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    ssize_t r;
-
-    while (n > 0) {
-        r = write(fd, p, n);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r == -1)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* fsync the directory holding path, so a rename or link in it is durable. */
 static int fsync_parent(const char *path)
 {
@@ -826,7 +811,7 @@ int session_keyring_generate(const char *file, char *err, size_t errlen)
         set_err(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (fchmod(fd, 0600) == -1 || write_all(fd, text, (size_t)n) == -1 || fsync(fd) == -1) {
+    if (fchmod(fd, 0600) == -1 || fileio_write_all(fd, text, (size_t)n) == -1 || fsync(fd) == -1) {
         set_err(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
@@ -1800,14 +1785,14 @@ static int rev_rewrite(struct session_revocations *rs)
         if (!rs->ids.slots[i].used)
             continue;
         n = rev_format_id(line, rs->ids.slots[i].id, rs->ids.slots[i].at);
-        if (write_all(fd, line, n) == -1)
+        if (fileio_write_all(fd, line, n) == -1)
             goto werr;
     }
     for (i = 0; i < rs->users.cap; i++) {
         if (rs->users.slots[i].subject == NULL)
             continue;
         n = rev_format_user(line, rs->users.slots[i].subject, rs->users.slots[i].at);
-        if (write_all(fd, line, n) == -1)
+        if (fileio_write_all(fd, line, n) == -1)
             goto werr;
     }
     if (fsync(fd) == -1)
@@ -1842,7 +1827,7 @@ static int rev_append(struct session_revocations *rs, const char *line, size_t n
 {
     if (rs->fd == -1)
         return -1;
-    if (write_all(rs->fd, line, n) == -1 || fdatasync(rs->fd) == -1) {
+    if (fileio_write_all(rs->fd, line, n) == -1 || fdatasync(rs->fd) == -1) {
         log_warn("%s: revocation not persisted", rs->path);
         return -1;
     }

@@ -200,6 +200,16 @@ class DeployFilesTest(unittest.TestCase):
             self.assertEqual(redis["metadata"]["labels"].get(k), v)
         self.assertIs(redis["spec"]["securityContext"]["runAsNonRoot"], True)
         self.assertEqual(rsvc["spec"]["ports"][0]["port"], 6379)
+        # Redis keeps its state across restarts and requires a password that
+        # ztproxy reads from the same Secret.
+        rc = redis["spec"]["containers"][0]
+        self.assertIn("--requirepass", rc["args"])
+        self.assertEqual(rc["args"][rc["args"].index("--appendonly") + 1], "yes")
+        vol = {v["name"]: v for v in redis["spec"]["volumes"]}["data"]
+        self.assertEqual(vol["persistentVolumeClaim"]["claimName"], "redis-data")
+        self.doc("PersistentVolumeClaim", "redis-data")
+        cfg = json.loads(self.doc("ConfigMap", "ztproxy-config")["data"]["ztproxy.json"])
+        self.assertTrue(cfg["redis"]["password_file"].startswith("/run/ztproxy/keys/"))
 
     def test_no_private_key_in_deploy(self):
         found = []
@@ -263,7 +273,8 @@ class DeployFilesTest(unittest.TestCase):
         ring = [{"id": "k1", "key": base64.b64encode(os.urandom(32)).decode(),
                  "created": 1764300000}]
         files = {"session.keys": json.dumps(ring), "oidc-client-secret": "test-secret\n",
-                 "admin.tokens": "ops:%s\n" % base64.b16encode(os.urandom(16)).decode()}
+                 "admin.tokens": "ops:%s\n" % base64.b16encode(os.urandom(16)).decode(),
+                 "redis.pw": base64.b64encode(os.urandom(24)).decode() + "\n"}
         for name, text in files.items():
             with open(os.path.join(keys, name), "w") as f:
                 f.write(text)

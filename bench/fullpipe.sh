@@ -444,3 +444,22 @@ EOC
     LOADARGS=(--connect "127.0.0.1:$ZT_PORT" --host "$SSO_HOST" --cert "$CERTS/devices/bench-1.crt"
         --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" --header "Cookie: $FP_COOKIE")
 }
+
+# fp_results_section RESULTS NAME REPORT: replace the section between
+# "<!-- NAME:begin -->" and "<!-- NAME:end -->" in RESULTS with the file
+# REPORT (which carries the markers), or append it; other sections are kept.
+fp_results_section() {
+    python3 - "$1" "$2" "$3" <<'PYEOF'
+import os, sys
+path, name, new = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+old = open(path).read() if os.path.exists(path) else ""
+b, e = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
+if b in old and e in old:
+    i, j = old.index(b), old.index(e) + len(e)
+    text = old[:i] + new.strip("\n") + old[j:]
+else:
+    text = old.rstrip("\n") + ("\n\n" if old else "") + new.strip("\n") + "\n"
+open(path + ".tmp", "w").write(text)
+os.replace(path + ".tmp", path)
+PYEOF
+}

@@ -30,13 +30,19 @@ FP_COOKIE=
 # fp_unavailable: prints why the whole pipeline cannot be set up here and
 # returns 0, or returns 1 when everything it needs is present.
 fp_unavailable() {
-    command -v node >/dev/null || { echo "node is not installed"; return 0; }
-    command -v curl >/dev/null || { echo "curl is not installed"; return 0; }
+    fp_idp_unavailable && return 0
     command -v perl >/dev/null || { echo "perl is not installed"; return 0; }
-    [[ -d $FP_IDP_DIR/node_modules/oidc-provider ]] ||
-        { echo "deploy/dev-idp/node_modules is missing (cd deploy/dev-idp && npm ci --omit=dev)"; return 0; }
     perl -MMaxMind::DB::Writer::Tree -e 1 2>/dev/null ||
         { echo "perl MaxMind::DB::Writer is missing (Debian: libmaxmind-db-writer-perl)"; return 0; }
+    return 1
+}
+
+# fp_idp_unavailable: the same for the dev IdP and the login alone.
+fp_idp_unavailable() {
+    command -v node >/dev/null || { echo "node is not installed"; return 0; }
+    command -v curl >/dev/null || { echo "curl is not installed"; return 0; }
+    [[ -d $FP_IDP_DIR/node_modules/oidc-provider ]] ||
+        { echo "deploy/dev-idp/node_modules is missing (cd deploy/dev-idp && npm ci --omit=dev)"; return 0; }
     return 1
 }
 

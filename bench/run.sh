@@ -446,7 +446,7 @@ start_proxy_once() {
     mkdir -p "$d"
     case $name in
     ztproxy-full)
-        [[ -x $ZTPROXY ]] || { echo "binary $ZTPROXY not found" >"$d/stderr.log"; return 1; }
+        [[ -x $ZTPROXY ]] || { log "ztproxy-full: $ZTPROXY not found (build it first)"; echo "binary $ZTPROXY not found" >"$d/stderr.log"; return 1; }
         fp_write_conf "$w" "${PORT[$name]}" "$d"
         "$ZTPROXY" -c "$d/ztproxy.json" >"$d/stdout.log" 2>"$d/stderr.log" &
         pid=$!

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/fullpipe.sh: the whole-pipeline ztproxy, shared by bench/run.sh,
 # bench/reload_bench.sh and bench/soak.sh. Sourced, not run.
 #
@@ -89,7 +90,7 @@ JSON
 # Prints "name=value" of the session cookie; returns 1 with a reason logged.
 fp_sso_login() {
     local port=$1 url="https://$SSO_HOST:$1/" jar=$TMP/sso.jar idpjar=$TMP/sso-idp.jar
-    local loc= form action cb i
+    local loc='' form action cb i
     local tls=(--resolve "$SSO_HOST:$port:127.0.0.1" --cacert "$CERTS/ca.crt"
         --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key")
     rm -f "$jar" "$idpjar"

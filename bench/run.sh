@@ -297,7 +297,7 @@ EOF
 # AUTHZ_PORT, keep-alive) with a subrequest, passing the client
 # certificate's fingerprint and DN as a real deployment would.
 write_nginx_conf() {
-    local w=$1 d=$2 port=${PORT[nginx]} authz_up= authz_loc= authreq=
+    local w=$1 d=$2 port=${PORT[nginx]} authz_up='' authz_loc='' authreq=''
     if [[ ${3:-} == authreq ]]; then
         port=${PORT[nginx-authreq]}
         authz_up="upstream authz { server 127.0.0.1:$AUTHZ_PORT; keepalive 64; keepalive_requests 1000000; }"

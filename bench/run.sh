@@ -31,10 +31,16 @@ TLS_MAX=${BENCH_TLS_MAX:-}
 # Logged-in session (SSO) vs no identity on the same ztproxy: 1 runs it when
 # node and deploy/dev-idp/node_modules are there, 0 skips it.
 SSO=${BENCH_SSO:-1}
-SSO_USER=bob # a dev IdP user without MFA: the login needs no one-time code
 # The whole decision pipeline (1,020 rules over 101 routes, an inventory of
 # 1,000 devices, the audit log) vs the same ztproxy without it: 1 runs it.
 POLICY=${BENCH_POLICY:-1}
+# The whole pipeline (bench/fullpipe.sh: mTLS, a logged-in session bound to
+# the certificate, device trust with posture, 1,020 rules, directory, GeoIP,
+# audit log, identity headers and assertion) vs nginx, HAProxy and nginx +
+# auth_request, alternating, BENCH_FULL_ROUNDS rounds: 1 runs it.
+FULL=${BENCH_FULL:-1}
+FULL_ROUNDS=${BENCH_FULL_ROUNDS:-2}
+FULL_PROXIES=${BENCH_FULL_PROXIES:-"ztproxy-full nginx haproxy nginx-authreq"}
 # Below the ephemeral range (32768+ by default): a load-client socket could
 # otherwise sit on a proxy's port when the proxy is restarted.
 PORT_BASE=${BENCH_PORT_BASE:-29440}
@@ -44,6 +50,11 @@ KEEP=${BENCH_KEEP:-0}
 declare -A PORT=()
 HOST=app.test
 SSO_HOST=sso.test
+DIR_TAG= # prefix of the per-proxy directories ("full-" in the whole-pipeline suite)
+FAILED=() # steps that failed: the script exits 1 after writing the report
+
+# shellcheck source=fullpipe.sh
+. "$ROOT/bench/fullpipe.sh"
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -52,6 +63,7 @@ die() { log "error: $*"; exit 1; }
 
 PIDS=()          # every process we started, stopped in reverse order at exit
 declare -A PROXY_PID=()
+declare -A PROXY_EXTRA_PID=() # a second process whose CPU counts for the proxy (nginx-authreq's authz)
 
 stop_pid() {
     local pid=$1 i
@@ -165,6 +177,7 @@ fi
 
 TMP=$(mktemp -d /tmp/ztbench.XXXXXX)
 chmod 700 "$TMP"
+FP_DIR=$TMP/full
 log "work directory $TMP"
 JSONL=$TMP/results.jsonl
 : >"$JSONL"
@@ -182,22 +195,25 @@ if [[ -z $ZTLOAD ]]; then
     fi
 fi
 
-# Five consecutive free ports from PORT_BASE on (others may be testing on this machine).
+# Seven consecutive free ports from PORT_BASE on (others may be testing on this machine).
 for ((try = 0; try < 50; try++, PORT_BASE += 10)); do
     all_free=1
-    for ((i = 0; i < 5; i++)); do
+    for ((i = 0; i < 7; i++)); do
         port_free $((PORT_BASE + i)) || { all_free=0; break; }
     done
     ((all_free)) && break
 done
 ((all_free)) || die "no free ports near BENCH_PORT_BASE"
 read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
-if ((PORT_BASE + 3 >= EPH_LO && PORT_BASE <= EPH_HI)); then
-    log "warning: ports $PORT_BASE-$((PORT_BASE + 3)) are in the ephemeral range $EPH_LO-$EPH_HI"
+if ((PORT_BASE + 6 >= EPH_LO && PORT_BASE <= EPH_HI)); then
+    log "warning: ports $PORT_BASE-$((PORT_BASE + 6)) are in the ephemeral range $EPH_LO-$EPH_HI"
 fi
 UP_PORT=$PORT_BASE
-PORT=([ztproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)))
+# ztproxy-full (the whole pipeline) takes ztproxy's port: they never run at once.
+PORT=([ztproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3))
+    [ztproxy-full]=$((PORT_BASE + 1)) [nginx-authreq]=$((PORT_BASE + 5)))
 IDP_PORT=$((PORT_BASE + 4))
+AUTHZ_PORT=$((PORT_BASE + 6)) # nginx + auth_request: the authorization service
 
 # Certificates, from the project's scripts.
 CERTS=$TMP/certs
@@ -240,6 +256,7 @@ http {
         listen 127.0.0.1:$UP_PORT reuseport backlog=4096;
         default_type text/plain;
         location / { return 200 "ok\n"; }
+$(fp_echo_location)
     }
 }
 EOF
@@ -275,8 +292,31 @@ write_ztproxy_conf() {
 EOF
 }
 
+# write_nginx_conf W DIR [authreq]: with "authreq", nginx + auth_request:
+# every request first asks the authorization service (a second nginx on
+# AUTHZ_PORT, keep-alive) with a subrequest, passing the client
+# certificate's fingerprint and DN as a real deployment would.
 write_nginx_conf() {
-    local w=$1 d=$2
+    local w=$1 d=$2 port=${PORT[nginx]} authz_up='' authz_loc='' authreq=''
+    if [[ ${3:-} == authreq ]]; then
+        port=${PORT[nginx-authreq]}
+        authz_up="upstream authz { server 127.0.0.1:$AUTHZ_PORT; keepalive 64; keepalive_requests 1000000; }"
+        authreq="auth_request /_auth;"
+        authz_loc="location = /_auth {
+            internal;
+            proxy_pass http://authz;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length \"\";
+            proxy_set_header X-Original-URI \$request_uri;
+            proxy_set_header X-Original-Method \$request_method;
+            proxy_set_header X-Original-Host \$host;
+            proxy_set_header X-Client-Cert-Fingerprint \$ssl_client_fingerprint;
+            proxy_set_header X-Client-Cert-Subject \$ssl_client_s_dn;
+            proxy_set_header X-Client-Cert-Verify \$ssl_client_verify;
+        }"
+    fi
     mkdir -p "$d/logs" "$d/tmp"
     cat >"$d/nginx.conf" <<EOF
 # nginx as a mutual-TLS terminating reverse proxy.
@@ -300,8 +340,9 @@ http {
         keepalive 64;
         keepalive_requests 1000000;
     }
+    $authz_up
     server {
-        listen 127.0.0.1:${PORT[nginx]} ssl backlog=4096;
+        listen 127.0.0.1:$port ssl backlog=4096;
         server_name $HOST;
         ssl_certificate $CERTS/server.crt;
         ssl_certificate_key $CERTS/server.key;
@@ -310,12 +351,44 @@ http {
         ssl_client_certificate $CERTS/ca.crt;
         ssl_crl $CERTS/crl.pem;
         location / {
+            $authreq
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Client-Cert-Subject \$ssl_client_s_dn;
         }
+        $authz_loc
+    }
+}
+EOF
+}
+
+# write_authz_conf W DIR: the authorization service of nginx + auth_request,
+# a second nginx answering 204 to every subrequest (no access log).
+write_authz_conf() {
+    local w=$1 d=$2
+    mkdir -p "$d/logs" "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+# The authorization service behind nginx + auth_request: allow everything.
+user root;
+worker_processes $w;
+worker_rlimit_nofile $NOFILE;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$AUTHZ_PORT backlog=4096;
+        location / { return 204; }
     }
 }
 EOF
@@ -361,7 +434,7 @@ start_proxy() {
     local try
     for try in 1 2 3; do
         start_proxy_once "$@" && return 0
-        grep -qi 'address already in use' "$TMP/$1-w$2/stderr.log" 2>/dev/null || return 1
+        grep -qi 'address already in use' "$TMP/$DIR_TAG$1-w$2/stderr.log" "$TMP/$DIR_TAG$1-w$2/authz/stderr.log" 2>/dev/null || return 1
         log "$1: port ${PORT[$1]} busy, retrying"
         sleep 2
     done
@@ -369,9 +442,34 @@ start_proxy() {
 }
 
 start_proxy_once() {
-    local name=$1 w=$2 d=$TMP/$1-w$2 pid
+    local name=$1 w=$2 d=$TMP/$DIR_TAG$1-w$2 pid apid
     mkdir -p "$d"
     case $name in
+    ztproxy-full)
+        [[ -x $ZTPROXY ]] || { log "ztproxy-full: $ZTPROXY not found (build it first)"; echo "binary $ZTPROXY not found" >"$d/stderr.log"; return 1; }
+        fp_write_conf "$w" "${PORT[$name]}" "$d"
+        "$ZTPROXY" -c "$d/ztproxy.json" >"$d/stdout.log" 2>"$d/stderr.log" &
+        pid=$!
+        ;;
+    nginx-authreq)
+        write_authz_conf "$w" "$d/authz"
+        "$NGINX" -p "$d/authz" -c "$d/authz/nginx.conf" -g 'daemon off;' \
+            >"$d/authz/stdout.log" 2>"$d/authz/stderr.log" &
+        apid=$!
+        PIDS+=("$apid")
+        if ! wait_port "$AUTHZ_PORT" "$apid"; then
+            log "the authorization nginx of nginx-authreq did not start; its stderr:"
+            tail -n 20 "$d/authz/stderr.log" "$d/authz/logs/error.log" 2>/dev/null >&2
+            cp "$d/authz/stderr.log" "$d/stderr.log" 2>/dev/null
+            stop_tree "$apid"
+            forget_pid "$apid"
+            return 1
+        fi
+        PROXY_EXTRA_PID[$name]=$apid
+        write_nginx_conf "$w" "$d" authreq
+        "$NGINX" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' >"$d/stdout.log" 2>"$d/stderr.log" &
+        pid=$!
+        ;;
     ztproxy)
         if [[ ! -x $ZTPROXY ]]; then
             log "ztproxy: $ZTPROXY not found (build it first)"
@@ -399,8 +497,7 @@ start_proxy_once() {
     if ! wait_port "${PORT[$name]}" "$pid"; then
         log "$name (workers=$w) did not start; its stderr:"
         tail -n 40 "$d/stderr.log" "$d/logs/error.log" 2>/dev/null >&2
-        stop_tree "$pid"
-        forget_pid "$pid"
+        stop_proxy "$name"
         return 1
     fi
     sleep 0.3 # let nginx workers come up
@@ -409,16 +506,33 @@ start_proxy_once() {
 }
 
 stop_proxy() {
-    local name=$1 pid=${PROXY_PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    stop_tree "$pid"
-    forget_pid "$pid"
-    unset 'PROXY_PID[$name]'
+    local name=$1 pid=${PROXY_PID[$1]:-} apid=${PROXY_EXTRA_PID[$1]:-}
+    if [[ -n $pid ]]; then
+        stop_tree "$pid"
+        forget_pid "$pid"
+        unset 'PROXY_PID[$name]'
+    fi
+    if [[ -n $apid ]]; then
+        stop_tree "$apid"
+        forget_pid "$apid"
+        unset 'PROXY_EXTRA_PID[$name]'
+    fi
 }
 
 proxy_alive() {
-    local pid=${PROXY_PID[$1]:-}
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+    local pid=${PROXY_PID[$1]:-} apid=${PROXY_EXTRA_PID[$1]:-}
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] ||
+        return 1
+    [[ -z $apid ]] || { kill -0 "$apid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$apid/stat" 2>/dev/null) != Z ]]; }
+}
+
+# proxy_cpu_ticks NAME: utime+stime of the proxy's processes (both nginx
+# instances for nginx-authreq)
+proxy_cpu_ticks() {
+    local t=0 apid=${PROXY_EXTRA_PID[$1]:-}
+    [[ -n ${PROXY_PID[$1]:-} ]] && t=$(cpu_ticks "${PROXY_PID[$1]}")
+    [[ -n $apid ]] && t=$((t + $(cpu_ticks "$apid")))
+    echo "$t"
 }
 
 # ---------------------------------------------------------------- runs
@@ -450,7 +564,7 @@ bench_run() {
     local pid=${PROXY_PID[$proxy]:-} c0=0 c1=0 u0 u1 m0 m1 t0 t1 out errf cmd status=ok
     errf=$TMP/ztload.err
     cmd="ztload $*"
-    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    [[ -n $pid ]] && c0=$(proxy_cpu_ticks "$proxy")
     u0=$(cpu_ticks "$UP_PID")
     m0=$(machine_busy_ticks)
     t0=$EPOCHREALTIME
@@ -458,7 +572,7 @@ bench_run() {
     t1=$EPOCHREALTIME
     m1=$(machine_busy_ticks)
     u1=$(cpu_ticks "$UP_PID")
-    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    [[ -n $pid ]] && c1=$(proxy_cpu_ticks "$proxy")
     if [[ -s $errf ]]; then
         sed 's/^/    /' "$errf" | head -n 5 >&2
     fi
@@ -468,7 +582,7 @@ bench_run() {
     if [[ -n $pid ]] && ! proxy_alive "$proxy"; then
         status=crashed
         log "$proxy DIED during '$label'; its stderr:"
-        tail -n 40 "$TMP/$proxy-w$w/stderr.log" >&2
+        tail -n 40 "$TMP/$DIR_TAG$proxy-w$w/stderr.log" >&2
     fi
     record "$out" proxy="$proxy" workers="$w" mode="$mode" label="$label" status="$status" \
         cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) upstream_cpu_us=$(((u1 - u0) * 1000000 / CLK_TCK)) \
@@ -569,42 +683,9 @@ run_proxy_suite() {
 # real login through the proxy (curl, as deploy/demo/login.sh does) with the
 # benchmark's device certificate gives a session cookie bound to that
 # certificate; ztload then sends it with every request to sso.test.
-IDP_DIR=$ROOT/deploy/dev-idp
-IDP_PID=
+# The provider, the login and the whole-pipeline proxy are in bench/fullpipe.sh.
 SSO_COOKIE=
 SSO_SKIPPED=
-
-sso_unavailable() {
-    command -v node >/dev/null || { echo "node is not installed"; return 0; }
-    command -v curl >/dev/null || { echo "curl is not installed"; return 0; }
-    [[ -d $IDP_DIR/node_modules/oidc-provider ]] ||
-        { echo "deploy/dev-idp/node_modules is missing (cd deploy/dev-idp && npm ci --omit=dev)"; return 0; }
-    return 1
-}
-
-start_idp() {
-    local d=$TMP/idp i
-    mkdir -p "$d/state"
-    cat >"$d/clients.json" <<JSON
-{ "clients": [{
-    "client_id": "ztproxy", "client_secret": "bench-dev-secret", "client_name": "ztproxy (bench)",
-    "redirect_uris": ["https://$SSO_HOST:${PORT[ztproxy]}/.zt/callback"],
-    "post_logout_redirect_uris": ["https://$SSO_HOST:${PORT[ztproxy]}/"],
-    "token_endpoint_auth_method": "client_secret_basic",
-    "id_token_signed_response_alg": "RS256" }] }
-JSON
-    (cd "$IDP_DIR" && exec node server.js --port "$IDP_PORT" --issuer "http://127.0.0.1:$IDP_PORT" \
-        --clients "$d/clients.json" --state-dir "$d/state") >"$d/stdout.log" 2>"$d/stderr.log" &
-    IDP_PID=$!
-    PIDS+=("$IDP_PID")
-    for ((i = 0; i < 300; i++)); do
-        grep -q '^dev-idp ready' "$d/stdout.log" 2>/dev/null && return 0
-        kill -0 "$IDP_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -n 20 "$d/stderr.log" >&2
-    return 1
-}
 
 write_ztproxy_sso_conf() {
     local w=$1 d=$2
@@ -765,36 +846,6 @@ policy_suite() {
     fi
 }
 
-# sso_login: log SSO_USER in through the proxy; prints "name=value" of the session cookie
-sso_login() {
-    local url="https://$SSO_HOST:${PORT[ztproxy]}/" jar=$TMP/sso.jar idpjar=$TMP/sso-idp.jar
-    local loc= form action cb i
-    local tls=(--resolve "$SSO_HOST:${PORT[ztproxy]}:127.0.0.1" --cacert "$CERTS/ca.crt"
-        --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key")
-    rm -f "$jar" "$idpjar"
-    # until the proxy has read the provider's discovery document: no redirect yet
-    for ((i = 0; i < 100; i++)); do
-        loc=$(curl -sS -o /dev/null -w '%{redirect_url}' "${tls[@]}" -c "$jar" "$url" 2>/dev/null)
-        [[ $loc == "http://127.0.0.1:$IDP_PORT/"* ]] && break
-        sleep 0.2
-    done
-    [[ $loc == "http://127.0.0.1:$IDP_PORT/"* ]] ||
-        { log "sso: the proxy did not redirect to the provider (got '$loc')"; return 1; }
-    form=$(curl -sS -L -c "$idpjar" -b "$idpjar" "$loc")
-    action=$(printf '%s' "$form" | sed -nE 's#.*<form[^>]*action="([^"]+)".*#\1#p' | head -n 1)
-    [[ $action == /* ]] && action="http://127.0.0.1:$IDP_PORT$action"
-    [[ -n $action ]] || { log "sso: no login form at the provider"; return 1; }
-    cb=$(curl -sS -o /dev/null -w '%{redirect_url}' -c "$idpjar" -b "$idpjar" \
-        --data-urlencode "login=$SSO_USER" --data-urlencode "password=$SSO_USER-dev-pw" "$action")
-    for ((i = 0; i < 10; i++)); do
-        [[ -z $cb || $cb == https://* ]] && break
-        cb=$(curl -sS -o /dev/null -w '%{redirect_url}' -c "$idpjar" -b "$idpjar" "$cb")
-    done
-    [[ $cb == https://* ]] || { log "sso: the provider did not send us back to the proxy"; return 1; }
-    curl -sS -o /dev/null "${tls[@]}" -b "$jar" -c "$jar" "$cb" || return 1
-    awk -F'\t' '$6 == "__Host-zt_session" {print $6 "=" $7}' "$jar" | tail -n 1
-}
-
 # sso_suite W: keep-alive requests on the route without identity and on the
 # SSO route with the session cookie, same proxy process, alternating, twice each
 sso_suite() {
@@ -813,13 +864,13 @@ sso_suite() {
         return
     fi
     if [[ -z $SSO_COOKIE ]]; then
-        SSO_COOKIE=$(sso_login) || SSO_COOKIE=
+        SSO_COOKIE=$(fp_sso_login "${PORT[ztproxy]}") || SSO_COOKIE=
         if [[ -z $SSO_COOKIE ]]; then
             record "" proxy=ztproxy workers="$w" mode=sso label=start status=failed error="login through the proxy failed"
             stop_proxy ztproxy
             return
         fi
-        log "sso: logged in as $SSO_USER (session cookie bound to the bench-1 certificate)"
+        log "sso: logged in as $FP_USER (session cookie bound to the bench-1 certificate)"
     fi
     # the cookie must reach the app, not a login redirect
     code=$(curl -sS -o /dev/null -w '%{http_code}' --resolve "$SSO_HOST:${PORT[ztproxy]}:127.0.0.1" \
@@ -843,6 +894,105 @@ sso_suite() {
     stop_proxy ztproxy
 }
 
+# ---------------------------------------------------------------- whole pipeline
+
+# full_start NAME W: starts one proxy of the whole-pipeline suite and checks
+# it with one request of the suite's own kind; records a failure and returns
+# 1 if it does not work. For ztproxy-full: posture report, login (once: the
+# cookie stays valid across processes, same session keys) and fp_check.
+full_start() {
+    local p=$1 w=$2 d=$TMP/full-$1-w$2
+    if ! start_proxy "$p" "$w"; then
+        record "" proxy="$p" workers="$w" mode=full-start label=start status=failed \
+            error="did not start: $(tail -n 3 "$d/stderr.log" 2>/dev/null | tr '\n' ' ')"
+        FAILED+=("whole pipeline: $p workers=$w did not start")
+        return 1
+    fi
+    if [[ $p == ztproxy-full ]]; then
+        FULL_COOKIE_HDR=
+        if ! fp_post_posture "${PORT[$p]}"; then
+            record "" proxy="$p" workers="$w" mode=full-start label=start status=failed error="posture report refused"
+        else
+            [[ -n $FP_COOKIE ]] || FP_COOKIE=$(fp_sso_login "${PORT[$p]}") || FP_COOKIE=
+            if [[ -z $FP_COOKIE ]]; then
+                record "" proxy="$p" workers="$w" mode=full-start label=start status=failed \
+                    error="login through the proxy failed"
+            elif ! fp_check "${PORT[$p]}" "$FP_COOKIE"; then
+                record "" proxy="$p" workers="$w" mode=full-start label=start status=failed \
+                    error="whole-pipeline check failed (see the log)"
+            else
+                log "full: $FP_USER logged in, device bench-1 tier high, identity headers reach the upstream"
+                FULL_COOKIE_HDR="Cookie: $FP_COOKIE"
+            fi
+        fi
+        if [[ -z $FULL_COOKIE_HDR ]]; then
+            tail -n 20 "$d/stderr.log" >&2
+            FAILED+=("whole pipeline: ztproxy-full workers=$w: set-up failed")
+            stop_proxy "$p"
+            return 1
+        fi
+    fi
+    if ! "$ZTLOAD" $(URL_OF "$p") "${FULL_ARGS[@]}" --header "$FULL_COOKIE_HDR" -c 1 -d 0.3 --warmup 0 \
+        --json >"$TMP/smoke.json" 2>"$TMP/smoke.err" || ! grep -q '"ok_2xx":[1-9]' "$TMP/smoke.json"; then
+        log "full: $p workers=$w: smoke test failed:"
+        cat "$TMP/smoke.json" "$TMP/smoke.err" >&2
+        tail -n 20 "$d/stderr.log" >&2
+        record "" proxy="$p" workers="$w" mode=full-start label=start status=failed error="smoke test: no 2xx response"
+        FAILED+=("whole pipeline: $p workers=$w: smoke test failed")
+        stop_proxy "$p"
+        return 1
+    fi
+    record "" proxy="$p" workers="$w" mode=full-start label=start status=ok
+}
+
+# full_suite W: the whole-pipeline ztproxy, nginx, HAProxy and nginx +
+# auth_request, all started for W workers, then keep-alive runs with the
+# same ztload arguments (route host sso.test, the session cookie) in turn,
+# A B C D, A B C D, ...; then the fixed-rate latency run of ztproxy-full.
+FULL_ARGS=(--cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt"
+    --host "$SSO_HOST")
+[[ -n $TLS_MAX ]] && FULL_ARGS+=(--tls-max "$TLS_MAX")
+FULL_COOKIE_HDR=
+full_suite() {
+    local w=$1 p i up=()
+    DIR_TAG=full-
+    # ztproxy-full first: the others are only worth measuring against it
+    for p in $FULL_PROXIES; do
+        if full_start "$p" "$w"; then
+            up+=("$p")
+        elif [[ $p == ztproxy-full ]]; then
+            break
+        fi
+    done
+    if [[ " ${up[*]} " == *" ztproxy-full "* ]]; then
+        for ((i = 1; i <= FULL_ROUNDS; i++)); do
+            for p in "${up[@]}"; do
+                if ! proxy_alive "$p"; then
+                    record "" proxy="$p" workers="$w" mode=full label="full-$i" status=crashed
+                    FAILED+=("whole pipeline: $p workers=$w died")
+                    continue
+                fi
+                bench_run "$p" "$w" full "full-$i" $(URL_OF "$p") "${FULL_ARGS[@]}" \
+                    --header "$FULL_COOKIE_HDR" --mode keepalive -c "$CONNS_KEEPALIVE" \
+                    -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" ||
+                    FAILED+=("whole pipeline: $p workers=$w run $i failed")
+            done
+        done
+        if [[ $RATE != 0 ]] && proxy_alive ztproxy-full; then
+            bench_run ztproxy-full "$w" rate rate $(URL_OF ztproxy-full) "${FULL_ARGS[@]}" \
+                --header "$FULL_COOKIE_HDR" --mode keepalive --rate "$RATE" -c "$RATE_CONNS" -t 1 \
+                -d "$DURATION" --warmup "$WARMUP" || FAILED+=("whole pipeline: ztproxy-full workers=$w rate run failed")
+        fi
+        if [[ -s $TMP/full-ztproxy-full-w$w/audit.log ]]; then
+            record "" proxy=ztproxy-full workers="$w" mode=full-audit label=audit status=ok \
+                audit_lines="$(wc -l <"$TMP/full-ztproxy-full-w$w/audit.log")" \
+                audit_allow="$(grep -c '"rule":"sso-managed"' "$TMP/full-ztproxy-full-w$w/audit.log")"
+        fi
+    fi
+    for p in "${up[@]}"; do stop_proxy "$p"; done
+    DIR_TAG=
+}
+
 START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 START_S=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -863,11 +1013,10 @@ for w in $WORKERS; do
 done
 
 if [[ $SSO == 1 && " $PROXIES " == *" ztproxy "* ]]; then
-    if why=$(sso_unavailable); then
+    if why=$(fp_idp_unavailable); then
         log "sso: skipped: $why"
         SSO_SKIPPED=$why
-    elif start_idp; then
-        log "dev IdP pid $IDP_PID on 127.0.0.1:$IDP_PORT"
+    elif fp_start_idp "${PORT[ztproxy]}"; then
         for w in $WORKERS; do
             log "== ztproxy workers=$w: logged-in session vs no identity"
             sso_suite "$w"
@@ -885,12 +1034,35 @@ if [[ $POLICY == 1 && " $PROXIES " == *" ztproxy "* ]]; then
     done
 fi
 
+if [[ $FULL == 1 ]]; then
+    if why=$(fp_unavailable); then
+        log "full pipeline: cannot run: $why (BENCH_FULL=0 skips it)"
+        record "" proxy=ztproxy-full workers=0 mode=full-start label=start status=failed \
+            error="not run: $why (BENCH_FULL=0 skips it)"
+        FAILED+=("whole pipeline: $why")
+    elif ! fp_start_idp "${PORT[ztproxy]}"; then
+        record "" proxy=ztproxy-full workers=0 mode=full-start label=start status=failed \
+            error="the dev IdP did not start"
+        FAILED+=("whole pipeline: the dev IdP did not start")
+    elif ! fp_write_files >"$TMP/full-files.log" 2>&1; then
+        cat "$TMP/full-files.log" >&2
+        record "" proxy=ztproxy-full workers=0 mode=full-start label=start status=failed \
+            error="cannot write the rules, inventory, directory or GeoIP files"
+        FAILED+=("whole pipeline: cannot write its files")
+    else
+        for w in $WORKERS; do
+            log "== whole pipeline vs the peers, workers=$w"
+            full_suite "$w"
+        done
+    fi
+fi
+
 # Warnings and errors the proxies printed (first few lines each).
-for d in "$TMP"/*-w*; do
+for d in "$TMP"/*-w* "$TMP"/*-w*/authz; do
     [[ -d $d ]] || continue
     for f in "$d/stderr.log" "$d/logs/error.log"; do
         if [[ -s $f ]] && grep -qiE 'error|warn|crit|alert|emerg|fatal|abort|sanitizer' "$f"; then
-            echo "--- $(basename "$d")/$(basename "$f") ($(wc -l <"$f") lines):" >>"$TMP/diag.txt"
+            echo "--- ${d#"$TMP"/}/$(basename "$f") ($(wc -l <"$f") lines):" >>"$TMP/diag.txt"
             grep -iE 'error|warn|crit|alert|emerg|fatal|abort|sanitizer' "$f" | head -n 8 >>"$TMP/diag.txt"
         fi
     done
@@ -1043,13 +1215,14 @@ if rate_rows:
         p(f"| – | upstream directly (plain HTTP) | {fmt(res['rps'])} | {l['p50']} | {l['p90']} | {l['p99']} | "
           f"{l['p999']} | {l['max']} | 1.00 | 1.00 | – | {res['errors']} | {res['late']} | {fmt(others_pct(d))}% |")
     for w in workers:
-        for proxy in proxies:
+        for proxy in proxies + ["ztproxy-full"]:
             r = find(proxy, w, "rate")
             if not ok(r):
                 continue
             res = r["r"]
             l = res["latency_us"]
-            p(f"| {w} | {proxy} | {fmt(res['rps'])} | {l['p50']} | {l['p90']} | {l['p99']} | {l['p999']} | "
+            label = "ztproxy, whole pipeline (session cookie, device trust, 1,020 rules, audit)" if proxy == "ztproxy-full" else proxy
+            p(f"| {w} | {label} | {fmt(res['rps'])} | {l['p50']} | {l['p90']} | {l['p99']} | {l['p999']} | "
               f"{l['max']} | {ratio(l['p50'], dl['p50'] if dl else None)} | "
               f"{ratio(l['p99'], dl['p99'] if dl else None)} | {fmt(cpu_per_req(r), 1)} | "
               f"{res['errors']} | {res['late']} | {fmt(others_pct(r))}% |")
@@ -1130,6 +1303,118 @@ if pol_rows or pol_start:
             if f_ and n_:
                 p(f"| {w} | {ratio(f_[0], n_[0])} | {ratio(f_[1], n_[1])} | {pol_audit.get(w) or '–'} |")
 
+# The whole pipeline vs the peers (same run, alternating, same ztload arguments).
+full_rows = [r for r in rows if r["mode"] == "full"]
+full_start = [r for r in rows if r["mode"] == "full-start"]
+full_audit = {r["workers"]: r for r in rows if r["mode"] == "full-audit"}
+PEER_NAMES = {"ztproxy-full": "ztproxy (whole pipeline)", "nginx": "nginx", "haproxy": "haproxy",
+              "nginx-authreq": "nginx + auth_request"}
+if full_rows or full_start:
+    p("\n## Whole pipeline vs nginx, HAProxy and nginx + auth_request (keep-alive, same run)\n")
+    p("ztproxy with everything on: mutual TLS (device CA + CRL); `auth: session` with the cookie of "
+      "a real login at the dev OpenID provider, bound to the load client's certificate; device "
+      "trust with a 1,000-device inventory and a posture report (the device scores 100, tier "
+      "`high`); 1,020 rules over 101 routes, 10 of them on the route under test, walked on every "
+      "request down to its allow rule (which asks for a managed device of tier `trusted` or "
+      "better); a 1,000-user directory and a GeoIP database; the audit log to a file; "
+      "`X-ZT-User`, `X-ZT-Email`, `X-ZT-Groups`, `X-ZT-Device`, `X-ZT-Device-Tier` and the "
+      "signed `X-ZT-Assertion` to the upstream (checked once through the upstream before the "
+      "runs). Against it, on the same upstream with the same ztload arguments (host `sso.test`, "
+      "the same cookie, 64 keep-alive connections): **nginx** and **haproxy** terminating "
+      "mutual TLS and proxying with upstream keep-alive, no authorization (the configurations "
+      "of the tables above); **nginx + auth_request**: the same nginx where every request "
+      "first makes an `auth_request` subrequest to an authorization service - a second nginx "
+      "instance on another loopback port answering 204, reached over keep-alive, given the "
+      "client certificate's fingerprint and DN, the original URI, method and host (and the "
+      "cookie, as every request header). Its CPU per request is **both nginx instances' "
+      "CPU** (masters and workers). All four run at once; runs alternate A B C D, A B C D so "
+      "that drift hits all of them alike.\n")
+    for r in full_start:
+        if r["status"] != "ok":
+            p(f"- **{PEER_NAMES.get(r['proxy'], r['proxy'])} workers={r['workers']}: {r.get('error', 'failed')}**")
+    if full_rows:
+        p("| workers | run | proxy | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | 2xx | non-2xx | errors | other load |")
+        p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        fr = {}  # (w, run, proxy) -> (rps, p99, cpu)
+        for r in full_rows:
+            name = PEER_NAMES.get(r["proxy"], r["proxy"])
+            if not ok(r):
+                p(f"| {r['workers']} | {r['label']} | {name} | {r['status']} | | | | | | | | |")
+                continue
+            res = r["r"]
+            lat = res["latency_us"]
+            c = cpu_per_req(r)
+            fr[(r["workers"], r["label"], r["proxy"])] = (res["rps"], lat["p99"], c)
+            flag = " ⚠" if r["status"] != "ok" else ""
+            p(f"| {r['workers']} | {r['label']} | {name}{flag} | {fmt(res['rps'])} | {lat['p50']} | "
+              f"{lat['p99']} | {lat['p999']} | {fmt(c, 1)} | {res['ok_2xx']} | {res['non_2xx']} | "
+              f"{res['errors']} | {fmt(others_pct(r))}% |")
+        runs = sorted({k[1] for k in fr})
+        peers = [x for x in ("nginx", "haproxy", "nginx-authreq") if any(k[2] == x for k in fr)]
+
+        def best(w, proxy):
+            v = [fr[k] for k in fr if k[0] == w and k[2] == proxy]
+            if not v:
+                return None
+            cpus = [x[2] for x in v if x[2] is not None]
+            return (max(x[0] for x in v), min(x[1] for x in v), min(cpus) if cpus else None)
+
+        p("\nBest of the runs (highest req/s, lowest p99, lowest CPU/req, each taken on its own):\n")
+        p("| workers | proxy | req/s | p99 µs | proxy CPU µs/req |")
+        p("|---|---|---:|---:|---:|")
+        for w in workers:
+            for proxy in ["ztproxy-full"] + peers:
+                b = best(w, proxy)
+                if b:
+                    p(f"| {w} | {PEER_NAMES[proxy]} | {fmt(b[0])} | {b[1]} | {fmt(b[2], 1)} |")
+        p("\nRatios ztproxy (whole pipeline) ÷ peer. req/s above 1, p99 and CPU/req below 1 favour "
+          "ztproxy. Targets (issue #7): req/s ≥ 1.0× nginx and HAProxy and ≥ 2.0× nginx + "
+          "auth_request; p99 ≤ nginx's; CPU per request ≤ 1.0× nginx's.\n")
+        hdr = "| workers | runs |"
+        for what in ("req/s", "p99", "CPU/req"):
+            for x in peers:
+                hdr += f" {what} vs {PEER_NAMES[x]} |"
+        p(hdr)
+        p("|---|---|" + "---:|" * (3 * len(peers)))
+        verdicts = []
+        for w in workers:
+            z = best(w, "ztproxy-full")
+            if not z:
+                continue
+            sets = [("best of each", z, {x: best(w, x) for x in peers})]
+            for run in runs:
+                zz = fr.get((w, run, "ztproxy-full"))
+                if zz:
+                    sets.append((run, zz, {x: fr.get((w, run, x)) for x in peers}))
+            for label, zv, pv in sets:
+                line = f"| {w} | {label} |"
+                for i in range(3):
+                    for x in peers:
+                        line += f" {ratio(zv[i], pv[x][i] if pv.get(x) else None)} |"
+                p(line)
+            # verdicts on the best-of figures
+            targets = [("req/s", 0, "nginx", 1.0, ">="), ("req/s", 0, "haproxy", 1.0, ">="),
+                       ("req/s", 0, "nginx-authreq", 2.0, ">="), ("p99", 1, "nginx", 1.0, "<="),
+                       ("CPU/req", 2, "nginx", 1.0, "<=")]
+            for what, i, x, t, op in targets:
+                b = best(w, x)
+                if not b or not b[i] or z[i] is None:
+                    continue
+                v = z[i] / b[i]
+                met = v >= t if op == ">=" else v <= t
+                verdicts.append(f"workers={w}: {what} vs {PEER_NAMES[x]} {v:.2f} "
+                                f"(target {op.replace('>=', '≥').replace('<=', '≤')} {t:.1f}): "
+                                f"{'met' if met else '**missed**'}")
+        if verdicts:
+            p("\nTargets, on the best-of figures:\n")
+            for v in verdicts:
+                p(f"- {v}")
+        for w in workers:
+            a = full_audit.get(w)
+            if a:
+                p(f"\nworkers={w}: the audit log got {int(a['audit_lines']):,} lines, "
+                  f"{int(a.get('audit_allow') or 0):,} of them allowed by the route's rule `sso-managed`.")
+
 idle_rows = [r for r in rows if r["mode"] == "idle"]
 if idle_rows:
     p("\n## Memory per idle keep-alive mTLS connection\n")
@@ -1202,9 +1487,24 @@ if os.path.exists(diag) and os.path.getsize(diag) > 0:
 print("\n".join(out))
 PYEOF
 cat "$TMP/report.md"
-# Keep the section bench/feed_reload_bench.sh wrote (between its markers).
-if [[ -f $RESULTS ]] && grep -q 'feed-reload-bench:begin' "$RESULTS"; then
-    { echo; sed -n '/<!-- feed-reload-bench:begin -->/,/<!-- feed-reload-bench:end -->/p' "$RESULTS"; } >>"$TMP/report.md"
-fi
+# Keep the sections the other scripts wrote (between their markers), and notes.
+for sec in feed-reload-bench reload-bench soak notes; do
+    if [[ -f $RESULTS ]] && grep -q "<!-- $sec:begin -->" "$RESULTS"; then
+        { echo; sed -n "/<!-- $sec:begin -->/,/<!-- $sec:end -->/p" "$RESULTS"; } >>"$TMP/report.md"
+    fi
+done
 cp "$TMP/report.md" "$RESULTS"
 log "results written to $RESULTS"
+# Everything that failed, once more at the end, and a non-zero exit.
+while read -r line; do
+    FAILED+=("$line")
+done < <(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r.get("status") in ("failed", "crashed") and not r["mode"].startswith("full"):
+        print("%s workers=%s %s: %s %s" % (r["proxy"], r["workers"], r["label"], r["status"], r.get("error", "")))' "$JSONL")
+if ((${#FAILED[@]})); then
+    log "FAILED (${#FAILED[@]}):"
+    printf '  %s\n' "${FAILED[@]}" >&2
+    exit 1
+fi

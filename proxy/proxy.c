@@ -293,8 +293,17 @@ void access_log_write(struct conn *c)
     sbuf_lit(&b, "\",\"host\":\"");
     sbuf_json(&b, c->host, strlen(c->host));
     sbuf_lit(&b, "\",\"path\":\"");
-    if (c->path != NULL)
-        sbuf_json(&b, c->path, c->path_len);
+    if (c->path != NULL) {
+        size_t n = c->path_len;
+        /* The proxy's own endpoints carry secrets in their query (the
+         * OpenID callback's code and state): log the path only. */
+        if (n >= 5 && memcmp(c->path, "/.zt/", 5) == 0) {
+            const char *q = memchr(c->path, '?', n);
+            if (q != NULL)
+                n = (size_t)(q - c->path);
+        }
+        sbuf_json(&b, c->path, n);
+    }
     sbuf_lit(&b, "\",\"status\":");
     sbuf_u64(&b, (uint64_t)c->status);
     sbuf_lit(&b, ",\"upstream_status\":");

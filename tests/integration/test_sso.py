@@ -131,6 +131,14 @@ class SSOTest(SSOTestCase):
         self.assertEqual(cleared["value"], "", cleared)
         self.assertEqual(cleared["attrs"].get("max-age"), "0", cleared)
         self.assertEqual(len(self.up.heads()), before, "the callback reached the upstream")
+        # The access log names the callback but not its code or state.
+        e = self.wait_access(lambda e: e.get("path", "").startswith("/.zt/callback"),
+                             what="the callback's access log entry")
+        self.assertEqual(e["path"], "/.zt/callback", e)
+        with open(self.access_log) as f:
+            text = f.read()
+        self.assertNotIn(cbp["code"], text)
+        self.assertNotIn(state, text)
 
         # The page, with the session and an application cookie of the app's own.
         session = sc["value"]

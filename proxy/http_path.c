@@ -134,7 +134,8 @@ int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
      * since "%25%34%31" becomes "%2541" there. */
     for (i = 0; i + 4 < o; i++) {
         if (out[i] == '%' && out[i + 1] == '2' && out[i + 2] == '5' &&
-            hex_value((unsigned char)out[i + 3]) >= 0 && hex_value((unsigned char)out[i + 4]) >= 0) {
+            hex_value((unsigned char)out[i + 3]) >= 0 &&
+            hex_value((unsigned char)out[i + 4]) >= 0) {
             *err = "double percent-encoding in path";
             return -1;
         }

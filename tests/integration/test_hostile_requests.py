@@ -22,6 +22,7 @@ import ssl
 import urllib.parse
 
 import ztlib
+from idp import SSOTestCase, jwt_decode, main
 from ztlib import ProxyTestCase, header_values, wait_until
 
 ADMIN_IP = "127.0.0.7"
@@ -545,5 +546,104 @@ class HostileRequestsTest(ProxyTestCase):
         self.alive("audit")
 
 
+class SpoofWithIdentityTest(SSOTestCase):
+    """With a real identity (a bearer token from the dev IdP) the proxy sets
+    X-ZT-User, -Email, -Groups and -Assertion itself: spoofed copies, case and
+    underscore variants, and Connection naming them change nothing, and a
+    spoofed group does not open a path the rules keep for a group.
+
+    Route loose.test (bearer): deny /admin unless group admins; allow staff.
+    frank is in staff; gina in staff and admins."""
+
+    @classmethod
+    def routes(cls):
+        up = cls.up.url
+        return [
+            {"name": "app", "host": "app.test", "upstream": up, "auth": {"mode": "any"}},
+            {"name": "loose", "host": "loose.test", "upstream": up, "forward_groups": "all",
+             "auth": {"mode": "bearer"}},
+        ]
+
+    @classmethod
+    def config_extra(cls):
+        cfg = super().config_extra()
+        cfg["policy"] = {"rules": "rules.json", "directory": {"file": "directory.json"},
+                         "audit_log": "audit.log", "deny_details": True}
+        return cfg
+
+    @classmethod
+    def start_proxy(cls, cfg_update=None):
+        rules = os.path.join(cls.tmp, "rules.json")
+        if not os.path.exists(rules):
+            ztlib.write_atomic(rules, {"version": "hostile-id-1", "rules": [
+                {"id": "admin-group-only", "route": "loose", "effect": "deny",
+                 "when": {"all": [{"path": {"prefix": "/admin"}},
+                                  {"not": {"group": "admins"}}]}},
+                {"id": "staff", "effect": "allow", "when": {"group": "staff"}}]})
+            ztlib.write_atomic(os.path.join(cls.tmp, "directory.json"), {
+                "version": "d-1", "groups": {"staff": {}, "admins": {}},
+                "users": {"frank@corp.example": {"groups": ["staff"], "subject": "frank"},
+                          "gina@corp.example": {"groups": ["staff", "admins"],
+                                                "subject": "gina"}}})
+        super().start_proxy(cfg_update)
+
+    def call(self, who, path, extra=()):
+        tok = self.idp.mint(claims={"sub": who, "email": "%s@corp.example" % who})
+        return self.visit(path, host="loose.test",
+                          headers=[("Authorization", "Bearer " + tok),
+                                   ("Accept", "application/json")] + list(extra))
+
+    SPOOF = [("X-ZT-User", "spoof-user"), ("x-zt-email", "spoof@evil.example"),
+             ("X-Zt-Groups", "admins,spoof"), ("X-ZT-Assertion", "spoof.jwt.sig"),
+             ("X_ZT_User", "spoof-us"), ("X_ZT_Groups", "admins-spoof-us"),
+             ("X-ZT-Device", "spoof-device"), ("X-Remote-User", "spoof-remote"),
+             ("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=6.6.6.6;by=spoof"),
+             ("Connection", "X-ZT-User, X-ZT-Email, X-ZT-Groups, X-ZT-Assertion, "
+                            "X-Forwarded-For")]
+
+    def test_own_identity_headers_intact(self):
+        path = self.unique("id-spoof")
+        r = self.call("frank", path, self.SPOOF)
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: self.upstream_saw(path), 10, what="%s at the upstream" % path)
+        rec = self.upstream_heads(path)[0]
+        for n, v in rec["headers"]:
+            self.assertNotIn("spoof", v.lower(), "client-sent %s: %s reached the upstream" % (n, v))
+            self.assertNotIn("6.6.6.6", v)
+            self.assertNotIn("_", n)
+        self.assertEqual(header_values(rec, "x-zt-user"), ["frank@corp.example"])
+        self.assertEqual(header_values(rec, "x-zt-email"), ["frank@corp.example"])
+        self.assertEqual(header_values(rec, "x-zt-groups"), ["staff"])
+        self.assertEqual(header_values(rec, "x-zt-device"), ["good"])
+        self.assertEqual(header_values(rec, "x-forwarded-for"), ["127.0.0.1"])
+        assertion = header_values(rec, "x-zt-assertion")
+        self.assertEqual(len(assertion), 1, rec)
+        claims = jwt_decode(assertion[0])[1]
+        self.assertEqual(claims.get("sub"), "frank")
+        self.assertEqual(claims.get("groups"), ["staff"])
+        self.assertEqual(claims.get("device"), "good")
+        self.assertTrue(self.proxy.alive())
+
+    def test_spoofed_group_does_not_open_admin(self):
+        for extra in ([("X-ZT-Groups", "admins")], [("X_ZT_Groups", "admins")], self.SPOOF):
+            with self.subTest(extra=extra[0]):
+                path = self.unique("admin/spoofed")
+                r = self.call("frank", path, extra)
+                self.assertEqual(r.status, 403, r)
+                self.assertEqual(r.json().get("rule"), "admin-group-only", r.json())
+                self.assertFalse(self.upstream_saw(path))
+        # the other side of the rule: a real admin gets through
+        path = self.unique("admin/real")
+        r = self.call("gina", path)
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: self.upstream_saw(path), 10, what="%s at the upstream" % path)
+        rec = self.upstream_heads(path)[0]
+        self.assertEqual(header_values(rec, "x-zt-groups"), ["admins,staff"])
+        # and frank's denied requests never reached it (checked after gina's,
+        # which the upstream has recorded)
+        self.assertEqual([t for t in self.up.targets() if "admin/spoofed" in t], [])
+        self.assertTrue(self.proxy.alive())
+
+
 if __name__ == "__main__":
-    ztlib.main()
+    main()

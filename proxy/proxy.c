@@ -743,6 +743,8 @@ static unsigned header_class(const struct http_header *h)
         return header_is(h, "trailer") || header_is(h, "upgrade") ? HC_HOP : 0;
     case 9:
         return header_is(h, "forwarded") || header_is(h, "x-real-ip") ? HC_SPOOF : 0;
+    case 10:
+        return header_is(h, "connection") || header_is(h, "keep-alive") ? HC_HOP : 0;
     case 11:
         return header_is(h, "x-client-ip") ? HC_SPOOF : 0;
     case 13:
@@ -751,8 +753,6 @@ static unsigned header_class(const struct http_header *h)
                        header_is(h, "x-remote-addr")
                    ? HC_SPOOF
                    : 0;
-    case 10:
-        return header_is(h, "connection") || header_is(h, "keep-alive") ? HC_HOP : 0;
     case 14:
         if (header_is(h, "x-original-url") || header_is(h, "true-client-ip"))
             return HC_SPOOF;

@@ -475,7 +475,6 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
     SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct tls_server *ts = SSL_get_app_data(ssl);
     int depth = X509_STORE_CTX_get_error_depth(xs);
-
     intptr_t own = 0; /* one of our own reasons (TLS_VERR_*), not OpenSSL's */
 
     if (ok && depth == 0) {

@@ -14,7 +14,10 @@
  * would move a segment boundary), and anything a backend might interpret
  * differently (controls, SP, DEL, non-ASCII bytes, %00, broken escapes) is
  * refused rather than passed on. Raw '?' and '#' are refused: the caller
- * has split the query off and a fragment is never sent.
+ * has split the query off and a fragment is never sent. So are raw ';'
+ * (path parameters, which servlet containers strip before matching) and
+ * double encoding ("%25" followed by two hex digits), which an upstream
+ * that decodes twice would read as another path.
  */
 #include "http.h"
 
@@ -72,6 +75,13 @@ int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
                     *err = "backslash in path";
                     return -1;
                 }
+                /* Servlet containers (Tomcat, Jetty, Spring) strip ";params"
+                 * from each segment: "/admin;x" and "/..;/admin" would be
+                 * "/admin" to them, not to a path rule. */
+                if (c == ';') {
+                    *err = "';' in path";
+                    return -1;
+                }
                 out[o++] = (char)c;
                 continue;
             }
@@ -118,6 +128,17 @@ int http_path_normalize(const char *path, size_t len, unsigned flags, char *out,
             out[o++] = '/';
         }
         i++; /* the '/' ending the segment (or past the end) */
+    }
+    /* "%252e" is "%2e" once decoded: an upstream that decodes twice would
+     * see "." (or any byte) where the rules saw "%2e". Checked on the output,
+     * since "%25%34%31" becomes "%2541" there. */
+    for (i = 0; i + 4 < o; i++) {
+        if (out[i] == '%' && out[i + 1] == '2' && out[i + 2] == '5' &&
+            hex_value((unsigned char)out[i + 3]) >= 0 &&
+            hex_value((unsigned char)out[i + 4]) >= 0) {
+            *err = "double percent-encoding in path";
+            return -1;
+        }
     }
     out[o] = '\0';
     *out_len = o;

@@ -733,6 +733,14 @@ static unsigned header_class(const struct http_header *h)
             k |= HC_ZTRID;
         return k;
     }
+    /* Some frameworks (CGI, PHP, Django, Rails) map '_' and '-' to the same
+     * name, so "X_ZT_User" would reach an app as X-ZT-User: no name with an
+     * underscore is forwarded (as nginx does by default). */
+    if (memchr(h->name, '_', h->name_len) != NULL)
+        return HC_SPOOF;
+    /* Every X-Forwarded-* (Port, Server, Prefix, Ssl...) is the proxy's to say. */
+    if (h->name_len > 12 && http_token_eq(h->name, 12, "x-forwarded-"))
+        return HC_SPOOF;
     switch (h->name_len) {
     case 2:
         return header_is(h, "te") ? HC_HOP : 0;
@@ -746,7 +754,17 @@ static unsigned header_class(const struct http_header *h)
         return header_is(h, "forwarded") || header_is(h, "x-real-ip") ? HC_SPOOF : 0;
     case 10:
         return header_is(h, "connection") || header_is(h, "keep-alive") ? HC_HOP : 0;
+    case 11:
+        return header_is(h, "x-client-ip") ? HC_SPOOF : 0;
+    case 13:
+        /* identity and URL overrides some servers and frameworks honour */
+        return header_is(h, "x-remote-user") || header_is(h, "x-rewrite-url") ||
+                       header_is(h, "x-remote-addr")
+                   ? HC_SPOOF
+                   : 0;
     case 14:
+        if (header_is(h, "x-original-url") || header_is(h, "true-client-ip"))
+            return HC_SPOOF;
         return header_is(h, "content-length") ? HC_SPOOF | HC_CLEN : 0;
     case 15:
         return header_is(h, "x-forwarded-for") ? HC_SPOOF : 0;

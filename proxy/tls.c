@@ -61,8 +61,17 @@ struct sess_app {
 };
 
 /* Per-SSL verification outcome, kept in ex_data as an intptr: 0 = none,
- * else X509 verify error + 1. */
+ * X509 verify error + 1, or one of our own reasons below (negative). */
 static int tls_ex_verify_err = -1;
+#define TLS_VERR_CA_LEAF ((intptr_t)-1)
+
+/* The reason for a verification outcome kept in tls_ex_verify_err. */
+static const char *verr_string(intptr_t verr)
+{
+    if (verr == TLS_VERR_CA_LEAF)
+        return "CA certificate (basicConstraints CA:TRUE) used as a device certificate";
+    return X509_verify_cert_error_string((long)(verr - 1));
+}
 /* Per-SSL: non-NULL when the resumed session's certificate was found not
  * revoked by the current CRL in a session callback. */
 static int tls_ex_revchk = -1;
@@ -466,6 +475,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
     SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct tls_server *ts = SSL_get_app_data(ssl);
     int depth = X509_STORE_CTX_get_error_depth(xs);
+    intptr_t own = 0; /* one of our own reasons (TLS_VERR_*), not OpenSSL's */
 
     if (ok && depth == 0) {
         X509 *cert = X509_STORE_CTX_get_current_cert(xs);
@@ -474,12 +484,19 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
         if (!(flags & EXFLAG_XKUSAGE) || !(X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT)) {
             X509_STORE_CTX_set_error(xs, X509_V_ERR_INVALID_PURPOSE);
             ok = 0;
+        } else if (X509_check_ca(cert) != 0) {
+            /* OpenSSL's SSL client purpose does not look at the leaf's
+             * basicConstraints: a CA certificate (which can mint devices)
+             * is never a device. */
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+            own = TLS_VERR_CA_LEAF;
+            ok = 0;
         }
     }
     if (!ok) {
         int e = X509_STORE_CTX_get_error(xs);
         if (SSL_get_ex_data(ssl, tls_ex_verify_err) == NULL)
-            SSL_set_ex_data(ssl, tls_ex_verify_err, (void *)(intptr_t)(e + 1));
+            SSL_set_ex_data(ssl, tls_ex_verify_err, (void *)(own != 0 ? own : (intptr_t)(e + 1)));
         if (ts != NULL && ts->unauth == CONF_UNAUTH_ENROLL_PAGE)
             return 1; /* complete the handshake; the connection stays unverified */
     }
@@ -634,6 +651,11 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Level 2 whatever the system's openssl.cnf says: client keys of at
+     * least 112 bits of security (RSA/DSA >= 2048, EC >= 224) and no SHA-1
+     * (or MD5) signature in the client's chain: "EE certificate key too
+     * weak", "CA signature digest algorithm too weak". */
+    SSL_CTX_set_security_level(ctx, 2);
     if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
         SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
         ssl_err_string(err, errlen, "tls", "cannot set ciphers");
@@ -779,8 +801,9 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
         return;
     }
     if (verr != 0 || SSL_get_verify_result(ssl) != X509_V_OK) {
-        long e = verr != 0 ? (long)(verr - 1) : SSL_get_verify_result(ssl);
-        snprintf(out->reason, sizeof(out->reason), "%s", X509_verify_cert_error_string(e));
+        snprintf(out->reason, sizeof(out->reason), "%s",
+                 verr != 0 ? verr_string(verr)
+                           : X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
         return;
     }
     if (out->resumed && recheck_resumed(ts, cert, SSL_get_ex_data(ssl, tls_ex_revchk) != NULL,
@@ -829,7 +852,7 @@ void tls_handshake_error(SSL *ssl, unsigned long e, char *buf, size_t len)
     intptr_t verr = ssl != NULL ? (intptr_t)SSL_get_ex_data(ssl, tls_ex_verify_err) : 0;
 
     if (verr != 0) {
-        snprintf(buf, len, "%s", X509_verify_cert_error_string((long)(verr - 1)));
+        snprintf(buf, len, "%s", verr_string(verr));
         ERR_clear_error();
         return;
     }

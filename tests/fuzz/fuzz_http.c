@@ -66,6 +66,11 @@ static int upper_hex(unsigned char c)
     return (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
 }
 
+static int any_hex(unsigned char c)
+{
+    return upper_hex(c) >= 0 || (c >= 'a' && c <= 'f');
+}
+
 static void check_normal_path(const char *p, size_t n, unsigned flags)
 {
     size_t i;
@@ -99,6 +104,11 @@ static void check_normal_path(const char *p, size_t n, unsigned flags)
     }
     CHECK(memmem(p, n, "//", 2) == NULL && memmem(p, n, "/./", 3) == NULL &&
           memmem(p, n, "/../", 4) == NULL);
+    /* no path parameters, no double encoding ("%25" + two hex digits) */
+    CHECK(memchr(p, ';', n) == NULL);
+    for (i = 0; i + 4 < n; i++)
+        CHECK(!(memcmp(p + i, "%25", 3) == 0 && any_hex((unsigned char)p[i + 3]) &&
+                any_hex((unsigned char)p[i + 4])));
 }
 
 static void fuzz_path(const char *in, size_t len)

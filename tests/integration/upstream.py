@@ -9,7 +9,7 @@ Keep-alive is honoured. Every request is recorded as JSON lines in the
   {"phase": "head", "id": N, "method", "target", "version", "headers": [[n, v]...]}
       as soon as the head has arrived (before the body is read), and
   {"phase": "end", "id": N, "method", "target", "complete": bool,
-   "body_length": L, "body_sha256": "..."}
+   "body_length": L, "body_sha256": "...", "trailers": ["raw trailer line"...]}
       once the body has been read (complete=false when the body was cut short
       or its chunked framing was broken).
 
@@ -237,11 +237,14 @@ class Server:
             except OSError:
                 pass
 
-    def read_body(self, conn, headers, rid, method, target, h):
-        """Read the request body into hash h; returns (length, complete)."""
+    def read_body(self, conn, headers, rid, method, target, h, trailers=None):
+        """Read the request body into hash h; returns (length, complete).
+        Chunked trailer lines are appended to trailers (a list)."""
         te = hget(headers, "transfer-encoding")
         cl = hget(headers, "content-length")
         length = 0
+        if trailers is None:
+            trailers = []
         try:
             if te is not None and te.strip().lower().endswith("chunked"):
                 while True:
@@ -252,9 +255,12 @@ class Server:
                     except ValueError:
                         raise BadRequest("bad chunk size %r" % line[:100])
                     if size == 0:
-                        # trailers until an empty line
-                        while conn.read_line() != b"":
-                            pass
+                        # trailers until an empty line (recorded in "trailers")
+                        while True:
+                            tl = conn.read_line()
+                            if tl == b"":
+                                break
+                            trailers.append(tl.decode("latin-1"))
                         break
                     length += conn.read_exact_into(size, h)
                     if conn.read_line() != b"":
@@ -311,10 +317,12 @@ class Server:
             # the client (backpressure), not buffer the whole upload.
             time.sleep(min(pause, 30))
 
-        length, _ = self.read_body(conn, headers, rid, method, target, h)
+        trailers = []
+        length, _ = self.read_body(conn, headers, rid, method, target, h, trailers)
         digest = h.hexdigest()
         self.record({"phase": "end", "id": rid, "method": method, "target": target,
-                     "complete": True, "body_length": length, "body_sha256": digest})
+                     "complete": True, "body_length": length, "body_sha256": digest,
+                     "trailers": trailers})
 
         conn_hdr = (hget(headers, "connection") or "").lower()
         if version == "HTTP/1.0":

@@ -37,6 +37,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -70,6 +71,7 @@ static size_t nlisten;
 static int listen_pp[MAX_LISTENERS]; /* proxy_protocol, fixed at start like the address */
 
 static int conn_relay_request(struct conn *c);
+#define PIPELINE_MAX (64 * 1024) /* client input held while a request is forwarded */
 static int conn_relay_response(struct conn *c);
 static void up_free(struct upconn *u);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -1097,13 +1099,13 @@ int conn_read_head(struct conn *c)
     sbuf_free(&head);
     if (rc == -1)
         return -1;
-    /* Body: read from the client with the body timeout; no body: stop
-     * reading until the response is done (pipelined requests wait). */
+    /* Body: read from the client with the body timeout; no body: reading
+     * stays on while the upstream answers (see conn_read_cb: pipelined
+     * requests wait in the input buffer), without a read timeout. */
     if (!c->req_done) {
         bev_timeouts(c->bev, cf->timeout_body_ms, cf->timeout_send_ms);
         return conn_relay_request(c);
     }
-    bufferevent_disable(c->bev, EV_READ);
     bev_timeouts(c->bev, 0, cf->timeout_send_ms);
     return 0;
 }
@@ -1220,7 +1222,6 @@ static int conn_relay_request(struct conn *c)
     }
     if (c->req_done) {
         const struct conf *cf = c->gen->conf;
-        bufferevent_disable(c->bev, EV_READ);
         bev_timeouts(c->bev, 0, cf->timeout_send_ms);
         /* The upstream's answer is awaited from now on, not during the upload. */
         if (c->up->state == UP_ACTIVE)
@@ -1302,6 +1303,21 @@ static int conn_relay_response(struct conn *c)
     return 0;
 }
 
+/*
+ * Encrypt and write the client's output now, in this loop turn, instead of
+ * registering for writability and writing when epoll says so: for a response
+ * that fits the socket buffer (nearly all) that saves two epoll_ctl and a
+ * loop wake-up per request. bufferevent_openssl has no flush for this; its
+ * write event runs exactly the write it would run on EPOLLOUT (and keeps
+ * waiting for writability itself when the socket does not take it all).
+ */
+static void conn_write_soon(struct conn *c)
+{
+    if (c->bev != NULL && c->state != CST_HANDSHAKE &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        event_active(&c->bev->ev_write, EV_WRITE, 1);
+}
+
 /* The response has been handed to the client's output buffer. */
 static void conn_request_done(struct conn *c)
 {
@@ -1326,6 +1342,7 @@ static void conn_request_done(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bev_timeouts(c->bev, c->gen->conf->timeout_keepalive_ms, c->gen->conf->timeout_send_ms);
     bufferevent_enable(c->bev, EV_READ);
+    conn_write_soon(c);
     if (evbuffer_get_length(in) > 0)
         conn_read_head(c); /* pipelined */
 }
@@ -1663,6 +1680,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_free(c);
         return;
     }
+    if (c->state == CST_FORWARD && c->req_done && (what & BEV_EVENT_EOF) &&
+        !(what & BEV_EVENT_ERROR) && c->up != NULL) {
+        /* The client finished sending while its request is with the
+         * upstream (reading stays on meanwhile): answer, then close. */
+        c->keep_alive = 0;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->state == CST_READ_HEAD && c->head_started) {
             c->error = "header timeout";
@@ -1697,7 +1722,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_read_head(c);
         break;
     case CST_FORWARD:
-        conn_relay_request(c);
+        /* With the request complete, what comes now is a pipelined request:
+         * it waits in the input buffer, reading stops past a bound. */
+        if (conn_relay_request(c) == 0 && c->req_done &&
+            evbuffer_get_length(bufferevent_get_input(bev)) >= PIPELINE_MAX)
+            bufferevent_disable(bev, EV_READ);
         break;
     case CST_TUNNEL:
         if (c->up != NULL) {

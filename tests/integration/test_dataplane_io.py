@@ -2,9 +2,11 @@
 upstream (pipelined requests wait in the input buffer, bounded), and the
 response is written in the same loop turn."""
 
+import socket
+import ssl
 import time
 
-from ztlib import ProxyTestCase, build_request
+from ztlib import DEFAULT_HOST, ProxyTestCase, build_request, client_context
 
 
 class DataPlaneIOTest(ProxyTestCase):
@@ -40,6 +42,66 @@ class DataPlaneIOTest(ProxyTestCase):
         self.assertEqual(first.status, 200)
         self.assertEqual(got, ["i=%d" % i for i in range(n)])
         self.assertTrue(self.proxy.alive())
+
+    def _half_closed_exchange(self, raw):
+        """Send raw, then close_notify (TLS half-close: the sending side is
+        done), then read until the proxy closes. Returns the plaintext."""
+        ctx = client_context(self.pki, "good")
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=15)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname=DEFAULT_HOST)
+
+        def flush():
+            data = out.read()
+            if data:
+                sock.sendall(data)
+
+        def fill():
+            data = sock.recv(65536)
+            if not data:
+                inc.write_eof()
+                return False
+            inc.write(data)
+            return True
+
+        try:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    flush()
+                    if not fill():
+                        raise AssertionError("closed during the handshake")
+            flush()
+            obj.write(raw)
+            flush()
+            try:
+                obj.unwrap()  # sends close_notify; the peer's comes later
+            except ssl.SSLWantReadError:
+                pass
+            flush()
+            got = b""
+            while True:
+                try:
+                    got += obj.read(65536)
+                    continue
+                except ssl.SSLWantReadError:
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+                if not fill():
+                    break
+            return got
+        finally:
+            sock.close()
+
+    def test_half_close_while_upstream_answers(self):
+        # the client is done sending before the (slow) answer comes: it
+        # still gets the whole response, then the connection closes
+        got = self._half_closed_exchange(build_request("GET", "/slow?ms=300"))
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:100])
+        self.assertIn(b"slow from", got)
 
     def test_many_sequential_requests_on_one_connection(self):
         with self.conn() as c:

@@ -37,6 +37,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -70,6 +71,7 @@ static size_t nlisten;
 static int listen_pp[MAX_LISTENERS]; /* proxy_protocol, fixed at start like the address */
 
 static int conn_relay_request(struct conn *c);
+#define PIPELINE_MAX (64 * 1024) /* client input held while a request is forwarded */
 static int conn_relay_response(struct conn *c);
 static void up_free(struct upconn *u);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -930,6 +932,17 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
     return 0;
 }
 
+/* dst = the first len bytes of src, cut to fit, NUL-terminated (what
+ * snprintf "%.*s" did, without formatting). */
+static void copy_field(char *dst, size_t size, const char *src, size_t len)
+{
+    if (len >= size)
+        len = size - 1;
+    if (len > 0)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 /*
  * Parse and act on a request head in the input buffer. Returns -1 when the
  * connection was freed or is closing, 0 otherwise.
@@ -953,13 +966,9 @@ int conn_read_head(struct conn *c)
     if (len == 0)
         return 0;
     if (!c->head_started) {
-        struct timeval tv;
         c->head_started = 1;
         clock_gettime(CLOCK_MONOTONIC, &c->t_start);
         conn_new_reqid(c);
-        set_tv(&tv, cf->timeout_header_ms);
-        evtimer_add(c->timer, &tv);
-        bev_timeouts(c->bev, cf->timeout_header_ms, cf->timeout_send_ms);
     }
     n = len < cf->limit_header_size ? len : cf->limit_header_size;
     buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
@@ -974,9 +983,19 @@ int conn_read_head(struct conn *c)
             conn_respond_error(c, 431, "The request head is too large.");
             return -1;
         }
+        /* The header deadline runs from the first byte of a head that did
+         * not come whole (a head that did is parsed at once and needs no
+         * timer: two timer changes fewer per request). */
+        if (!evtimer_pending(c->timer, NULL)) {
+            struct timeval tv;
+            set_tv(&tv, cf->timeout_header_ms);
+            evtimer_add(c->timer, &tv);
+            bev_timeouts(c->bev, cf->timeout_header_ms, cf->timeout_send_ms);
+        }
         return 0;
     }
-    evtimer_del(c->timer);
+    if (evtimer_pending(c->timer, NULL))
+        evtimer_del(c->timer);
     if (st == HTTP_PARSE_ERROR) {
         c->error = req.error;
         conn_respond_error(c, req.error_status ? req.error_status : 400,
@@ -987,17 +1006,17 @@ int conn_read_head(struct conn *c)
     c->minor = req.minor_version;
     c->keep_alive = req.keep_alive;
     c->is_head = req.is_head;
-    snprintf(c->method, sizeof(c->method), "%.*s", (int)req.method_len, req.method);
-    snprintf(c->host, sizeof(c->host), "%.*s", (int)req.host_len, req.host ? req.host : "");
+    copy_field(c->method, sizeof(c->method), req.method, req.method_len);
+    copy_field(c->host, sizeof(c->host), req.host, req.host ? req.host_len : 0);
     {
         size_t i;
         c->authority[0] = '\0';
         for (i = 0; i < req.nheaders; i++)
             if (header_is(&req.headers[i], "host"))
-                snprintf(c->authority, sizeof(c->authority), "%.*s", (int)req.headers[i].value_len,
-                         req.headers[i].value);
+                copy_field(c->authority, sizeof(c->authority), req.headers[i].value,
+                           req.headers[i].value_len);
         if (c->authority[0] == '\0')
-            snprintf(c->authority, sizeof(c->authority), "%s", c->host);
+            copy_field(c->authority, sizeof(c->authority), c->host, strlen(c->host));
     }
 
     if (c->gen != c->w->gen && c->peer.verified) {
@@ -1124,13 +1143,13 @@ int conn_read_head(struct conn *c)
     sbuf_free(&head);
     if (rc == -1)
         return -1;
-    /* Body: read from the client with the body timeout; no body: stop
-     * reading until the response is done (pipelined requests wait). */
+    /* Body: read from the client with the body timeout; no body: reading
+     * stays on while the upstream answers (see conn_read_cb: pipelined
+     * requests wait in the input buffer), without a read timeout. */
     if (!c->req_done) {
         bev_timeouts(c->bev, cf->timeout_body_ms, cf->timeout_send_ms);
         return conn_relay_request(c);
     }
-    bufferevent_disable(c->bev, EV_READ);
     bev_timeouts(c->bev, 0, cf->timeout_send_ms);
     return 0;
 }
@@ -1247,7 +1266,6 @@ static int conn_relay_request(struct conn *c)
     }
     if (c->req_done) {
         const struct conf *cf = c->gen->conf;
-        bufferevent_disable(c->bev, EV_READ);
         bev_timeouts(c->bev, 0, cf->timeout_send_ms);
         /* The upstream's answer is awaited from now on, not during the upload. */
         if (c->up->state == UP_ACTIVE)
@@ -1329,6 +1347,21 @@ static int conn_relay_response(struct conn *c)
     return 0;
 }
 
+/*
+ * Encrypt and write the client's output now, in this loop turn, instead of
+ * registering for writability and writing when epoll says so: for a response
+ * that fits the socket buffer (nearly all) that saves two epoll_ctl and a
+ * loop wake-up per request. bufferevent_openssl has no flush for this; its
+ * write event runs exactly the write it would run on EPOLLOUT (and keeps
+ * waiting for writability itself when the socket does not take it all).
+ */
+static void conn_write_soon(struct conn *c)
+{
+    if (c->bev != NULL && c->state != CST_HANDSHAKE &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        event_active(&c->bev->ev_write, EV_WRITE, 1);
+}
+
 /* The response has been handed to the client's output buffer. */
 static void conn_request_done(struct conn *c)
 {
@@ -1353,6 +1386,7 @@ static void conn_request_done(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bev_timeouts(c->bev, c->gen->conf->timeout_keepalive_ms, c->gen->conf->timeout_send_ms);
     bufferevent_enable(c->bev, EV_READ);
+    conn_write_soon(c);
     if (evbuffer_get_length(in) > 0)
         conn_read_head(c); /* pipelined */
 }
@@ -1690,6 +1724,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_free(c);
         return;
     }
+    if (c->state == CST_FORWARD && c->req_done && (what & BEV_EVENT_EOF) &&
+        !(what & BEV_EVENT_ERROR) && c->up != NULL) {
+        /* The client finished sending while its request is with the
+         * upstream (reading stays on meanwhile): answer, then close. */
+        c->keep_alive = 0;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->state == CST_READ_HEAD && c->head_started) {
             c->error = "header timeout";
@@ -1724,7 +1766,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_read_head(c);
         break;
     case CST_FORWARD:
-        conn_relay_request(c);
+        /* With the request complete, what comes now is a pipelined request:
+         * it waits in the input buffer, reading stops past a bound. */
+        if (conn_relay_request(c) == 0 && c->req_done &&
+            evbuffer_get_length(bufferevent_get_input(bev)) >= PIPELINE_MAX)
+            bufferevent_disable(bev, EV_READ);
         break;
     case CST_TUNNEL:
         if (c->up != NULL) {

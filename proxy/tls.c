@@ -52,6 +52,16 @@ struct tls_server {
     unsigned char crl_id[16];
     int crl_check;
     int counted; /* in sc_servers */
+    /* CRLs whose full check (signature included) passed, with the issuer
+     * certificate it passed against (see zt_check_crl). Written under
+     * crl_mtx, read without it: an entry is complete before ncrl_ok
+     * counts it, and never changes after. */
+    pthread_mutex_t crl_mtx;
+    struct {
+        const X509_CRL *crl;
+        const X509 *issuer;
+    } crl_ok[8];
+    atomic_uint ncrl_ok;
 };
 
 /* A session's app data: what its certificate was last verified against. */
@@ -167,6 +177,118 @@ static int ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
     (void)s;
     OPENSSL_cleanse(&k, sizeof(k));
     return rc;
+}
+
+/* ---- CRL checks ----------------------------------------------------------
+ * OpenSSL checks a CRL completely - the issuer's cRLSign usage, scope, path,
+ * time and the CRL's signature - in every chain verification, so every full
+ * handshake verified the same CRL signature again (a tenth of its CPU). The
+ * CRLs in a context's store never change (a new CRL file is a new context),
+ * so once the whole check has passed for a CRL and an issuer certificate,
+ * the next handshakes redo only the part that changes with time: lastUpdate
+ * and nextUpdate (an expired CRL still refuses every certificate). Only
+ * plain CRLs are remembered: no issuing distribution point (whose scope
+ * depends on the certificate checked) and no delta. Anything else, and
+ * every check outside a handshake, is OpenSSL's own check. The lookup of the
+ * certificate in the CRL (revoked or not) is never skipped. */
+
+static X509_STORE_CTX_check_crl_fn openssl_check_crl;
+
+/* The issuer certificate OpenSSL's check uses, when the checked
+ * certificate's issuer is in the chain; NULL otherwise. */
+static const X509 *crl_issuer_of(X509_STORE_CTX *xs)
+{
+    X509 *ci = X509_STORE_CTX_get0_current_issuer(xs);
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(xs);
+    int depth = X509_STORE_CTX_get_error_depth(xs);
+
+    if (ci != NULL)
+        return ci;
+    if (chain != NULL && depth >= 0 && depth < sk_X509_num(chain) - 1)
+        return sk_X509_value(chain, depth + 1);
+    return NULL;
+}
+
+static int crl_rememberable(const X509_CRL *crl)
+{
+    return X509_CRL_get_ext_by_NID(crl, NID_issuing_distribution_point, -1) < 0 &&
+           X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) < 0;
+}
+
+/* The time part of OpenSSL's check, errors reported the way it does. */
+static int crl_time_ok(X509_STORE_CTX *xs, X509_CRL *crl)
+{
+    const ASN1_TIME *last = X509_CRL_get0_lastUpdate(crl);
+    const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+    int err = X509_V_OK, cmp;
+
+    cmp = last != NULL ? X509_cmp_current_time(last) : 0;
+    if (cmp == 0)
+        err = X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD;
+    else if (cmp > 0)
+        err = X509_V_ERR_CRL_NOT_YET_VALID;
+    else if (next != NULL) {
+        cmp = X509_cmp_current_time(next);
+        if (cmp == 0)
+            err = X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD;
+        else if (cmp < 0)
+            err = X509_V_ERR_CRL_HAS_EXPIRED;
+    }
+    if (err == X509_V_OK)
+        return 1;
+    X509_STORE_CTX_set_error(xs, err);
+    return X509_STORE_CTX_get_verify_cb(xs)(0, xs);
+}
+
+static int zt_check_crl(X509_STORE_CTX *xs, X509_CRL *crl)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct tls_server *ts = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    const X509 *issuer = crl_issuer_of(xs);
+    unsigned n, i;
+    int prev, rc;
+
+    if (ts != NULL && issuer != NULL) {
+        n = atomic_load_explicit(&ts->ncrl_ok, memory_order_acquire);
+        for (i = 0; i < n; i++)
+            if (ts->crl_ok[i].crl == crl && ts->crl_ok[i].issuer == issuer)
+                return crl_time_ok(xs, crl);
+    }
+    /* OpenSSL's check; remembered only when it passed without any error
+     * (in enroll_page mode the verify callback lets errors through). */
+    prev = X509_STORE_CTX_get_error(xs);
+    X509_STORE_CTX_set_error(xs, X509_V_OK);
+    rc = openssl_check_crl(xs, crl);
+    if (rc == 1 && X509_STORE_CTX_get_error(xs) == X509_V_OK && ts != NULL && issuer != NULL &&
+        crl_rememberable(crl)) {
+        pthread_mutex_lock(&ts->crl_mtx);
+        n = atomic_load_explicit(&ts->ncrl_ok, memory_order_relaxed);
+        for (i = 0; i < n; i++)
+            if (ts->crl_ok[i].crl == crl && ts->crl_ok[i].issuer == issuer)
+                break;
+        if (i == n && n < sizeof(ts->crl_ok) / sizeof(ts->crl_ok[0])) {
+            ts->crl_ok[n].crl = crl;
+            ts->crl_ok[n].issuer = issuer;
+            atomic_store_explicit(&ts->ncrl_ok, n + 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&ts->crl_mtx);
+    }
+    if (X509_STORE_CTX_get_error(xs) == X509_V_OK)
+        X509_STORE_CTX_set_error(xs, prev);
+    return rc;
+}
+
+/* OpenSSL's own check_crl, as an X509_STORE_CTX gets it by default. */
+static int openssl_check_crl_find(void)
+{
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *xs = X509_STORE_CTX_new();
+
+    if (st != NULL && xs != NULL && X509_STORE_CTX_init(xs, st, NULL, NULL) == 1)
+        openssl_check_crl = X509_STORE_CTX_get_check_crl(xs);
+    X509_STORE_CTX_free(xs);
+    X509_STORE_free(st);
+    return openssl_check_crl != NULL ? 0 : -1;
 }
 
 /* ---- resumption checks ----------------------------------------------------- */
@@ -467,6 +589,8 @@ int tls_init(void)
         tls_ex_verify_err = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     if (tls_ex_revchk == -1)
         tls_ex_revchk = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (openssl_check_crl == NULL && openssl_check_crl_find() == -1)
+        return -1;
     return tls_ex_verify_err == -1 || tls_ex_revchk == -1 ? -1 : 0;
 }
 
@@ -621,6 +745,28 @@ out:
     return rc;
 }
 
+/*
+ * The certificate chain we send. When the certificate file holds only the
+ * server's own certificate, OpenSSL completes the chain from the verify store
+ * (the device CA, with its CRL) in every handshake: a whole X509_verify_cert
+ * with two signature checks (the server certificate's and the CRL's), about
+ * a sixth of the CPU of a full handshake. Build that same chain once here and
+ * switch the per-handshake building off. Whatever could not be built (a
+ * server certificate from another CA) is sent as it was: the leaf alone. A
+ * file that carries its own chain is sent as it is (auto-chaining never
+ * applied to it).
+ */
+static void server_chain_once(SSL_CTX *ctx)
+{
+    STACK_OF(X509) *chain = NULL;
+
+    if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1 && (chain == NULL || sk_X509_num(chain) == 0))
+        (void)SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR |
+                                                SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR);
+    ERR_clear_error();
+    SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+}
+
 struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen)
 {
     struct tls_server *ts = calloc(1, sizeof(*ts));
@@ -633,6 +779,8 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&ts->crl_mtx, NULL);
+    atomic_init(&ts->ncrl_ok, 0);
     ts->unauth = c->tls_unauthenticated;
     ts->devid_source = c->devid_source;
     ts->devid_prefix = strdup(c->devid_prefix);
@@ -695,8 +843,10 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
             file_identity(c->tls_crl, ts->crl_id, err, errlen, "CRL") == -1)
             goto err;
         X509_STORE_set_flags(ts->store, X509_V_FLAG_CRL_CHECK);
+        X509_STORE_set_check_crl(ts->store, zt_check_crl);
         ts->crl_check = 1;
     }
+    server_chain_once(ctx);
     vp = SSL_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_CLIENT);
     X509_VERIFY_PARAM_set_depth(vp, 4);
@@ -749,6 +899,7 @@ void tls_server_free(struct tls_server *ts)
         return;
     SSL_CTX_free(ts->ctx);
     free(ts->devid_prefix);
+    pthread_mutex_destroy(&ts->crl_mtx);
     if (ts->counted && atomic_fetch_sub(&sc_servers, 1) == 1)
         sc_flush(); /* the last context is gone (exit): nothing can resume */
     free(ts);

@@ -127,6 +127,22 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
                             char *err, size_t errlen);
 
 /*
+ * The same, for a caller that must not acknowledge a report before it is
+ * on disk. With a state_dir, a report that passes every check is stored in
+ * memory (in force at once), queued for posture.log, and
+ * DEVTRUST_PENDING is returned: cb(cb_arg, ok) is then called exactly once,
+ * from the writer thread, after the batch holding it was written and
+ * fsync'd (ok 1) or could not be written (ok 0: the disk is full or
+ * read-only; the report stays in memory but must not be acknowledged, the
+ * agent retries). Without a state_dir, 0 as above and cb is never called.
+ * Any other answer: cb is never called.
+ */
+#define DEVTRUST_PENDING 1
+typedef void (*devtrust_persisted_cb)(void *arg, int ok);
+int devtrust_posture_submit_cb(const char *device_id, const char *body, size_t len, int64_t now,
+                               devtrust_persisted_cb cb, void *cb_arg, char *err, size_t errlen);
+
+/*
  * A report another replica accepted (include/shared.h): text as
  * posture_to_json() wrote it, device_id inside. It was checked against the
  * certificate by the replica that received it; here it is validated again

@@ -881,7 +881,7 @@ void admin_sessions(const struct admin_call *c, struct admin_reply *out)
         return;
     }
     if (proxy_revoke(user, user == NULL ? id : NULL, err, sizeof(err)) == -1) {
-        admin_error(out, 500, "revoke_failed", "%s", err);
+        admin_error(out, 503, "revoke_failed", "%s", err);
         return;
     }
     detail = user != NULL ? json_pack("{s:s}", "user", user)

@@ -296,6 +296,7 @@ int main(int argc, char **argv)
     log_info("ztproxy ready");
     event_base_dispatch(main_base);
 
+    proxy_replies_stop();
     proxy_join();
     admin_stop();
     decisions_stop();

@@ -2022,6 +2022,40 @@ int session_revocations_expire(struct session_revocations *rs, int64_t now)
     return ret;
 }
 
+void session_revocations_foreach(struct session_revocations *rs, session_revocation_cb fn,
+                                 void *arg)
+{
+    char key[REV_KEY_MAX + 1];
+    size_t i;
+
+    pthread_mutex_lock(&rs->wlock);
+    for (i = 0; i < rs->ids.cap; i++)
+        if (rs->ids.slots[i].used)
+            fn(arg, rs->ids.slots[i].id, NULL, NULL, NULL, rs->ids.slots[i].at);
+    for (i = 0; i < rs->users.cap; i++) {
+        const char *k = rs->users.slots[i].subject, *sep;
+        size_t pl;
+
+        if (k == NULL)
+            continue;
+        if (k[0] != REV_SID && k[0] != REV_PUSER) {
+            fn(arg, NULL, k, NULL, NULL, rs->users.slots[i].at);
+            continue;
+        }
+        sep = strchr(k + 1, REV_SEP);
+        pl = sep != NULL ? (size_t)(sep - (k + 1)) : 0;
+        if (sep == NULL || pl == 0 || strlen(k) >= sizeof(key))
+            continue;
+        memcpy(key, k + 1, pl);
+        key[pl] = '\0';
+        if (k[0] == REV_SID)
+            fn(arg, NULL, NULL, key, sep + 1, rs->users.slots[i].at);
+        else
+            fn(arg, NULL, sep + 1, key, NULL, rs->users.slots[i].at);
+    }
+    pthread_mutex_unlock(&rs->wlock);
+}
+
 void session_revocations_free(struct session_revocations *rs)
 {
     size_t i;

@@ -1913,6 +1913,14 @@ int proxy_revoke_scoped_apply(const char *provider, const char *sid, const char 
     return rc;
 }
 
+void proxy_revocations_foreach(session_revocation_cb fn, void *arg)
+{
+    pthread_mutex_lock(&revoke_mtx);
+    if (proxy_revocations != NULL)
+        session_revocations_foreach(proxy_revocations, fn, arg);
+    pthread_mutex_unlock(&revoke_mtx);
+}
+
 void proxy_revocations_close(void)
 {
     struct sso_job *j;

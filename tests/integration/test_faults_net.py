@@ -40,6 +40,15 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS for %d" % pid)
 
 
+def sanitized(pid):
+    """True when the proxy runs under AddressSanitizer: its allocator keeps
+    freed memory in a quarantine (hundreds of MiB), so RSS says nothing
+    about what the proxy holds; the memory bounds are checked on the normal
+    build only."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -272,8 +281,12 @@ class SlowClientsTest(ztlib.ProxyTestCase):
             self.assertEqual(r.body_length, 4 * 1024 * 1024)
             self.assertEqual(r.body_sha256, ztlib.pattern_sha256(4 * 1024 * 1024))
         grown_mib = (max(peak, rss_kib(pid)) - base_rss) / 1024
-        self.assertLess(grown_mib, 64, "the proxy buffered %.0f MiB for %d clients that do not "
-                        "read (%d MiB each would be unbounded)" % (grown_mib, n, size >> 20))
+        sys.stderr.write("[stuck readers] RSS grew %.1f MiB for %d x %d MiB\n" % (
+            grown_mib, n, size >> 20))
+        if not sanitized(pid):
+            self.assertLess(grown_mib, 64, "the proxy buffered %.0f MiB for %d clients that do "
+                            "not read (%d MiB each would be unbounded)" % (grown_mib, n,
+                                                                          size >> 20))
         # timeouts.send closes them (and their upstream connections).
         wait_until(lambda: fd_count(pid) <= base_fds + 4, self.SEND + 30, interval=0.5,
                    what="the proxy to close the stuck connections (fds %d, baseline %d)" % (

@@ -158,6 +158,12 @@ int devtrust_posture_store(const char *report, size_t len, char *err, size_t err
  * state_dir/overrides.json by the writer thread. 0, or -1 and err.
  */
 int devtrust_set_override(const char *device_id, const char *status, char *err, size_t errlen);
+/* The same, and overrides.json is written and fsync'd before it returns
+ * (blocking: the admin API, never a worker loop). -1 and err also when the
+ * state directory cannot take it: the override applies in memory, but must
+ * not be acknowledged (a device marked stolen would be trusted again after
+ * a restart). */
+int devtrust_set_override_sync(const char *device_id, const char *status, char *err, size_t errlen);
 
 /*
  * The admin API (main thread; not for workers: these walk the inventory and

@@ -812,7 +812,23 @@ out:
     return rc;
 }
 
+/* Serialises writers of overrides.json: the writer thread and
+ * devtrust_set_override_sync() (same temporary file). */
+static pthread_mutex_t ov_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+static int dt_overrides_write_locked(void);
+
 static int dt_overrides_write(void)
+{
+    int rc;
+
+    pthread_mutex_lock(&ov_mtx);
+    rc = dt_overrides_write_locked();
+    pthread_mutex_unlock(&ov_mtx);
+    return rc;
+}
+
+static int dt_overrides_write_locked(void)
 {
     json_t *o = json_object();
     struct dt_entry *e;
@@ -2546,6 +2562,22 @@ int devtrust_set_override(const char *device_id, const char *status, char *err, 
         log_info("device trust: override for %s: %s", device_id,
                  status != NULL ? status : "cleared");
     return rc;
+}
+
+int devtrust_set_override_sync(const char *device_id, const char *status, char *err, size_t errlen)
+{
+    if (devtrust_set_override(device_id, status, err, errlen) == -1)
+        return -1;
+    if (w_dir != NULL && dt_overrides_write() == -1) {
+        int saved = errno;
+        dt_persist_failed("overrides.json");
+        snprintf(err, errlen,
+                 "device trust: %s/overrides.json: cannot write: %s (the override applies "
+                 "until the proxy restarts)",
+                 w_dir, strerror(saved));
+        return -1;
+    }
+    return 0;
 }
 
 void devtrust_feed_status(int64_t now, int64_t *age, size_t *records, char *err, size_t errlen)

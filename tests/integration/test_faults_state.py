@@ -6,8 +6,8 @@ inventory file), an admin listener, and state_dir on a small tmpfs of its
 own (mount -t tmpfs, unmounted in tearDownClass; the test runs as root).
 
 The contract under test (docs/operations.md "Failure modes"): a posture
-report or a session revocation is acknowledged (200) only once it is
-written and fsync'd. When the state directory cannot take it, the agent,
+report, a session revocation or a device status override is acknowledged
+(200) only once it is written and fsync'd. When the state directory cannot take it, the agent,
 the admin and the identity provider's back-channel logout get an error
 (503) instead of an acknowledgement that a restart would forget; the
 proxy keeps serving and keeps the change in force in memory; when space
@@ -182,6 +182,8 @@ class StateDirFullTest(SSOTestCase):
         self.assertEqual(self.post("good", 1000).status, 200)
         st, body = self.revoke("early-user")
         self.assertEqual(st, 200, body)
+        st, body = self.api("PUT", "/api/v1/devices/good2/status", {"status": "stolen"})
+        self.assertEqual(st, 200, body)
 
         m0 = self.metrics()
         self.fill()
@@ -218,6 +220,14 @@ class StateDirFullTest(SSOTestCase):
         self.assertIsNotNone(rev_refused, "revocations acknowledged on a full state dir")
         self.assertEqual(rev_refused.get("error"), "revoke_failed", rev_refused)
 
+        # A device status override (a stolen laptop) is not acknowledged
+        # either; it is in force at once all the same.
+        st, body = self.api("PUT", "/api/v1/devices/good/status", {"status": "lost"})
+        self.assertEqual(st, 503, body)
+        self.assertIn("overrides.json", body.get("message", ""), body)
+        st, doc = self.api("GET", "/api/v1/devices/good")
+        self.assertEqual(doc.get("status"), "lost", doc)
+
         # The identity provider's back-channel logout is not acknowledged
         # either (the provider may retry); carol is out at once anyway.
         res = self.idp.logout_user("carol")
@@ -249,6 +259,8 @@ class StateDirFullTest(SSOTestCase):
         self.assertEqual(r.status, 200, r)
         st, body = self.revoke("bob")
         self.assertEqual(st, 200, body)
+        st, body = self.api("PUT", "/api/v1/devices/good/status", {"status": "lost"})
+        self.assertEqual(st, 200, body)
         self.assertEqual(self.visit(self.unique("bob-revoked"),
                                     cookies=self.session_cookies(bob)).status, 302)
 
@@ -257,6 +269,9 @@ class StateDirFullTest(SSOTestCase):
         self.kill9_restart()
         self.assertEqual(self.device_uptime("good"), 5000)
         self.assertEqual(self.device_uptime("good2"), 2002)
+        for dev, status in (("good", "lost"), ("good2", "stolen")):
+            st, doc = self.api("GET", "/api/v1/devices/" + dev)
+            self.assertEqual(doc.get("status"), status, "override of %s lost: %r" % (dev, doc))
         for name, s in (("bob", bob), ("carol", carol)):
             r = self.visit(self.unique("after-" + name), cookies=self.session_cookies(s))
             self.assert_to_idp(r, "%s's revoked session after kill -9" % name)

@@ -1675,8 +1675,6 @@ static enum sso_verdict backchannel(struct conn *c, const struct http_request *r
     return SSO_HANDLED; /* the caller drains the head and feeds the body */
 }
 
-/* A posture report from the device's agent, over its own mTLS connection:
- * the certificate says which device is reporting. */
 /* devtrust's writer thread: the report is on disk (ok) or could not be
  * written. The job goes back to the connection's loop. */
 static void posture_written(void *arg, int ok)
@@ -1705,6 +1703,8 @@ static void posture_persisted(struct conn *c, int rc)
                      1);
 }
 
+/* A posture report from the device's agent, over its own mTLS connection:
+ * the certificate says which device is reporting. */
 static void posture_body_done(struct conn *c)
 {
     struct sso_req *s = c->sso;

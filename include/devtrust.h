@@ -127,6 +127,22 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
                             char *err, size_t errlen);
 
 /*
+ * The same, for a caller that must not acknowledge a report before it is
+ * on disk. With a state_dir, a report that passes every check is stored in
+ * memory (in force at once), queued for posture.log, and
+ * DEVTRUST_PENDING is returned: cb(cb_arg, ok) is then called exactly once,
+ * from the writer thread, after the batch holding it was written and
+ * fsync'd (ok 1) or could not be written (ok 0: the disk is full or
+ * read-only; the report stays in memory but must not be acknowledged, the
+ * agent retries). Without a state_dir, 0 as above and cb is never called.
+ * Any other answer: cb is never called.
+ */
+#define DEVTRUST_PENDING 1
+typedef void (*devtrust_persisted_cb)(void *arg, int ok);
+int devtrust_posture_submit_cb(const char *device_id, const char *body, size_t len, int64_t now,
+                               devtrust_persisted_cb cb, void *cb_arg, char *err, size_t errlen);
+
+/*
  * A report another replica accepted (include/shared.h): text as
  * posture_to_json() wrote it, device_id inside. It was checked against the
  * certificate by the replica that received it; here it is validated again
@@ -142,6 +158,12 @@ int devtrust_posture_store(const char *report, size_t len, char *err, size_t err
  * state_dir/overrides.json by the writer thread. 0, or -1 and err.
  */
 int devtrust_set_override(const char *device_id, const char *status, char *err, size_t errlen);
+/* The same, and overrides.json is written and fsync'd before it returns
+ * (blocking: the admin API, never a worker loop). -1 and err also when the
+ * state directory cannot take it: the override applies in memory, but must
+ * not be acknowledged (a device marked stolen would be trusted again after
+ * a restart). */
+int devtrust_set_override_sync(const char *device_id, const char *status, char *err, size_t errlen);
 
 /*
  * The admin API (main thread; not for workers: these walk the inventory and

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "session.h"
 
 struct proxy_gen; /* opaque */
 
@@ -48,6 +49,14 @@ void proxy_join(void);
  * open at start, close at exit. 0 or -1 with err. */
 int proxy_revocations_open(const struct conf *c, char *err, size_t errlen);
 void proxy_revocations_close(void);
+/* Every revocation in the store (session_revocations_foreach()), under
+ * the store's writer lock; nothing without identity. Main thread. */
+void proxy_revocations_foreach(session_revocation_cb fn, void *arg);
+
+/* Before the worker loops are freed (proxy_join()): revocations and posture
+ * reports persisted after this are no longer answered on their connection
+ * (nothing is left to answer them; they were not acknowledged). */
+void proxy_replies_stop(void);
 
 /*
  * Revoke every session of subject (issued until now), or, with subject

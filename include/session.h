@@ -263,6 +263,21 @@ int session_revoke_provider_user(struct session_revocations *rs, const char *pro
  * Writer side. 0 ok, -1 if the rewrite failed (memory is still pruned). */
 int session_revocations_expire(struct session_revocations *rs, int64_t now);
 
+/*
+ * Every live entry, for replicas (proxy/shared.c republishes them at start,
+ * so a revocation acknowledged while Redis was down survives a crash of
+ * this replica for the others too). Exactly one of id, subject and
+ * (provider, sid) / (provider, subject) is set: fn(arg, id, NULL, NULL,
+ * NULL, at) for a session id, fn(arg, NULL, subject, NULL, NULL, at) for a
+ * subject everywhere, fn(arg, NULL, NULL, provider, sid, at) for a provider
+ * session, fn(arg, NULL, subject, provider, NULL, at) for a subject at one
+ * provider. Writer side (the store is not changed meanwhile).
+ */
+typedef void (*session_revocation_cb)(void *arg, const uint8_t *id, const char *subject,
+                                      const char *provider, const char *sid, int64_t at);
+void session_revocations_foreach(struct session_revocations *rs, session_revocation_cb fn,
+                                 void *arg);
+
 /* Number of live entries (ids + users), for metrics and tests. */
 size_t session_revocations_count(struct session_revocations *rs);
 

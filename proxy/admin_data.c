@@ -412,7 +412,7 @@ static void ad_device_status(const struct admin_call *c, const char *id, struct 
         admin_error(out, 503, "unavailable", "device trust is not running");
         return;
     }
-    if (devtrust_set_override(id, status, err, sizeof(err)) == -1) {
+    if (devtrust_set_override_sync(id, status, err, sizeof(err)) == -1) {
         json_decref(dev);
         admin_error(out, 503, "unavailable", "%s", err);
         return;
@@ -881,7 +881,7 @@ void admin_sessions(const struct admin_call *c, struct admin_reply *out)
         return;
     }
     if (proxy_revoke(user, user == NULL ? id : NULL, err, sizeof(err)) == -1) {
-        admin_error(out, 500, "revoke_failed", "%s", err);
+        admin_error(out, 503, "revoke_failed", "%s", err);
         return;
     }
     detail = user != NULL ? json_pack("{s:s}", "user", user)

@@ -606,6 +606,8 @@ static void dt_store_free(void)
 
 struct dt_wjob {
     struct dt_wjob *next;
+    devtrust_persisted_cb cb; /* NULL: nobody waits for this line */
+    void *cb_arg;
     size_t len;
     char line[]; /* ends with '\n' */
 };
@@ -637,9 +639,11 @@ static void dt_persist_overrides(void)
 /*
  * Queue a line for posture.log. Any thread; may be called with a shard
  * mutex held. 0, or -1 when the queue is full (the caller decides what that
- * means). No persistence configured: 0.
+ * means). No persistence configured: 0 (cb is not called). When cb is set
+ * and 0 is returned, the writer calls cb(cb_arg, ok) once the line is on
+ * disk (fsync'd: ok 1) or could not be written (ok 0).
  */
-static int dt_persist(const char *line, size_t len)
+static int dt_persist_cb(const char *line, size_t len, devtrust_persisted_cb cb, void *cb_arg)
 {
     struct dt_wjob *j;
     int rc = -1;
@@ -650,6 +654,8 @@ static int dt_persist(const char *line, size_t len)
     if (j == NULL)
         return -1;
     j->next = NULL;
+    j->cb = cb;
+    j->cb_arg = cb_arg;
     j->len = len;
     memcpy(j->line, line, len);
     j->line[len] = '\0';
@@ -668,6 +674,11 @@ static int dt_persist(const char *line, size_t len)
     pthread_mutex_unlock(&w_mtx);
     free(j);
     return rc;
+}
+
+static int dt_persist(const char *line, size_t len)
+{
+    return dt_persist_cb(line, len, NULL, NULL);
 }
 
 static int dt_fsync_dir(const char *dir)
@@ -801,7 +812,23 @@ out:
     return rc;
 }
 
+/* Serialises writers of overrides.json: the writer thread and
+ * devtrust_set_override_sync() (same temporary file). */
+static pthread_mutex_t ov_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+static int dt_overrides_write_locked(void);
+
 static int dt_overrides_write(void)
+{
+    int rc;
+
+    pthread_mutex_lock(&ov_mtx);
+    rc = dt_overrides_write_locked();
+    pthread_mutex_unlock(&ov_mtx);
+    return rc;
+}
+
+static int dt_overrides_write_locked(void)
 {
     json_t *o = json_object();
     struct dt_entry *e;
@@ -840,7 +867,7 @@ static void *dt_writer_main(void *arg)
 {
     (void)arg;
     for (;;) {
-        struct dt_wjob *list, *j;
+        struct dt_wjob *list, *j, *waiting = NULL;
         int wrote = 0, overrides = 0, failed = 0;
 
         pthread_mutex_lock(&w_mtx);
@@ -866,10 +893,24 @@ static void *dt_writer_main(void *arg)
                     wrote = 1;
                 }
             }
-            free(j);
+            if (j->cb != NULL) {
+                j->next = waiting; /* answered once the batch is fsync'd */
+                waiting = j;
+            } else {
+                free(j);
+            }
         }
         if (!failed && wrote && fsync(w_fd) == -1)
             failed = 1;
+        /* Only now may a report be acknowledged: written and fsync'd. A
+         * report of a failed batch is refused, even if its line made it
+         * to the file: never acknowledged and then lost. */
+        while ((j = waiting) != NULL) {
+            waiting = j->next;
+            atomic_fetch_add(failed ? &ct_unavailable : &ct_accepted, 1);
+            j->cb(j->cb_arg, !failed);
+            free(j);
+        }
         if (failed) {
             /* Memory has it all: drop the file's tail, rewrite it next time. */
             dt_persist_failed("posture.log");
@@ -2320,6 +2361,12 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
 int devtrust_posture_submit(const char *device_id, const char *body, size_t len, int64_t now,
                             char *err, size_t errlen)
 {
+    return devtrust_posture_submit_cb(device_id, body, len, now, NULL, NULL, err, errlen);
+}
+
+int devtrust_posture_submit_cb(const char *device_id, const char *body, size_t len, int64_t now,
+                               devtrust_persisted_cb cb, void *cb_arg, char *err, size_t errlen)
+{
     char line[POSTURE_JSON_MAX + 1];
     struct posture p;
     struct dt_shard *sh;
@@ -2403,11 +2450,13 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
     pthread_mutex_lock(&sh->mtx);
     e = dt_find(sh, device_id, h, 1);
     /* Queued under the shard lock: disk order is memory order per device. */
-    if (e == NULL || dt_persist(line, (size_t)n) == -1) {
+    if (e == NULL || dt_persist_cb(line, (size_t)n, cb, cb_arg) == -1) {
         rc = 503;
     } else {
         e->posture = p;
         e->has_posture = 1;
+        if (cb != NULL && w_dir != NULL)
+            rc = DEVTRUST_PENDING;
     }
     pthread_mutex_unlock(&sh->mtx);
     if (rc == 503)
@@ -2415,13 +2464,14 @@ int devtrust_posture_submit(const char *device_id, const char *body, size_t len,
     else
         shared_publish_posture(line, (size_t)n - 1);
 out:
+    /* DEVTRUST_PENDING is counted by the writer: accepted or unavailable. */
     if (rc == 0)
         atomic_fetch_add(&ct_accepted, 1);
     else if (rc == 429)
         atomic_fetch_add(&ct_limited, 1);
     else if (rc == 503)
         atomic_fetch_add(&ct_unavailable, 1);
-    else
+    else if (rc != DEVTRUST_PENDING)
         atomic_fetch_add(&ct_refused, 1);
     return rc;
 }
@@ -2512,6 +2562,22 @@ int devtrust_set_override(const char *device_id, const char *status, char *err, 
         log_info("device trust: override for %s: %s", device_id,
                  status != NULL ? status : "cleared");
     return rc;
+}
+
+int devtrust_set_override_sync(const char *device_id, const char *status, char *err, size_t errlen)
+{
+    if (devtrust_set_override(device_id, status, err, errlen) == -1)
+        return -1;
+    if (w_dir != NULL && dt_overrides_write() == -1) {
+        int saved = errno;
+        dt_persist_failed("overrides.json");
+        snprintf(err, errlen,
+                 "device trust: %s/overrides.json: cannot write: %s (the override applies "
+                 "until the proxy restarts)",
+                 w_dir, strerror(saved));
+        return -1;
+    }
+    return 0;
 }
 
 void devtrust_feed_status(int64_t now, int64_t *age, size_t *records, char *err, size_t errlen)

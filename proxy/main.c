@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -197,6 +198,40 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
         drain_start_cb(-1, 0, NULL);
 }
 
+/*
+ * Every client connection holds a descriptor, and one more for its upstream
+ * while it forwards. The usual soft RLIMIT_NOFILE (1024) would cut the
+ * default limits.connections (10,000 per worker) short with EMFILE, so take
+ * the hard limit, and say when even that is below what the configuration
+ * allows (the workers then pause accepting while out of descriptors).
+ */
+static void raise_nofile(const struct conf *c)
+{
+    struct rlimit rl;
+    uint64_t need = (uint64_t)c->workers * c->limit_connections * 2 + 256;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        log_warn("getrlimit(RLIMIT_NOFILE)");
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+            log_warn("setrlimit(RLIMIT_NOFILE, %llu)", (unsigned long long)rl.rlim_max);
+            rl.rlim_cur = old;
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < need)
+        log_warnx("descriptors: the limit is %llu, but %d workers x limits.connections %zu need "
+                  "about %llu (a client and an upstream connection each): raise it (ulimit -n, "
+                  "systemd LimitNOFILE=) or lower limits.connections",
+                  (unsigned long long)rl.rlim_cur, c->workers, c->limit_connections,
+                  (unsigned long long)need);
+    else
+        log_info("descriptors: limit %llu", (unsigned long long)rl.rlim_cur);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -279,6 +314,7 @@ int main(int argc, char **argv)
         fatalx("%s", err);
 
     log_set_level(proxy_gen_conf(current)->log_level);
+    raise_nofile(proxy_gen_conf(current));
     if (accesslog_start(proxy_gen_conf(current)->access_log) == -1)
         fatal("access log %s", proxy_gen_conf(current)->access_log);
     if (proxy_start(current) == -1)
@@ -296,6 +332,7 @@ int main(int argc, char **argv)
     log_info("ztproxy ready");
     event_base_dispatch(main_base);
 
+    proxy_replies_stop();
     proxy_join();
     admin_stop();
     decisions_stop();

@@ -22,6 +22,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -2055,6 +2058,8 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->nconns++;
+    if (w->nconns > w->conns_peak)
+        w->conns_peak = w->nconns;
     metrics_count(METRICS_CONN_ACCEPTED);
     if (c->timer == NULL) {
         evutil_closesocket(fd);
@@ -2067,6 +2072,59 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
         return;
     }
     conn_start_tls(c, fd);
+}
+
+/* Out of descriptors (or memory): accept() fails while the connection
+ * waits in the kernel's queue, so the listener would wake the loop again at
+ * once, forever. Stop listening for a moment instead; connections already
+ * open close meanwhile (timeouts) and give their descriptors back. */
+#define ACCEPT_PAUSE_MS 250
+
+static void worker_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    size_t i;
+
+    (void)fd;
+    (void)what;
+    if (w->stopping)
+        return;
+    for (i = 0; i < w->nlev; i++)
+        if (w->lev[i] != NULL)
+            evconnlistener_enable(w->lev[i]);
+}
+
+static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv;
+    size_t i;
+
+    (void)l;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        log_warnx("accept: %s", evutil_socket_error_to_string(err));
+        return;
+    }
+    if (w->accept_resume == NULL)
+        w->accept_resume = evtimer_new(w->base, worker_accept_resume_cb, w);
+    if (w->accept_resume == NULL || evtimer_pending(w->accept_resume, NULL))
+        return;
+    w->accept_pauses++;
+    if (time(NULL) - w->accept_warned >= 10) {
+        log_warnx("worker %d: accept: %s with %zu connections open (out of descriptors? see "
+                  "ulimit -n): not accepting for %d ms at a time (%u times since the last "
+                  "warning)",
+                  w->id, evutil_socket_error_to_string(err), w->nconns, ACCEPT_PAUSE_MS,
+                  w->accept_pauses);
+        w->accept_warned = time(NULL);
+        w->accept_pauses = 0;
+    }
+    for (i = 0; i < w->nlev; i++)
+        if (w->lev[i] != NULL)
+            evconnlistener_disable(w->lev[i]);
+    set_tv(&tv, ACCEPT_PAUSE_MS);
+    evtimer_add(w->accept_resume, &tv);
 }
 
 /* Accept what is already queued on a listener we are about to close. */
@@ -2103,6 +2161,24 @@ static void worker_log_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * After a burst of connections (a flood of handshakes, a load test) the
+ * allocator keeps what all of them freed: tens of KiB each, hundreds of MiB
+ * after 10,000. Give it back to the system once the count has fallen to
+ * half its peak. Once a second at most, and only after a real burst.
+ */
+#define TRIM_MIN_PEAK 1000
+
+static void worker_trim_memory(struct worker *w)
+{
+    if (w->conns_peak >= TRIM_MIN_PEAK && w->nconns < w->conns_peak / 2) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        w->conns_peak = w->nconns;
+    }
+}
+
+/*
  * Long-lived connections are not grandfathered: once a second every
  * upgraded websocket is decided again (rules, directory, device record,
  * session revocation, CRL) and closed when the answer is no longer allow.
@@ -2129,6 +2205,7 @@ static void worker_recheck_cb(evutil_socket_t fd, short what, void *arg)
         if (decide_tunnel_recheck(c) == -1)
             conn_free(c);
     }
+    worker_trim_memory(w);
 }
 
 static void worker_grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -2309,6 +2386,7 @@ int proxy_start(struct proxy_gen *g)
                                            listen_fds[i][j]);
             if (w->lev[j] == NULL)
                 return -1;
+            evconnlistener_set_error_cb(w->lev[j], worker_accept_error_cb);
         }
         w->nlev = nlisten;
         __atomic_add_fetch(&workers_running, 1, __ATOMIC_RELAXED);
@@ -2388,6 +2466,8 @@ void proxy_join(void)
         pthread_join(w->thr, NULL);
         if (w->grace != NULL)
             event_free(w->grace);
+        if (w->accept_resume != NULL)
+            event_free(w->accept_resume);
         event_free(w->notify);
         event_free(w->logtimer);
         event_free(w->rechecktimer);

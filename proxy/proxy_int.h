@@ -161,6 +161,10 @@ struct worker {
     char ts_text[24];
     struct httpc *httpc;                    /* this loop's HTTP client (IdP calls) */
     struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
+    struct event *accept_resume;            /* out of descriptors: accepting resumes */
+    unsigned accept_pauses;                 /* since the last warning about them */
+    time_t accept_warned;                   /* when that was (at most one per 10 s) */
+    size_t conns_peak;                      /* most connections since the last trim */
 };
 
 struct session_keyring;

@@ -1199,6 +1199,7 @@ struct session_revocations {
     int64_t max_lifetime;
     char *path, *tmp;
     int fd;
+    int unsaved; /* an entry in memory did not reach the log: rewrite it whole */
 };
 
 static uint64_t mix64(uint64_t x)
@@ -1825,10 +1826,27 @@ out:
 
 static int rev_append(struct session_revocations *rs, const char *line, size_t n)
 {
-    if (rs->fd == -1)
-        return -1;
-    if (fileio_write_all(rs->fd, line, n) == -1 || fdatasync(rs->fd) == -1) {
+    off_t end;
+
+    if (rs->unsaved || rs->fd == -1) {
+        /* An earlier entry is in memory only (full disk, say): write the
+         * whole store, this entry included, so it is not lost either. */
+        if (rev_rewrite(rs) == -1) {
+            rs->unsaved = 1;
+            log_warnx("%s: revocation not persisted", rs->path);
+            return -1;
+        }
+        rs->unsaved = 0;
+        return 0;
+    }
+    end = lseek(rs->fd, 0, SEEK_END);
+    if (end == -1 || fileio_write_all(rs->fd, line, n) == -1 || fdatasync(rs->fd) == -1) {
         log_warn("%s: revocation not persisted", rs->path);
+        /* A full disk can take half a line: the next revocation would be
+         * glued onto it and the log refused at the next start. Cut it. */
+        if (end != -1 && ftruncate(rs->fd, end) == -1)
+            log_warn("%s: truncate", rs->path);
+        rs->unsaved = 1;
         return -1;
     }
     return 0;
@@ -1998,8 +2016,44 @@ int session_revocations_expire(struct session_revocations *rs, int64_t now)
     pthread_mutex_lock(&rs->wlock);
     if (rev_prune(rs, now) == 0)
         ret = rev_rewrite(rs);
+    if (ret == 0)
+        rs->unsaved = 0;
     pthread_mutex_unlock(&rs->wlock);
     return ret;
+}
+
+void session_revocations_foreach(struct session_revocations *rs, session_revocation_cb fn,
+                                 void *arg)
+{
+    char key[REV_KEY_MAX + 1];
+    size_t i;
+
+    pthread_mutex_lock(&rs->wlock);
+    for (i = 0; i < rs->ids.cap; i++)
+        if (rs->ids.slots[i].used)
+            fn(arg, rs->ids.slots[i].id, NULL, NULL, NULL, rs->ids.slots[i].at);
+    for (i = 0; i < rs->users.cap; i++) {
+        const char *k = rs->users.slots[i].subject, *sep;
+        size_t pl;
+
+        if (k == NULL)
+            continue;
+        if (k[0] != REV_SID && k[0] != REV_PUSER) {
+            fn(arg, NULL, k, NULL, NULL, rs->users.slots[i].at);
+            continue;
+        }
+        sep = strchr(k + 1, REV_SEP);
+        pl = sep != NULL ? (size_t)(sep - (k + 1)) : 0;
+        if (sep == NULL || pl == 0 || strlen(k) >= sizeof(key))
+            continue;
+        memcpy(key, k + 1, pl);
+        key[pl] = '\0';
+        if (k[0] == REV_SID)
+            fn(arg, NULL, NULL, key, sep + 1, rs->users.slots[i].at);
+        else
+            fn(arg, NULL, sep + 1, key, NULL, rs->users.slots[i].at);
+    }
+    pthread_mutex_unlock(&rs->wlock);
 }
 
 void session_revocations_free(struct session_revocations *rs)

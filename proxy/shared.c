@@ -1226,6 +1226,42 @@ static int sh_conn_init(struct sh_conn *c, const char *name)
     return c->retry != NULL && c->timeout != NULL ? 0 : -1;
 }
 
+/*
+ * At start, every revocation this replica holds goes out again: one that
+ * was acknowledged while Redis was down sat in the queue, in memory, and a
+ * crash before Redis came back would have kept it from the other replicas
+ * for good. They apply each (field, at) once (sh.revoked); so does this
+ * replica when it reads the hash back.
+ */
+static void sh_republish_cb(void *arg, const uint8_t *id, const char *subject, const char *provider,
+                            const char *sid, int64_t at)
+{
+    char hex[2 * SESSION_ID_LEN + 1], buf[2 + SH_SUBJECT_MAX + 1], *field = NULL;
+    size_t *n = arg;
+    int i;
+
+    if (sh.lifetime > 0 && at < (int64_t)time(NULL) - sh.lifetime)
+        return;
+    if (provider != NULL) {
+        field = sh_scoped_field(provider, sid, subject);
+        shared_publish_revoke_scoped(provider, sid, subject, at);
+    } else if (subject != NULL) {
+        if (strlen(subject) > SH_SUBJECT_MAX)
+            return;
+        snprintf(buf, sizeof(buf), "u:%s", subject);
+        shared_publish_revoke(subject, NULL, at);
+    } else {
+        for (i = 0; i < SESSION_ID_LEN; i++)
+            snprintf(hex + 2 * i, 3, "%02x", id[i]);
+        snprintf(buf, sizeof(buf), "s:%s", hex);
+        shared_publish_revoke(NULL, id, at);
+    }
+    if (sh.revoked != NULL)
+        json_object_set_new(sh.revoked, field != NULL ? field : buf, json_integer(at));
+    free(field);
+    (*n)++;
+}
+
 int shared_start(struct event_base *base, const struct conf *c, char *err, size_t errlen)
 {
     struct timeval one_s = {1, 0};
@@ -1282,6 +1318,12 @@ int shared_start(struct event_base *base, const struct conf *c, char *err, size_
     atomic_store(&sh_enabled, 1);
     log_info("redis %s:%d: shared state on (prefix \"%s\", replica %s)", sh.host, sh.port,
              sh.prefix, origin);
+    if (sh.sessions) {
+        size_t n = 0;
+        proxy_revocations_foreach(sh_republish_cb, &n);
+        if (n > 0)
+            log_info("redis: %zu revocations held here are shared again", n);
+    }
     sh_connect(&sh.sub);
     sh_connect(&sh.cmd);
     return 0;

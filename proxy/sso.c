@@ -123,8 +123,9 @@ struct sso_job {
     int rc;
 };
 
-#define JOB_SID 2   /* the provider session sid at provider */
-#define JOB_PUSER 3 /* subject at provider */
+#define JOB_SID 2     /* the provider session sid at provider */
+#define JOB_PUSER 3   /* subject at provider */
+#define JOB_POSTURE 4 /* a posture report: devtrust's writer answers */
 
 /* The store has one writer at a time: this thread or proxy_revoke(). */
 static pthread_mutex_t revoke_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -136,12 +137,42 @@ static int job_running, job_stop;
 
 static void job_done_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Jobs are answered on their worker's loop. proxy_replies_stop() (before
+ * the worker loops are freed) ends that: a job finished later is parked on
+ * reply_orphans (its connection may still point at it) and freed with the
+ * store. */
+static pthread_mutex_t reply_mtx = PTHREAD_MUTEX_INITIALIZER;
+static int replies_off;
+static struct sso_job *reply_orphans;
+
+/* Any thread: hand a finished job back to its connection's loop. */
+static void job_reply(struct sso_job *j)
+{
+    struct timeval zero = {0, 0};
+
+    pthread_mutex_lock(&reply_mtx);
+    if (j->reply_base == NULL) {
+        free(j);
+    } else if (replies_off ||
+               event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero) == -1) {
+        j->next = reply_orphans;
+        reply_orphans = j;
+    }
+    pthread_mutex_unlock(&reply_mtx);
+}
+
+void proxy_replies_stop(void)
+{
+    pthread_mutex_lock(&reply_mtx);
+    replies_off = 1;
+    pthread_mutex_unlock(&reply_mtx);
+}
+
 static void *job_main(void *arg)
 {
     (void)arg;
     for (;;) {
         struct sso_job *j;
-        struct timeval zero = {0, 0};
         int64_t at;
 
         pthread_mutex_lock(&job_mtx);
@@ -175,10 +206,7 @@ static void *job_main(void *arg)
             shared_publish_revoke_scoped(j->provider, NULL, j->subject, at);
         else if (proxy_revocations != NULL)
             shared_publish_revoke(j->by_user ? j->subject : NULL, j->id, at);
-        if (j->reply_base != NULL)
-            event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero);
-        else
-            free(j);
+        job_reply(j);
     }
     return NULL;
 }
@@ -1442,20 +1470,35 @@ static void logout_respond(struct conn *c)
     (void)s;
 }
 
+static void posture_persisted(struct conn *c, int rc);
+
 static void job_done_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sso_job *j = arg;
     struct conn *c = j->c;
 
-    if (c != NULL && c->sso != NULL) {
+    if (c != NULL && c->sso != NULL && j->by_user == JOB_POSTURE) {
+        c->sso->job = NULL;
+        c->sso->wait = WAIT_NONE;
+        posture_persisted(c, j->rc);
+    } else if (c != NULL && c->sso != NULL) {
         c->sso->job = NULL;
         c->sso->wait = WAIT_NONE;
         if (j->rc == -1)
             log_warnx("sso: revocation could not be persisted (request %s); it applies until "
                       "restart",
                       c->reqid);
-        if (c->sso->local_kind == 2)
+        if (j->rc == -1 && c->sso->local_kind == 2)
+            conn_respond_error(c, 503,
+                               "Signing out could not be recorded right now. Please try "
+                               "again in a moment.");
+        else if (c->sso->local_kind == 2)
             logout_respond(c);
+        else if (j->rc == -1 && c->sso->local_kind == 3)
+            /* Back-channel: the provider retries a logout that failed;
+             * never acknowledge one that a restart would forget. */
+            conn_respond_lit(c, 503, "Cache-Control: no-store\r\n", "text/plain",
+                             "revocation not persisted\n", 0);
         else
             conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "text/plain", "ok\n", 0);
     }
@@ -1632,6 +1675,34 @@ static enum sso_verdict backchannel(struct conn *c, const struct http_request *r
     return SSO_HANDLED; /* the caller drains the head and feeds the body */
 }
 
+/* devtrust's writer thread: the report is on disk (ok) or could not be
+ * written. The job goes back to the connection's loop. */
+static void posture_written(void *arg, int ok)
+{
+    struct sso_job *j = arg;
+
+    j->rc = ok ? 0 : -1;
+    job_reply(j);
+}
+
+/* Answer a report that was stored: 200 only once it is persisted (rc 0). */
+static void posture_persisted(struct conn *c, int rc)
+{
+    if (rc == 0) {
+        conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "application/json",
+                         "{\"status\":\"accepted\"}\n", 1);
+        return;
+    }
+    c->error = "posture report not persisted";
+    log_warnx("posture: report from device %s not acknowledged: the state directory cannot "
+              "be written (503, the agent retries)",
+              c->peer.device_id);
+    conn_respond_lit(c, 503, "Cache-Control: no-store\r\nRetry-After: 30\r\n", "application/json",
+                     "{\"error\":\"unavailable\",\"message\":\"posture: the report could not "
+                     "be stored now; try again later\"}\n",
+                     1);
+}
+
 /* A posture report from the device's agent, over its own mTLS connection:
  * the certificate says which device is reporting. */
 static void posture_body_done(struct conn *c)
@@ -1639,6 +1710,7 @@ static void posture_body_done(struct conn *c)
     struct sso_req *s = c->sso;
     size_t len = evbuffer_get_length(s->body);
     char err[512], *body = malloc(len + 1);
+    struct sso_job *j;
     int rc;
 
     if (body == NULL) {
@@ -1647,11 +1719,28 @@ static void posture_body_done(struct conn *c)
     }
     evbuffer_remove(s->body, body, len);
     body[len] = '\0';
-    rc = devtrust_posture_submit(c->peer.device_id, body, len, now_s(), err, sizeof(err));
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        free(body);
+        conn_respond_error(c, 500, "Internal error.");
+        return;
+    }
+    j->by_user = JOB_POSTURE;
+    j->reply_base = c->w->base;
+    j->c = c;
+    rc = devtrust_posture_submit_cb(c->peer.device_id, body, len, now_s(), posture_written, j, err,
+                                    sizeof(err));
     free(body);
+    if (rc == DEVTRUST_PENDING) {
+        /* Answered once posture.log has it on disk (job_done_cb). */
+        s->job = j;
+        s->wait = WAIT_REVOKE;
+        conn_set_state(c, CST_LOCAL);
+        return;
+    }
+    free(j);
     if (rc == 0) {
-        conn_respond_lit(c, 200, "Cache-Control: no-store\r\n", "application/json",
-                         "{\"status\":\"accepted\"}\n", 1);
+        posture_persisted(c, 0);
         return;
     }
     {
@@ -1824,9 +1913,25 @@ int proxy_revoke_scoped_apply(const char *provider, const char *sid, const char 
     return rc;
 }
 
+void proxy_revocations_foreach(session_revocation_cb fn, void *arg)
+{
+    pthread_mutex_lock(&revoke_mtx);
+    if (proxy_revocations != NULL)
+        session_revocations_foreach(proxy_revocations, fn, arg);
+    pthread_mutex_unlock(&revoke_mtx);
+}
+
 void proxy_revocations_close(void)
 {
+    struct sso_job *j;
+
     sso_jobs_stop();
+    pthread_mutex_lock(&reply_mtx);
+    while ((j = reply_orphans) != NULL) {
+        reply_orphans = j->next;
+        free(j);
+    }
+    pthread_mutex_unlock(&reply_mtx);
     session_revocations_free(proxy_revocations);
     proxy_revocations = NULL;
 }

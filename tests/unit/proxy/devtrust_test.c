@@ -685,6 +685,63 @@ static void test_persistence(void **state)
     assert_int_equal(v.score, 75);
 }
 
+/* devtrust_posture_submit_cb(): the callback comes once the report is on
+ * disk, never before; without a state_dir there is nothing to wait for. */
+static _Atomic int ack_calls, ack_ok, ack_on_disk;
+static char ack_path[256];
+
+static void ack_cb(void *arg, int ok)
+{
+    FILE *fp = fopen(ack_path, "r");
+    char buf[8192];
+    size_t n = 0;
+
+    if (arg != &ack_calls)
+        return; /* asserting here would longjmp on the writer thread */
+    if (fp != NULL) {
+        n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+    }
+    buf[n] = '\0';
+    atomic_store(&ack_on_disk, strstr(buf, "\"device_id\":\"dev-1\"") != NULL);
+    atomic_store(&ack_ok, ok);
+    atomic_fetch_add(&ack_calls, 1);
+}
+
+static void test_ack_after_persist(void **state)
+{
+    struct fx *f = *state;
+    char body[2048], err[DEVTRUST_ERR_MAX];
+    const char *section = "{\"inventory\":{\"file\":\"inventory.json\"}}";
+    int64_t t = now();
+    int i;
+
+    snprintf(ack_path, sizeof(ack_path), "%s/state/posture.log", f->dir);
+    write_file(f->feed, FEED_ACTIVE);
+    start(f, section, 1);
+    report(body, sizeof(body), NULL, "true");
+    assert_int_equal(devtrust_posture_submit_cb("dev-1", body, strlen(body), t, ack_cb, &ack_calls,
+                                                err, sizeof(err)),
+                     DEVTRUST_PENDING);
+    for (i = 0; i < 1000 && atomic_load(&ack_calls) == 0; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&ack_calls), 1);
+    assert_int_equal(atomic_load(&ack_ok), 1);
+    assert_int_equal(atomic_load(&ack_on_disk), 1);
+    /* refused reports never call back */
+    assert_int_equal(
+        devtrust_posture_submit_cb("dev-1", "{", 1, t, ack_cb, &ack_calls, err, sizeof(err)), 400);
+    devtrust_stop();
+    assert_int_equal(atomic_load(&ack_calls), 1);
+    /* without a state_dir: 0 at once, no callback */
+    start(f, section, 0);
+    assert_int_equal(devtrust_posture_submit_cb("dev-2", body, strlen(body), t, ack_cb, &ack_calls,
+                                                err, sizeof(err)),
+                     0);
+    devtrust_stop();
+    assert_int_equal(atomic_load(&ack_calls), 1);
+}
+
 static void test_grace_persisted(void **state)
 {
     struct fx *f = *state;
@@ -1019,6 +1076,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_posture_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_override, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_after_persist, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grace_persisted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconfigure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconfigure_allow_empty, setup, teardown),

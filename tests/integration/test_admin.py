@@ -128,33 +128,8 @@ class AdminTest(ztlib.ProxyTestCase):
 
     def api(self, method, path, body=None, cert=None, token=TOKEN, headers=None, raw=None):
         """One admin call; returns (status, parsed JSON or text, headers)."""
-        h = {}
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        data = None
-        if raw is not None:
-            data = raw
-            h["Content-Type"] = "application/json"
-        elif body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        elif method in ("POST", "PUT", "DELETE"):
-            h["Content-Type"] = "application/json"
-        h.update(headers or {})
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60,
-                                        context=self.ctx(cert))
-        try:
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            text = r.read()
-            hdrs = {k.lower(): v for k, v in r.getheaders()}
-        finally:
-            c.close()
-        out = text.decode("utf-8", errors="replace")
-        if hdrs.get("content-type", "").startswith("application/json"):
-            out = json.loads(out)
-        return r.status, out, hdrs
-
+        return ztlib.admin_call(self.admin_port, None, method, path, body=body, token=token,
+                                raw=raw, headers=headers, context=self.ctx(cert))
     def proxy_status(self, path):
         return self.get(path, host="app.test:%d" % self.port, server_hostname="app.test").status
 

@@ -20,8 +20,6 @@ import json
 import os
 import time
 import unittest
-import http.client
-import ssl
 
 import ztlib
 from idp import SSOTestCase, main
@@ -114,27 +112,9 @@ class AdminDataTest(SSOTestCase):
     # ---------------------------------------------------------------- helpers
     def api(self, method, path, body=None, token=TOKEN, raw=None):
         """One admin call: (status, parsed JSON or text)."""
-        h = {}
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        if method in ("POST", "PUT", "DELETE"):
-            h["Content-Type"] = "application/json"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.pki.ca)
-        ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60, context=ctx)
-        try:
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            text = r.read().decode("utf-8", errors="replace")
-            ctype = r.getheader("content-type") or ""
-        finally:
-            c.close()
-        return r.status, (json.loads(text) if ctype.startswith("application/json") else text)
-
+        st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, method, path, body=body,
+                                      token=token, raw=raw)
+        return st, out
     def send(self, host, path=None, device="good", headers=None):
         path = path or self.unique("ad")
         hl = [("Accept", "application/json")] + list(headers or [])

@@ -17,10 +17,8 @@ checks fail closed (403 with a "stale" reason, /readyz 503, the
 ztproxy_inventory_stale gauge 1) until good data returns.
 """
 
-import http.client
 import json
 import os
-import ssl
 import time
 
 import ztlib
@@ -120,26 +118,9 @@ class FeedFaultsTest(ztlib.ProxyTestCase):
 
     # ---------------------------------------------------------------- helpers
     def api(self, method, path, body=None):
-        h = {"Authorization": "Bearer " + TOKEN}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.pki.ca)
-        ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60, context=ctx)
-        try:
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            text = r.read().decode("utf-8", errors="replace")
-        finally:
-            c.close()
-        try:
-            return r.status, json.loads(text)
-        except ValueError:
-            return r.status, text
-
+        st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, method, path, body=body,
+                                      token=TOKEN)
+        return st, out
     def metrics(self):
         st, body = self.api("GET", "/metrics")
         self.assertEqual(st, 200, body)

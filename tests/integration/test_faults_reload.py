@@ -13,10 +13,8 @@ the state it ends in is the last content of each file: the configuration's
 last route, the rules' last version, the inventory's last device count.
 """
 
-import http.client
 import json
 import os
-import ssl
 import threading
 import time
 
@@ -68,17 +66,8 @@ class SighupStormTest(ztlib.ProxyTestCase):
                           "token_file": "admin.tokens"}}
 
     def api(self, path):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.pki.ca)
-        ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60, context=ctx)
-        try:
-            c.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
-            r = c.getresponse()
-            return r.status, r.read().decode()
-        finally:
-            c.close()
-
+        st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, "GET", path, token=TOKEN)
+        return st, out if isinstance(out, str) else json.dumps(out)
     def metric(self, name):
         st, body = self.api("/metrics")
         self.assertEqual(st, 200)

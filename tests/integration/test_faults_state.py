@@ -17,11 +17,9 @@ that was acknowledged is still in force.
 """
 
 import errno
-import http.client
 import json
 import os
 import signal
-import ssl
 import subprocess
 import time
 
@@ -91,26 +89,9 @@ class StateDirFullTest(SSOTestCase):
 
     # ---------------------------------------------------------------- helpers
     def api(self, method, path, body=None):
-        h = {"Authorization": "Bearer " + TOKEN}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.pki.ca)
-        ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60, context=ctx)
-        try:
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            text = r.read().decode("utf-8", errors="replace")
-        finally:
-            c.close()
-        try:
-            return r.status, json.loads(text)
-        except ValueError:
-            return r.status, text
-
+        st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, method, path, body=body,
+                                      token=TOKEN)
+        return st, out
     def metrics(self):
         st, body = self.api("GET", "/metrics")
         self.assertEqual(st, 200, body)

@@ -141,24 +141,9 @@ class Replica:
         return self
 
     def api(self, method, path, body=None, pki=None):
-        h = {"Authorization": "Bearer " + TOKEN}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.ca)
-        ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", self.admin_port, timeout=60, context=ctx)
-        try:
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            text = r.read().decode("utf-8", errors="replace")
-            ctype = r.getheader("content-type") or ""
-        finally:
-            c.close()
-        return r.status, (json.loads(text) if ctype.startswith("application/json") else text)
-
+        st, out, _ = ztlib.admin_call(self.admin_port, pki.ca, method, path, body=body,
+                                      token=TOKEN)
+        return st, out
 
 class RedisSharedStateTest(SSOTestCase):
 

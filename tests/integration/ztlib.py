@@ -12,6 +12,7 @@ the kernel, tracks them by PID and stops them by PID. Environment:
 import atexit
 import ctypes
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -812,6 +813,39 @@ def request(port, raw, pki=None, device="good", server_hostname=DEFAULT_HOST, me
     with connect(port, pki, device, server_hostname, timeout=timeout, **kw) as c:
         c.send(raw)
         return c.read_response(method)
+
+
+def admin_call(port, ca, method, path, body=None, token=None, raw=None, headers=None,
+               context=None):
+    """One call to the admin API on 127.0.0.1:PORT over TLS (server checked
+    against CA unless CONTEXT is given). BODY is sent as JSON, RAW as is; a
+    write always carries Content-Type: application/json (the API's CSRF rule).
+    Returns (status, parsed JSON or text, lower-cased response headers)."""
+    h = {}
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode()
+    if data is not None or method in ("POST", "PUT", "DELETE"):
+        h["Content-Type"] = "application/json"
+    h.update(headers or {})
+    if context is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(ca)
+        context.check_hostname = False
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=context)
+    try:
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        text = r.read().decode("utf-8", errors="replace")
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+    out = text
+    if hdrs.get("content-type", "").startswith("application/json"):
+        out = json.loads(text)
+    return r.status, out, hdrs
 
 
 def http_request(port, method, path, headers=None, body=None, pki=None, device="good",

@@ -166,6 +166,30 @@ static size_t al_utf8_len(const unsigned char *s, size_t n)
     return need + 1;
 }
 
+/* Bit c set: byte c goes into a JSON string as it is (printable ASCII but
+ * '"' (0x22) and '\\' (0x5c)). */
+static const uint64_t al_plain[4] = {0xfffffffb00000000u, 0x7fffffffefffffffu, 0, 0};
+
+/* 1 when none of the 8 bytes at p needs escaping (the same test as
+ * al_plain, eight bytes at a time: no byte below 0x20, none with the high
+ * bit, no 0x7f, '"' or '\\'). */
+static inline int al_plain8(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, q, bs, del;
+
+    memcpy(&x, p, sizeof(x));
+    q = x ^ (one * 0x22);
+    bs = x ^ (one * 0x5c);
+    del = x ^ (one * 0x7f);
+    /* (v - one) & ~v has a high bit set iff some byte of v is zero; with
+     * (one * 0x20) instead of one: iff some byte is below 0x20 (bytes
+     * with the high bit set are caught by x itself). */
+    return ((x | ((x - one * 0x20) & ~x) | ((q - one) & ~q) | ((bs - one) & ~bs) |
+             ((del - one) & ~del)) &
+            high) == 0;
+}
+
 /* s[0..len) as the inside of a JSON string: printable ASCII and valid UTF-8
  * as they are, controls as \u00XX, invalid bytes as U+FFFD. The result never
  * holds a raw newline, which is what keeps one decision on one line. */
@@ -179,7 +203,9 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
         unsigned char c;
 
         /* The common case: a run of printable ASCII that needs nothing. */
-        while (i < len && u[i] >= 0x20 && u[i] < 0x7f && u[i] != '"' && u[i] != '\\')
+        while (i + 8 <= len && al_plain8(u + i))
+            i += 8;
+        while (i < len && (al_plain[u[i] >> 6] >> (u[i] & 63) & 1))
             i++;
         if (i == len)
             break;

@@ -1682,13 +1682,14 @@ const struct conf_route *conf_route_match(const struct conf *c, const char *host
 {
     const struct conf_route *best = NULL;
     size_t i;
+    int h0 = host_len > 0 ? tolower((unsigned char)host[0]) : -1;
 
     for (i = 0; i < c->nroutes; i++) {
         const struct conf_route *r = &c->routes[i];
         size_t pl = r->path_prefix_len;
 
         /* r->host is lower case: most routes differ in the first byte. */
-        if (host_len == 0 || (unsigned char)r->host[0] != tolower((unsigned char)host[0]) ||
+        if ((unsigned char)r->host[0] != h0 ||
             strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
             continue;
         if (pl > 1) {

@@ -220,11 +220,15 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
 
     if (has_identity)
         user = email != NULL && email[0] ? email : sub;
+    w->groups[0] = '\0';
+    if (!authz_enabled()) {
+        /* No rules: only the tier is used (X-ZT-Device-Tier, the assertion). */
+        devtrust_evaluate_brief(c->peer.device_id, user, now, v);
+        copy_str(w->tier_name, sizeof(w->tier_name), v->tier_name);
+        return DECIDE_ALLOW;
+    }
     devtrust_evaluate(c->peer.device_id, user, now, v);
     copy_str(w->tier_name, sizeof(w->tier_name), v->tier_name);
-    w->groups[0] = '\0';
-    if (!authz_enabled())
-        return DECIDE_ALLOW;
     {
         struct authz_input in;
         struct policy_attr attrs[DEVTRUST_MAX_ATTRS + 1];

@@ -124,6 +124,15 @@ struct sso_cache {
     size_t hkey_len, hkey_cap;
     char *hdr;
     size_t hdr_len, hdr_cap;
+    /* The Set-Cookie value of the re-sealed session of serial reseal_serial,
+     * sealed in second reseal_at: a client that keeps sending the old
+     * cookie (a script, a load generator) gets it again within that second
+     * instead of a new seal per request (the times inside would be the
+     * same; only the nonce would differ). */
+    char *reseal;
+    size_t reseal_len, reseal_cap;
+    int64_t reseal_at;
+    uint64_t reseal_serial;
 };
 
 /* Seconds an assertion may be handed out again (the worker cache's too). */
@@ -134,8 +143,9 @@ struct sso_req {
     /* Per request from here on: sso_req_free() wipes what was used. */
     struct session sess;
     struct sso_login login;
-    int have;        /* sess holds the identity of this request */
-    int from_bearer; /* identity from a bearer token (no cookie) */
+    int have;          /* sess holds the identity of this request */
+    int reseal_cached; /* send cache.reseal as the Set-Cookie of this request */
+    int from_bearer;   /* identity from a bearer token (no cookie) */
     /* The large buffers are allocated only by the requests that need them
      * (a re-sealed cookie, a login callback, a bearer token). */
     char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
@@ -329,6 +339,9 @@ static void cache_drop_headers(struct sso_cache *sc)
 static void cache_drop(struct sso_cache *sc)
 {
     cache_drop_headers(sc);
+    if (sc->reseal != NULL)
+        OPENSSL_cleanse(sc->reseal, sc->reseal_len);
+    sc->reseal_len = 0;
     if (sc->have)
         OPENSSL_cleanse(&sc->sess, sizeof(sc->sess));
     if (sc->cookie != NULL)
@@ -348,6 +361,7 @@ void sso_conn_free(struct conn *c)
     free(s->cache.cookie);
     free(s->cache.hkey);
     free(s->cache.hdr);
+    free(s->cache.reseal);
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
     c->sso = NULL;
@@ -1133,14 +1147,29 @@ opened:
     if (reseal) {
         char sealed[SESSION_COOKIE_MAX];
         session_touch(&s->sess, now, (int64_t)(cf->session_idle_ms / 1000));
-        if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
-                                sizeof(sealed), NULL) == 0 &&
-            s->nset < 2 &&
-            (s->set_cookie[s->nset] != NULL ||
-             (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
-            session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
-                               cf->session_cookie_name, sealed, s->sess.expires_at - now) == 0)
+        /* sc->have: s->sess is sc->sess (a hit, or just stored). */
+        if (sc->have && sc->reseal_len > 0 && sc->reseal_serial == sc->serial &&
+            sc->reseal_at == now) {
+            s->reseal_cached = 1;
+        } else if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
+                                       sizeof(sealed), NULL) == 0 &&
+                   s->nset < 2 &&
+                   (s->set_cookie[s->nset] != NULL ||
+                    (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
+                   session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
+                                      cf->session_cookie_name, sealed,
+                                      s->sess.expires_at - now) == 0) {
+            size_t n = strlen(s->set_cookie[s->nset]);
+
+            if (sc->have && cache_room(&sc->reseal, &sc->reseal_cap, n + 1) == 0) {
+                memcpy(sc->reseal, s->set_cookie[s->nset], n + 1);
+                sc->reseal_len = n;
+                sc->reseal_at = now;
+                sc->reseal_serial = sc->serial;
+            }
             s->nset++;
+        }
+        OPENSSL_cleanse(sealed, sizeof(sealed));
     }
     s->have = 1;
     return 1;
@@ -1446,6 +1475,11 @@ void sso_response_headers(struct conn *c, struct sbuf *out)
 
     if (s == NULL)
         return;
+    if (s->reseal_cached) {
+        sbuf_lit(out, "Set-Cookie: ");
+        sbuf_add(out, s->cache.reseal, s->cache.reseal_len);
+        sbuf_lit(out, "\r\n");
+    }
     for (i = 0; i < s->nset; i++) {
         sbuf_lit(out, "Set-Cookie: ");
         sbuf_str(out, s->set_cookie[i]);

@@ -10,7 +10,10 @@
 - the rules changed between two requests on one connection: the second
   request is decided by the new rules;
 - an assertion handed out again on a connection never outlives its exp
-  (lifetime 2 s here, shorter than the 5 s reuse window).
+  (lifetime 2 s here, shorter than the 5 s reuse window);
+- a client that keeps sending a cookie due for re-sealing gets a valid
+  re-sealed cookie with every response (sealed once per second and
+  connection).
 
 Real processes: ztproxy, node deploy/dev-idp/server.js, upstream.py; one
 TLS connection with the device certificate carries the requests of a test.
@@ -24,6 +27,7 @@ from idp import SESSION_COOKIE, SSOTestCase, jwt_decode, main
 from ztlib import header_values, wait_until
 
 LIFETIME = 2
+IDLE = 10
 
 
 def rules_doc(version, group="staff"):
@@ -54,6 +58,8 @@ class IdentityCacheTest(SSOTestCase):
     def identity(cls):
         ident = super().identity()
         ident["assertion"]["lifetime"] = "%ds" % LIFETIME
+        # Re-sealed once more than half of it has passed (test_05).
+        ident["session"]["idle_timeout"] = "%ds" % IDLE
         return ident
 
     @classmethod
@@ -199,6 +205,35 @@ class IdentityCacheTest(SSOTestCase):
                         self.assertEqual(jwt_decode(prev[1])[1]["iat"], claims["iat"])
                 prev = (sent, tok)
                 time.sleep(0.1)
+
+    def test_05_old_cookie_kept_by_the_client(self):
+        """A client that keeps sending a cookie due for re-sealing (half of
+        the idle timeout gone) gets a Set-Cookie with every response; on one
+        connection, within one second, the same value (sealed once); every
+        value handed out opens as a valid session."""
+        s = self.login("alice")["session"]
+        time.sleep(IDLE / 2 + 1.5)  # whole seconds: more than half gone
+        seen = []
+        with self.keepalive() as conn:
+            for i in range(6):
+                path = self.unique("reseal")
+                before = time.time()
+                r = self.get(conn, path, s)
+                after = time.time()
+                self.assertEqual(r.status, 200, r)
+                self.seen(path)
+                sc = r.set_cookie(SESSION_COOKIE)
+                self.assertIsNotNone(sc, "no re-sealed cookie with request %d: %r" % (i, r))
+                self.assertNotEqual(sc["value"], s)
+                seen.append((int(before), int(after), sc["value"]))
+        for a, b in zip(seen, seen[1:]):
+            if a[0] == a[1] == b[0] == b[1]:  # both sealed within one second
+                self.assertEqual(a[2], b[2], "re-sealed twice in one second on one connection")
+        for value in {v for _, _, v in seen}:
+            path = self.unique("resealed-opens")
+            r = self.visit(path, cookies=self.session_cookies(value))
+            self.assertEqual(r.status, 200, "a re-sealed cookie does not open: %r" % r)
+            self.seen(path)
 
 
 if __name__ == "__main__":

@@ -142,10 +142,10 @@ struct sso_req {
     struct sso_cache cache; /* per connection: freed by sso_conn_free() */
     /* Per request from here on: sso_req_free() wipes what was used. */
     struct session sess;
-    struct sso_login login;
-    int have;          /* sess holds the identity of this request */
-    int reseal_cached; /* send cache.reseal as the Set-Cookie of this request */
-    int from_bearer;   /* identity from a bearer token (no cookie) */
+    struct sso_login *login; /* a login callback only (its own allocation) */
+    int have;                /* sess holds the identity of this request */
+    int reseal_cached;       /* send cache.reseal as the Set-Cookie of this request */
+    int from_bearer;         /* identity from a bearer token (no cookie) */
     /* The large buffers are allocated only by the requests that need them
      * (a re-sealed cookie, a login callback, a bearer token). */
     char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
@@ -153,7 +153,6 @@ struct sso_req {
     enum sso_wait wait;
     struct httpc_req *hreq;
     struct sso_job *job;
-    int login_used; /* login holds a decoded login cookie */
     char *id_token; /* NUL-terminated, id_token_len bytes */
     size_t id_token_len;
     char *bearer; /* NUL-terminated, bearer_len bytes */
@@ -314,8 +313,11 @@ static void sso_req_end(struct sso_req *s)
             OPENSSL_cleanse(s->set_cookie[i], strlen(s->set_cookie[i]));
             free(s->set_cookie[i]);
         }
-    if (s->login_used)
-        OPENSSL_cleanse(&s->login, sizeof(s->login));
+    if (s->login != NULL) {
+        OPENSSL_cleanse(s->login, sizeof(*s->login));
+        free(s->login);
+        s->login = NULL;
+    }
     /* s->sess is not wiped here: it holds no secret (the cookie does), and
      * the connection keeps the same session in cache.sess anyway. */
     memset(&s->have, 0, sizeof(*s) - offsetof(struct sso_req, have));
@@ -722,7 +724,7 @@ static enum jwt_result verify_id_token(struct conn *c, struct jwt_claims *claims
     ex.audiences = aud;
     ex.naudiences = 1;
     ex.azp = pv->client_id;
-    ex.nonce = s->login.nonce;
+    ex.nonce = s->login->nonce;
     ex.now = now_s();
     ex.skew = (int64_t)(pv->clock_skew_ms / 1000);
     rc = jwt_verify(s->id_token, s->id_token_len, keys, &ex, claims, reason);
@@ -934,11 +936,11 @@ static void login_finish(struct conn *c)
         conn_respond_error(c, 500, "Internal error.");
         return;
     }
-    snprintf(name, sizeof(name), "%s_%.12s", LOGIN_COOKIE, s->login.state);
+    snprintf(name, sizeof(name), "%s_%.12s", LOGIN_COOKIE, s->login->state);
     session_clear_cookie(clr, sizeof(clr), name);
-    hl = strlen(s->login.ret) + strlen(setc) + strlen(clr) + 64;
+    hl = strlen(s->login->ret) + strlen(setc) + strlen(clr) + 64;
     hdrs = malloc(hl);
-    snprintf(hdrs, hl, "Location: %s\r\nSet-Cookie: %s\r\nSet-Cookie: %s\r\n", s->login.ret, setc,
+    snprintf(hdrs, hl, "Location: %s\r\nSet-Cookie: %s\r\nSet-Cookie: %s\r\n", s->login->ret, setc,
              clr);
     audit_identity(c, "login", "session issued",
                    s->sess.email[0] ? s->sess.email : s->sess.subject);
@@ -990,9 +992,15 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
         return SSO_HANDLED;
     }
     blob[blen] = '\0';
-    s->login_used = 1;
-    if (login_decode(blob, &s->login) == -1 || strlen(s->login.state) != strlen(state) ||
-        CRYPTO_memcmp(s->login.state, state, strlen(state)) != 0) {
+    if (s->login == NULL)
+        s->login = calloc(1, sizeof(*s->login));
+    if (s->login == NULL) {
+        OPENSSL_cleanse(blob, sizeof(blob));
+        conn_respond_error(c, 500, "Internal error.");
+        return SSO_HANDLED;
+    }
+    if (login_decode(blob, s->login) == -1 || strlen(s->login->state) != strlen(state) ||
+        CRYPTO_memcmp(s->login->state, state, strlen(state)) != 0) {
         OPENSSL_cleanse(blob, sizeof(blob));
         login_fail(c, 400, "state mismatch",
                    "This sign-in does not match the one started here. Open the application "
@@ -1000,19 +1008,19 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
         return SSO_HANDLED;
     }
     OPENSSL_cleanse(blob, sizeof(blob));
-    if (CRYPTO_memcmp(s->login.thumbprint, c->peer.thumbprint, 32) != 0) {
+    if (CRYPTO_memcmp(s->login->thumbprint, c->peer.thumbprint, 32) != 0) {
         login_fail(c, 403, "login finished on another device",
                    "This sign-in was started on another device.");
         return SSO_HANDLED;
     }
-    if (now_s() - s->login.created > (int64_t)(cf->login_timeout_ms / 1000)) {
+    if (now_s() - s->login->created > (int64_t)(cf->login_timeout_ms / 1000)) {
         login_fail(c, 400, "login took too long",
                    "This sign-in took too long. Open the application again.");
         return SSO_HANDLED;
     }
     s->provider = -1;
     for (i = 0; i < cf->nproviders; i++)
-        if (strcmp(cf->providers[i].name, s->login.provider) == 0)
+        if (strcmp(cf->providers[i].name, s->login->provider) == 0)
             s->provider = (int)i;
     if (s->provider < 0) {
         login_fail(c, 400, "login for an unknown provider", "This sign-in is no longer valid.");
@@ -1039,7 +1047,7 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
              (int)(host ? host->value_len : 0), host ? host->value : "");
     e_code = httpc_urlencode(code);
     e_ru = httpc_urlencode(redirect_uri);
-    e_ver = httpc_urlencode(s->login.verifier);
+    e_ver = httpc_urlencode(s->login->verifier);
     /* RFC 6749 2.3.1: client_secret_basic credentials are form-encoded first. */
     e_user = httpc_urlencode(cf->providers[s->provider].client_id);
     e_pass = httpc_urlencode(cf->providers[s->provider].client_secret);

@@ -110,6 +110,17 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
                        struct devtrust_verdict *out);
 
 /*
+ * The same evaluation (and the same grace bookkeeping), but out gets only
+ * known, tier, tier_name, score, the stale flags, status and owner:
+ * nfailing and nattrs are 0 and failing[] and attrs[] are not filled. For
+ * a request that needs the tier alone (no rules configured: the tier goes
+ * to the upstream, nothing else is read); it saves copying the failing
+ * checks' remediation texts and the attributes.
+ */
+void devtrust_evaluate_brief(const char *device_id, const char *user, int64_t now,
+                             struct devtrust_verdict *out);
+
+/*
  * A posture report POSTed by the agent over the device's own mTLS
  * connection; device_id is the certificate's. Checks, in this order:
  *   413  len > POSTURE_MAX_BYTES (before any parsing)

@@ -259,9 +259,10 @@ struct jwt_assertion_cache; /* opaque; owned by one thread */
 /*
  * A small cache of signed assertions for one worker thread: an assertion
  * whose claims (everything but iat, exp and jti) and signing key are the
- * same as one signed at most reuse seconds ago is handed out again instead
- * of being signed anew. The reused token is up to reuse seconds older, so
- * it stays valid for at least lifetime - reuse seconds. reuse is clamped
+ * same as one signed less than reuse seconds ago is handed out again instead
+ * of being signed anew, as long as less than half of its lifetime has
+ * passed (jwt_assertion_reusable()): so it stays valid for more than
+ * lifetime / 2 seconds, and never past its exp. reuse is clamped
  * to 0..10 seconds (0: the cache never hits). Free with
  * jwt_assertion_cache_free(). NULL on allocation failure.
  */
@@ -278,5 +279,23 @@ void jwt_assertion_cache_free(struct jwt_assertion_cache *c); /* NULL is fine */
  */
 int jwt_assertion_sign(const struct jwt_signer *s, const struct jwt_assertion *a,
                        struct jwt_assertion_cache *cache, char *out, size_t outlen, size_t *toklen);
+
+/* The same, and *iat gets the token's iat: a->now when it was signed now,
+ * earlier when the cache handed out one signed before (its exp is that
+ * iat + a->lifetime). */
+int jwt_assertion_sign_iat(const struct jwt_signer *s, const struct jwt_assertion *a,
+                           struct jwt_assertion_cache *cache, char *out, size_t outlen,
+                           size_t *toklen, int64_t *iat);
+
+/*
+ * May an assertion signed at iat with this lifetime (seconds) be handed out
+ * again at now, with a reuse window of reuse seconds? Only while
+ * iat <= now < iat + reuse and less than half of the lifetime has passed:
+ * a reused assertion always has more than half of its lifetime left, so its
+ * exp is never in the past (with lifetime 1 that means: the same second).
+ * The worker cache above and the per-connection cache of proxy/sso.c both
+ * use this rule.
+ */
+int jwt_assertion_reusable(int64_t iat, int64_t now, int lifetime, int reuse);
 
 #endif

@@ -188,6 +188,15 @@ enum session_result session_cookie_open(const struct session_keyring *ring, cons
                                         struct session *out, int *reseal);
 
 /*
+ * The time checks session_cookie_open() ends with, for a session opened
+ * earlier (a connection that keeps the session it opened, proxy/sso.c):
+ * SESSION_EXPIRED, SESSION_IDLE_EXPIRED or SESSION_OK at now, and *reseal
+ * (may be NULL) exactly as session_cookie_open() would set it for the same
+ * cookie at now. Pure; any thread.
+ */
+enum session_result session_check_times(const struct session *s, int64_t now, int *reseal);
+
+/*
  * Sealed blobs: opaque bytes (the SSO login state: state, nonce, PKCE
  * verifier, return path) sealed with the same ring as "b1." + base64url(kid
  * | nonce | ciphertext | tag), AAD = kid | "ztproxy-blob-v1" | name. A blob
@@ -280,6 +289,15 @@ void session_revocations_foreach(struct session_revocations *rs, session_revocat
 
 /* Number of live entries (ids + users), for metrics and tests. */
 size_t session_revocations_count(struct session_revocations *rs);
+
+/*
+ * A number that changes (grows) with every change to rs that a check could
+ * see: a revocation added or raised, entries pruned. A reader that saw
+ * generation G, then got SESSION_OK from session_revocations_check() for a
+ * session, may treat that session as still unrevoked while the generation
+ * is still G (read it before the check). Acquire semantics; any thread.
+ */
+uint64_t session_revocations_generation(struct session_revocations *rs);
 
 /* SESSION_REVOKED if s's id is revoked, or its subject (everywhere or at
  * s->provider) or its provider session (s->provider, s->sid) was revoked at

@@ -39,6 +39,26 @@
 
 static const char al_hex[] = "0123456789abcdef";
 
+/* SHA-256 fetched once (EVP_sha256() looks the implementation up again at
+ * every EVP_DigestInit_ex(), which cost more than hashing a line). Falls
+ * back to EVP_sha256() if the fetch fails. Never freed: one per process. */
+static const EVP_MD *al_sha256(void)
+{
+    static _Atomic(EVP_MD *) md;
+    EVP_MD *m = atomic_load(&md), *expect = NULL;
+
+    if (m != NULL)
+        return m;
+    m = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (m == NULL)
+        return EVP_sha256();
+    if (!atomic_compare_exchange_strong(&md, &expect, m)) {
+        EVP_MD_free(m);
+        m = expect;
+    }
+    return m;
+}
+
 static void al_tohex(const unsigned char *h, char *out)
 {
     size_t i;
@@ -98,7 +118,7 @@ static int al_line_digest(EVP_MD_CTX *md, const char *line, size_t len, unsigned
     unsigned int n = 0;
     int ok;
 
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+    if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1)
         return -1;
     if (al_line_split(line, len, p, h) == 0)
         ok = EVP_DigestUpdate(md, line, AL_PREV_LEN) == 1 &&
@@ -146,6 +166,30 @@ static size_t al_utf8_len(const unsigned char *s, size_t n)
     return need + 1;
 }
 
+/* Bit c set: byte c goes into a JSON string as it is (printable ASCII but
+ * '"' (0x22) and '\\' (0x5c)). */
+static const uint64_t al_plain[4] = {0xfffffffb00000000u, 0x7fffffffefffffffu, 0, 0};
+
+/* 1 when none of the 8 bytes at p needs escaping (the same test as
+ * al_plain, eight bytes at a time: no byte below 0x20, none with the high
+ * bit, no 0x7f, '"' or '\\'). */
+static inline int al_plain8(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, q, bs, del;
+
+    memcpy(&x, p, sizeof(x));
+    q = x ^ (one * 0x22);
+    bs = x ^ (one * 0x5c);
+    del = x ^ (one * 0x7f);
+    /* (v - one) & ~v has a high bit set iff some byte of v is zero; with
+     * (one * 0x20) instead of one: iff some byte is below 0x20 (bytes
+     * with the high bit set are caught by x itself). */
+    return ((x | ((x - one * 0x20) & ~x) | ((q - one) & ~q) | ((bs - one) & ~bs) |
+             ((del - one) & ~del)) &
+            high) == 0;
+}
+
 /* s[0..len) as the inside of a JSON string: printable ASCII and valid UTF-8
  * as they are, controls as \u00XX, invalid bytes as U+FFFD. The result never
  * holds a raw newline, which is what keeps one decision on one line. */
@@ -156,12 +200,16 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
     char esc[6];
 
     while (i < len) {
-        unsigned char c = u[i];
+        unsigned char c;
 
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+        /* The common case: a run of printable ASCII that needs nothing. */
+        while (i + 8 <= len && al_plain8(u + i))
+            i += 8;
+        while (i < len && (al_plain[u[i] >> 6] >> (u[i] & 63) & 1))
             i++;
-            continue;
-        }
+        if (i == len)
+            break;
+        c = u[i];
         if (c >= 0x80) {
             n = al_utf8_len(u + i, len - i);
             if (n > 0) {
@@ -207,10 +255,22 @@ static void al_time(struct sbuf *b, int64_t t)
     struct tm tm;
     time_t sec = (time_t)(t / 1000);
     int ms = (int)(t % 1000), y;
+    static __thread time_t last_sec = -1;
+    static __thread char last_text[19]; /* "YYYY-MM-DDTHH:MM:SS" of last_sec */
 
     if (ms < 0) {
         ms += 1000;
         sec--;
+    }
+    if (sec == last_sec) { /* most lines: the same second as the one before */
+        memcpy(ts, last_text, 19);
+        ts[19] = '.';
+        ts[20] = (char)('0' + ms / 100);
+        ts[21] = (char)('0' + ms / 10 % 10);
+        ts[22] = (char)('0' + ms % 10);
+        ts[23] = 'Z';
+        sbuf_add(b, ts, 24);
+        return;
     }
     if (gmtime_r(&sec, &tm) == NULL)
         memset(&tm, 0, sizeof(tm));
@@ -246,6 +306,8 @@ static void al_time(struct sbuf *b, int64_t t)
     ts[22] = (char)('0' + ms % 10);
     ts[23] = 'Z';
     sbuf_add(b, ts, 24);
+    memcpy(last_text, ts, 19);
+    last_sec = sec;
 }
 
 /* Hand a finished line to the caller's buffer: whole, or (out of memory)
@@ -348,14 +410,16 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
             sbuf_add(buf, "\"rule\":\"", 8);
             al_escape(buf, m->rule_id != NULL ? m->rule_id : "",
                       m->rule_id != NULL ? strlen(m->rule_id) : 0);
-            snprintf(tmp, sizeof(tmp),
-                     "\",\"effect\":\"%s\",\"matched\":%s,\"would_decide\":\"%s\"}",
-                     policy_effect_name(m->rule_effect),
-                     m->matched == 2 ? "\"step_up\""
-                     : m->matched    ? "true"
-                                     : "false",
-                     policy_effect_name(m->would_decide));
-            sbuf_str(buf, tmp);
+            sbuf_lit(buf, "\",\"effect\":\"");
+            sbuf_str(buf, policy_effect_name(m->rule_effect));
+            if (m->matched == 2)
+                sbuf_lit(buf, "\",\"matched\":\"step_up\",\"would_decide\":\"");
+            else if (m->matched)
+                sbuf_lit(buf, "\",\"matched\":true,\"would_decide\":\"");
+            else
+                sbuf_lit(buf, "\",\"matched\":false,\"would_decide\":\"");
+            sbuf_str(buf, policy_effect_name(m->would_decide));
+            sbuf_lit(buf, "\"}");
         }
         sbuf_add(buf, "]", 1);
         if (d->monitor_dropped > 0) {
@@ -376,9 +440,14 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         }
         sbuf_add(buf, "]", 1);
     }
-    snprintf(tmp, sizeof(tmp), ",\"eval_us\":%" PRIu64 ".%03" PRIu64 "}\n", e->eval_ns / 1000,
-             e->eval_ns % 1000);
-    sbuf_str(buf, tmp);
+    sbuf_lit(buf, ",\"eval_us\":");
+    sbuf_u64(buf, e->eval_ns / 1000);
+    tmp[0] = '.';
+    tmp[1] = (char)('0' + e->eval_ns % 1000 / 100);
+    tmp[2] = (char)('0' + e->eval_ns % 100 / 10);
+    tmp[3] = (char)('0' + e->eval_ns % 10);
+    sbuf_add(buf, tmp, 4);
+    sbuf_lit(buf, "}\n");
     al_flush(out, buf);
 }
 
@@ -525,7 +594,6 @@ static size_t al_count_lines(struct evbuffer *b)
 static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md, uint64_t *bad)
 {
     char head[AL_HEAD_LEN + 1];
-    char hex[65];
     size_t n = 0;
 
     while (evbuffer_get_length(in) > 0) {
@@ -548,17 +616,20 @@ static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md
             evbuffer_drain(in, len + 1);
             continue;
         }
-        al_tohex(al_prev, hex);
-        snprintf(head, sizeof(head), "%s%s\",", AL_PREV_KEY, hex);
-        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+        /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
+        memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
+        al_tohex(al_prev, head + AL_PREV_KEY_LEN);
+        memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
+        if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1 ||
             EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
             EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1) {
             (*bad)++;
             evbuffer_drain(in, len + 1);
             continue;
         }
-        al_tohex(x, hex);
-        snprintf(head + AL_PREV_LEN, sizeof(head) - AL_PREV_LEN, "%s%s\",", AL_HASH_KEY, hex);
+        memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
+        al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
+        memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
         evbuffer_add(out, head, AL_HEAD_LEN);
         evbuffer_add(out, line + 1, len); /* the members, "}" and the newline */
         memcpy(al_prev, x, sizeof(al_prev));

@@ -1682,12 +1682,15 @@ const struct conf_route *conf_route_match(const struct conf *c, const char *host
 {
     const struct conf_route *best = NULL;
     size_t i;
+    int h0 = host_len > 0 ? tolower((unsigned char)host[0]) : -1;
 
     for (i = 0; i < c->nroutes; i++) {
         const struct conf_route *r = &c->routes[i];
         size_t pl = r->path_prefix_len;
 
-        if (strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
+        /* r->host is lower case: most routes differ in the first byte. */
+        if ((unsigned char)r->host[0] != h0 ||
+            strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
             continue;
         if (pl > 1) {
             /* Whole segments: "/api" matches "/api" and "/api/...", not "/apix". */

@@ -49,6 +49,16 @@ static void html_escape(struct sbuf *b, const char *s)
     }
 }
 
+/* snprintf(dst, size, "%s", src) without the formatting machinery (per
+ * request): truncates, always terminates. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static int wants_json(const struct http_request *req)
 {
     size_t i;
@@ -210,11 +220,15 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
 
     if (has_identity)
         user = email != NULL && email[0] ? email : sub;
-    devtrust_evaluate(c->peer.device_id, user, now, v);
-    snprintf(w->tier_name, sizeof(w->tier_name), "%s", v->tier_name);
     w->groups[0] = '\0';
-    if (!authz_enabled())
+    if (!authz_enabled()) {
+        /* No rules: only the tier is used (X-ZT-Device-Tier, the assertion). */
+        devtrust_evaluate_brief(c->peer.device_id, user, now, v);
+        copy_str(w->tier_name, sizeof(w->tier_name), v->tier_name);
         return DECIDE_ALLOW;
+    }
+    devtrust_evaluate(c->peer.device_id, user, now, v);
+    copy_str(w->tier_name, sizeof(w->tier_name), v->tier_name);
     {
         struct authz_input in;
         struct policy_attr attrs[DEVTRUST_MAX_ATTRS + 1];
@@ -231,7 +245,7 @@ enum decide_verdict decide_request(struct conn *c, const struct http_request *re
     }
     /* The upstream learns only the groups the route's rules name, unless
      * the route opted into all ("forward_groups"). */
-    snprintf(w->groups, sizeof(w->groups), "%s",
+    copy_str(w->groups, sizeof(w->groups),
              c->route->forward_groups_all ? r->groups : r->route_groups);
     switch (r->decision.effect) {
     case POLICY_ALLOW:

@@ -2260,7 +2260,8 @@ void devtrust_thread_release(void)
 
 /* The verdict from a score (devtrust_evaluate() and the admin views). */
 static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory_record *rec,
-                            const struct score_result *res, enum inventory_status ovr, int stale)
+                            const struct score_result *res, enum inventory_status ovr, int stale,
+                            int brief)
 {
     size_t i;
 
@@ -2278,6 +2279,8 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
     if (rec != NULL)
         dt_copy(out->owner, sizeof(out->owner), inventory_record_owner(rec));
     out->nfailing = 0;
+    if (brief)
+        return; /* devtrust_evaluate_brief(): no failing checks, no attributes */
     for (i = 0; i < res->nfailed && out->nfailing < DEVTRUST_MAX_FAILING; i++) {
         const struct score_failure *f = &res->failed[i];
         if (f->in_grace)
@@ -2292,8 +2295,8 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
         dt_attrs_fill(out, rec);
 }
 
-void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
-                       struct devtrust_verdict *out)
+static void dt_evaluate(const char *device_id, const char *user, int64_t now,
+                        struct devtrust_verdict *out, int brief)
 {
     struct inventory *inv = NULL;
     struct score_config *cfg = NULL;
@@ -2355,7 +2358,19 @@ void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
     if (valid && score_grace_update(cfg, &grace, &res, now))
         dt_grace_store(device_id, h, &grace);
 
-    dt_verdict_fill(out, rec, &res, ovr, stale);
+    dt_verdict_fill(out, rec, &res, ovr, stale, brief);
+}
+
+void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
+                       struct devtrust_verdict *out)
+{
+    dt_evaluate(device_id, user, now, out, 0);
+}
+
+void devtrust_evaluate_brief(const char *device_id, const char *user, int64_t now,
+                             struct devtrust_verdict *out)
+{
+    dt_evaluate(device_id, user, now, out, 1);
 }
 
 int devtrust_posture_submit(const char *device_id, const char *body, size_t len, int64_t now,
@@ -2661,7 +2676,7 @@ static void dt_view_eval(const char *id, int64_t now, struct inventory *inv,
     in.user_subject = owner;
     in.grace = &grace;
     score_eval(cfg, &in, &out->res);
-    dt_verdict_fill(&out->v, out->rec, &out->res, out->ovr, stale);
+    dt_verdict_fill(&out->v, out->rec, &out->res, out->ovr, stale, 0);
 }
 
 static void dt_summary_of(const char *id, const struct dt_view *dv, struct devtrust_summary *s)

@@ -1591,16 +1591,24 @@ void jwt_assertion_cache_free(struct jwt_assertion_cache *c)
     free(c);
 }
 
-/* Append one length-prefixed field, so that no two inputs share a key. */
+/* Append one length-prefixed field, so that no two inputs share a key:
+ * '+' (or '-' for NULL), the length in decimal, ':', then the bytes. */
 static int key_put(char *buf, size_t *off, const char *s)
 {
-    size_t len = s == NULL ? 0 : strlen(s);
-    int n;
+    size_t len = s == NULL ? 0 : strlen(s), v = len, n = 0, need;
+    char num[24];
 
-    n = snprintf(buf + *off, CACHE_KEY_MAX - *off, "%c%zu:", s == NULL ? '-' : '+', len);
-    if (n < 0 || (size_t)n >= CACHE_KEY_MAX - *off || len >= CACHE_KEY_MAX - *off - (size_t)n)
+    do {
+        num[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    need = 1 + n + 1 + len;
+    if (need >= CACHE_KEY_MAX - *off)
         return -1;
-    *off += (size_t)n;
+    buf[(*off)++] = s == NULL ? '-' : '+';
+    while (n > 0)
+        buf[(*off)++] = num[--n];
+    buf[(*off)++] = ':';
     memcpy(buf + *off, s == NULL ? "" : s, len);
     *off += len;
     return 0;
@@ -1628,19 +1636,27 @@ static size_t cache_key(struct jwt_assertion_cache *c, const struct jwt_signer *
     return off;
 }
 
-static int cache_lookup(struct jwt_assertion_cache *c, size_t klen, int64_t now, char *out,
-                        size_t outlen, size_t *toklen)
+int jwt_assertion_reusable(int64_t iat, int64_t now, int lifetime, int reuse)
+{
+    /* A clock that went back, an entry older than reuse, or one that has
+     * used up half its lifetime: sign anew. So a reused assertion always
+     * has more than half of its lifetime left, and never an exp in the past. */
+    return now >= iat && now - iat < reuse && (now - iat) * 2 < lifetime;
+}
+
+static int cache_lookup(struct jwt_assertion_cache *c, size_t klen, int64_t now, int lifetime,
+                        char *out, size_t outlen, size_t *toklen, int64_t *iat)
 {
     for (size_t i = 0; i < CACHE_SLOTS; i++) {
         struct cache_slot *sl = &c->slots[i];
 
         if (sl->key == NULL || sl->key_len != klen || memcmp(sl->key, c->scratch, klen) != 0)
             continue;
-        /* A clock that went back, or an entry too old: sign anew. */
-        if (now < sl->iat || now - sl->iat >= c->reuse || sl->token_len >= outlen)
+        if (!jwt_assertion_reusable(sl->iat, now, lifetime, c->reuse) || sl->token_len >= outlen)
             return -1;
         memcpy(out, sl->token, sl->token_len + 1);
         *toklen = sl->token_len;
+        *iat = sl->iat;
         return 0;
     }
     return -1;
@@ -1702,6 +1718,15 @@ static int assertion_valid(const struct jwt_assertion *a)
 int jwt_assertion_sign(const struct jwt_signer *s, const struct jwt_assertion *a,
                        struct jwt_assertion_cache *cache, char *out, size_t outlen, size_t *toklen)
 {
+    int64_t iat;
+
+    return jwt_assertion_sign_iat(s, a, cache, out, outlen, toklen, &iat);
+}
+
+int jwt_assertion_sign_iat(const struct jwt_signer *s, const struct jwt_assertion *a,
+                           struct jwt_assertion_cache *cache, char *out, size_t outlen,
+                           size_t *toklen, int64_t *iat)
+{
     json_t *claims = NULL, *groups = NULL;
     cjose_header_t *hdr = NULL;
     cjose_jws_t *jws = NULL;
@@ -1716,7 +1741,8 @@ int jwt_assertion_sign(const struct jwt_signer *s, const struct jwt_assertion *a
         return -1;
     if (cache != NULL && cache->reuse > 0) {
         klen = cache_key(cache, s, a);
-        if (klen > 0 && cache_lookup(cache, klen, a->now, out, outlen, toklen) == 0)
+        if (klen > 0 &&
+            cache_lookup(cache, klen, a->now, a->lifetime, out, outlen, toklen, iat) == 0)
             return 0;
     }
 
@@ -1761,6 +1787,7 @@ int jwt_assertion_sign(const struct jwt_signer *s, const struct jwt_assertion *a
         goto out;
     memcpy(out, ser, len + 1);
     *toklen = len;
+    *iat = a->now;
     if (klen > 0)
         cache_store(cache, klen, a->now, out, len);
     rc = 0;

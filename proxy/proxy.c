@@ -543,6 +543,7 @@ void conn_free(struct conn *c)
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     conn_reset_request(c);
+    sso_conn_free(c);
     proxy_gen_unref(c->gen);
     OPENSSL_cleanse(&c->peer, sizeof(c->peer));
     free(c);

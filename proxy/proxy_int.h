@@ -104,7 +104,7 @@ struct conn {
     uint64_t resp_bytes;
     struct timespec t_start;
 
-    struct sso_req *sso; /* identity state of the current request, or NULL */
+    struct sso_req *sso; /* identity state (the request's, and kept per connection), or NULL */
     size_t pending_head; /* bytes of a parsed head still in the input buffer */
     char ws_xff[256];    /* X-Forwarded-For of an upgraded websocket, for re-checks */
     struct pp_wait *pp;  /* reading the PROXY protocol header (bev still NULL), or NULL */
@@ -238,8 +238,12 @@ void decide_upstream_headers(struct conn *c, struct sbuf *out);
 /* A /.zt/ endpoint reading a small body: feed it / is it waiting? */
 int sso_local_body(struct conn *c);
 int sso_waiting_body(const struct conn *c);
-/* Release the request's identity state (cancels anything in flight). */
+/* End the request's identity state (cancels anything in flight). What the
+ * connection keeps across its requests (the opened session, the identity
+ * headers) stays until sso_conn_free(). */
 void sso_req_free(struct conn *c);
+/* Free all identity state of the connection (conn_free()). */
+void sso_conn_free(struct conn *c);
 /* Per generation: load the key ring and the assertion signer. */
 int sso_gen_init(struct proxy_gen *g, char *err, size_t errlen);
 void sso_gen_free(struct proxy_gen *g);

@@ -1066,14 +1066,21 @@ enum session_result session_cookie_open(const struct session_keyring *ring, cons
      * when it has expired. */
     if (CRYPTO_memcmp(out->thumbprint, thumb, SESSION_THUMBPRINT_LEN) != 0)
         return SESSION_WRONG_DEVICE;
-    if (now >= out->expires_at)
+    return session_check_times(out, now, reseal);
+}
+
+enum session_result session_check_times(const struct session *s, int64_t now, int *reseal)
+{
+    if (reseal != NULL)
+        *reseal = 0;
+    if (now >= s->expires_at)
         return SESSION_EXPIRED;
-    if (now >= out->idle_expires_at)
+    if (now >= s->idle_expires_at)
         return SESSION_IDLE_EXPIRED;
     /* Rolling idle expiry: re-seal once more than half the idle window has
      * passed, and only if that can still extend the session. */
-    if (reseal != NULL && (now - out->seen_at) * 2 > out->idle_expires_at - out->seen_at &&
-        out->idle_expires_at < out->expires_at)
+    if (reseal != NULL && (now - s->seen_at) * 2 > s->idle_expires_at - s->seen_at &&
+        s->idle_expires_at < s->expires_at)
         *reseal = 1;
     return SESSION_OK;
 }
@@ -1192,6 +1199,9 @@ struct session_revocations {
     pthread_rwlock_t lock;
     pthread_mutex_t wlock; /* serialises writers */
     atomic_size_t count;
+    /* Bumped by every change a reader could see (rev_wunlock()): lets a
+     * connection that checked a session skip the check until it moves. */
+    atomic_uint_fast64_t gen;
     struct rev_ids ids;
     struct rev_users users;
     size_t nscoped; /* scoped keys ever added (a hint to skip two lookups) */
@@ -1346,6 +1356,13 @@ static void users_free_dropped(struct rev_users *old, int64_t cutoff)
     free(old->slots);
 }
 
+/* End a write section: the generation moves before readers may look. */
+static void rev_wunlock(struct session_revocations *rs)
+{
+    atomic_fetch_add_explicit(&rs->gen, 1, memory_order_release);
+    pthread_rwlock_unlock(&rs->lock);
+}
+
 static void publish_count(struct session_revocations *rs)
 {
     atomic_store_explicit(&rs->count, rs->ids.n + rs->users.n, memory_order_release);
@@ -1361,7 +1378,7 @@ static int rev_add_id(struct session_revocations *rs, const uint8_t *id, int64_t
         if (at > e->at) {
             pthread_rwlock_wrlock(&rs->lock);
             e->at = at;
-            pthread_rwlock_unlock(&rs->lock);
+            rev_wunlock(rs);
         }
         return 0;
     }
@@ -1375,14 +1392,14 @@ static int rev_add_id(struct session_revocations *rs, const uint8_t *id, int64_t
         old = rs->ids;
         rs->ids = grown;
         publish_count(rs);
-        pthread_rwlock_unlock(&rs->lock);
+        rev_wunlock(rs);
         free(old.slots);
         return 0;
     }
     pthread_rwlock_wrlock(&rs->lock);
     ids_put(rs, &rs->ids, id, at);
     publish_count(rs);
-    pthread_rwlock_unlock(&rs->lock);
+    rev_wunlock(rs);
     return 0;
 }
 
@@ -1397,7 +1414,7 @@ static int rev_add_user(struct session_revocations *rs, const char *subject, int
         if (at > e->at) {
             pthread_rwlock_wrlock(&rs->lock);
             e->at = at;
-            pthread_rwlock_unlock(&rs->lock);
+            rev_wunlock(rs);
         }
         return 0;
     }
@@ -1418,7 +1435,7 @@ static int rev_add_user(struct session_revocations *rs, const char *subject, int
         if (subject[0] == REV_SID || subject[0] == REV_PUSER)
             rs->nscoped++;
         publish_count(rs);
-        pthread_rwlock_unlock(&rs->lock);
+        rev_wunlock(rs);
         free(old.slots); /* subjects moved */
         return 0;
     }
@@ -1427,7 +1444,7 @@ static int rev_add_user(struct session_revocations *rs, const char *subject, int
     if (subject[0] == REV_SID || subject[0] == REV_PUSER)
         rs->nscoped++;
     publish_count(rs);
-    pthread_rwlock_unlock(&rs->lock);
+    rev_wunlock(rs);
     return 0;
 }
 
@@ -1487,6 +1504,11 @@ enum session_result session_revocations_check(struct session_revocations *rs,
     }
     pthread_rwlock_unlock(&rs->lock);
     return res;
+}
+
+uint64_t session_revocations_generation(struct session_revocations *rs)
+{
+    return atomic_load_explicit(&rs->gen, memory_order_acquire);
 }
 
 size_t session_revocations_count(struct session_revocations *rs)
@@ -1870,7 +1892,7 @@ static int rev_prune(struct session_revocations *rs, int64_t now)
     rs->ids = ids;
     rs->users = users;
     publish_count(rs);
-    pthread_rwlock_unlock(&rs->lock);
+    rev_wunlock(rs);
     free(oldids.slots);
     users_free_dropped(&oldusers, cutoff);
     return 0;
@@ -1910,6 +1932,7 @@ int session_revocations_open(const char *dir, int64_t max_lifetime, int64_t now,
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&rs->wlock, NULL);
     atomic_init(&rs->count, 0);
+    atomic_init(&rs->gen, 1);
     if (RAND_bytes((unsigned char *)&rs->seed, sizeof(rs->seed)) != 1) {
         log_ssl_errors("session: RAND_bytes");
         set_err(err, errlen, "%s: no random bytes", dir);

@@ -21,6 +21,7 @@
  * (which fsync) go through the state thread.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -84,19 +85,74 @@ struct sso_login {
 
 struct sso_job;
 
-struct sso_req {
+/*
+ * What a connection keeps across its requests (keep-alive): the session it
+ * opened from a cookie, and the identity headers built for it. A hit skips
+ * the AES-GCM open, the decoding and the signature; it never skips a check:
+ *
+ *   - the cookie must be the very same bytes (a different or changed cookie
+ *     is opened from scratch); the connection's certificate cannot change,
+ *     and the session's thumbprint is compared with it again anyway;
+ *   - expiry and idle expiry are checked at every request
+ *     (session_check_times(): the same test session_cookie_open() ends with);
+ *   - revocation: the session was checked at revocation generation rev_gen;
+ *     any revocation anywhere moves the generation, and the next request
+ *     opens and checks the cookie again (session_revocations_generation());
+ *   - the header block is keyed by the session (serial), the route, the
+ *     device tier and the groups decided for this very request (both come
+ *     from the live inventory and directory: a change shows at once), and
+ *     its assertion is reused only under jwt_assertion_reusable().
+ *
+ * The cookie is compared with memcmp, not CRYPTO_memcmp: both values came
+ * from the peer of this one TLS connection, so the time it takes reveals
+ * nothing that peer did not send itself.
+ */
+struct sso_cache {
+    char cname[96]; /* "__Host-" + the session cookie name ("" until first use) */
+    int have;       /* sess was opened from cookie[0..cookie_len) */
+    char *cookie;
+    size_t cookie_len, cookie_cap;
     struct session sess;
-    int have;        /* sess holds the identity of this request */
-    int from_bearer; /* identity from a bearer token (no cookie) */
+    uint64_t rev_gen; /* revocation generation read before sess was checked */
+    uint64_t serial;  /* bumped whenever sess is replaced */
+    /* X-ZT-User, X-ZT-Email, X-ZT-Assertion for the session of serial */
+    int hdr_have;
+    uint64_t hdr_serial;
+    const struct conf_route *hdr_route;
+    int64_t hdr_iat; /* of the assertion inside */
+    char *hkey;      /* tier "\n" groups */
+    size_t hkey_len, hkey_cap;
+    char *hdr;
+    size_t hdr_len, hdr_cap;
+    /* The Set-Cookie value of the re-sealed session of serial reseal_serial,
+     * sealed in second reseal_at: a client that keeps sending the old
+     * cookie (a script, a load generator) gets it again within that second
+     * instead of a new seal per request (the times inside would be the
+     * same; only the nonce would differ). */
+    char *reseal;
+    size_t reseal_len, reseal_cap;
+    int64_t reseal_at;
+    uint64_t reseal_serial;
+};
+
+/* Seconds an assertion may be handed out again (the worker cache's too). */
+#define ASSERTION_REUSE 5
+
+struct sso_req {
+    struct sso_cache cache; /* per connection: freed by sso_conn_free() */
+    /* Per request from here on: sso_req_free() wipes what was used. */
+    struct session sess;
+    struct sso_login *login; /* a login callback only (its own allocation) */
+    int have;                /* sess holds the identity of this request */
+    int reseal_cached;       /* send cache.reseal as the Set-Cookie of this request */
+    int from_bearer;         /* identity from a bearer token (no cookie) */
     /* The large buffers are allocated only by the requests that need them
-     * (a re-sealed cookie, a login callback, a bearer token): this struct is
-     * allocated and wiped for every request that carries an identity. */
+     * (a re-sealed cookie, a login callback, a bearer token). */
     char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
     int nset;
     enum sso_wait wait;
     struct httpc_req *hreq;
     struct sso_job *job;
-    struct sso_login login;
     char *id_token; /* NUL-terminated, id_token_len bytes */
     size_t id_token_len;
     char *bearer; /* NUL-terminated, bearer_len bytes */
@@ -260,13 +316,11 @@ static struct sso_req *sso_req_get(struct conn *c)
     return c->sso;
 }
 
-void sso_req_free(struct conn *c)
+/* Release what the request holds and reset its part of s. */
+static void sso_req_end(struct sso_req *s)
 {
-    struct sso_req *s = c->sso;
     int i;
 
-    if (s == NULL)
-        return;
     httpc_cancel(s->hreq);
     if (s->timer != NULL)
         event_free(s->timer);
@@ -287,9 +341,79 @@ void sso_req_free(struct conn *c)
             OPENSSL_cleanse(s->set_cookie[i], strlen(s->set_cookie[i]));
             free(s->set_cookie[i]);
         }
+    if (s->login != NULL) {
+        OPENSSL_cleanse(s->login, sizeof(*s->login));
+        free(s->login);
+        s->login = NULL;
+    }
+    /* s->sess is not wiped here: it holds no secret (the cookie does), and
+     * the connection keeps the same session in cache.sess anyway. */
+    memset(&s->have, 0, sizeof(*s) - offsetof(struct sso_req, have));
+    s->provider = -1;
+}
+
+void sso_req_free(struct conn *c)
+{
+    if (c->sso != NULL)
+        sso_req_end(c->sso);
+}
+
+static void cache_drop_headers(struct sso_cache *sc)
+{
+    sc->hdr_have = 0;
+    if (sc->hdr != NULL)
+        OPENSSL_cleanse(sc->hdr, sc->hdr_len);
+    sc->hdr_len = 0;
+}
+
+static void cache_drop(struct sso_cache *sc)
+{
+    cache_drop_headers(sc);
+    if (sc->reseal != NULL)
+        OPENSSL_cleanse(sc->reseal, sc->reseal_len);
+    sc->reseal_len = 0;
+    if (sc->have)
+        OPENSSL_cleanse(&sc->sess, sizeof(sc->sess));
+    if (sc->cookie != NULL)
+        OPENSSL_cleanse(sc->cookie, sc->cookie_len);
+    sc->cookie_len = 0;
+    sc->have = 0;
+}
+
+void sso_conn_free(struct conn *c)
+{
+    struct sso_req *s = c->sso;
+
+    if (s == NULL)
+        return;
+    sso_req_end(s);
+    cache_drop(&s->cache);
+    free(s->cache.cookie);
+    free(s->cache.hkey);
+    free(s->cache.hdr);
+    free(s->cache.reseal);
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
     c->sso = NULL;
+}
+
+/* Make *buf hold at least need bytes (contents kept). 0 or -1. */
+static int cache_room(char **buf, size_t *cap, size_t need)
+{
+    char *nb;
+
+    if (need <= *cap)
+        return 0;
+    nb = malloc(need);
+    if (nb == NULL)
+        return -1;
+    if (*buf != NULL) {
+        OPENSSL_cleanse(*buf, *cap);
+        free(*buf);
+    }
+    *buf = nb;
+    *cap = need;
+    return 0;
 }
 
 static void b64url(const unsigned char *in, size_t n, char *out, size_t outlen)
@@ -402,15 +526,14 @@ static const struct http_header *find_header(const struct http_request *req, con
 
 int sso_cookie_is_ours(const struct conf *cf, const char *name, size_t len)
 {
-    char full[128];
-    int n;
-
-    if (cf->nproviders == 0)
+    if (cf->nproviders == 0 || len < 7 || memcmp(name, "__Host-", 7) != 0)
         return 0;
     if (len >= 7 + sizeof(LOGIN_COOKIE) - 1 && memcmp(name, "__Host-" LOGIN_COOKIE, 15) == 0)
         return 1;
-    n = snprintf(full, sizeof(full), "__Host-%s", cf->session_cookie_name);
-    return (size_t)n == len && memcmp(full, name, len) == 0;
+    /* "__Host-" + the session cookie name, compared without building it
+     * (once per cookie of every forwarded request). */
+    return strlen(cf->session_cookie_name) == len - 7 &&
+           memcmp(cf->session_cookie_name, name + 7, len - 7) == 0;
 }
 
 static int is_mfa(const struct conf_provider *pv, const struct session *s)
@@ -629,7 +752,7 @@ static enum jwt_result verify_id_token(struct conn *c, struct jwt_claims *claims
     ex.audiences = aud;
     ex.naudiences = 1;
     ex.azp = pv->client_id;
-    ex.nonce = s->login.nonce;
+    ex.nonce = s->login->nonce;
     ex.now = now_s();
     ex.skew = (int64_t)(pv->clock_skew_ms / 1000);
     rc = jwt_verify(s->id_token, s->id_token_len, keys, &ex, claims, reason);
@@ -841,11 +964,11 @@ static void login_finish(struct conn *c)
         conn_respond_error(c, 500, "Internal error.");
         return;
     }
-    snprintf(name, sizeof(name), "%s_%.12s", LOGIN_COOKIE, s->login.state);
+    snprintf(name, sizeof(name), "%s_%.12s", LOGIN_COOKIE, s->login->state);
     session_clear_cookie(clr, sizeof(clr), name);
-    hl = strlen(s->login.ret) + strlen(setc) + strlen(clr) + 64;
+    hl = strlen(s->login->ret) + strlen(setc) + strlen(clr) + 64;
     hdrs = malloc(hl);
-    snprintf(hdrs, hl, "Location: %s\r\nSet-Cookie: %s\r\nSet-Cookie: %s\r\n", s->login.ret, setc,
+    snprintf(hdrs, hl, "Location: %s\r\nSet-Cookie: %s\r\nSet-Cookie: %s\r\n", s->login->ret, setc,
              clr);
     audit_identity(c, "login", "session issued",
                    s->sess.email[0] ? s->sess.email : s->sess.subject);
@@ -897,8 +1020,15 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
         return SSO_HANDLED;
     }
     blob[blen] = '\0';
-    if (login_decode(blob, &s->login) == -1 || strlen(s->login.state) != strlen(state) ||
-        CRYPTO_memcmp(s->login.state, state, strlen(state)) != 0) {
+    if (s->login == NULL)
+        s->login = calloc(1, sizeof(*s->login));
+    if (s->login == NULL) {
+        OPENSSL_cleanse(blob, sizeof(blob));
+        conn_respond_error(c, 500, "Internal error.");
+        return SSO_HANDLED;
+    }
+    if (login_decode(blob, s->login) == -1 || strlen(s->login->state) != strlen(state) ||
+        CRYPTO_memcmp(s->login->state, state, strlen(state)) != 0) {
         OPENSSL_cleanse(blob, sizeof(blob));
         login_fail(c, 400, "state mismatch",
                    "This sign-in does not match the one started here. Open the application "
@@ -906,19 +1036,19 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
         return SSO_HANDLED;
     }
     OPENSSL_cleanse(blob, sizeof(blob));
-    if (CRYPTO_memcmp(s->login.thumbprint, c->peer.thumbprint, 32) != 0) {
+    if (CRYPTO_memcmp(s->login->thumbprint, c->peer.thumbprint, 32) != 0) {
         login_fail(c, 403, "login finished on another device",
                    "This sign-in was started on another device.");
         return SSO_HANDLED;
     }
-    if (now_s() - s->login.created > (int64_t)(cf->login_timeout_ms / 1000)) {
+    if (now_s() - s->login->created > (int64_t)(cf->login_timeout_ms / 1000)) {
         login_fail(c, 400, "login took too long",
                    "This sign-in took too long. Open the application again.");
         return SSO_HANDLED;
     }
     s->provider = -1;
     for (i = 0; i < cf->nproviders; i++)
-        if (strcmp(cf->providers[i].name, s->login.provider) == 0)
+        if (strcmp(cf->providers[i].name, s->login->provider) == 0)
             s->provider = (int)i;
     if (s->provider < 0) {
         login_fail(c, 400, "login for an unknown provider", "This sign-in is no longer valid.");
@@ -945,7 +1075,7 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
              (int)(host ? host->value_len : 0), host ? host->value : "");
     e_code = httpc_urlencode(code);
     e_ru = httpc_urlencode(redirect_uri);
-    e_ver = httpc_urlencode(s->login.verifier);
+    e_ver = httpc_urlencode(s->login->verifier);
     /* RFC 6749 2.3.1: client_secret_basic credentials are form-encoded first. */
     e_user = httpc_urlencode(cf->providers[s->provider].client_id);
     e_pass = httpc_urlencode(cf->providers[s->provider].client_secret);
@@ -996,16 +1126,32 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
 {
     const struct conf *cf = c->gen->conf;
     struct sso_req *s = c->sso;
-    char name[96];
+    struct sso_cache *sc = &s->cache;
     const char *v;
     size_t vlen;
     int reseal = 0;
+    int64_t now = now_s();
+    uint64_t rev_gen = 0;
     enum session_result r;
 
-    snprintf(name, sizeof(name), "__Host-%s", cf->session_cookie_name);
-    if (find_cookie(req, name, &v, &vlen) == -1)
+    if (sc->cname[0] == '\0')
+        snprintf(sc->cname, sizeof(sc->cname), "__Host-%s", cf->session_cookie_name);
+    if (find_cookie(req, sc->cname, &v, &vlen) == -1)
         return 0;
-    r = session_cookie_open(c->gen->keyring, cf->session_cookie_name, v, vlen, now_s(),
+    if (proxy_revocations != NULL)
+        rev_gen = session_revocations_generation(proxy_revocations);
+    /* The session this connection opened from the same bytes: only the
+     * checks that depend on time, and none if nothing was revoked since. */
+    if (sc->have && sc->cookie_len == vlen && memcmp(sc->cookie, v, vlen) == 0 &&
+        sc->rev_gen == rev_gen &&
+        CRYPTO_memcmp(sc->sess.thumbprint, c->peer.thumbprint, SESSION_THUMBPRINT_LEN) == 0 &&
+        session_check_times(&sc->sess, now, &reseal) == SESSION_OK) {
+        memcpy(&s->sess, &sc->sess, sizeof(s->sess));
+        goto opened;
+    }
+    if (sc->have)
+        cache_drop(sc); /* opened from scratch below, with every check and audit line */
+    r = session_cookie_open(c->gen->keyring, cf->session_cookie_name, v, vlen, now,
                             c->peer.thumbprint, &s->sess, &reseal);
     if (r == SESSION_OK && proxy_revocations != NULL)
         r = session_revocations_check(proxy_revocations, &s->sess);
@@ -1023,19 +1169,43 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
         memset(&s->sess, 0, sizeof(s->sess));
         return 0;
     }
+    if (cache_room(&sc->cookie, &sc->cookie_cap, vlen) == 0) {
+        memcpy(sc->cookie, v, vlen);
+        sc->cookie_len = vlen;
+        memcpy(&sc->sess, &s->sess, sizeof(sc->sess));
+        sc->rev_gen = rev_gen;
+        sc->serial++;
+        sc->have = 1;
+    }
+opened:
     if (strcmp(s->sess.provider, cf->providers[pidx].name) != 0)
         return 0; /* signed in with another provider: this route wants its own */
     if (reseal) {
         char sealed[SESSION_COOKIE_MAX];
-        session_touch(&s->sess, now_s(), (int64_t)(cf->session_idle_ms / 1000));
-        if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
-                                sizeof(sealed), NULL) == 0 &&
-            s->nset < 2 &&
-            (s->set_cookie[s->nset] != NULL ||
-             (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
-            session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
-                               cf->session_cookie_name, sealed, s->sess.expires_at - now_s()) == 0)
+        session_touch(&s->sess, now, (int64_t)(cf->session_idle_ms / 1000));
+        /* sc->have: s->sess is sc->sess (a hit, or just stored). */
+        if (sc->have && sc->reseal_len > 0 && sc->reseal_serial == sc->serial &&
+            sc->reseal_at == now) {
+            s->reseal_cached = 1;
+        } else if (session_cookie_seal(c->gen->keyring, cf->session_cookie_name, &s->sess, sealed,
+                                       sizeof(sealed), NULL) == 0 &&
+                   s->nset < 2 &&
+                   (s->set_cookie[s->nset] != NULL ||
+                    (s->set_cookie[s->nset] = calloc(1, SESSION_SET_COOKIE_MAX)) != NULL) &&
+                   session_set_cookie(s->set_cookie[s->nset], SESSION_SET_COOKIE_MAX,
+                                      cf->session_cookie_name, sealed,
+                                      s->sess.expires_at - now) == 0) {
+            size_t n = strlen(s->set_cookie[s->nset]);
+
+            if (sc->have && cache_room(&sc->reseal, &sc->reseal_cap, n + 1) == 0) {
+                memcpy(sc->reseal, s->set_cookie[s->nset], n + 1);
+                sc->reseal_len = n;
+                sc->reseal_at = now;
+                sc->reseal_serial = sc->serial;
+            }
             s->nset++;
+        }
+        OPENSSL_cleanse(sealed, sizeof(sealed));
     }
     s->have = 1;
     return 1;
@@ -1233,16 +1403,42 @@ have:
     return SSO_CONTINUE;
 }
 
+/* tier "\n" groups, for the header cache key. */
+static int hkey_same(const struct sso_cache *sc, const char *tier, size_t tl, const char *groups,
+                     size_t gl)
+{
+    return sc->hkey_len == tl + 1 + gl && memcmp(sc->hkey, tier, tl) == 0 && sc->hkey[tl] == '\n' &&
+           memcmp(sc->hkey + tl + 1, groups, gl) == 0;
+}
+
 void sso_upstream_headers(struct conn *c, struct sbuf *out)
 {
     const struct conf *cf = c->gen->conf;
     struct sso_req *s = c->sso;
+    struct sso_cache *sc;
     char tok[JWT_ASSERTION_MAX];
     struct jwt_assertion a;
-    size_t toklen = 0;
+    size_t toklen = 0, start, tl, gl;
+    const char *tier;
+    int64_t now, iat = 0;
+    int lifetime = (int)(cf->assertion_lifetime_ms / 1000), cacheable;
 
     if (s == NULL || !s->have)
         return;
+    sc = &s->cache;
+    tier = c->w->tier_name[0] ? c->w->tier_name : "untrusted";
+    tl = strlen(tier);
+    gl = strlen(c->w->groups);
+    now = now_s();
+    /* Only a cookie session is kept (s->sess is then sc->sess's copy). */
+    cacheable = !s->from_bearer && sc->have && c->gen->signer != NULL;
+    if (cacheable && sc->hdr_have && sc->hdr_serial == sc->serial && sc->hdr_route == c->route &&
+        hkey_same(sc, tier, tl, c->w->groups, gl) &&
+        jwt_assertion_reusable(sc->hdr_iat, now, lifetime, ASSERTION_REUSE)) {
+        sbuf_add(out, sc->hdr, sc->hdr_len);
+        return;
+    }
+    start = out->len;
     sbuf_lit(out, "X-ZT-User: ");
     sbuf_str(out, c->route->user_header == CONF_USER_EMAIL && s->sess.email[0] ? s->sess.email
                                                                                : s->sess.subject);
@@ -1260,10 +1456,10 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     a.sub = s->sess.subject;
     a.email = s->sess.email[0] ? s->sess.email : NULL;
     a.device = c->peer.device_id;
-    a.device_tier = c->w->tier_name[0] ? c->w->tier_name : "untrusted";
+    a.device_tier = tier;
     {
         /* The live groups (X-ZT-Groups), split for the JSON array. */
-        static __thread const char *gl[64];
+        static __thread const char *glist[64];
         static __thread char gbuf[sizeof(c->w->groups)];
         char *p = gbuf;
         size_t n = 0;
@@ -1271,24 +1467,41 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
         snprintf(gbuf, sizeof(gbuf), "%s", c->w->groups);
         while (*p != '\0' && n < 64) {
             char *comma = strchr(p, ',');
-            gl[n++] = p;
+            glist[n++] = p;
             if (comma == NULL)
                 break;
             *comma = '\0';
             p = comma + 1;
         }
-        a.groups = gl;
+        a.groups = glist;
         a.ngroups = n;
     }
-    a.now = now_s();
-    a.lifetime = (int)(cf->assertion_lifetime_ms / 1000);
-    if (jwt_assertion_sign(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen) == 0) {
-        sbuf_lit(out, "X-ZT-Assertion: ");
-        sbuf_add(out, tok, toklen);
-        sbuf_lit(out, "\r\n");
-    } else {
+    a.now = now;
+    a.lifetime = lifetime;
+    if (jwt_assertion_sign_iat(c->gen->signer, &a, c->w->assertions, tok, sizeof(tok), &toklen,
+                               &iat) != 0) {
         log_warnx("sso: cannot sign the assertion for request %s", c->reqid);
+        return;
     }
+    sbuf_lit(out, "X-ZT-Assertion: ");
+    sbuf_add(out, tok, toklen);
+    sbuf_lit(out, "\r\n");
+    if (!cacheable || out->failed)
+        return;
+    cache_drop_headers(sc);
+    if (cache_room(&sc->hdr, &sc->hdr_cap, out->len - start) == -1 ||
+        cache_room(&sc->hkey, &sc->hkey_cap, tl + 1 + gl) == -1)
+        return;
+    memcpy(sc->hdr, out->p + start, out->len - start);
+    sc->hdr_len = out->len - start;
+    memcpy(sc->hkey, tier, tl);
+    sc->hkey[tl] = '\n';
+    memcpy(sc->hkey + tl + 1, c->w->groups, gl);
+    sc->hkey_len = tl + 1 + gl;
+    sc->hdr_serial = sc->serial;
+    sc->hdr_route = c->route;
+    sc->hdr_iat = iat;
+    sc->hdr_have = 1;
 }
 
 void sso_response_headers(struct conn *c, struct sbuf *out)
@@ -1298,6 +1511,11 @@ void sso_response_headers(struct conn *c, struct sbuf *out)
 
     if (s == NULL)
         return;
+    if (s->reseal_cached) {
+        sbuf_lit(out, "Set-Cookie: ");
+        sbuf_add(out, s->cache.reseal, s->cache.reseal_len);
+        sbuf_lit(out, "\r\n");
+    }
     for (i = 0; i < s->nset; i++) {
         sbuf_lit(out, "Set-Cookie: ");
         sbuf_str(out, s->set_cookie[i]);

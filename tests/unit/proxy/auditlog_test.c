@@ -382,6 +382,49 @@ static void test_verify_buf_and_errors(void **state)
     assert_non_null(strstr(err, "cannot open"));
 }
 
+/* Every byte value at every position of a string (the escaper looks at
+ * eight bytes at a time): the line is valid JSON and the value comes back
+ * as written, or with U+FFFD for a byte that is not UTF-8. */
+static void test_escaping_every_byte(void **state)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct auditlog_entry e;
+    char user[24], want[32], line[4096];
+    json_t *o;
+    json_error_t jerr;
+
+    (void)state;
+    for (int c = 1; c < 256; c++) {
+        for (size_t pos = 0; pos < 20; pos++) {
+            size_t n;
+
+            memset(user, 'a' + (int)(pos % 26), 20);
+            user[pos] = (char)c;
+            user[20] = '\0';
+            memset(&e, 0, sizeof(e));
+            e.user = user;
+            e.score = -1;
+            auditlog_append(b, &e);
+            n = evbuffer_get_length(b);
+            assert_true(n < sizeof(line));
+            evbuffer_remove(b, line, n);
+            line[n] = '\0';
+            assert_null(memchr(line, '\n', n - 1));
+            o = json_loads(line, 0, &jerr);
+            if (o == NULL)
+                fail_msg("byte 0x%02x at %zu: %s: %s", c, pos, jerr.text, line);
+            memcpy(want, user, 21);
+            if (c >= 0x80) { /* a lone byte >= 0x80 is never valid UTF-8 */
+                memcpy(want + pos, "\xef\xbf\xbd", 3);
+                memcpy(want + pos + 3, user + pos + 1, 20 - pos);
+            }
+            assert_string_equal(json_string_value(json_object_get(o, "user")), want);
+            json_decref(o);
+        }
+    }
+    evbuffer_free(b);
+}
+
 /* Strings are escaped: one decision stays one line of valid JSON. */
 static void test_escaping(void **state)
 {
@@ -525,6 +568,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unterminated_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_buf_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escaping_every_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_event, setup, teardown),
     };

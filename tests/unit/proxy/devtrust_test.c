@@ -343,6 +343,24 @@ static void test_file_feed(void **state)
     assert_string_equal(v.failing[0].id, "fresh_posture");
     assert_int_equal(v.failing[0].hard, 1);
     assert_true(strlen(v.failing[0].remediation) > 0);
+    /* brief: the same verdict but the failing checks and the attributes */
+    {
+        struct devtrust_verdict b;
+
+        memset(&b, 0x5a, sizeof(b));
+        devtrust_evaluate_brief("dev-1", "alice@corp.example", now(), &b);
+        assert_int_equal(b.known, v.known);
+        assert_int_equal(b.tier, v.tier);
+        assert_string_equal(b.tier_name, v.tier_name);
+        assert_int_equal(b.score, v.score);
+        assert_int_equal(b.inventory_stale, v.inventory_stale);
+        assert_int_equal(b.posture_stale, v.posture_stale);
+        assert_string_equal(b.status, v.status);
+        assert_string_equal(b.owner, v.owner);
+        assert_int_equal(b.nfailing, 0);
+        assert_int_equal(b.nattrs, 0);
+        assert_true(v.nfailing > 0 && v.nattrs > 0);
+    }
     assert_true(has_failing(&v, "disk"));
     assert_false(has_failing(&v, "managed"));
     assert_string_equal(attr(&v, "platform"), "linux");

@@ -1510,6 +1510,58 @@ static void test_assertion_cache(void **state)
     tmpdir_free(dir);
 }
 
+/* A cached assertion is never handed out past half its lifetime, so never
+ * with an exp in the past, even when the lifetime is shorter than the reuse
+ * window. */
+static void test_assertion_cache_short_lifetime(void **state)
+{
+    static const char *const g1[] = {"staff"};
+    struct jwt_assertion a = assertion_default(g1, 1);
+    struct jwt_signer *s = NULL;
+    struct jwt_assertion_cache *cache = jwt_assertion_cache_new(5);
+    char *dir = tmpdir_new(), err[256], t1[JWT_ASSERTION_MAX], t2[JWT_ASSERTION_MAX];
+    size_t n1, n2;
+    int64_t iat = 0;
+    struct jwt_claims c;
+
+    (void)state;
+    assert_non_null(cache);
+    assert_int_equal(jwt_signer_load(dir, JWT_SIGNER_CREATE, &s, err, sizeof(err)), 0);
+    a.lifetime = 3;
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t1, sizeof(t1), &n1, &iat), 0);
+    assert_int_equal(iat, NOW);
+    a.now = NOW + 1; /* 1 * 2 < 3: reused, exp NOW + 3 still ahead */
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t2, sizeof(t2), &n2, &iat), 0);
+    assert_string_equal(t1, t2);
+    assert_int_equal(iat, NOW);
+    assert_int_equal(verify_assertion(s, t2, NOW + 1, &c), JWT_OK);
+    assert_true(c.exp > NOW + 1);
+    a.now = NOW + 2; /* half the lifetime gone: a new one */
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t2, sizeof(t2), &n2, &iat), 0);
+    assert_string_not_equal(t1, t2);
+    assert_int_equal(iat, NOW + 2);
+    /* lifetime 1: only within the same second */
+    a.lifetime = 1;
+    a.now = NOW + 10;
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t1, sizeof(t1), &n1, &iat), 0);
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t2, sizeof(t2), &n2, &iat), 0);
+    assert_string_equal(t1, t2);
+    a.now = NOW + 11;
+    assert_int_equal(jwt_assertion_sign_iat(s, &a, cache, t2, sizeof(t2), &n2, &iat), 0);
+    assert_string_not_equal(t1, t2);
+    /* the rule itself */
+    assert_true(jwt_assertion_reusable(NOW, NOW, 60, 5));
+    assert_true(jwt_assertion_reusable(NOW, NOW + 4, 60, 5));
+    assert_false(jwt_assertion_reusable(NOW, NOW + 5, 60, 5));
+    assert_false(jwt_assertion_reusable(NOW, NOW - 1, 60, 5));
+    assert_false(jwt_assertion_reusable(NOW, NOW + 1, 2, 5));
+    assert_true(jwt_assertion_reusable(NOW, NOW, 1, 5));
+    assert_false(jwt_assertion_reusable(NOW, NOW, 60, 0));
+    jwt_assertion_cache_free(cache);
+    jwt_signer_unref(s);
+    tmpdir_free(dir);
+}
+
 /* Results have distinct, stable names. */
 static void test_result_names(void **state)
 {
@@ -1573,6 +1625,7 @@ int main(void)
         cmocka_unit_test(test_assertion_round_trip),
         cmocka_unit_test(test_signer_rotation),
         cmocka_unit_test(test_assertion_cache),
+        cmocka_unit_test(test_assertion_cache_short_lifetime),
         cmocka_unit_test(test_result_names),
     };
 

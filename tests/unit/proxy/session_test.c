@@ -1068,6 +1068,54 @@ static void test_set_cookie_fits_largest(void **state)
     assert_int_equal(session_set_cookie(buf, sizeof(buf), name, value, 1), -1);
 }
 
+/* session_check_times() gives what session_cookie_open() gives for the same
+ * cookie, at every second around each boundary (a connection that keeps the
+ * opened session relies on it). */
+static void test_check_times_matches_open(void **state)
+{
+    struct session_keyring *ring = ring_from("[" KEY_NEW "}]");
+    struct session s, out;
+    char cookie[SESSION_COOKIE_MAX];
+    size_t len;
+    int64_t idle_times[] = {T0 + 1, T0 + IDLE / 2, T0 + IDLE - 1};
+    const int64_t times[] = {T0 - 1,           T0,
+                             T0 + 1,           T0 + IDLE / 2 - 1,
+                             T0 + IDLE / 2,    T0 + IDLE / 2 + 1,
+                             T0 + IDLE - 1,    T0 + IDLE,
+                             T0 + IDLE + 1,    T0 + LIFETIME,
+                             T0 + LIFETIME + 1};
+
+    (void)state;
+    make_session(&s, T0);
+    len = seal(ring, &s, cookie);
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        int r1 = -1, r2 = -1;
+        enum session_result a = open_at(ring, cookie, len, times[i], thumb_a, &out, &r1);
+        enum session_result b = session_check_times(&s, times[i], &r2);
+
+        assert_int_equal(a, b);
+        assert_int_equal(r1, r2);
+    }
+    assert_int_equal(session_check_times(&s, T0 + IDLE, NULL), SESSION_IDLE_EXPIRED);
+    assert_int_equal(session_check_times(&s, T0 + IDLE - 1, NULL), SESSION_OK);
+    /* absolute expiry wins, also after touches */
+    for (size_t i = 0; i < sizeof(idle_times) / sizeof(idle_times[0]); i++) {
+        struct session x = s;
+        int r = -1;
+
+        session_touch(&x, idle_times[i], IDLE);
+        len = seal(ring, &x, cookie);
+        assert_int_equal(
+            open_at(ring, cookie, len, idle_times[i] + IDLE / 2 + 1, thumb_a, &out, &r),
+            session_check_times(&x, idle_times[i] + IDLE / 2 + 1, NULL));
+        assert_int_equal(r, 1);
+    }
+    s.expires_at = T0 + 10;
+    assert_int_equal(session_check_times(&s, T0 + 9, NULL), SESSION_OK);
+    assert_int_equal(session_check_times(&s, T0 + 10, NULL), SESSION_EXPIRED);
+    session_keyring_unref(ring);
+}
+
 /* ---- revocations ----------------------------------------------------- */
 
 static struct session_revocations *rev_open(int64_t now)
@@ -1098,6 +1146,40 @@ static void append_raw(const char *text)
     assert_true(fd != -1);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
+}
+
+/* Every change a check could see moves the generation; checks do not. */
+static void test_revocations_generation(void **state)
+{
+    struct session_revocations *rs;
+    struct session a;
+    uint64_t g0, g;
+
+    (void)state;
+    rev_reset();
+    rs = rev_open(T0);
+    make_session(&a, T0);
+    g0 = session_revocations_generation(rs);
+    assert_int_equal(session_revocations_check(rs, &a), SESSION_OK);
+    assert_true(session_revocations_generation(rs) == g0);
+    assert_int_equal(session_revoke_id(rs, a.id, T0 + 10), 0);
+    g = session_revocations_generation(rs);
+    assert_true(g > g0);
+    assert_int_equal(session_revoke_id(rs, a.id, T0 + 20), 0); /* raised */
+    assert_true(session_revocations_generation(rs) > g);
+    g = session_revocations_generation(rs);
+    assert_int_equal(session_revoke_user(rs, "bob", T0 + 20), 0);
+    assert_true(session_revocations_generation(rs) > g);
+    g = session_revocations_generation(rs);
+    assert_int_equal(session_revoke_sid(rs, "corp", "sid-1", T0 + 20), 0);
+    assert_true(session_revocations_generation(rs) > g);
+    g = session_revocations_generation(rs);
+    assert_int_equal(session_revoke_provider_user(rs, "corp", "carol", T0 + 20), 0);
+    assert_true(session_revocations_generation(rs) > g);
+    g = session_revocations_generation(rs);
+    assert_int_equal(session_revocations_expire(rs, T0 + 20 + 2 * LIFETIME), 0);
+    assert_true(session_revocations_generation(rs) > g);
+    session_revocations_free(rs);
 }
 
 static void test_revoke_id(void **state)
@@ -1518,6 +1600,8 @@ int main(void)
         cmocka_unit_test(test_blob),
         cmocka_unit_test(test_set_cookie),
         cmocka_unit_test(test_set_cookie_fits_largest),
+        cmocka_unit_test(test_check_times_matches_open),
+        cmocka_unit_test(test_revocations_generation),
         cmocka_unit_test(test_revoke_id),
         cmocka_unit_test(test_revoke_user),
         cmocka_unit_test(test_revoke_sid_and_provider_user),

@@ -49,9 +49,14 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out);
 /*
  * An open connection after a reload: verify its certificate again against
  * ts (the new device CA and CRL). 0 still valid, -1 with reason (revoked,
- * expired, another CA).
+ * expired, another CA). was is the configuration the connection was last
+ * verified under (or NULL): when its CA certificates and CRLs are the same
+ * objects as ts's, only the clock is checked (the certificate's validity
+ * period, no CRL past its nextUpdate, no CA certificate past its notAfter)
+ * instead of a full verification.
  */
-int tls_server_recheck(struct tls_server *ts, SSL *ssl, char *reason, size_t len);
+int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl,
+                       char *reason, size_t len);
 
 /*
  * After a failed handshake: the most precise reason available (the

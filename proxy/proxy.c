@@ -1028,8 +1028,8 @@ int conn_read_head(struct conn *c)
          * certificate must still pass the new CA and CRL (a revocation
          * reaches open keep-alive connections on their next request). */
         char why[160];
-        if (tls_server_recheck(c->w->gen->tls, bufferevent_openssl_get_ssl(c->bev), why,
-                               sizeof(why)) == -1) {
+        if (tls_server_recheck(c->w->gen->tls, c->gen->tls, bufferevent_openssl_get_ssl(c->bev),
+                               why, sizeof(why)) == -1) {
             log_warnx("tls: open connection from %s (device %s) closed: %s", c->client,
                       c->peer.device_id, why);
             c->error = "certificate no longer valid";
@@ -2195,8 +2195,8 @@ static void worker_recheck_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         if (c->gen != w->gen) {
             char why[160];
-            if (tls_server_recheck(w->gen->tls, bufferevent_openssl_get_ssl(c->bev), why,
-                                   sizeof(why)) == -1) {
+            if (tls_server_recheck(w->gen->tls, c->gen->tls, bufferevent_openssl_get_ssl(c->bev),
+                                   why, sizeof(why)) == -1) {
                 log_warnx("tls: websocket from %s (device %s) closed: %s", c->client,
                           c->peer.device_id, why);
                 conn_free(c);

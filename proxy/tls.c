@@ -51,6 +51,13 @@ struct tls_server {
     /* Identifies the CRL file's contents (all zero without a CRL). */
     unsigned char crl_id[16];
     int crl_check;
+    /* Digest of everything verification uses from the store (every CA
+     * certificate and CRL as loaded, in store order), and the earliest
+     * nextUpdate of the CRLs (0: none). Two generations with the same
+     * digest give the same verdict on a certificate until that time (or
+     * until a CA certificate expires, whichever comes first). */
+    unsigned char trust_id[32];
+    time_t crl_expires;
     int counted; /* in sc_servers */
     /* CRLs whose full check (signature included) passed, with the issuer
      * certificate it passed against (see zt_check_crl). Written under
@@ -718,6 +725,49 @@ static int load_crls(X509_STORE *store, const char *conf, const char *file, char
     return 0;
 }
 
+/* trust_id and crl_expires of a store, from the objects it holds. */
+static int store_identity(struct tls_server *ts)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(ts->store);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int mdlen = 0;
+    int i, ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+
+    ts->crl_expires = 0;
+    for (i = 0; ok && i < sk_X509_OBJECT_num(objs); i++) {
+        X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+        unsigned char d[EVP_MAX_MD_SIZE];
+        unsigned int dlen = 0;
+        unsigned char type = (unsigned char)X509_OBJECT_get_type(o);
+        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
+        X509 *x = X509_OBJECT_get0_X509(o);
+
+        const ASN1_TIME *until;
+        struct tm tm;
+
+        if (x != NULL) {
+            ok = X509_digest(x, EVP_sha256(), d, &dlen) == 1;
+            until = X509_get0_notAfter(x);
+        } else if (crl != NULL) {
+            ok = X509_CRL_digest(crl, EVP_sha256(), d, &dlen) == 1;
+            until = X509_CRL_get0_nextUpdate(crl);
+        } else {
+            continue;
+        }
+        if (until == NULL || ASN1_TIME_to_tm(until, &tm) != 1) {
+            ts->crl_expires = 1; /* unknown: always verify in full */
+        } else {
+            time_t t = timegm(&tm);
+            if (ts->crl_expires == 0 || t < ts->crl_expires)
+                ts->crl_expires = t;
+        }
+        ok = ok && EVP_DigestUpdate(md, &type, 1) == 1 && EVP_DigestUpdate(md, d, dlen) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(md, ts->trust_id, &mdlen) == 1 && mdlen == 32;
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : -1;
+}
+
 static int file_identity(const char *file, unsigned char out[16], char *err, size_t errlen,
                          const char *what)
 {
@@ -846,6 +896,11 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         X509_STORE_set_check_crl(ts->store, zt_check_crl);
         ts->crl_check = 1;
     }
+    if (store_identity(ts) == -1) {
+        snprintf(err, errlen, "%s: $.tls.device_ca: cannot digest the device CA and CRL",
+                 c->path);
+        goto err;
+    }
     server_chain_once(ctx);
     vp = SSL_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_CLIENT);
@@ -972,7 +1027,8 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
     out->verified = 1;
 }
 
-int tls_server_recheck(struct tls_server *ts, SSL *ssl, char *reason, size_t len)
+int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl,
+                       char *reason, size_t len)
 {
     X509 *cert = SSL_get0_peer_certificate(ssl);
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
@@ -983,6 +1039,16 @@ int tls_server_recheck(struct tls_server *ts, SSL *ssl, char *reason, size_t len
         snprintf(reason, len, "no client certificate");
         return -1;
     }
+    /* The same CAs and CRLs as when the connection was verified (a reload
+     * that changed something else): the verdict can only have changed with
+     * the clock, so check the certificate's validity period and that no CRL
+     * is past its nextUpdate and no CA certificate past its notAfter;
+     * anything else gets the full verification. */
+    if (was != NULL && CRYPTO_memcmp(was->trust_id, ts->trust_id, sizeof(ts->trust_id)) == 0 &&
+        ts->crl_check == was->crl_check && (ts->crl_expires == 0 || time(NULL) < ts->crl_expires) &&
+        X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
+        X509_cmp_current_time(X509_get0_notAfter(cert)) > 0)
+        return 0;
     xs = X509_STORE_CTX_new();
     if (xs == NULL || X509_STORE_CTX_init(xs, ts->store, cert, chain) != 1) {
         X509_STORE_CTX_free(xs);

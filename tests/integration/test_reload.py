@@ -176,6 +176,33 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(c4.read_response().status, 200,
                              "another device's open connection did not survive the reload")
 
+    def test_open_connection_across_reloads(self):
+        # A reload that leaves the device CA and CRL as they were keeps an
+        # open keep-alive connection (only the clock is checked again); a
+        # reload to another device CA refuses its next request.
+        other = ztlib.make_pki(os.path.join(self.tmp, "other-pki"))
+        with ztlib.connect(self.port, self.pki, "good") as c:
+            c.send(ztlib.build_request("GET", "/"))
+            self.assertEqual(c.read_response().status, 200)
+            off = self.reload_with(copy.deepcopy(self.cfg))
+            self.proxy.wait_log(off, lambda l: "reload done" in l, what="the reload")
+            for _ in range(3):
+                c.send(ztlib.build_request("GET", "/"))
+                self.assertEqual(c.read_response().status, 200,
+                                 "open connection refused after a reload that changed nothing")
+            cfg = copy.deepcopy(self.cfg)
+            cfg["tls"]["device_ca"] = other.ca
+            cfg["tls"]["crl"] = other.crl
+            off = self.reload_with(cfg)
+            self.proxy.wait_log(off, lambda l: "reload done" in l, what="the CA reload")
+            c.send(ztlib.build_request("GET", "/"))
+            try:
+                r = c.read_response()
+            except (ztlib.ConnectionClosed, OSError, ConnectionError):
+                r = None
+            self.assertTrue(r is None or r.status == 403,
+                            "open connection of another CA's device still served: %r" % (r,))
+
     def test_revoked_device_cannot_resume_session(self):
         ctx = ztlib.client_context(self.pki, "later2", "1.3")
         with ztlib.connect(self.port, context=ctx) as c:

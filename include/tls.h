@@ -55,8 +55,8 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out);
  * period, no CRL past its nextUpdate, no CA certificate past its notAfter)
  * instead of a full verification.
  */
-int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl,
-                       char *reason, size_t len);
+int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl, char *reason,
+                       size_t len);
 
 /*
  * After a failed handshake: the most precise reason available (the

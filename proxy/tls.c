@@ -897,8 +897,7 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
         ts->crl_check = 1;
     }
     if (store_identity(ts) == -1) {
-        snprintf(err, errlen, "%s: $.tls.device_ca: cannot digest the device CA and CRL",
-                 c->path);
+        snprintf(err, errlen, "%s: $.tls.device_ca: cannot digest the device CA and CRL", c->path);
         goto err;
     }
     server_chain_once(ctx);
@@ -1027,8 +1026,8 @@ void tls_server_peer(struct tls_server *ts, SSL *ssl, struct tls_peer *out)
     out->verified = 1;
 }
 
-int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl,
-                       char *reason, size_t len)
+int tls_server_recheck(struct tls_server *ts, const struct tls_server *was, SSL *ssl, char *reason,
+                       size_t len)
 {
     X509 *cert = SSL_get0_peer_certificate(ssl);
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);

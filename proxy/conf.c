@@ -1315,7 +1315,7 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     static const char *const tkeys[] = {
         "certificate",     "key",        "device_ca",       "crl",
         "unauthenticated", "enroll_url", "session_tickets", "ticket_key_lifetime",
-        "session_cache",   NULL};
+        "session_cache",   "session_cache_size", NULL};
     static const char *const dkeys[] = {"source", "prefix", NULL};
     static const char *const tokeys[] = {
         "handshake",         "header", "keepalive",      "body",           "upstream_connect",
@@ -1413,6 +1413,12 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
     } else {
         conf_fail(cx, "$.tls.session_cache", "expected \"server\" or \"tickets\", got \"%s\"", s);
         goto out;
+    }
+    {
+        long long size;
+        if (get_int(cx, o, "$.tls", "session_cache_size", 1, 1000000, 20480, &size) == -1)
+            goto out;
+        c->tls_session_cache_size = (unsigned int)size;
     }
     if (c->tls_enroll_url != NULL && (strncmp(c->tls_enroll_url, "https://", 8) != 0 ||
                                       strpbrk(c->tls_enroll_url, "\"<>'") != NULL)) {

@@ -392,13 +392,16 @@ static int ticket_gen_cb(SSL *s, void *arg)
  * One table per process: the workers' contexts and every configuration
  * generation share it (a reload does not log every device out of its TLS
  * session). A hash of session ids with a FIFO for eviction; each entry holds
- * one reference to its SSL_SESSION. At most SC_MAX sessions (about 1 KiB each
- * beyond the certificate, which open connections share). A TLS 1.3 session is taken out when it
+ * one reference to its SSL_SESSION. At most sc_max sessions (tls.session_cache_size;
+ * about 11 KiB each with the client's certificates as OpenSSL holds them
+ * parsed — measured with a leaf and its CA sent). A TLS 1.3 session is taken out when it
  * is resumed (single use: the client gets a new one); a TLS 1.2 session id is
  * reusable until it expires. */
 
 #define SC_BUCKETS 16384u
-#define SC_MAX 20480u
+/* The latest configuration's tls.session_cache_size (the table is one per
+ * process); lowering it evicts the oldest entries as new ones come in. */
+static atomic_uint sc_max = 20480u;
 
 struct sc_ent {
     struct sc_ent *hnext;       /* bucket chain */
@@ -493,9 +496,10 @@ static int sc_new_cb(SSL *s, SSL_SESSION *sess)
     if (old != NULL)
         drop[n++] = sc_unlink(old);
     /* the oldest entry goes when the table is full, or when it has expired */
-    while (sc_head != NULL && n < 3 && (sc_count >= SC_MAX || sc_head->expires <= now))
+    while (sc_head != NULL && n < 3 &&
+           (sc_count >= atomic_load(&sc_max) || sc_head->expires <= now))
         drop[n++] = sc_unlink(sc_head);
-    if (sc_count >= SC_MAX) {
+    if (sc_count >= atomic_load(&sc_max)) {
         pthread_mutex_unlock(&sc_mtx);
         free(e);
         for (i = 0; i < n; i++)
@@ -913,6 +917,8 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* Stateless tickets only: no server-side cache to share or lock. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (c->tls_session_tickets && c->tls_session_cache_server)
+        atomic_store(&sc_max, c->tls_session_cache_size);
     if (c->tls_session_tickets && c->tls_session_cache_server) {
         /* TLS 1.3 tickets and TLS 1.2 session ids that name an entry of the
          * process-wide table (SSL_OP_NO_TICKET makes TLS 1.3 tickets

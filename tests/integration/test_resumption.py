@@ -5,6 +5,7 @@ still knows its device; a session survives a reload and a CRL change (its
 certificate is checked against the new CRL first); a revoked certificate
 never resumes; a TLS 1.3 session of the server cache resumes only once."""
 
+import json
 import os
 import unittest
 
@@ -163,6 +164,24 @@ class ServerCacheTest(_ResumptionBase, unittest.TestCase):
                                     what="a log line about the reload")
                 session, reused = self.resumed_visit("good2", version, session)
                 self.assertTrue(reused, "TLS %s session did not survive a reload" % version)
+
+
+    def test_cache_size_bounds_the_table(self):
+        # tls.session_cache_size: 1 (applied by a reload): a second device's
+        # session pushes the first one out, which then gets a full handshake.
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["tls"]["session_cache_size"] = 1
+        write_config(self.dir, cfg)
+        off = self.proxy.stderr_size()
+        self.proxy.sighup()
+        self.proxy.wait_log(off, lambda l: "reload done" in l, timeout=10, what="the reload")
+        first = self.first_session("s12", "1.2")
+        _, reused = self.resumed_visit("s12", "1.2", first)
+        self.assertTrue(reused, "a TLS 1.2 session did not resume with a cache of one")
+        self.first_session("r12", "1.2")
+        status, devs, _, reused = self.visit("s12", "1.2", first)
+        self.assertEqual((status, devs), (200, ["s12"]))
+        self.assertFalse(reused, "an evicted session was resumed")
 
 
 class TicketsTest(_ResumptionBase, unittest.TestCase):

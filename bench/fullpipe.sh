@@ -232,7 +232,8 @@ fp_write_conf() {
     "certificate": "$CERTS/server.crt",
     "key": "$CERTS/server.key",
     "device_ca": "$CERTS/ca.crt",
-    "crl": "$CERTS/crl.pem"
+    "crl": "$CERTS/crl.pem",
+    "session_cache_size": ${FP_SESSION_CACHE_SIZE:-20480}
   },
   "access_log": "$d/access.log",
   "log_level": "${FP_LOG_LEVEL:-warn}",

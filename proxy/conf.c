@@ -1312,10 +1312,17 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
                                        "policy",   "admin",     "redis",      NULL};
     static const char *const lkeys[] = {"address", "backlog", "proxy_protocol", "trusted_proxies",
                                         NULL};
-    static const char *const tkeys[] = {
-        "certificate",     "key",        "device_ca",       "crl",
-        "unauthenticated", "enroll_url", "session_tickets", "ticket_key_lifetime",
-        "session_cache",   "session_cache_size", NULL};
+    static const char *const tkeys[] = {"certificate",
+                                        "key",
+                                        "device_ca",
+                                        "crl",
+                                        "unauthenticated",
+                                        "enroll_url",
+                                        "session_tickets",
+                                        "ticket_key_lifetime",
+                                        "session_cache",
+                                        "session_cache_size",
+                                        NULL};
     static const char *const dkeys[] = {"source", "prefix", NULL};
     static const char *const tokeys[] = {
         "handshake",         "header", "keepalive",      "body",           "upstream_connect",

@@ -1776,7 +1776,13 @@ json_t *policy_explain_json(const struct policy *p, const struct policy_ctx *c)
                        r->monitor ? "monitor" : "enforce", "result", rule_result(r, v),
                        "conditions", js.conds);
         js.conds = NULL;
-        if (ro == NULL || js.failed || json_array_append_new(rules, ro) == -1)
+        if (ro == NULL || js.failed) {
+            /* a condition that could not be turned into JSON: ro holds the
+             * rest and is not in the tree yet */
+            json_decref(ro);
+            goto err;
+        }
+        if (json_array_append_new(rules, ro) == -1)
             goto err;
     }
     json_decref(arr);

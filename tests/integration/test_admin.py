@@ -130,6 +130,7 @@ class AdminTest(ztlib.ProxyTestCase):
         """One admin call; returns (status, parsed JSON or text, headers)."""
         return ztlib.admin_call(self.admin_port, None, method, path, body=body, token=token,
                                 raw=raw, headers=headers, context=self.ctx(cert))
+
     def proxy_status(self, path):
         return self.get(path, host="app.test:%d" % self.port, server_hostname="app.test").status
 

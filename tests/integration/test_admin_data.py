@@ -115,6 +115,7 @@ class AdminDataTest(SSOTestCase):
         st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, method, path, body=body,
                                       token=token, raw=raw)
         return st, out
+
     def send(self, host, path=None, device="good", headers=None):
         path = path or self.unique("ad")
         hl = [("Accept", "application/json")] + list(headers or [])

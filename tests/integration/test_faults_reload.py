@@ -68,6 +68,7 @@ class SighupStormTest(ztlib.ProxyTestCase):
     def api(self, path):
         st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, "GET", path, token=TOKEN)
         return st, out if isinstance(out, str) else json.dumps(out)
+
     def metric(self, name):
         st, body = self.api("/metrics")
         self.assertEqual(st, 200)

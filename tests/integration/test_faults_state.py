@@ -92,6 +92,7 @@ class StateDirFullTest(SSOTestCase):
         st, out, _ = ztlib.admin_call(self.admin_port, self.pki.ca, method, path, body=body,
                                       token=TOKEN)
         return st, out
+
     def metrics(self):
         st, body = self.api("GET", "/metrics")
         self.assertEqual(st, 200, body)

@@ -1702,8 +1702,8 @@ const struct conf_route *conf_route_match(const struct conf *c, const char *host
         size_t pl = r->path_prefix_len;
 
         /* r->host is lower case: most routes differ in the first byte. */
-        if ((unsigned char)r->host[0] != h0 ||
-            strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
+        if ((unsigned char)r->host[0] != h0 || strlen(r->host) != host_len ||
+            strncasecmp(r->host, host, host_len) != 0)
             continue;
         if (pl > 1) {
             /* Whole segments: "/api" matches "/api" and "/api/...", not "/apix". */

@@ -1700,6 +1700,75 @@ enum policy_effect policy_explain(const struct policy *p, const struct policy_ct
     return d.effect;
 }
 
+/*
+ * A JSON string of s[0..len) that never fails on bad bytes: reasons and
+ * condition texts quote request values (a path, a user name) and may be cut
+ * at a buffer's end, so they are not always valid UTF-8, which jansson
+ * refuses. Each byte that does not start a valid UTF-8 sequence becomes
+ * U+FFFD, so explain still answers and shows where the odd bytes were.
+ */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t k, i;
+    unsigned int cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        k = 2, cp = p[0] & 0x1f;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        k = 3, cp = p[0] & 0x0f;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        k = 4, cp = p[0] & 0x07;
+    else
+        return 0;
+    if (n < k)
+        return 0;
+    for (i = 1; i < k; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return k;
+}
+
+static json_t *json_text(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    json_t *j = json_stringn(s, len);
+    char *b;
+    size_t i = 0, n = 0;
+
+    if (j != NULL || s == NULL || len > (SIZE_MAX - 1) / 3)
+        return j;
+    b = malloc(len * 3 + 1);
+    if (b == NULL)
+        return NULL;
+    while (i < len) {
+        size_t k = utf8_seq(u + i, len - i);
+        if (k == 0 || (k == 1 && u[i] == 0)) {
+            memcpy(b + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            i++;
+            continue;
+        }
+        memcpy(b + n, s + i, k);
+        n += k;
+        i += k;
+    }
+    j = json_stringn(b, n);
+    free(b);
+    return j;
+}
+
+static json_t *json_text0(const char *s)
+{
+    return json_text(s, s != NULL ? strlen(s) : 0);
+}
+
 struct jsink {
     json_t *conds;
     int failed;
@@ -1710,8 +1779,8 @@ static void sink_json(struct ev *e, int val, const char *text, size_t len)
     struct jsink *j = e->arg;
     json_t *o;
 
-    o = json_pack("{s:s, s:s%, s:i}", "result", val < 0 ? "combinator" : val_name(val), "text",
-                  text, len, "depth", e->depth);
+    o = json_pack("{s:s, s:o, s:i}", "result", val < 0 ? "combinator" : val_name(val), "text",
+                  json_text(text, len), "depth", e->depth);
     if (o == NULL || json_array_append_new(j->conds, o) == -1)
         j->failed = 1;
 }
@@ -1734,7 +1803,7 @@ json_t *policy_explain_json(const struct policy *p, const struct policy_ctx *c)
     if (arr == NULL || rules == NULL || mon == NULL || root == NULL)
         goto err;
     for (i = 0; i < d.nreasons; i++)
-        if (json_array_append_new(arr, json_string(policy_decision_reason(&d, i))) == -1)
+        if (json_array_append_new(arr, json_text0(policy_decision_reason(&d, i))) == -1)
             goto err;
     for (i = 0; i < d.nmonitor; i++) {
         json_t *m = json_pack("{s:s, s:s, s:s}", "rule", d.monitor[i].rule_id, "result",
@@ -1752,7 +1821,7 @@ json_t *policy_explain_json(const struct policy *p, const struct policy_ctx *c)
         json_object_set(root, "monitor", mon) == -1 || json_object_set(root, "rules", rules) == -1)
         goto err;
     if (d.deny_message != NULL &&
-        json_object_set_new(root, "deny_message", json_string(d.deny_message)) == -1)
+        json_object_set_new(root, "deny_message", json_text0(d.deny_message)) == -1)
         goto err;
     if (d.effect == POLICY_STEP_UP) {
         json_t *su =

@@ -869,6 +869,19 @@ static void test_explain(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(rules, 3), "mode")),
                         "monitor");
     json_decref(j);
+
+    /* Texts quote request values, which need not be UTF-8: explain still
+     * answers, each bad byte shown as U+FFFD. */
+    memcpy(c.country, "\xff\xc3", 3);
+    j = policy_explain_json(p, &c);
+    assert_non_null(j);
+    {
+        char *dump = json_dumps(j, JSON_ENSURE_ASCII);
+        assert_non_null(dump);
+        assert_non_null(strstr(dump, "country \\uFFFD\\uFFFD not in [IR, KP]"));
+        free(dump);
+    }
+    json_decref(j);
     policy_unref(p);
 }
 

@@ -19,6 +19,15 @@ struct tls_server; /* opaque */
 int tls_init(void);
 
 /*
+ * OpenSSL 3.0 only: have certificates' EC public keys decoded by OpenSSL's
+ * direct (pre-provider) decoder instead of a decoder chain built per
+ * certificate (~1 M instructions each; proxy/tls_ecdecode.c says why and
+ * how). Call once at start, before any thread. Returns 1 when enabled,
+ * 0 when not needed (another OpenSSL version), -1 on failure.
+ */
+int tls_ec_decode_shortcut(void);
+
+/*
  * Build the server context for a configuration: certificate and key, device
  * CA, CRL, protocol and cipher policy, ALPN, tickets. On failure returns NULL
  * and writes "file: what went wrong" into err. Free with tls_server_free().

@@ -1309,7 +1309,9 @@ int jwt_signer_key_generate(const char *path, char *err, size_t errlen)
     BIO *bio = NULL;
     int fd, rc = -1;
 
-    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    /* "prime256v1", not "P-256": the name both the provider and the direct
+     * EC method (tls_ec_decode_shortcut) know */
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "prime256v1");
     if (pk == NULL) {
         errf(err, errlen, "%s: EC key generation failed", path);
         return -1;

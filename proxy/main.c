@@ -263,6 +263,17 @@ int main(int argc, char **argv)
         usage();
     if (tls_init() == -1)
         fatalx("cannot initialise OpenSSL");
+    {
+        const char *v = getenv("ZT_OPENSSL_EC_DECODE");
+        if (v == NULL || strcmp(v, "providers") != 0) {
+            int r = tls_ec_decode_shortcut();
+            if (r == -1)
+                log_warnx("tls: cannot register the direct EC key decoder; certificates are "
+                          "decoded the slower way");
+            else if (r == 1)
+                log_debug("tls: OpenSSL 3.0: EC public keys of certificates decoded directly");
+        }
+    }
     /* Block these before any thread exists: every thread (workers, loaders,
      * writers, curl's resolvers) inherits the mask, and only this thread
      * takes them, once its handlers are installed. A SIGHUP that came

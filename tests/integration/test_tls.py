@@ -2,6 +2,8 @@
 """Mutual TLS: which device certificates get in, which are refused and why,
 the enroll page mode, session resumption, ALPN."""
 
+import subprocess
+
 import ztlib
 from ztlib import ProxyTestCase, is_refused
 
@@ -143,6 +145,38 @@ class RejectModeTest(ProxyTestCase):
         rc, status, head, body, err = ztlib.curl(self.port, "/echo", self.pki, None)
         self.assertNotEqual(rc, 0, "curl without a certificate succeeded: %s" % head)
         self.assertIsNone(status, "curl without a certificate got an HTTP response: %s" % head)
+
+
+class KeyExchangeTest(ProxyTestCase):
+    """Every offered key-exchange group and both TLS versions complete with
+    an EC device certificate. On OpenSSL 3.0 the proxy has EC public keys
+    decoded by OpenSSL's direct EC method (proxy/tls_ecdecode.c), which also
+    serves the EC operations that have no provider key: ECDHE with P-256 and
+    P-384 takes that path, so it is exercised here by a real client."""
+
+    def s_client(self, *args):
+        req = b"GET /echo HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+        p = subprocess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.port, "-servername",
+             "app.test", "-CAfile", self.pki.ca, "-cert", self.pki.device_crt("good"),
+             "-key", self.pki.device_key("good"), "-quiet"] + list(args),
+            input=req, capture_output=True, timeout=30)
+        return p.stdout.decode("latin-1"), p.stderr.decode("latin-1")
+
+    def test_groups_and_versions(self):
+        cases = [("-groups", "X25519"), ("-groups", "P-256"), ("-groups", "P-384"),
+                 ("-tls1_2", "-groups", "P-256"),
+                 # TLS 1.2: the P-256 server certificate needs P-256 in the list
+                 ("-tls1_2", "-groups", "X25519:P-256")]
+        for args in cases:
+            with self.subTest(args=" ".join(args)):
+                out, err = self.s_client(*args)
+                self.assertTrue(out.startswith("HTTP/1.1 200"), (out[:200], err[-500:]))
+                self.assertIn('"x-zt-device"', out.lower().replace("'", '"'), out[:2000])
+
+    def test_group_not_offered_is_refused(self):
+        out, err = self.s_client("-groups", "P-521")
+        self.assertNotIn("HTTP/1.1", out)
 
 
 class EnrollPageTest(ProxyTestCase):

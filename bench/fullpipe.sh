@@ -19,6 +19,11 @@
 #   host, in the server certificate), PIDS (array of PIDs to stop at exit),
 #   log() (prints to stderr).
 # Files go to $TMP/full (FP_DIR).
+#
+# Settings (environment, read by fp_write_conf): FP_SESSION_CACHE_SIZE
+# (tls.session_cache_size, 20480: ztproxy's default), FP_KEEPALIVE
+# (timeouts.keepalive, "300s"), FP_LOG_LEVEL (log_level, "warn"; "debug"
+# logs why each connection closed between requests).
 
 FP_DIR=${FP_DIR:-${TMP:-/nonexistent}/full}
 FP_USER=bob # a dev IdP user without MFA (bob@corp.example): the login needs no one-time code
@@ -238,7 +243,7 @@ fp_write_conf() {
   "access_log": "$d/access.log",
   "log_level": "${FP_LOG_LEVEL:-warn}",
   "state_dir": "$FP_DIR/state",
-  "timeouts": { "keepalive": "300s" },
+  "timeouts": { "keepalive": "${FP_KEEPALIVE:-300s}" },
   "limits": { "connections": 20000 },
   "identity": {
     "providers": [{ "name": "staff", "issuer": "http://127.0.0.1:$IDP_PORT", "client_id": "ztproxy",

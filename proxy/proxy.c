@@ -1752,6 +1752,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     } else if (c->state == CST_FORWARD) {
         c->error = "client closed connection";
     }
+    if (c->state == CST_READ_HEAD && !c->head_started)
+        log_debug("conn: %s closed between requests after %u: %s", c->client, c->nreq,
+                  (what & BEV_EVENT_TIMEOUT) ? "keep-alive idle timeout"
+                  : (what & BEV_EVENT_EOF)   ? "client closed"
+                                             : "read error");
     if (c->state == CST_FORWARD)
         access_log_write(c);
     if (c->state == CST_TUNNEL && (what & BEV_EVENT_EOF) && c->up != NULL) {

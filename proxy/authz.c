@@ -1430,8 +1430,8 @@ static int az_geo_same_file(const struct az_geo *g, const char *path)
     struct stat sb;
 
     return g != NULL && g->st_ok && strcmp(g->path, path) == 0 && stat(path, &sb) == 0 &&
-           sb.st_dev == g->st.st_dev && sb.st_ino == g->st.st_ino &&
-           sb.st_size == g->st.st_size && sb.st_mtim.tv_sec == g->st.st_mtim.tv_sec &&
+           sb.st_dev == g->st.st_dev && sb.st_ino == g->st.st_ino && sb.st_size == g->st.st_size &&
+           sb.st_mtim.tv_sec == g->st.st_mtim.tv_sec &&
            sb.st_mtim.tv_nsec == g->st.st_mtim.tv_nsec &&
            sb.st_ctim.tv_sec == g->st.st_ctim.tv_sec && sb.st_ctim.tv_nsec == g->st.st_ctim.tv_nsec;
 }

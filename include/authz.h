@@ -76,6 +76,27 @@ int authz_start(struct event_base *main_base, const struct conf *c, char *err, s
  */
 int authz_reconfigure(const struct conf *c, char *err, size_t errlen);
 
+/*
+ * authz_reconfigure() in two steps, so that the loading can run off the
+ * main thread (main.c does it on its low-priority reload thread):
+ *
+ * authz_prepare() loads and validates everything c names (the same checks
+ * as authz_validate()) on the calling thread, any thread, while the running
+ * state goes on; an input that did not change is not loaded again: rules
+ * whose text, routes, tiers and directory are the running ones keep the
+ * running compiled policy, a file directory with the running bytes
+ * (SHA-256) and a GeoIP file with the running device, inode, size, mtime
+ * and ctime are shared too (refcounted). 0 and *out, or -1 and err.
+ *
+ * authz_commit() (main thread) swaps *p in as authz_reconfigure() does and
+ * frees p whatever happens; -1 and err if it could not (the running state
+ * is kept). authz_prepared_free() drops an uncommitted one (any thread).
+ */
+struct authz_prepared;
+int authz_prepare(const struct conf *c, struct authz_prepared **out, char *err, size_t errlen);
+int authz_commit(struct authz_prepared *p, char *err, size_t errlen);
+void authz_prepared_free(struct authz_prepared *p);
+
 /* Main thread: stop the timers, the loader and the audit writer (flushing
  * it), drop every snapshot. authz_start() may follow. */
 void authz_stop(void);

@@ -28,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -480,6 +482,9 @@ struct az_geo {
     _Atomic unsigned refs;
     int has_asn; /* the database type carries autonomous_system_number */
     MMDB_s db;
+    char *path;     /* as opened */
+    struct stat st; /* the file's, taken before opening it */
+    int st_ok;
 };
 
 static struct az_geo *az_geo_open(const char *path, char *err, size_t errlen)
@@ -491,10 +496,20 @@ static struct az_geo *az_geo_open(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
+    /* Stat first: a file replaced between the stat and the open is seen as
+     * changed next time, never the other way round. */
+    g->st_ok = stat(path, &g->st) == 0;
+    g->path = strdup(path);
+    if (g->path == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        free(g);
+        return NULL;
+    }
     rc = MMDB_open(path, MMDB_MODE_MMAP, &g->db);
     if (rc != MMDB_SUCCESS) {
         snprintf(err, errlen, "%s: cannot open the GeoIP database: %s%s%s", path, MMDB_strerror(rc),
                  rc == MMDB_IO_ERROR ? ": " : "", rc == MMDB_IO_ERROR ? strerror(errno) : "");
+        free(g->path);
         free(g);
         return NULL;
     }
@@ -519,6 +534,7 @@ static void az_geo_unref(struct az_geo *g)
 {
     if (g != NULL && atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
         MMDB_close(&g->db);
+        free(g->path);
         free(g);
     }
 }
@@ -1007,6 +1023,9 @@ static void az_job_run(struct az_job *j)
 static void *az_loader_main(void *arg)
 {
     (void)arg;
+    /* Below the workers (Linux: per thread): a load must not delay requests. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
+        log_warn("policy loader thread: cannot lower its priority");
     for (;;) {
         struct az_job *j;
 
@@ -1385,7 +1404,37 @@ struct az_loaded {
     struct az_geo *geo;
     struct stat seen[3];
     int seen_ok[3];
+    /* Taken over from the running state (the input did not change). */
+    int policy_kept, dir_kept, geo_kept;
 };
+
+/* Would a and b compile the same rules text into the same policy? */
+static int az_compile_same(const struct az_settings *a, const struct az_settings *b)
+{
+    size_t i;
+
+    if (a == NULL || b == NULL || a->rules == NULL || b->rules == NULL ||
+        strcmp(a->rules, b->rules) != 0 || a->ntiers != b->ntiers || a->nroutes != b->nroutes)
+        return 0;
+    for (i = 0; i < a->ntiers; i++)
+        if (strcmp(a->tiers[i], b->tiers[i]) != 0)
+            return 0;
+    for (i = 0; i < a->nroutes; i++)
+        if (strcmp(a->routes[i], b->routes[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static int az_geo_same_file(const struct az_geo *g, const char *path)
+{
+    struct stat sb;
+
+    return g != NULL && g->st_ok && strcmp(g->path, path) == 0 && stat(path, &sb) == 0 &&
+           sb.st_dev == g->st.st_dev && sb.st_ino == g->st.st_ino && sb.st_size == g->st.st_size &&
+           sb.st_mtim.tv_sec == g->st.st_mtim.tv_sec &&
+           sb.st_mtim.tv_nsec == g->st.st_mtim.tv_nsec &&
+           sb.st_ctim.tv_sec == g->st.st_ctim.tv_sec && sb.st_ctim.tv_nsec == g->st.st_ctim.tv_nsec;
+}
 
 static void az_loaded_free(struct az_loaded *l)
 {
@@ -1399,11 +1448,14 @@ static void az_loaded_free(struct az_loaded *l)
 
 /*
  * Load what c names. keep_dir: the running directory, used when the source
- * is a URL (it stays until the URL delivers). check_only: the GeoIP handle
- * is closed again (validation).
+ * is a URL (it stays until the URL delivers). reuse: an input whose content
+ * is the running one's (rules text and the settings it is compiled with,
+ * directory bytes by SHA-256, GeoIP file by device, inode, size, mtime and
+ * ctime) is taken over from the running state instead of parsed again.
+ * Any thread (ld_mtx is taken only to look at the running state).
  */
-static int az_load_all(const struct conf *c, struct directory *keep_dir, struct az_loaded *l,
-                       char *err, size_t errlen)
+static int az_load_all(const struct conf *c, struct directory *keep_dir, int reuse,
+                       struct az_loaded *l, char *err, size_t errlen)
 {
     char e2[AUTHZ_ERR_MAX];
     char *text = NULL;
@@ -1421,12 +1473,23 @@ static int az_load_all(const struct conf *c, struct directory *keep_dir, struct 
             goto err;
         }
         l->seen_ok[1] = 1;
-        l->dir = az_dir_parse(l->set->dir_file, text, len, err, errlen);
-        if (l->dir == NULL)
-            goto err;
         if (az_sha256(text, len, l->dir_hash) == -1)
             memset(l->dir_hash, 0, sizeof(l->dir_hash));
-        l->dir_new = 1;
+        else if (reuse) {
+            pthread_mutex_lock(&ld_mtx);
+            if (ld_dir != NULL && ld_set != NULL && ld_set->dir_kind == AZ_DIR_FILE &&
+                memcmp(ld_dir_hash, l->dir_hash, 32) == 0) {
+                l->dir = directory_ref(ld_dir);
+                l->dir_kept = 1;
+            }
+            pthread_mutex_unlock(&ld_mtx);
+        }
+        if (l->dir == NULL) {
+            l->dir = az_dir_parse(l->set->dir_file, text, len, err, errlen);
+            if (l->dir == NULL)
+                goto err;
+            l->dir_new = 1;
+        }
         free(text);
         text = NULL;
     } else if (l->set->dir_kind == AZ_DIR_URL && keep_dir != NULL) {
@@ -1435,7 +1498,16 @@ static int az_load_all(const struct conf *c, struct directory *keep_dir, struct 
     if (l->set->geoip != NULL) {
         if (stat(l->set->geoip, &l->seen[2]) == 0)
             l->seen_ok[2] = 1;
-        l->geo = az_geo_open(l->set->geoip, err, errlen);
+        if (reuse) {
+            pthread_mutex_lock(&ld_mtx);
+            if (az_geo_same_file(ld_geo, l->set->geoip)) {
+                l->geo = az_geo_ref(ld_geo);
+                l->geo_kept = 1;
+            }
+            pthread_mutex_unlock(&ld_mtx);
+        }
+        if (l->geo == NULL)
+            l->geo = az_geo_open(l->set->geoip, err, errlen);
         if (l->geo == NULL)
             goto err;
     }
@@ -1445,7 +1517,20 @@ static int az_load_all(const struct conf *c, struct directory *keep_dir, struct 
         goto err;
     }
     l->seen_ok[0] = 1;
-    l->policy = az_compile(l->set, l->rules_text, l->rules_len, l->dir, err, errlen);
+    if (reuse) {
+        pthread_mutex_lock(&ld_mtx);
+        /* The same text, compiled with the same routes and tiers against
+         * the same directory object: the running policy is this one. */
+        if (ld_policy != NULL && ld_rules_text != NULL && ld_rules_len == l->rules_len &&
+            memcmp(ld_rules_text, l->rules_text, l->rules_len) == 0 && ld_dir == l->dir &&
+            az_compile_same(ld_set, l->set)) {
+            l->policy = policy_ref(ld_policy);
+            l->policy_kept = 1;
+        }
+        pthread_mutex_unlock(&ld_mtx);
+    }
+    if (l->policy == NULL)
+        l->policy = az_compile(l->set, l->rules_text, l->rules_len, l->dir, err, errlen);
     if (l->policy == NULL)
         goto err;
     return 0;
@@ -1461,7 +1546,7 @@ int authz_validate(const struct conf *c, char *err, size_t errlen)
 
     if (c->policy_rules == NULL)
         return 0;
-    if (az_load_all(c, NULL, &l, err, errlen) == -1)
+    if (az_load_all(c, NULL, 0, &l, err, errlen) == -1)
         return -1;
     az_loaded_free(&l);
     return 0;
@@ -1511,9 +1596,16 @@ static int az_apply(struct az_loaded *l, char *err, size_t errlen)
     }
     az_geo_unref(ld_geo);
     ld_geo = l->geo;
-    memset(l, 0, sizeof(*l));
-    if (enabled)
+    if (enabled && l->policy_kept)
+        log_info("policy: rules %s unchanged: %zu rules, version \"%s\" (not compiled again)",
+                 ld_set->rules, policy_rule_count(ld_policy), policy_version(ld_policy));
+    else if (enabled)
         az_rules_loaded_log("loaded");
+    if (l->dir_kept)
+        log_debug("policy: directory %s unchanged (not parsed again)", ld_set->dir_file);
+    if (l->geo_kept)
+        log_debug("policy: GeoIP database %s unchanged (not opened again)", ld_set->geoip);
+    memset(l, 0, sizeof(*l));
     az_publish_ld();
     pthread_mutex_unlock(&ld_mtx);
 
@@ -1531,7 +1623,7 @@ int authz_start(struct event_base *main_base, const struct conf *c, char *err, s
         snprintf(err, errlen, "policy: already started");
         return -1;
     }
-    if (az_load_all(c, NULL, &l, err, errlen) == -1)
+    if (az_load_all(c, NULL, 0, &l, err, errlen) == -1)
         return -1;
     az_base = main_base;
     memset(&st, 0, sizeof(st));
@@ -1573,14 +1665,32 @@ int authz_start(struct event_base *main_base, const struct conf *c, char *err, s
     return 0;
 }
 
-int authz_reconfigure(const struct conf *c, char *err, size_t errlen)
-{
+struct authz_prepared {
     struct az_loaded l;
-    struct directory *keep = NULL;
-    int was = authz_enabled();
+    int was; /* authz_enabled() when prepared */
+};
 
+void authz_prepared_free(struct authz_prepared *p)
+{
+    if (p == NULL)
+        return;
+    az_loaded_free(&p->l);
+    free(p);
+}
+
+int authz_prepare(const struct conf *c, struct authz_prepared **out, char *err, size_t errlen)
+{
+    struct authz_prepared *p;
+    struct directory *keep = NULL;
+
+    *out = NULL;
     if (!az_started) {
         snprintf(err, errlen, "policy: not started");
+        return -1;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "policy: out of memory");
         return -1;
     }
     pthread_mutex_lock(&ld_mtx);
@@ -1590,20 +1700,42 @@ int authz_reconfigure(const struct conf *c, char *err, size_t errlen)
     if (ld_set != NULL && ld_set->dir_kind == AZ_DIR_URL && c->policy_dir_url != NULL &&
         ld_dir != NULL)
         keep = directory_ref(ld_dir);
+    p->was = ld_set != NULL && ld_set->rules != NULL;
     pthread_mutex_unlock(&ld_mtx);
-    if (az_load_all(c, keep, &l, err, errlen) == -1) {
+    if (az_load_all(c, keep, 1, &p->l, err, errlen) == -1) {
         directory_unref(keep);
+        free(p);
         return -1;
     }
     directory_unref(keep);
-    if (az_apply(&l, err, errlen) == -1) {
-        az_loaded_free(&l);
+    *out = p;
+    return 0;
+}
+
+int authz_commit(struct authz_prepared *p, char *err, size_t errlen)
+{
+    int rc;
+
+    if (!az_started) {
+        snprintf(err, errlen, "policy: not started");
+        authz_prepared_free(p);
         return -1;
     }
-    if (was && !authz_enabled())
+    rc = az_apply(&p->l, err, errlen);
+    if (rc == 0 && p->was && !authz_enabled())
         log_warnx("policy: the \"policy\" section was removed: no rules, every verified device "
                   "and identity is allowed on every route");
-    return 0;
+    authz_prepared_free(p);
+    return rc;
+}
+
+int authz_reconfigure(const struct conf *c, char *err, size_t errlen)
+{
+    struct authz_prepared *p;
+
+    if (authz_prepare(c, &p, err, errlen) == -1)
+        return -1;
+    return authz_commit(p, err, errlen);
 }
 
 void authz_stop(void)

@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1376,6 +1378,9 @@ out:
 static void *dt_loader_main(void *arg)
 {
     (void)arg;
+    /* Below the workers (Linux: per thread): a load must not delay requests. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
+        log_warn("device trust loader thread: cannot lower its priority");
     for (;;) {
         struct dt_ljob *j;
 

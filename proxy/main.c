@@ -6,6 +6,8 @@
  *
  * SIGHUP re-reads FILE; a configuration that does not validate (or whose
  * certificates or keys do not load) is refused and the running one kept.
+ * The expensive part of a reload runs on the reload thread at a lower
+ * priority than the workers (see "Reloads" below).
  * SIGTERM/SIGINT stop accepting, let in-flight requests finish within
  * timeouts.shutdown_grace, and exit 0.
  */
@@ -17,6 +19,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -62,56 +67,257 @@ static struct proxy_gen *load_generation(int check, char *err, size_t errlen)
     }
     g = proxy_gen_new(c, err, errlen);
     conf_unref(c);
+    if (g != NULL && (devtrust_validate(proxy_gen_conf(g), err, errlen) == -1 ||
+                      authz_validate(proxy_gen_conf(g), err, errlen) == -1)) {
+        proxy_gen_unref(g);
+        return NULL;
+    }
     return g;
 }
 
-static void on_sighup(evutil_socket_t sig, short what, void *arg)
+/*
+ * Reloads. The main thread reads and validates the configuration file and
+ * registers its identity providers (cheap, and the registry is the main
+ * thread's); the reload thread then builds everything expensive: the TLS
+ * contexts (certificates, keys, CRL), the session keys and assertion
+ * signer, and the rules, directory and GeoIP database (authz_prepare(),
+ * which takes over what did not change). It runs at nice +10 so that the
+ * workers always win the CPU while it works; the workers never wait for it.
+ * When it is done the main thread swaps the prepared state in (pointer
+ * swaps) or, if anything failed, keeps the running one. SIGHUPs that come
+ * while a reload is in progress are coalesced into one more reload after
+ * it, which reads the files as they are then.
+ */
+struct reload_job {
+    struct conf *c;
+    struct proxy_gen *g;
+    struct authz_prepared *az;
+    int failed;
+    char err[1024];
+    double main_ms, thread_ms; /* CPU time spent on it, per thread */
+};
+
+static pthread_t rl_thread;
+static pthread_mutex_t rl_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rl_cond = PTHREAD_COND_INITIALIZER;
+static struct reload_job *rl_todo, *rl_done; /* rl_mtx */
+static int rl_stop;                          /* rl_mtx */
+static int rl_running;                       /* the thread exists (main thread) */
+static struct event *rl_done_ev;
+static struct reload_job *rl_busy; /* main thread: the job with the thread */
+static int rl_again;               /* main thread: a SIGHUP came meanwhile */
+
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == -1)
+        return 0;
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void reload_job_free(struct reload_job *j)
+{
+    if (j == NULL)
+        return;
+    authz_prepared_free(j->az);
+    proxy_gen_unref(j->g);
+    conf_unref(j->c);
+    free(j);
+}
+
+/* The reload thread: build the generation and load the policy inputs. */
+static void reload_build(struct reload_job *j)
+{
+    double t0 = thread_cpu_ms();
+
+    j->g = proxy_gen_new(j->c, j->err, sizeof(j->err));
+    if (j->g == NULL || devtrust_validate(j->c, j->err, sizeof(j->err)) == -1 ||
+        authz_prepare(j->c, &j->az, j->err, sizeof(j->err)) == -1)
+        j->failed = 1;
+    j->thread_ms = thread_cpu_ms() - t0;
+}
+
+static void *reload_main(void *arg)
+{
+    (void)arg;
+    /* Linux: a thread's nice value is its own (the workers keep theirs). */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
+        log_warn("reload thread: cannot lower its priority");
+    for (;;) {
+        struct reload_job *j;
+
+        pthread_mutex_lock(&rl_mtx);
+        while (rl_todo == NULL && !rl_stop)
+            pthread_cond_wait(&rl_cond, &rl_mtx);
+        if (rl_stop) {
+            pthread_mutex_unlock(&rl_mtx);
+            break;
+        }
+        j = rl_todo;
+        rl_todo = NULL;
+        pthread_mutex_unlock(&rl_mtx);
+        reload_build(j);
+        pthread_mutex_lock(&rl_mtx);
+        rl_done = j;
+        pthread_mutex_unlock(&rl_mtx);
+        event_active(rl_done_ev, EV_READ, 0);
+    }
+    return NULL;
+}
+
+static void reload_refused(const char *why)
+{
+    log_warnx("reload refused, keeping the running configuration: %s", why);
+}
+
+/* Main thread: read the configuration, hand the rest to the thread. */
+static void reload_begin(void)
 {
     char err[1024];
-    struct proxy_gen *g;
+    struct reload_job *j;
     struct conf *c = NULL;
+    double t0 = thread_cpu_ms();
 
-    if (stopping) {
-        log_info("SIGHUP ignored: shutting down");
-        return;
-    }
     log_info("SIGHUP: reloading %s", conf_file);
     metrics_count(METRICS_RELOAD_BEGIN); /* a refusal is a begin without an OK */
     if (conf_load(conf_file, &c, err, sizeof(err)) == -1) {
-        log_warnx("reload refused, keeping the running configuration: %s", err);
+        reload_refused(err);
         return;
     }
     if (sso_registry_sync(main_base, c) == -1) {
-        log_warnx("reload refused, keeping the running configuration: cannot start identity "
-                  "providers");
+        reload_refused("cannot start identity providers");
         conf_unref(c);
         return;
     }
-    g = proxy_gen_new(c, err, sizeof(err));
-    if (g == NULL) {
-        log_warnx("reload refused, keeping the running configuration: %s", err);
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        reload_refused("out of memory");
         conf_unref(c);
         return;
     }
-    if (devtrust_reconfigure(c, err, sizeof(err)) == -1 ||
-        authz_reconfigure(c, err, sizeof(err)) == -1) {
-        log_warnx("reload refused, keeping the running configuration: %s", err);
-        proxy_gen_unref(g);
-        conf_unref(c);
+    j->c = c;
+    j->main_ms = thread_cpu_ms() - t0;
+    rl_busy = j;
+    pthread_mutex_lock(&rl_mtx);
+    rl_todo = j;
+    pthread_cond_signal(&rl_cond);
+    pthread_mutex_unlock(&rl_mtx);
+}
+
+/* Main thread: swap a built reload in (or refuse it). */
+static void reload_finish(struct reload_job *j)
+{
+    char err[1024];
+    struct conf *c = j->c;
+    double t0 = thread_cpu_ms();
+
+    if (j->failed) {
+        reload_refused(j->err);
         return;
     }
+    if (devtrust_reconfigure(c, err, sizeof(err)) == -1) {
+        reload_refused(err);
+        return;
+    }
+    /* authz_commit() takes the prepared state whatever happens. */
+    if (authz_commit(j->az, err, sizeof(err)) == -1) {
+        j->az = NULL;
+        reload_refused(err);
+        return;
+    }
+    j->az = NULL;
     if (admin_reconfigure(c, err, sizeof(err)) == -1)
         log_warnx("admin API: keeping the running listener: %s", err);
     shared_reconfigure(c);
     log_set_level(c->log_level);
     if (accesslog_reopen(c->access_log) == -1)
         log_warn("access log %s: cannot reopen, keeping the old one", c->access_log);
-    conf_unref(c);
-    proxy_reload(g);
+    proxy_reload(j->g);
     proxy_gen_unref(current);
-    current = g;
+    current = j->g;
+    j->g = NULL;
     metrics_count(METRICS_RELOAD_OK);
-    log_info("reload done: new connections use the new configuration");
+    j->main_ms += thread_cpu_ms() - t0;
+    log_info("reload done: new connections use the new configuration (CPU: main thread %.1f ms, "
+             "reload thread %.1f ms)",
+             j->main_ms, j->thread_ms);
+}
+
+static void reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct reload_job *j;
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pthread_mutex_lock(&rl_mtx);
+    j = rl_done;
+    rl_done = NULL;
+    pthread_mutex_unlock(&rl_mtx);
+    if (j == NULL)
+        return;
+    rl_busy = NULL;
+    if (stopping)
+        log_info("reload abandoned: shutting down");
+    else
+        reload_finish(j);
+    reload_job_free(j);
+    if (rl_again && !stopping) {
+        rl_again = 0;
+        reload_begin();
+    }
+}
+
+static int reload_start(char *err, size_t errlen)
+{
+    rl_done_ev = event_new(main_base, -1, 0, reload_done_cb, NULL);
+    if (rl_done_ev == NULL) {
+        snprintf(err, errlen, "reload: cannot create its event");
+        return -1;
+    }
+    if (pthread_create(&rl_thread, NULL, reload_main, NULL) != 0) {
+        snprintf(err, errlen, "reload: cannot start its thread");
+        return -1;
+    }
+    rl_running = 1;
+    return 0;
+}
+
+/* After the main loop: a reload still being built is dropped. */
+static void reload_stop(void)
+{
+    if (rl_running) {
+        pthread_mutex_lock(&rl_mtx);
+        rl_stop = 1;
+        pthread_cond_signal(&rl_cond);
+        pthread_mutex_unlock(&rl_mtx);
+        pthread_join(rl_thread, NULL);
+        rl_running = 0;
+    }
+    reload_job_free(rl_todo);
+    if (rl_done != rl_todo)
+        reload_job_free(rl_done);
+    rl_todo = rl_done = NULL;
+    rl_busy = NULL;
+    if (rl_done_ev != NULL)
+        event_free(rl_done_ev);
+    rl_done_ev = NULL;
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    if (stopping) {
+        log_info("SIGHUP ignored: shutting down");
+        return;
+    }
+    if (rl_busy != NULL) {
+        if (!rl_again)
+            log_info("SIGHUP: a reload is in progress; one more follows it");
+        rl_again = 1;
+        return;
+    }
+    reload_begin();
 }
 
 /*
@@ -330,6 +536,8 @@ int main(int argc, char **argv)
         fatal("access log %s", proxy_gen_conf(current)->access_log);
     if (proxy_start(current) == -1)
         fatalx("cannot start");
+    if (reload_start(err, sizeof(err)) == -1)
+        fatalx("%s", err);
     ev_hup = evsignal_new(main_base, SIGHUP, on_sighup, NULL);
     ev_term = evsignal_new(main_base, SIGTERM, on_sigterm, NULL);
     ev_int = evsignal_new(main_base, SIGINT, on_sigterm, NULL);
@@ -343,6 +551,7 @@ int main(int argc, char **argv)
     log_info("ztproxy ready");
     event_base_dispatch(main_base);
 
+    reload_stop();
     proxy_replies_stop();
     proxy_join();
     admin_stop();

@@ -115,9 +115,10 @@ struct proxy_gen *proxy_gen_new(struct conf *c, char *err, size_t errlen)
                  r->upstream_ca ? r->upstream_ca : "-", r->upstream_verify);
         g->pool_key[i] = strdup(key);
     }
+    /* The rules, directory, GeoIP and inventory settings are validated by
+     * the caller (main.c: authz_validate() at start, authz_prepare() on
+     * reload), once. */
     if (sso_gen_init(g, err, errlen) == -1)
-        goto err;
-    if (devtrust_validate(c, err, errlen) == -1 || authz_validate(c, err, errlen) == -1)
         goto err;
     return g;
 err:

@@ -819,6 +819,66 @@ static void test_reconfigure(void **state)
     assert_int_equal(eval(&in), POLICY_DENY); /* admin from 192.0.2.10 */
 }
 
+/* SIGHUP in two steps: nothing changes before the commit; a rules file
+ * with the same size (only the version differs) is compiled, not kept. */
+static void test_prepare_commit(void **state)
+{
+    struct authz_prepared *p = NULL;
+    struct authz_stats st;
+    struct conf *c;
+    char err[1024], *v9 = strdup(RULES), *at;
+
+    (void)state;
+    assert_non_null(v9);
+    at = strstr(v9, "\"v1\"");
+    assert_non_null(at);
+    at[2] = '9';
+    start("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},\"audit_log\":\"off\"");
+    c = make_conf("\"rules\":\"rules.json\",\"directory\":{\"file\":\"dir.json\"},"
+                  "\"audit_log\":\"off\"");
+
+    /* unchanged: prepared, then dropped */
+    assert_int_equal(authz_prepare(c, &p, err, sizeof(err)), 0);
+    assert_non_null(p);
+    authz_prepared_free(p);
+
+    /* changed, same size: nothing live until the commit */
+    put_file("rules.json", v9);
+    assert_int_equal(authz_prepare(c, &p, err, sizeof(err)), 0);
+    authz_stats(&st);
+    assert_string_equal(st.rules_version, "v1");
+    assert_int_equal(authz_commit(p, err, sizeof(err)), 0);
+    authz_stats(&st);
+    assert_string_equal(st.rules_version, "v9");
+    assert_true(alice_allowed_on_wiki());
+
+    /* unchanged again: committed, the same rules decide */
+    assert_int_equal(authz_prepare(c, &p, err, sizeof(err)), 0);
+    assert_int_equal(authz_commit(p, err, sizeof(err)), 0);
+    authz_stats(&st);
+    assert_string_equal(st.rules_version, "v9");
+    assert_true(alice_allowed_on_wiki());
+
+    /* a changed directory alone: the rules are bound to the new one */
+    put_file("dir.json", DIR_V2);
+    assert_int_equal(authz_prepare(c, &p, err, sizeof(err)), 0);
+    assert_int_equal(authz_commit(p, err, sizeof(err)), 0);
+    authz_stats(&st);
+    assert_string_equal(st.directory_version, "d2");
+    assert_false(alice_allowed_on_wiki());
+
+    /* a broken file fails the prepare with the file and the JSON path */
+    put_file("rules.json",
+             "{\"rules\":[{\"id\":\"a\",\"effect\":\"allow\",\"when\":{\"grup\":1}}]}");
+    assert_int_equal(authz_prepare(c, &p, err, sizeof(err)), -1);
+    assert_null(p);
+    assert_non_null(strstr(err, "rules.json: $.rules[0] (id \"a\").when.grup"));
+    authz_stats(&st);
+    assert_string_equal(st.rules_version, "v9");
+    conf_unref(c);
+    free(v9);
+}
+
 /* The audit line: exact fields, chained, no query. */
 static void test_audit_line(void **state)
 {
@@ -1258,6 +1318,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admin_compile_eval_overrides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_validate_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_install, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_commit, setup, teardown),
     };
 
     evthread_use_pthreads();

@@ -673,9 +673,13 @@ static struct az_state *az_current(void)
     return s;
 }
 
+static void az_rg_drop(void);
+
 void authz_thread_release(void)
 {
     struct az_state *old = tl_state;
+
+    az_rg_drop();
 
     tl_state = NULL;
     tl_gen = 0;
@@ -2299,10 +2303,75 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
     c->now = in->now;
 }
 
+/*
+ * The directory ids of the groups the rules of a route name, resolved once
+ * per published snapshot (rules and directory) and route, on this thread:
+ * per request, only the user's groups are matched against them. Valid
+ * while tl_gen is tl_rg_gen (tl_state, which holds the policy and the
+ * directory they came from, is unchanged).
+ */
+struct az_rg {
+    uint32_t *ids; /* directory ids of the named groups that exist, in name order */
+    size_t n;
+    int done;
+};
+
+static _Thread_local struct az_rg *tl_rg; /* [nroutes of tl_state's settings] */
+static _Thread_local size_t tl_rg_n;
+static _Thread_local uint64_t tl_rg_gen;
+
+static void az_rg_drop(void)
+{
+    size_t i;
+
+    for (i = 0; i < tl_rg_n; i++)
+        free(tl_rg[i].ids);
+    free(tl_rg);
+    tl_rg = NULL;
+    tl_rg_n = 0;
+    tl_rg_gen = 0;
+}
+
+/* The resolved ids of route ri of s (this thread's snapshot, policy
+ * s->policy), or NULL (out of memory, or not cacheable): resolve by name. */
+static const struct az_rg *az_route_gids(const struct az_state *s, int ri)
+{
+    struct az_rg *e;
+    const char *name;
+    size_t i, n;
+    uint32_t id;
+
+    if (s != tl_state || s->dir == NULL || ri < 0 || (size_t)ri >= s->set->nroutes)
+        return NULL;
+    if (tl_rg_gen != tl_gen || tl_rg == NULL) {
+        az_rg_drop();
+        tl_rg = calloc(s->set->nroutes, sizeof(*tl_rg));
+        if (tl_rg == NULL)
+            return NULL;
+        tl_rg_n = s->set->nroutes;
+        tl_rg_gen = tl_gen;
+    }
+    e = &tl_rg[ri];
+    if (e->done)
+        return e;
+    for (n = 0; policy_route_group(s->policy, ri, NULL, n) != NULL; n++)
+        ;
+    e->ids = malloc((n + 1) * sizeof(*e->ids));
+    if (e->ids == NULL)
+        return NULL;
+    for (i = 0; (name = policy_route_group(s->policy, ri, NULL, i)) != NULL; i++)
+        if (directory_group_find(s->dir, name, &id) == 0)
+            e->ids[e->n++] = id;
+    e->done = 1;
+    return e;
+}
+
 /* out->route_groups: the user's groups (c->groups, sorted directory ids)
- * that the rules of p applying to the route name, within the same budget. */
+ * that the rules of p applying to the route name, within the same budget.
+ * rg: those groups' ids resolved beforehand (az_route_gids), or NULL. */
 static void az_groups_route(const struct policy *p, const struct policy_ctx *c,
-                            const struct authz_input *in, struct authz_result *out)
+                            const struct authz_input *in, struct authz_result *out,
+                            const struct az_rg *rg)
 {
     uint32_t ids[AZ_OVERRIDE_GROUPS_MAX], id;
     const char *name;
@@ -2310,11 +2379,19 @@ static void az_groups_route(const struct policy *p, const struct policy_ctx *c,
 
     if (p == NULL || !c->identity || c->dir == NULL || c->ngroups == 0)
         return;
-    for (i = 0; (name = policy_route_group(p, c->route_index, c->route, i)) != NULL; i++) {
+    for (i = 0;; i++) {
         size_t lo = 0, hi = c->ngroups;
 
-        if (directory_group_find(c->dir, name, &id) == -1)
-            continue;
+        if (rg != NULL) {
+            if (i == rg->n)
+                break;
+            id = rg->ids[i];
+        } else {
+            if ((name = policy_route_group(p, c->route_index, c->route, i)) == NULL)
+                break;
+            if (directory_group_find(c->dir, name, &id) == -1)
+                continue;
+        }
         while (lo < hi) { /* the user's ids are sorted */
             size_t mid = lo + (hi - lo) / 2;
             if (c->groups[mid] < id)
@@ -2370,7 +2447,8 @@ void authz_evaluate(const struct authz_input *in, struct authz_result *out)
         return;
     }
     az_ctx_build(s, 0, in, out, &c, &store);
-    az_groups_route(s->policy, &c, in, out);
+    az_groups_route(s->policy, &c, in, out,
+                    c.identity && c.ngroups > 0 ? az_route_gids(s, c.route_index) : NULL);
     policy_eval(s->policy, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }
@@ -2392,7 +2470,7 @@ void authz_evaluate_policy(const struct policy *p, const struct authz_input *in,
         return;
     }
     az_ctx_build(s, p != s->policy, in, out, &c, &store);
-    az_groups_route(p, &c, in, out);
+    az_groups_route(p, &c, in, out, NULL);
     policy_eval(p, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }

@@ -590,19 +590,81 @@ static size_t al_count_lines(struct evbuffer *b)
     return n;
 }
 
-/* Chain the lines of in into out; returns how many. */
+/* Chain one line (len bytes before its newline) into out: 0, or -1 for a
+ * line that is not ours (dropped). head holds "{"prev":"<hex of al_prev>","
+ * on entry, and the next line's on return. */
+static int al_chain_line(const char *line, size_t len, char *head, struct evbuffer *out,
+                         EVP_MD_CTX *md)
+{
+    struct evbuffer_iovec v;
+    unsigned char x[32];
+    unsigned int xl = 0;
+    char *o;
+
+    if (len < 2 || line[0] != '{' || len > AUDITLOG_LINE_MAX - AL_HEAD_LEN)
+        return -1;
+    if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
+        EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1)
+        return -1;
+    al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
+    head[AL_PREV_LEN + AL_HASH_KEY_LEN + 64] = '"'; /* al_tohex() put a NUL there */
+    /* {"prev":..., "hash":..., then the members, "}" and the newline: one
+     * contiguous reservation, no intermediate copy. */
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(AL_HEAD_LEN + len), &v, 1) == 1 &&
+        v.iov_len >= AL_HEAD_LEN + len) {
+        o = v.iov_base;
+        memcpy(o, head, AL_HEAD_LEN);
+        memcpy(o + AL_HEAD_LEN, line + 1, len);
+        o[AL_HEAD_LEN + len - 1] = '\n';
+        v.iov_len = AL_HEAD_LEN + len;
+        evbuffer_commit_space(out, &v, 1);
+    } else {
+        evbuffer_add(out, head, AL_HEAD_LEN);
+        evbuffer_add(out, line + 1, len);
+    }
+    memcpy(al_prev, x, sizeof(al_prev));
+    /* The next line's "prev" is this line's hash, already in hex. */
+    memcpy(head + AL_PREV_KEY_LEN, head + AL_PREV_LEN + AL_HASH_KEY_LEN, 64);
+    return 0;
+}
+
+/* Chain the lines of in into out; returns how many. Lines are taken where
+ * they lie in in's chunks; only a line that spans two chunks is pulled up. */
 static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md, uint64_t *bad)
 {
     char head[AL_HEAD_LEN + 1];
     size_t n = 0;
 
+    /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
+    memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
+    al_tohex(al_prev, head + AL_PREV_KEY_LEN);
+    memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
+    memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
+    memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
     while (evbuffer_get_length(in) > 0) {
-        struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
-        unsigned char x[32];
-        unsigned int xl = 0;
-        const char *line;
-        size_t len;
+        struct evbuffer_iovec v;
+        struct evbuffer_ptr pos;
+        const char *p, *nl, *line;
+        size_t used = 0, len;
 
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        p = v.iov_base;
+        while (used < v.iov_len && (nl = memchr(p + used, '\n', v.iov_len - used)) != NULL) {
+            len = (size_t)(nl - (p + used));
+            if (al_chain_line(p + used, len, head, out, md) == 0)
+                n++;
+            else
+                (*bad)++;
+            used += len + 1;
+        }
+        if (used > 0) {
+            evbuffer_drain(in, used);
+            continue;
+        }
+        /* The first chunk holds no newline: a line across chunks. */
+        pos = evbuffer_search(in, "\n", 1, NULL);
         if (pos.pos < 0) {
             /* Not from auditlog_append(): never half a line. */
             (*bad)++;
@@ -611,30 +673,11 @@ static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md
         }
         len = (size_t)pos.pos;
         line = (const char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
-        if (line == NULL || len < 2 || line[0] != '{' || len > AUDITLOG_LINE_MAX - AL_HEAD_LEN) {
+        if (line != NULL && al_chain_line(line, len, head, out, md) == 0)
+            n++;
+        else
             (*bad)++;
-            evbuffer_drain(in, len + 1);
-            continue;
-        }
-        /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
-        memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
-        al_tohex(al_prev, head + AL_PREV_KEY_LEN);
-        memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
-        if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1 ||
-            EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
-            EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1) {
-            (*bad)++;
-            evbuffer_drain(in, len + 1);
-            continue;
-        }
-        memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
-        al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
-        memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
-        evbuffer_add(out, head, AL_HEAD_LEN);
-        evbuffer_add(out, line + 1, len); /* the members, "}" and the newline */
-        memcpy(al_prev, x, sizeof(al_prev));
         evbuffer_drain(in, len + 1);
-        n++;
     }
     return n;
 }

@@ -241,12 +241,8 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
         sbuf_add(b, s + start, len - start);
 }
 
-static void al_key(struct sbuf *b, const char *key)
-{
-    sbuf_lit(b, ",\"");
-    sbuf_str(b, key);
-    sbuf_lit(b, "\":");
-}
+/* ,"key": - key a string literal (one copy of a constant length). */
+#define AL_KEY(b, key) sbuf_lit((b), ",\"" key "\":")
 
 /* "2026-05-20T10:12:13.456Z" (24 bytes) for Unix milliseconds t. */
 static void al_time(struct sbuf *b, int64_t t)
@@ -320,22 +316,29 @@ static void al_flush(struct evbuffer *buf, struct sbuf *b)
         free(b->p);
 }
 
-static void al_str_n(struct sbuf *b, const char *key, const char *s, size_t len)
+/* ,"key":"<s escaped>" or ,"key":null; pre is ,"key":" (prelen bytes). */
+static inline void al_str_n(struct sbuf *b, const char *pre, size_t prelen, const char *s,
+                            size_t len)
 {
-    al_key(b, key);
     if (s == NULL) {
+        sbuf_add(b, pre, prelen - 1);
         sbuf_add(b, "null", 4);
         return;
     }
-    sbuf_add(b, "\"", 1);
+    sbuf_add(b, pre, prelen);
     al_escape(b, s, len);
     sbuf_add(b, "\"", 1);
 }
 
-static void al_str(struct sbuf *b, const char *key, const char *s)
+static inline void al_str(struct sbuf *b, const char *pre, size_t prelen, const char *s)
 {
-    al_str_n(b, key, s, s != NULL ? strlen(s) : 0);
+    al_str_n(b, pre, prelen, s, s != NULL ? strlen(s) : 0);
 }
+
+/* key: a string literal. */
+#define AL_STR(b, key, s) al_str((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s))
+#define AL_STR_N(b, key, s, n)                                                                     \
+    al_str_n((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s), (n))
 
 void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
 {
@@ -350,24 +353,24 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
     sbuf_lit(buf, "{\"time\":\"");
     al_time(buf, e->time_ms);
     sbuf_lit(buf, "\"");
-    al_str(buf, "request_id", e->request_id);
-    al_str(buf, "user", e->user);
-    al_str(buf, "email", e->email);
-    al_str(buf, "device", e->device);
-    al_str(buf, "tier", e->tier);
-    al_key(buf, "score");
+    AL_STR(buf, "request_id", e->request_id);
+    AL_STR(buf, "user", e->user);
+    AL_STR(buf, "email", e->email);
+    AL_STR(buf, "device", e->device);
+    AL_STR(buf, "tier", e->tier);
+    AL_KEY(buf, "score");
     if (e->score >= 0)
         sbuf_u64(buf, (uint64_t)e->score);
     else
         sbuf_lit(buf, "null");
-    al_str(buf, "client", e->client);
-    al_str(buf, "country", e->country);
+    AL_STR(buf, "client", e->client);
+    AL_STR(buf, "country", e->country);
     if (e->asn != 0) {
-        snprintf(tmp, sizeof(tmp), ",\"asn\":%" PRIu32, e->asn);
-        sbuf_str(buf, tmp);
+        AL_KEY(buf, "asn");
+        sbuf_u64(buf, (uint64_t)e->asn);
     }
-    al_str(buf, "route", e->route);
-    al_str(buf, "method", e->method);
+    AL_STR(buf, "route", e->route);
+    AL_STR(buf, "method", e->method);
     plen = 0;
     if (e->path != NULL) {
         const char *q = memchr(e->path, '?', e->path_len);
@@ -375,13 +378,13 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         if (plen > AUDITLOG_PATH_MAX)
             plen = AUDITLOG_PATH_MAX;
     }
-    al_str_n(buf, "path", e->path, plen);
+    AL_STR_N(buf, "path", e->path, plen);
     if (e->path != NULL && plen < e->path_len && e->path[plen] != '?')
         sbuf_add(buf, ",\"path_cut\":true", 16);
     if (d != NULL) {
-        al_str(buf, "effect", policy_effect_name(d->effect));
-        al_str(buf, "rule", d->rule_id);
-        al_key(buf, "reasons");
+        AL_STR(buf, "effect", policy_effect_name(d->effect));
+        AL_STR(buf, "rule", d->rule_id);
+        AL_KEY(buf, "reasons");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nreasons; i++) {
             const char *r = policy_decision_reason(d, i);
@@ -401,8 +404,8 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
                      d->step_up_max_age, d->step_up_mfa ? "true" : "false");
             sbuf_str(buf, tmp);
         }
-        al_str(buf, "version", d->version != NULL ? d->version : "");
-        al_key(buf, "monitor");
+        AL_STR(buf, "version", d->version != NULL ? d->version : "");
+        AL_KEY(buf, "monitor");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nmonitor; i++) {
             const struct policy_monitor_result *m = &d->monitor[i];
@@ -428,7 +431,7 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         }
     }
     if (e->nfailing > 0 && e->failing != NULL) {
-        al_key(buf, "device_failing");
+        AL_KEY(buf, "device_failing");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < e->nfailing && i < AUDITLOG_FAILING_MAX; i++) {
             const char *f = e->failing[i] != NULL ? e->failing[i] : "";
@@ -461,9 +464,9 @@ void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *ac
     sbuf_lit(buf, "{\"time\":\"");
     al_time(buf, time_ms);
     sbuf_lit(buf, "\",\"event\":\"admin\"");
-    al_str(buf, "actor", actor);
-    al_str(buf, "what", what);
-    al_key(buf, "detail");
+    AL_STR(buf, "actor", actor);
+    AL_STR(buf, "what", what);
+    AL_KEY(buf, "detail");
     if (detail_json != NULL && detail_json[0] != '\0' && strchr(detail_json, '\n') == NULL)
         sbuf_str(buf, detail_json);
     else

@@ -593,13 +593,25 @@ static size_t al_count_lines(struct evbuffer *b)
     return n;
 }
 
+/* Chained lines on their way to out (writer thread only): one
+ * evbuffer_add() per batch or 64 KiB instead of two per line. Holds the
+ * longest line al_chain_line() accepts. */
+static char al_stage[AUDITLOG_LINE_MAX];
+static size_t al_stage_len;
+
+static void al_stage_flush(struct evbuffer *out)
+{
+    if (al_stage_len > 0)
+        evbuffer_add(out, al_stage, al_stage_len);
+    al_stage_len = 0;
+}
+
 /* Chain one line (len bytes before its newline) into out: 0, or -1 for a
  * line that is not ours (dropped). head holds "{"prev":"<hex of al_prev>","
  * on entry, and the next line's on return. */
 static int al_chain_line(const char *line, size_t len, char *head, struct evbuffer *out,
                          EVP_MD_CTX *md)
 {
-    struct evbuffer_iovec v;
     unsigned char x[32];
     unsigned int xl = 0;
     char *o;
@@ -612,20 +624,14 @@ static int al_chain_line(const char *line, size_t len, char *head, struct evbuff
         return -1;
     al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
     head[AL_PREV_LEN + AL_HASH_KEY_LEN + 64] = '"'; /* al_tohex() put a NUL there */
-    /* {"prev":..., "hash":..., then the members, "}" and the newline: one
-     * contiguous reservation, no intermediate copy. */
-    if (evbuffer_reserve_space(out, (ev_ssize_t)(AL_HEAD_LEN + len), &v, 1) == 1 &&
-        v.iov_len >= AL_HEAD_LEN + len) {
-        o = v.iov_base;
-        memcpy(o, head, AL_HEAD_LEN);
-        memcpy(o + AL_HEAD_LEN, line + 1, len);
-        o[AL_HEAD_LEN + len - 1] = '\n';
-        v.iov_len = AL_HEAD_LEN + len;
-        evbuffer_commit_space(out, &v, 1);
-    } else {
-        evbuffer_add(out, head, AL_HEAD_LEN);
-        evbuffer_add(out, line + 1, len);
-    }
+    /* {"prev":..., "hash":..., then the members, "}" and the newline, into
+     * the stage (handed to out when full and at the end of the batch). */
+    if (al_stage_len + AL_HEAD_LEN + len > sizeof(al_stage))
+        al_stage_flush(out);
+    o = al_stage + al_stage_len;
+    memcpy(o, head, AL_HEAD_LEN);
+    memcpy(o + AL_HEAD_LEN, line + 1, len);
+    al_stage_len += AL_HEAD_LEN + len;
     memcpy(al_prev, x, sizeof(al_prev));
     /* The next line's "prev" is this line's hash, already in hex. */
     memcpy(head + AL_PREV_KEY_LEN, head + AL_PREV_LEN + AL_HASH_KEY_LEN, 64);
@@ -682,6 +688,7 @@ static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md
             (*bad)++;
         evbuffer_drain(in, len + 1);
     }
+    al_stage_flush(out);
     return n;
 }
 

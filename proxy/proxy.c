@@ -344,8 +344,7 @@ static void conn_reset_request(struct conn *c)
 {
     sso_req_free(c);
     c->pending_head = 0;
-    free(c->path);
-    c->path = NULL;
+    c->path = NULL; /* its storage (path_buf) stays for the next request */
     c->path_len = 0;
     c->route = NULL;
     c->method[0] = '\0';
@@ -551,6 +550,7 @@ void conn_free(struct conn *c)
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     conn_reset_request(c);
+    free(c->path_buf);
     sso_conn_free(c);
     proxy_gen_unref(c->gen);
     OPENSSL_cleanse(&c->peer, sizeof(c->peer));
@@ -1068,12 +1068,21 @@ int conn_read_head(struct conn *c)
         return -1;
     }
 
-    free(c->path);
-    path = malloc(req.path_len + 1 + (req.query ? req.query_len + 1 : 0));
-    if (path == NULL) {
-        conn_respond_error(c, 500, "Out of memory.");
-        return -1;
+    c->path = NULL;
+    plen = req.path_len + 1 + (req.query ? req.query_len + 1 : 0);
+    if (plen > c->path_cap) { /* grows once or twice per connection */
+        size_t cap = plen < 256 ? 256 : plen;
+
+        free(c->path_buf);
+        c->path_cap = 0;
+        c->path_buf = malloc(cap);
+        if (c->path_buf == NULL) {
+            conn_respond_error(c, 500, "Out of memory.");
+            return -1;
+        }
+        c->path_cap = cap;
     }
+    path = c->path_buf;
     c->path = path;
     if (http_path_normalize(req.path, req.path_len, 0, path, &plen, &perr) == -1) {
         /* Retry with encoded slashes allowed: the route decides. */

@@ -77,6 +77,8 @@ struct conn {
     char authority[272]; /* the Host header as sent (with port) */
     char *path;          /* normalised path (+ "?query" for the upstream) */
     size_t path_len;
+    char *path_buf; /* c->path's storage, kept across requests (path_cap bytes) */
+    size_t path_cap;
     int minor;
     int keep_alive;
     int is_head;

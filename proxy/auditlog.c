@@ -205,6 +205,10 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
         /* The common case: a run of printable ASCII that needs nothing. */
         while (i + 8 <= len && al_plain8(u + i))
             i += 8;
+        /* The last 0-7 bytes: the 8 ending at len (overlapping what was
+         * checked already) when the string is that long. */
+        if (i < len && i + 8 > len && len >= 8 && al_plain8(u + len - 8))
+            i = len;
         while (i < len && (al_plain[u[i] >> 6] >> (u[i] & 63) & 1))
             i++;
         if (i == len)

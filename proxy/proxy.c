@@ -362,8 +362,7 @@ static void conn_reset_request(struct conn *c)
     c->error = NULL;
     c->retried = 0;
     c->head_started = 0;
-    free(c->retry_head);
-    c->retry_head = NULL;
+    c->retry_head = NULL; /* its storage (retry_buf) stays */
 }
 
 /*
@@ -551,6 +550,7 @@ void conn_free(struct conn *c)
         bufferevent_free(c->bev);
     conn_reset_request(c);
     free(c->path_buf);
+    free(c->retry_buf);
     sso_conn_free(c);
     proxy_gen_unref(c->gen);
     OPENSSL_cleanse(&c->peer, sizeof(c->peer));
@@ -906,10 +906,17 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
     if (c->req_body == HTTP_BODY_NONE && !c->websocket && !c->retried && u->reused) {
         /* Keep a copy so a request that meets a pooled connection the
          * upstream just closed can be retried once on a new one. */
-        free(c->retry_head);
-        c->retry_head = malloc(len);
-        if (c->retry_head != NULL) {
-            memcpy(c->retry_head, head, len);
+        c->retry_head = NULL;
+        if (len > c->retry_cap) {
+            free(c->retry_buf);
+            c->retry_cap = 0;
+            c->retry_buf = malloc(len < 4096 ? 4096 : len);
+            if (c->retry_buf != NULL)
+                c->retry_cap = len < 4096 ? 4096 : len;
+        }
+        if (c->retry_buf != NULL) {
+            memcpy(c->retry_buf, head, len);
+            c->retry_head = c->retry_buf;
             c->retry_len = len;
         }
     }
@@ -1457,7 +1464,6 @@ static int conn_response_head(struct conn *c)
     conn_respond_error(c, 502, "The application sent an invalid response.");
     return -1;
 ok:
-    free(c->retry_head);
     c->retry_head = NULL;
     c->resp_started = 1;
     c->status = resp.status;
@@ -1649,8 +1655,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         up_free(u);
         log_debug("upstream %s: pooled connection closed, retrying request %s", c->route->upstream,
                   c->reqid);
-        conn_start_upstream(c, head, c->retry_len);
-        free(head);
+        conn_start_upstream(c, head, c->retry_len); /* head: c->retry_buf, not copied again */
         return;
     }
     c->up = NULL;

@@ -92,6 +92,8 @@ struct conn {
     struct upconn *up;
     char *retry_head; /* the head, while a retry on a new connection is possible */
     size_t retry_len;
+    char *retry_buf; /* retry_head's storage, kept across requests (retry_cap bytes) */
+    size_t retry_cap;
     int retried;
     const char *error; /* why the request failed, for the access log */
 

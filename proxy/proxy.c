@@ -700,11 +700,6 @@ static struct upconn *up_connect(struct conn *c)
 
 /* ---- building the upstream request ------------------------------------ */
 
-int header_is(const struct http_header *h, const char *lower)
-{
-    return http_token_eq(h->name, h->name_len, lower);
-}
-
 /* Is this header named by a token of any Connection header? */
 static int named_in_connection(const struct http_header *hs, size_t n, const struct http_header *h)
 {

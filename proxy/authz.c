@@ -2185,6 +2185,36 @@ static void az_decision_none(struct policy_decision *d)
     d->monitor_dropped = 0;
 }
 
+/*
+ * The last GeoIP lookup on this thread, for one published snapshot (the
+ * database does not change within it): a connection's requests come from
+ * one address, so most lookups repeat the one before. Only the lookup is
+ * kept, never a decision.
+ */
+static _Thread_local struct {
+    uint64_t gen; /* tl_gen of the lookup; 0: none */
+    struct az_addr addr;
+    char country[8];
+    uint32_t asn;
+} tl_geo;
+
+static void az_geo_lookup_memo(const struct az_state *s, const struct az_addr *x, char *country,
+                               size_t clen, uint32_t *asn)
+{
+    if (s != tl_state || clen != sizeof(tl_geo.country)) {
+        az_geo_lookup(s->geo, x, country, clen, asn);
+        return;
+    }
+    if (tl_geo.gen != tl_gen || tl_geo.addr.family != x->family ||
+        memcmp(tl_geo.addr.a, x->a, sizeof(x->a)) != 0) {
+        az_geo_lookup(s->geo, x, tl_geo.country, sizeof(tl_geo.country), &tl_geo.asn);
+        tl_geo.addr = *x;
+        tl_geo.gen = tl_gen;
+    }
+    memcpy(country, tl_geo.country, sizeof(tl_geo.country));
+    *asn = tl_geo.asn;
+}
+
 #define AZ_OVERRIDE_GROUPS_MAX 256
 
 /* Storage a resolved context points into (caller's stack). */
@@ -2276,7 +2306,7 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
         az_addr_text(&client, out->client_ip, sizeof(out->client_ip));
         if (in->country_override == NULL) {
             if (s->geo != NULL)
-                az_geo_lookup(s->geo, &client, out->country, sizeof(out->country), &out->asn);
+                az_geo_lookup_memo(s, &client, out->country, sizeof(out->country), &out->asn);
             else
                 snprintf(out->country, sizeof(out->country), "unknown");
         }

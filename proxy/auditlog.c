@@ -59,14 +59,22 @@ static const EVP_MD *al_sha256(void)
     return m;
 }
 
+/* "000102...ff": the two hex digits of each byte value. */
+static const char al_hex2[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                                 "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                                 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                                 "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                                 "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                                 "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                 "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                 "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 static void al_tohex(const unsigned char *h, char *out)
 {
     size_t i;
 
-    for (i = 0; i < 32; i++) {
-        out[2 * i] = al_hex[h[i] >> 4];
-        out[2 * i + 1] = al_hex[h[i] & 15];
-    }
+    for (i = 0; i < 32; i++)
+        memcpy(out + 2 * i, al_hex2 + 2 * h[i], 2);
     out[64] = '\0';
 }
 
@@ -603,9 +611,13 @@ static size_t al_count_lines(struct evbuffer *b)
 static char al_stage[AUDITLOG_LINE_MAX];
 static size_t al_stage_len;
 
-static void al_stage_flush(struct evbuffer *out)
+/* Hand the stage to out: copied (by_ref 0: more lines follow in this
+ * batch), or by reference (the end of the batch: al_write_lines() writes or
+ * drops all of out before the stage is used again, so no copy is needed). */
+static void al_stage_flush(struct evbuffer *out, int by_ref)
 {
-    if (al_stage_len > 0)
+    if (al_stage_len > 0 &&
+        (!by_ref || evbuffer_add_reference(out, al_stage, al_stage_len, NULL, NULL) != 0))
         evbuffer_add(out, al_stage, al_stage_len);
     al_stage_len = 0;
 }
@@ -631,7 +643,7 @@ static int al_chain_line(const char *line, size_t len, char *head, struct evbuff
     /* {"prev":..., "hash":..., then the members, "}" and the newline, into
      * the stage (handed to out when full and at the end of the batch). */
     if (al_stage_len + AL_HEAD_LEN + len > sizeof(al_stage))
-        al_stage_flush(out);
+        al_stage_flush(out, 0);
     o = al_stage + al_stage_len;
     memcpy(o, head, AL_HEAD_LEN);
     memcpy(o + AL_HEAD_LEN, line + 1, len);
@@ -692,7 +704,7 @@ static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md
             (*bad)++;
         evbuffer_drain(in, len + 1);
     }
-    al_stage_flush(out);
+    al_stage_flush(out, 1);
     return n;
 }
 

@@ -2346,19 +2346,42 @@ struct az_rg {
     int done;
 };
 
-static _Thread_local struct az_rg *tl_rg; /* [nroutes of tl_state's settings] */
-static _Thread_local size_t tl_rg_n;
+struct az_rgset {
+    size_t n; /* routes of tl_state's settings */
+    struct az_rg r[];
+};
+
+static _Thread_local struct az_rgset *tl_rg;
 static _Thread_local uint64_t tl_rg_gen;
+/* Frees a thread's set when it exits without authz_thread_release(). */
+static pthread_key_t rg_key;
+static pthread_once_t rg_once = PTHREAD_ONCE_INIT;
+static int rg_key_ok;
+
+static void az_rgset_free(void *p)
+{
+    struct az_rgset *set = p;
+    size_t i;
+
+    if (set == NULL)
+        return;
+    for (i = 0; i < set->n; i++)
+        free(set->r[i].ids);
+    free(set);
+}
+
+static void az_rg_key_init(void)
+{
+    rg_key_ok = pthread_key_create(&rg_key, az_rgset_free) == 0;
+}
 
 static void az_rg_drop(void)
 {
-    size_t i;
-
-    for (i = 0; i < tl_rg_n; i++)
-        free(tl_rg[i].ids);
-    free(tl_rg);
+    if (tl_rg == NULL)
+        return;
+    pthread_setspecific(rg_key, NULL);
+    az_rgset_free(tl_rg);
     tl_rg = NULL;
-    tl_rg_n = 0;
     tl_rg_gen = 0;
 }
 
@@ -2375,13 +2398,21 @@ static const struct az_rg *az_route_gids(const struct az_state *s, int ri)
         return NULL;
     if (tl_rg_gen != tl_gen || tl_rg == NULL) {
         az_rg_drop();
-        tl_rg = calloc(s->set->nroutes, sizeof(*tl_rg));
+        pthread_once(&rg_once, az_rg_key_init);
+        if (!rg_key_ok)
+            return NULL;
+        tl_rg = calloc(1, sizeof(*tl_rg) + s->set->nroutes * sizeof(tl_rg->r[0]));
         if (tl_rg == NULL)
             return NULL;
-        tl_rg_n = s->set->nroutes;
+        if (pthread_setspecific(rg_key, tl_rg) != 0) {
+            free(tl_rg);
+            tl_rg = NULL;
+            return NULL;
+        }
+        tl_rg->n = s->set->nroutes;
         tl_rg_gen = tl_gen;
     }
-    e = &tl_rg[ri];
+    e = &tl_rg->r[ri];
     if (e->done)
         return e;
     for (n = 0; policy_route_group(s->policy, ri, NULL, n) != NULL; n++)

@@ -749,7 +749,8 @@ static void test_value_bytes(void **state)
                 fail_msg("byte 0x%02x at %zu: refused (%d)", c, k, (int)st);
             if (k == 0 && (c == ' ' || c == '\t'))
                 skip = 1; /* leading whitespace is not part of the value */
-            if (hdrs[1].value_len != len - skip || memcmp(hdrs[1].value, val + skip, len - skip) != 0)
+            if (hdrs[1].value_len != len - skip ||
+                memcmp(hdrs[1].value, val + skip, len - skip) != 0)
                 fail_msg("byte 0x%02x at %zu: value cut", c, k);
         }
     }

@@ -59,14 +59,22 @@ static const EVP_MD *al_sha256(void)
     return m;
 }
 
+/* "000102...ff": the two hex digits of each byte value. */
+static const char al_hex2[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                                 "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                                 "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                                 "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                                 "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                                 "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                 "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                 "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 static void al_tohex(const unsigned char *h, char *out)
 {
     size_t i;
 
-    for (i = 0; i < 32; i++) {
-        out[2 * i] = al_hex[h[i] >> 4];
-        out[2 * i + 1] = al_hex[h[i] & 15];
-    }
+    for (i = 0; i < 32; i++)
+        memcpy(out + 2 * i, al_hex2 + 2 * h[i], 2);
     out[64] = '\0';
 }
 
@@ -205,6 +213,10 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
         /* The common case: a run of printable ASCII that needs nothing. */
         while (i + 8 <= len && al_plain8(u + i))
             i += 8;
+        /* The last 0-7 bytes: the 8 ending at len (overlapping what was
+         * checked already) when the string is that long. */
+        if (i < len && i + 8 > len && len >= 8 && al_plain8(u + len - 8))
+            i = len;
         while (i < len && (al_plain[u[i] >> 6] >> (u[i] & 63) & 1))
             i++;
         if (i == len)
@@ -241,12 +253,8 @@ static void al_escape(struct sbuf *b, const char *s, size_t len)
         sbuf_add(b, s + start, len - start);
 }
 
-static void al_key(struct sbuf *b, const char *key)
-{
-    sbuf_lit(b, ",\"");
-    sbuf_str(b, key);
-    sbuf_lit(b, "\":");
-}
+/* ,"key": - key a string literal (one copy of a constant length). */
+#define AL_KEY(b, key) sbuf_lit((b), ",\"" key "\":")
 
 /* "2026-05-20T10:12:13.456Z" (24 bytes) for Unix milliseconds t. */
 static void al_time(struct sbuf *b, int64_t t)
@@ -320,22 +328,29 @@ static void al_flush(struct evbuffer *buf, struct sbuf *b)
         free(b->p);
 }
 
-static void al_str_n(struct sbuf *b, const char *key, const char *s, size_t len)
+/* ,"key":"<s escaped>" or ,"key":null; pre is ,"key":" (prelen bytes). */
+static inline void al_str_n(struct sbuf *b, const char *pre, size_t prelen, const char *s,
+                            size_t len)
 {
-    al_key(b, key);
     if (s == NULL) {
+        sbuf_add(b, pre, prelen - 1);
         sbuf_add(b, "null", 4);
         return;
     }
-    sbuf_add(b, "\"", 1);
+    sbuf_add(b, pre, prelen);
     al_escape(b, s, len);
     sbuf_add(b, "\"", 1);
 }
 
-static void al_str(struct sbuf *b, const char *key, const char *s)
+static inline void al_str(struct sbuf *b, const char *pre, size_t prelen, const char *s)
 {
-    al_str_n(b, key, s, s != NULL ? strlen(s) : 0);
+    al_str_n(b, pre, prelen, s, s != NULL ? strlen(s) : 0);
 }
+
+/* key: a string literal. */
+#define AL_STR(b, key, s) al_str((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s))
+#define AL_STR_N(b, key, s, n)                                                                     \
+    al_str_n((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s), (n))
 
 void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
 {
@@ -350,24 +365,24 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
     sbuf_lit(buf, "{\"time\":\"");
     al_time(buf, e->time_ms);
     sbuf_lit(buf, "\"");
-    al_str(buf, "request_id", e->request_id);
-    al_str(buf, "user", e->user);
-    al_str(buf, "email", e->email);
-    al_str(buf, "device", e->device);
-    al_str(buf, "tier", e->tier);
-    al_key(buf, "score");
+    AL_STR(buf, "request_id", e->request_id);
+    AL_STR(buf, "user", e->user);
+    AL_STR(buf, "email", e->email);
+    AL_STR(buf, "device", e->device);
+    AL_STR(buf, "tier", e->tier);
+    AL_KEY(buf, "score");
     if (e->score >= 0)
         sbuf_u64(buf, (uint64_t)e->score);
     else
         sbuf_lit(buf, "null");
-    al_str(buf, "client", e->client);
-    al_str(buf, "country", e->country);
+    AL_STR(buf, "client", e->client);
+    AL_STR(buf, "country", e->country);
     if (e->asn != 0) {
-        snprintf(tmp, sizeof(tmp), ",\"asn\":%" PRIu32, e->asn);
-        sbuf_str(buf, tmp);
+        AL_KEY(buf, "asn");
+        sbuf_u64(buf, (uint64_t)e->asn);
     }
-    al_str(buf, "route", e->route);
-    al_str(buf, "method", e->method);
+    AL_STR(buf, "route", e->route);
+    AL_STR(buf, "method", e->method);
     plen = 0;
     if (e->path != NULL) {
         const char *q = memchr(e->path, '?', e->path_len);
@@ -375,13 +390,13 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         if (plen > AUDITLOG_PATH_MAX)
             plen = AUDITLOG_PATH_MAX;
     }
-    al_str_n(buf, "path", e->path, plen);
+    AL_STR_N(buf, "path", e->path, plen);
     if (e->path != NULL && plen < e->path_len && e->path[plen] != '?')
         sbuf_add(buf, ",\"path_cut\":true", 16);
     if (d != NULL) {
-        al_str(buf, "effect", policy_effect_name(d->effect));
-        al_str(buf, "rule", d->rule_id);
-        al_key(buf, "reasons");
+        AL_STR(buf, "effect", policy_effect_name(d->effect));
+        AL_STR(buf, "rule", d->rule_id);
+        AL_KEY(buf, "reasons");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nreasons; i++) {
             const char *r = policy_decision_reason(d, i);
@@ -401,8 +416,8 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
                      d->step_up_max_age, d->step_up_mfa ? "true" : "false");
             sbuf_str(buf, tmp);
         }
-        al_str(buf, "version", d->version != NULL ? d->version : "");
-        al_key(buf, "monitor");
+        AL_STR(buf, "version", d->version != NULL ? d->version : "");
+        AL_KEY(buf, "monitor");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < d->nmonitor; i++) {
             const struct policy_monitor_result *m = &d->monitor[i];
@@ -428,7 +443,7 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         }
     }
     if (e->nfailing > 0 && e->failing != NULL) {
-        al_key(buf, "device_failing");
+        AL_KEY(buf, "device_failing");
         sbuf_add(buf, "[", 1);
         for (i = 0; i < e->nfailing && i < AUDITLOG_FAILING_MAX; i++) {
             const char *f = e->failing[i] != NULL ? e->failing[i] : "";
@@ -461,9 +476,9 @@ void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *ac
     sbuf_lit(buf, "{\"time\":\"");
     al_time(buf, time_ms);
     sbuf_lit(buf, "\",\"event\":\"admin\"");
-    al_str(buf, "actor", actor);
-    al_str(buf, "what", what);
-    al_key(buf, "detail");
+    AL_STR(buf, "actor", actor);
+    AL_STR(buf, "what", what);
+    AL_KEY(buf, "detail");
     if (detail_json != NULL && detail_json[0] != '\0' && strchr(detail_json, '\n') == NULL)
         sbuf_str(buf, detail_json);
     else
@@ -590,19 +605,91 @@ static size_t al_count_lines(struct evbuffer *b)
     return n;
 }
 
-/* Chain the lines of in into out; returns how many. */
+/* Chained lines on their way to out (writer thread only): one
+ * evbuffer_add() per batch or 64 KiB instead of two per line. Holds the
+ * longest line al_chain_line() accepts. */
+static char al_stage[AUDITLOG_LINE_MAX];
+static size_t al_stage_len;
+
+/* Hand the stage to out: copied (by_ref 0: more lines follow in this
+ * batch), or by reference (the end of the batch: al_write_lines() writes or
+ * drops all of out before the stage is used again, so no copy is needed). */
+static void al_stage_flush(struct evbuffer *out, int by_ref)
+{
+    if (al_stage_len > 0 &&
+        (!by_ref || evbuffer_add_reference(out, al_stage, al_stage_len, NULL, NULL) != 0))
+        evbuffer_add(out, al_stage, al_stage_len);
+    al_stage_len = 0;
+}
+
+/* Chain one line (len bytes before its newline) into out: 0, or -1 for a
+ * line that is not ours (dropped). head holds "{"prev":"<hex of al_prev>","
+ * on entry, and the next line's on return. */
+static int al_chain_line(const char *line, size_t len, char *head, struct evbuffer *out,
+                         EVP_MD_CTX *md)
+{
+    unsigned char x[32];
+    unsigned int xl = 0;
+    char *o;
+
+    if (len < 2 || line[0] != '{' || len > AUDITLOG_LINE_MAX - AL_HEAD_LEN)
+        return -1;
+    if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
+        EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1)
+        return -1;
+    al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
+    head[AL_PREV_LEN + AL_HASH_KEY_LEN + 64] = '"'; /* al_tohex() put a NUL there */
+    /* {"prev":..., "hash":..., then the members, "}" and the newline, into
+     * the stage (handed to out when full and at the end of the batch). */
+    if (al_stage_len + AL_HEAD_LEN + len > sizeof(al_stage))
+        al_stage_flush(out, 0);
+    o = al_stage + al_stage_len;
+    memcpy(o, head, AL_HEAD_LEN);
+    memcpy(o + AL_HEAD_LEN, line + 1, len);
+    al_stage_len += AL_HEAD_LEN + len;
+    memcpy(al_prev, x, sizeof(al_prev));
+    /* The next line's "prev" is this line's hash, already in hex. */
+    memcpy(head + AL_PREV_KEY_LEN, head + AL_PREV_LEN + AL_HASH_KEY_LEN, 64);
+    return 0;
+}
+
+/* Chain the lines of in into out; returns how many. Lines are taken where
+ * they lie in in's chunks; only a line that spans two chunks is pulled up. */
 static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md, uint64_t *bad)
 {
     char head[AL_HEAD_LEN + 1];
     size_t n = 0;
 
+    /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
+    memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
+    al_tohex(al_prev, head + AL_PREV_KEY_LEN);
+    memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
+    memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
+    memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
     while (evbuffer_get_length(in) > 0) {
-        struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
-        unsigned char x[32];
-        unsigned int xl = 0;
-        const char *line;
-        size_t len;
+        struct evbuffer_iovec v;
+        struct evbuffer_ptr pos;
+        const char *p, *nl, *line;
+        size_t used = 0, len;
 
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        p = v.iov_base;
+        while (used < v.iov_len && (nl = memchr(p + used, '\n', v.iov_len - used)) != NULL) {
+            len = (size_t)(nl - (p + used));
+            if (al_chain_line(p + used, len, head, out, md) == 0)
+                n++;
+            else
+                (*bad)++;
+            used += len + 1;
+        }
+        if (used > 0) {
+            evbuffer_drain(in, used);
+            continue;
+        }
+        /* The first chunk holds no newline: a line across chunks. */
+        pos = evbuffer_search(in, "\n", 1, NULL);
         if (pos.pos < 0) {
             /* Not from auditlog_append(): never half a line. */
             (*bad)++;
@@ -611,31 +698,13 @@ static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md
         }
         len = (size_t)pos.pos;
         line = (const char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
-        if (line == NULL || len < 2 || line[0] != '{' || len > AUDITLOG_LINE_MAX - AL_HEAD_LEN) {
+        if (line != NULL && al_chain_line(line, len, head, out, md) == 0)
+            n++;
+        else
             (*bad)++;
-            evbuffer_drain(in, len + 1);
-            continue;
-        }
-        /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
-        memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
-        al_tohex(al_prev, head + AL_PREV_KEY_LEN);
-        memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
-        if (EVP_DigestInit_ex(md, al_sha256(), NULL) != 1 ||
-            EVP_DigestUpdate(md, head, AL_PREV_LEN) != 1 ||
-            EVP_DigestUpdate(md, line + 1, len - 1) != 1 || EVP_DigestFinal_ex(md, x, &xl) != 1) {
-            (*bad)++;
-            evbuffer_drain(in, len + 1);
-            continue;
-        }
-        memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
-        al_tohex(x, head + AL_PREV_LEN + AL_HASH_KEY_LEN);
-        memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
-        evbuffer_add(out, head, AL_HEAD_LEN);
-        evbuffer_add(out, line + 1, len); /* the members, "}" and the newline */
-        memcpy(al_prev, x, sizeof(al_prev));
         evbuffer_drain(in, len + 1);
-        n++;
     }
+    al_stage_flush(out, 1);
     return n;
 }
 

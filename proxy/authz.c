@@ -689,9 +689,13 @@ static struct az_state *az_current(void)
     return s;
 }
 
+static void az_rg_drop(void);
+
 void authz_thread_release(void)
 {
     struct az_state *old = tl_state;
+
+    az_rg_drop();
 
     tl_state = NULL;
     tl_gen = 0;
@@ -2313,6 +2317,36 @@ static void az_decision_none(struct policy_decision *d)
     d->monitor_dropped = 0;
 }
 
+/*
+ * The last GeoIP lookup on this thread, for one published snapshot (the
+ * database does not change within it): a connection's requests come from
+ * one address, so most lookups repeat the one before. Only the lookup is
+ * kept, never a decision.
+ */
+static _Thread_local struct {
+    uint64_t gen; /* tl_gen of the lookup; 0: none */
+    struct az_addr addr;
+    char country[8];
+    uint32_t asn;
+} tl_geo;
+
+static void az_geo_lookup_memo(const struct az_state *s, const struct az_addr *x, char *country,
+                               size_t clen, uint32_t *asn)
+{
+    if (s != tl_state || clen != sizeof(tl_geo.country)) {
+        az_geo_lookup(s->geo, x, country, clen, asn);
+        return;
+    }
+    if (tl_geo.gen != tl_gen || tl_geo.addr.family != x->family ||
+        memcmp(tl_geo.addr.a, x->a, sizeof(x->a)) != 0) {
+        az_geo_lookup(s->geo, x, tl_geo.country, sizeof(tl_geo.country), &tl_geo.asn);
+        tl_geo.addr = *x;
+        tl_geo.gen = tl_gen;
+    }
+    memcpy(country, tl_geo.country, sizeof(tl_geo.country));
+    *asn = tl_geo.asn;
+}
+
 #define AZ_OVERRIDE_GROUPS_MAX 256
 
 /* Storage a resolved context points into (caller's stack). */
@@ -2404,7 +2438,7 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
         az_addr_text(&client, out->client_ip, sizeof(out->client_ip));
         if (in->country_override == NULL) {
             if (s->geo != NULL)
-                az_geo_lookup(s->geo, &client, out->country, sizeof(out->country), &out->asn);
+                az_geo_lookup_memo(s, &client, out->country, sizeof(out->country), &out->asn);
             else
                 snprintf(out->country, sizeof(out->country), "unknown");
         }
@@ -2431,10 +2465,106 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
     c->now = in->now;
 }
 
+/*
+ * The directory ids of the groups the rules of a route name, resolved once
+ * per published snapshot (rules and directory) and route, on this thread:
+ * per request, only the user's groups are matched against them. Valid
+ * while tl_gen is tl_rg_gen (tl_state, which holds the policy and the
+ * directory they came from, is unchanged).
+ */
+struct az_rg {
+    uint32_t *ids; /* directory ids of the named groups that exist, in name order */
+    size_t n;
+    int done;
+};
+
+struct az_rgset {
+    size_t n; /* routes of tl_state's settings */
+    struct az_rg r[];
+};
+
+static _Thread_local struct az_rgset *tl_rg;
+static _Thread_local uint64_t tl_rg_gen;
+/* Frees a thread's set when it exits without authz_thread_release(). */
+static pthread_key_t rg_key;
+static pthread_once_t rg_once = PTHREAD_ONCE_INIT;
+static int rg_key_ok;
+
+static void az_rgset_free(void *p)
+{
+    struct az_rgset *set = p;
+    size_t i;
+
+    if (set == NULL)
+        return;
+    for (i = 0; i < set->n; i++)
+        free(set->r[i].ids);
+    free(set);
+}
+
+static void az_rg_key_init(void)
+{
+    rg_key_ok = pthread_key_create(&rg_key, az_rgset_free) == 0;
+}
+
+static void az_rg_drop(void)
+{
+    if (tl_rg == NULL)
+        return;
+    pthread_setspecific(rg_key, NULL);
+    az_rgset_free(tl_rg);
+    tl_rg = NULL;
+    tl_rg_gen = 0;
+}
+
+/* The resolved ids of route ri of s (this thread's snapshot, policy
+ * s->policy), or NULL (out of memory, or not cacheable): resolve by name. */
+static const struct az_rg *az_route_gids(const struct az_state *s, int ri)
+{
+    struct az_rg *e;
+    const char *name;
+    size_t i, n;
+    uint32_t id;
+
+    if (s != tl_state || s->dir == NULL || ri < 0 || (size_t)ri >= s->set->nroutes)
+        return NULL;
+    if (tl_rg_gen != tl_gen || tl_rg == NULL) {
+        az_rg_drop();
+        pthread_once(&rg_once, az_rg_key_init);
+        if (!rg_key_ok)
+            return NULL;
+        tl_rg = calloc(1, sizeof(*tl_rg) + s->set->nroutes * sizeof(tl_rg->r[0]));
+        if (tl_rg == NULL)
+            return NULL;
+        if (pthread_setspecific(rg_key, tl_rg) != 0) {
+            free(tl_rg);
+            tl_rg = NULL;
+            return NULL;
+        }
+        tl_rg->n = s->set->nroutes;
+        tl_rg_gen = tl_gen;
+    }
+    e = &tl_rg->r[ri];
+    if (e->done)
+        return e;
+    for (n = 0; policy_route_group(s->policy, ri, NULL, n) != NULL; n++)
+        ;
+    e->ids = malloc((n + 1) * sizeof(*e->ids));
+    if (e->ids == NULL)
+        return NULL;
+    for (i = 0; (name = policy_route_group(s->policy, ri, NULL, i)) != NULL; i++)
+        if (directory_group_find(s->dir, name, &id) == 0)
+            e->ids[e->n++] = id;
+    e->done = 1;
+    return e;
+}
+
 /* out->route_groups: the user's groups (c->groups, sorted directory ids)
- * that the rules of p applying to the route name, within the same budget. */
+ * that the rules of p applying to the route name, within the same budget.
+ * rg: those groups' ids resolved beforehand (az_route_gids), or NULL. */
 static void az_groups_route(const struct policy *p, const struct policy_ctx *c,
-                            const struct authz_input *in, struct authz_result *out)
+                            const struct authz_input *in, struct authz_result *out,
+                            const struct az_rg *rg)
 {
     uint32_t ids[AZ_OVERRIDE_GROUPS_MAX], id;
     const char *name;
@@ -2442,11 +2572,19 @@ static void az_groups_route(const struct policy *p, const struct policy_ctx *c,
 
     if (p == NULL || !c->identity || c->dir == NULL || c->ngroups == 0)
         return;
-    for (i = 0; (name = policy_route_group(p, c->route_index, c->route, i)) != NULL; i++) {
+    for (i = 0;; i++) {
         size_t lo = 0, hi = c->ngroups;
 
-        if (directory_group_find(c->dir, name, &id) == -1)
-            continue;
+        if (rg != NULL) {
+            if (i == rg->n)
+                break;
+            id = rg->ids[i];
+        } else {
+            if ((name = policy_route_group(p, c->route_index, c->route, i)) == NULL)
+                break;
+            if (directory_group_find(c->dir, name, &id) == -1)
+                continue;
+        }
         while (lo < hi) { /* the user's ids are sorted */
             size_t mid = lo + (hi - lo) / 2;
             if (c->groups[mid] < id)
@@ -2502,7 +2640,8 @@ void authz_evaluate(const struct authz_input *in, struct authz_result *out)
         return;
     }
     az_ctx_build(s, 0, in, out, &c, &store);
-    az_groups_route(s->policy, &c, in, out);
+    az_groups_route(s->policy, &c, in, out,
+                    c.identity && c.ngroups > 0 ? az_route_gids(s, c.route_index) : NULL);
     policy_eval(s->policy, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }
@@ -2524,7 +2663,7 @@ void authz_evaluate_policy(const struct policy *p, const struct authz_input *in,
         return;
     }
     az_ctx_build(s, p != s->policy, in, out, &c, &store);
-    az_groups_route(p, &c, in, out);
+    az_groups_route(p, &c, in, out, NULL);
     policy_eval(p, &c, &out->decision);
     out->eval_ns = az_ns() - t0;
 }

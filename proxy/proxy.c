@@ -239,11 +239,19 @@ const char *status_text(int status)
     }
 }
 
+/* The worker's 16 hex digits, then the sequence number as 16 lower-case
+ * hex digits (what "%s%016llx" gave, without snprintf: per request). */
 static void conn_new_reqid(struct conn *c)
 {
+    static const char hex[] = "0123456789abcdef";
     struct worker *w = c->w;
+    uint64_t seq = ++w->seq;
+    size_t n = strnlen(w->idprefix, sizeof(w->idprefix) - 1), i;
 
-    snprintf(c->reqid, sizeof(c->reqid), "%s%016llx", w->idprefix, (unsigned long long)++w->seq);
+    memcpy(c->reqid, w->idprefix, n);
+    for (i = 0; i < 16; i++)
+        c->reqid[n + i] = hex[(seq >> (60 - 4 * i)) & 15];
+    c->reqid[n + 16] = '\0';
 }
 
 void access_log_write(struct conn *c)
@@ -337,8 +345,7 @@ static void conn_reset_request(struct conn *c)
 {
     sso_req_free(c);
     c->pending_head = 0;
-    free(c->path);
-    c->path = NULL;
+    c->path = NULL; /* its storage (path_buf) stays for the next request */
     c->path_len = 0;
     c->route = NULL;
     c->method[0] = '\0';
@@ -356,8 +363,7 @@ static void conn_reset_request(struct conn *c)
     c->error = NULL;
     c->retried = 0;
     c->head_started = 0;
-    free(c->retry_head);
-    c->retry_head = NULL;
+    c->retry_head = NULL; /* its storage (retry_buf) stays */
 }
 
 /*
@@ -544,6 +550,8 @@ void conn_free(struct conn *c)
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     conn_reset_request(c);
+    free(c->path_buf);
+    free(c->retry_buf);
     sso_conn_free(c);
     proxy_gen_unref(c->gen);
     OPENSSL_cleanse(&c->peer, sizeof(c->peer));
@@ -692,11 +700,6 @@ static struct upconn *up_connect(struct conn *c)
 }
 
 /* ---- building the upstream request ------------------------------------ */
-
-int header_is(const struct http_header *h, const char *lower)
-{
-    return http_token_eq(h->name, h->name_len, lower);
-}
 
 /* Is this header named by a token of any Connection header? */
 static int named_in_connection(const struct http_header *hs, size_t n, const struct http_header *h)
@@ -899,10 +902,17 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
     if (c->req_body == HTTP_BODY_NONE && !c->websocket && !c->retried && u->reused) {
         /* Keep a copy so a request that meets a pooled connection the
          * upstream just closed can be retried once on a new one. */
-        free(c->retry_head);
-        c->retry_head = malloc(len);
-        if (c->retry_head != NULL) {
-            memcpy(c->retry_head, head, len);
+        c->retry_head = NULL;
+        if (len > c->retry_cap) {
+            free(c->retry_buf);
+            c->retry_cap = 0;
+            c->retry_buf = malloc(len < 4096 ? 4096 : len);
+            if (c->retry_buf != NULL)
+                c->retry_cap = len < 4096 ? 4096 : len;
+        }
+        if (c->retry_buf != NULL) {
+            memcpy(c->retry_buf, head, len);
+            c->retry_head = c->retry_buf;
             c->retry_len = len;
         }
     }
@@ -1061,12 +1071,21 @@ int conn_read_head(struct conn *c)
         return -1;
     }
 
-    free(c->path);
-    path = malloc(req.path_len + 1 + (req.query ? req.query_len + 1 : 0));
-    if (path == NULL) {
-        conn_respond_error(c, 500, "Out of memory.");
-        return -1;
+    c->path = NULL;
+    plen = req.path_len + 1 + (req.query ? req.query_len + 1 : 0);
+    if (plen > c->path_cap) { /* grows once or twice per connection */
+        size_t cap = plen < 256 ? 256 : plen;
+
+        free(c->path_buf);
+        c->path_cap = 0;
+        c->path_buf = malloc(cap);
+        if (c->path_buf == NULL) {
+            conn_respond_error(c, 500, "Out of memory.");
+            return -1;
+        }
+        c->path_cap = cap;
     }
+    path = c->path_buf;
     c->path = path;
     if (http_path_normalize(req.path, req.path_len, 0, path, &plen, &perr) == -1) {
         /* Retry with encoded slashes allowed: the route decides. */
@@ -1441,7 +1460,6 @@ static int conn_response_head(struct conn *c)
     conn_respond_error(c, 502, "The application sent an invalid response.");
     return -1;
 ok:
-    free(c->retry_head);
     c->retry_head = NULL;
     c->resp_started = 1;
     c->status = resp.status;
@@ -1633,8 +1651,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         up_free(u);
         log_debug("upstream %s: pooled connection closed, retrying request %s", c->route->upstream,
                   c->reqid);
-        conn_start_upstream(c, head, c->retry_len);
-        free(head);
+        conn_start_upstream(c, head, c->retry_len); /* head: c->retry_buf, not copied again */
         return;
     }
     c->up = NULL;

@@ -8,6 +8,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/queue.h>
 #include <time.h>
 
@@ -77,6 +78,8 @@ struct conn {
     char authority[272]; /* the Host header as sent (with port) */
     char *path;          /* normalised path (+ "?query" for the upstream) */
     size_t path_len;
+    char *path_buf; /* c->path's storage, kept across requests (path_cap bytes) */
+    size_t path_cap;
     int minor;
     int keep_alive;
     int is_head;
@@ -90,6 +93,8 @@ struct conn {
     struct upconn *up;
     char *retry_head; /* the head, while a retry on a new connection is possible */
     size_t retry_len;
+    char *retry_buf; /* retry_head's storage, kept across requests (retry_cap bytes) */
+    size_t retry_cap;
     int retried;
     const char *error; /* why the request failed, for the access log */
 
@@ -185,7 +190,12 @@ void conn_close_after_flush(struct conn *c);
 void conn_set_state(struct conn *c, enum conn_state st);
 /* A generated page; msg is a static string. Closes the connection after. */
 void conn_respond_error(struct conn *c, int status, const char *msg);
-int header_is(const struct http_header *h, const char *lower);
+/* Is h named lower (a lower-case literal)? Inline: the literal's length is
+ * known at compile time, so most names are refused on their length. */
+static inline int header_is(const struct http_header *h, const char *lower)
+{
+    return h->name_len == strlen(lower) && http_token_eq(h->name, h->name_len, lower);
+}
 /* Process the request head in the input buffer (again, after an
  * asynchronous authentication step). -1 when the connection is gone or
  * closing. */

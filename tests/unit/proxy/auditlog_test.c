@@ -369,6 +369,82 @@ static void test_unterminated_line(void **state)
     free(buf);
 }
 
+/* The writer takes lines where they lie in the submitted buffer's chunks:
+ * the same lines submitted in one chunk, or cut into 7-byte chunks (most
+ * lines across two or more), give a byte-identical file; a malformed line
+ * between them is dropped either way. */
+static void test_lines_across_chunks(void **state)
+{
+    static const size_t cuts[] = {0, 7, 1};
+    struct evbuffer *b = evbuffer_new();
+    struct policy_decision d;
+    char err[256], *want = NULL, *got, *text;
+    size_t tlen, wlen = 0, glen, k, off;
+    int i;
+
+    (void)state;
+    assert_non_null(b);
+    memset(&d, 0, sizeof(d));
+    d.effect = POLICY_ALLOW;
+    d.rule_id = "r1";
+    d.version = "v1";
+    for (i = 0; i < 6; i++) {
+        struct auditlog_entry e;
+        char rid[32];
+
+        if (i == 3)
+            evbuffer_add(b, "not json\n", 9);
+        snprintf(rid, sizeof(rid), "chunk-%d", i);
+        memset(&e, 0, sizeof(e));
+        e.time_ms = 1770000000000LL + i;
+        e.request_id = rid;
+        e.device = "dev-1";
+        e.score = 10 * i;
+        e.route = "wiki";
+        e.method = "GET";
+        e.path = "/a";
+        e.path_len = 2;
+        e.decision = &d;
+        auditlog_append(b, &e);
+    }
+    tlen = evbuffer_get_length(b);
+    text = malloc(tlen);
+    assert_non_null(text);
+    assert_int_equal(evbuffer_remove(b, text, tlen), (int)tlen);
+    for (k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+        unlink(logpath);
+        assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+        for (off = 0; off < tlen;) {
+            size_t n = cuts[k] == 0 || tlen - off < cuts[k] ? tlen - off : cuts[k];
+            struct evbuffer *piece = evbuffer_new();
+
+            evbuffer_add(piece, text + off, n); /* a chunk of its own */
+            evbuffer_add_buffer(b, piece);
+            evbuffer_free(piece);
+            off += n;
+        }
+        auditlog_submit(b);
+        auditlog_flush();
+        auditlog_stop();
+        assert_int_equal(verify(err, sizeof(err)), 0);
+        assert_non_null(strstr(err, "6 lines, last hash "));
+        got = slurp(logpath, &glen);
+        if (want == NULL) {
+            want = got;
+            wlen = glen;
+            assert_non_null(strstr(want, "\"request_id\":\"chunk-5\""));
+            assert_null(strstr(want, "not json"));
+        } else {
+            assert_int_equal(glen, wlen);
+            assert_memory_equal(got, want, wlen);
+            free(got);
+        }
+    }
+    free(want);
+    free(text);
+    evbuffer_free(b);
+}
+
 static void test_verify_buf_and_errors(void **state)
 {
     char err[256];
@@ -566,6 +642,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_continues_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unterminated_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_across_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_buf_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escaping_every_byte, setup, teardown),

@@ -713,6 +713,49 @@ static void test_list_has_token(void **state)
     }
 }
 
+/* Every byte value at every offset of a long header value (the parser
+ * checks values 8 bytes at a time): accepted exactly when it is a
+ * field-value octet (HTAB, SP, VCHAR, obs-text), and the value comes back
+ * whole. */
+static void test_value_bytes(void **state)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX-V: ";
+    char raw[256], val[40];
+    struct http_request req;
+    size_t len = 29, k, plen = sizeof(pre) - 1;
+    unsigned c;
+
+    (void)state;
+    for (c = 0; c < 256; c++) {
+        for (k = 0; k + 1 < len; k++) {
+            int ok = c == 0x09 || (c >= 0x20 && c != 0x7f);
+            enum http_parse_status st;
+            size_t n, skip = 0;
+
+            memset(val, 'v', len);
+            val[k] = (char)c;
+            memcpy(raw, pre, plen);
+            memcpy(raw + plen, val, len);
+            memcpy(raw + plen + len, "\r\n\r\n", 4);
+            n = plen + len + 4;
+            memset(&req, 0, sizeof(req));
+            st = req_parse(raw, n, &def_limits, &req);
+            if (!ok) {
+                if (st != HTTP_PARSE_ERROR)
+                    fail_msg("byte 0x%02x at %zu: accepted", c, k);
+                continue;
+            }
+            if (st != HTTP_PARSE_OK || req.nheaders != 2)
+                fail_msg("byte 0x%02x at %zu: refused (%d)", c, k, (int)st);
+            if (k == 0 && (c == ' ' || c == '\t'))
+                skip = 1; /* leading whitespace is not part of the value */
+            if (hdrs[1].value_len != len - skip ||
+                memcmp(hdrs[1].value, val + skip, len - skip) != 0)
+                fail_msg("byte 0x%02x at %zu: value cut", c, k);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -722,7 +765,7 @@ int main(void)
         cmocka_unit_test(test_limit_header_count),   cmocka_unit_test(test_limit_head),
         cmocka_unit_test(test_response_ok),          cmocka_unit_test(test_response_bad),
         cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_token_eq),
-        cmocka_unit_test(test_list_has_token),
+        cmocka_unit_test(test_list_has_token),       cmocka_unit_test(test_value_bytes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

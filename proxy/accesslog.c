@@ -12,6 +12,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "thread.h"
 
 static pthread_mutex_t al_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t al_cond = PTHREAD_COND_INITIALIZER;
@@ -40,6 +41,7 @@ static void *al_main(void *arg)
     int done = 0;
 
     (void)arg;
+    thread_lower_priority(5, "access log writer"); /* as the audit log's */
     while (!done) {
         int fd;
 

@@ -27,6 +27,7 @@
 #include "auditlog.h"
 #include "sbuf.h"
 #include "log.h"
+#include "thread.h"
 
 /* {"prev":"<64 hex>",  then  "hash":"<64 hex>",  then the worker's members */
 #define AL_PREV_KEY "{\"prev\":\""
@@ -749,6 +750,9 @@ static void *al_main(void *arg)
     int done = 0;
 
     (void)arg;
+    /* Behind the workers when the cores are busy (it needs a few percent of
+     * one; the queue absorbs the delay, and is bounded). */
+    thread_lower_priority(5, "audit log writer");
     if (pre == NULL || in == NULL || out == NULL || md == NULL)
         fatalx("audit log: out of memory");
     if (al_fd >= 0)

@@ -49,6 +49,7 @@
 #include "directory.h"
 #include "httpc.h"
 #include "log.h"
+#include "thread.h"
 #include "policy.h"
 #include "score.h"
 
@@ -1028,8 +1029,7 @@ static void *az_loader_main(void *arg)
 {
     (void)arg;
     /* Below the workers (Linux: per thread): a load must not delay requests. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
-        log_warn("policy loader thread: cannot lower its priority");
+    thread_lower_priority(10, "policy loader");
     for (;;) {
         struct az_job *j;
 

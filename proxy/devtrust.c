@@ -49,6 +49,7 @@
 #include "httpc.h"
 #include "inventory.h"
 #include "log.h"
+#include "thread.h"
 #include "posture.h"
 #include "shared.h"
 #include "score.h"
@@ -1379,8 +1380,7 @@ static void *dt_loader_main(void *arg)
 {
     (void)arg;
     /* Below the workers (Linux: per thread): a load must not delay requests. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
-        log_warn("device trust loader thread: cannot lower its priority");
+    thread_lower_priority(10, "device trust loader");
     for (;;) {
         struct dt_ljob *j;
 

@@ -33,6 +33,7 @@
 #include "devtrust.h"
 #include "conf.h"
 #include "log.h"
+#include "thread.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "session.h"
@@ -142,8 +143,7 @@ static void *reload_main(void *arg)
 {
     (void)arg;
     /* Linux: a thread's nice value is its own (the workers keep theirs). */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) == -1)
-        log_warn("reload thread: cannot lower its priority");
+    thread_lower_priority(10, "reload");
     for (;;) {
         struct reload_job *j;
 

@@ -108,7 +108,7 @@ struct conf {
     char *tls_enroll_url; /* NULL: none */
     int tls_session_tickets;
     uint64_t tls_ticket_key_lifetime_ms;
-    int tls_session_cache_server; /* 1: "session_cache": "server", 0: "tickets" */
+    int tls_session_cache_server;        /* 1: "session_cache": "server", 0: "tickets" */
     unsigned int tls_session_cache_size; /* "session_cache_size": most sessions held */
 
     enum device_id_source devid_source;

@@ -101,7 +101,7 @@ struct reload_job {
 static pthread_t rl_thread;
 static pthread_mutex_t rl_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t rl_cond = PTHREAD_COND_INITIALIZER;
-static struct reload_job *rl_todo, *rl_done; /* rl_mtx */
+static struct reload_job *rl_pending, *rl_done; /* rl_mtx */
 static int rl_stop;                          /* rl_mtx */
 static int rl_running;                       /* the thread exists (main thread) */
 static struct event *rl_done_ev;
@@ -148,14 +148,14 @@ static void *reload_main(void *arg)
         struct reload_job *j;
 
         pthread_mutex_lock(&rl_mtx);
-        while (rl_todo == NULL && !rl_stop)
+        while (rl_pending == NULL && !rl_stop)
             pthread_cond_wait(&rl_cond, &rl_mtx);
         if (rl_stop) {
             pthread_mutex_unlock(&rl_mtx);
             break;
         }
-        j = rl_todo;
-        rl_todo = NULL;
+        j = rl_pending;
+        rl_pending = NULL;
         pthread_mutex_unlock(&rl_mtx);
         reload_build(j);
         pthread_mutex_lock(&rl_mtx);
@@ -200,7 +200,7 @@ static void reload_begin(void)
     j->main_ms = thread_cpu_ms() - t0;
     rl_busy = j;
     pthread_mutex_lock(&rl_mtx);
-    rl_todo = j;
+    rl_pending = j;
     pthread_cond_signal(&rl_cond);
     pthread_mutex_unlock(&rl_mtx);
 }
@@ -295,10 +295,10 @@ static void reload_stop(void)
         pthread_join(rl_thread, NULL);
         rl_running = 0;
     }
-    reload_job_free(rl_todo);
-    if (rl_done != rl_todo)
+    reload_job_free(rl_pending);
+    if (rl_done != rl_pending)
         reload_job_free(rl_done);
-    rl_todo = rl_done = NULL;
+    rl_pending = rl_done = NULL;
     rl_busy = NULL;
     if (rl_done_ev != NULL)
         event_free(rl_done_ev);

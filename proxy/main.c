@@ -102,8 +102,8 @@ static pthread_t rl_thread;
 static pthread_mutex_t rl_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t rl_cond = PTHREAD_COND_INITIALIZER;
 static struct reload_job *rl_pending, *rl_done; /* rl_mtx */
-static int rl_stop;                          /* rl_mtx */
-static int rl_running;                       /* the thread exists (main thread) */
+static int rl_stop;                             /* rl_mtx */
+static int rl_running;                          /* the thread exists (main thread) */
 static struct event *rl_done_ev;
 static struct reload_job *rl_busy; /* main thread: the job with the thread */
 static int rl_again;               /* main thread: a SIGHUP came meanwhile */

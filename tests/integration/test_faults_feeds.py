@@ -90,9 +90,7 @@ class FeedFaultsTest(ztlib.ProxyTestCase):
             cls.state_dir = os.path.join(cls.tmp, "state")
             os.makedirs(cls.state_dir)
             ztlib.write_atomic(os.path.join(cls.tmp, "rules.json"), RULES)
-            tokens = os.path.join(cls.tmp, "admin.tokens")
-            with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                f.write("ops:%s\n" % TOKEN)
+            ztlib.write_admin_tokens(cls.tmp, "ops:" + TOKEN)
             cls.admin_port = ztlib.free_port()
             cls.max_stale = "1h"
             cls.inv = ztlib.FeedServer(inventory_body(["good"])).start()

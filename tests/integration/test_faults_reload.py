@@ -51,9 +51,7 @@ class SighupStormTest(ztlib.ProxyTestCase):
     @classmethod
     def config_extra(cls):
         cls.admin_port = ztlib.free_port()
-        tokens = os.path.join(cls.tmp, "admin.tokens")
-        with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write("ops:%s\n" % TOKEN)
+        ztlib.write_admin_tokens(cls.tmp, "ops:" + TOKEN)
         state = os.path.join(cls.tmp, "state")
         os.makedirs(state, exist_ok=True)
         ztlib.write_atomic(os.path.join(cls.tmp, "rules.json"), rules_doc(0))

@@ -69,9 +69,7 @@ class StateDirFullTest(SSOTestCase):
             cls.mounted = state
             cls.state = state
             cls.admin_port = ztlib.free_port()
-            tokens = os.path.join(cls.tmp, "admin.tokens")
-            with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                f.write("ops:%s\n" % TOKEN)
+            ztlib.write_admin_tokens(cls.tmp, "ops:" + TOKEN)
             ztlib.write_atomic(os.path.join(cls.tmp, "inventory.json"),
                                [inventory_record("good"), inventory_record("good2")])
         super().start_proxy(cfg_update)

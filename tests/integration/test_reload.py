@@ -22,6 +22,16 @@ class ReloadTest(unittest.TestCase):
     """A fresh proxy per test (tests change its config)."""
 
     @classmethod
+    def assert_refused_on_open(self, c, what):
+        """The next request on open connection c is answered 403 or the
+        connection is closed."""
+        c.send(ztlib.build_request("GET", "/"))
+        try:
+            r = c.read_response()
+        except (ztlib.ConnectionClosed, OSError, ConnectionError):
+            r = None
+        self.assertTrue(r is None or r.status == 403, "%s: %r" % (what, r))
+
     def setUpClass(cls):
         cls.tmp = make_tmpdir("zt-ReloadTest-")
         cls.ups = {}
@@ -165,13 +175,7 @@ class ReloadTest(unittest.TestCase):
             self.pki.revoke("later3")
             wait_until(lambda: is_refused(self.port, self.pki, "later3")[0], 15, interval=0.3,
                        what="'later3' refused after the CRL file changed")
-            c.send(ztlib.build_request("GET", "/"))
-            try:
-                r = c.read_response()
-            except (ztlib.ConnectionClosed, OSError, ConnectionError):
-                r = None
-            self.assertTrue(r is None or r.status == 403,
-                            "revoked device's open connection still served: %r" % (r,))
+            self.assert_refused_on_open(c, "revoked device's open connection still served")
             c4.send(ztlib.build_request("GET", "/"))
             self.assertEqual(c4.read_response().status, 200,
                              "another device's open connection did not survive the reload")
@@ -195,13 +199,7 @@ class ReloadTest(unittest.TestCase):
             cfg["tls"]["crl"] = other.crl
             off = self.reload_with(cfg)
             self.proxy.wait_log(off, lambda l: "reload done" in l, what="the CA reload")
-            c.send(ztlib.build_request("GET", "/"))
-            try:
-                r = c.read_response()
-            except (ztlib.ConnectionClosed, OSError, ConnectionError):
-                r = None
-            self.assertTrue(r is None or r.status == 403,
-                            "open connection of another CA's device still served: %r" % (r,))
+            self.assert_refused_on_open(c, "open connection of another CA's device still served")
 
     def test_revoked_device_cannot_resume_session(self):
         ctx = ztlib.client_context(self.pki, "later2", "1.3")

@@ -1107,6 +1107,15 @@ GEOIP_WRITER = os.path.join(HERE, "geoip_writer.pl")
 POSTURE_PATH = "/.zt/device/posture"
 
 
+def write_admin_tokens(dir, *lines):
+    """Write DIR/admin.tokens (mode 0600, as the proxy requires) with one
+    "name:token" line each; returns its path."""
+    path = os.path.join(dir, "admin.tokens")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("".join(l + "\n" for l in lines))
+    return path
+
+
 def write_atomic(path, data):
     """Write data (bytes, str, or an object written as JSON) to a temporary
     file next to path and rename() it into place, as an export job or

@@ -21,7 +21,6 @@ REFUSAL_WORDS = re.compile(r"refus|fail|error|invalid|keep|reject|unchanged|igno
 class ReloadTest(unittest.TestCase):
     """A fresh proxy per test (tests change its config)."""
 
-    @classmethod
     def assert_refused_on_open(self, c, what):
         """The next request on open connection c is answered 403 or the
         connection is closed."""
@@ -32,6 +31,7 @@ class ReloadTest(unittest.TestCase):
             r = None
         self.assertTrue(r is None or r.status == 403, "%s: %r" % (what, r))
 
+    @classmethod
     def setUpClass(cls):
         cls.tmp = make_tmpdir("zt-ReloadTest-")
         cls.ups = {}

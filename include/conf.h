@@ -135,6 +135,14 @@ struct conf {
 
     struct conf_route *routes;
     size_t nroutes;
+    /* conf_route_match()'s index: a hash table of the route hosts.
+     * route_keys[i]: route i's host hashed (its length in the low byte);
+     * route_bucket[h & route_mask]: 1 + the first route in that bucket,
+     * route_next[i]: 1 + the next one (0 ends a chain). */
+    uint32_t *route_keys;
+    uint32_t *route_bucket;
+    uint32_t *route_next;
+    uint32_t route_mask;
 
     char *state_dir; /* persistent state (revocations, posture); NULL: none */
 

@@ -734,6 +734,48 @@ out:
     return rc;
 }
 
+/* conf_route_match()'s key of a host: FNV-1a of its lower-case bytes,
+ * the length in the low byte. fold: host may hold upper case (a request's
+ * Host); route hosts are stored lower case already. */
+static uint32_t route_key(const char *host, size_t len, int fold)
+{
+    uint32_t h = 2166136261u;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)host[i];
+        if (fold && ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch - 'A' + 'a');
+        h = (h ^ ch) * 16777619u;
+    }
+    return (h & ~(uint32_t)0xff) | (uint32_t)(len & 0xff);
+}
+
+/* Build conf_route_match()'s hash table: at least twice as many buckets as
+ * routes. Routes of one host share a chain, in file order. */
+static int route_index(struct conf *c)
+{
+    size_t i, nb = 16;
+
+    while (nb < 2 * c->nroutes)
+        nb *= 2;
+    c->route_keys = calloc(c->nroutes, sizeof(*c->route_keys));
+    c->route_next = calloc(c->nroutes, sizeof(*c->route_next));
+    c->route_bucket = calloc(nb, sizeof(*c->route_bucket));
+    if (c->route_keys == NULL || c->route_next == NULL || c->route_bucket == NULL)
+        return -1;
+    c->route_mask = (uint32_t)(nb - 1);
+    for (i = c->nroutes; i-- > 0;) {
+        uint32_t k = route_key(c->routes[i].host, strlen(c->routes[i].host), 0);
+        uint32_t *b = &c->route_bucket[(k >> 8) & c->route_mask];
+
+        c->route_keys[i] = k;
+        c->route_next[i] = *b;
+        *b = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
 static int parse_route(struct conf_ctx *cx, struct conf *c, json_t *o, size_t idx,
                        struct conf_route *r)
 {
@@ -1193,6 +1235,9 @@ static void conf_free(struct conf *c)
     for (i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
     free(c->routes);
+    free(c->route_keys);
+    free(c->route_bucket);
+    free(c->route_next);
     free(c->path);
     free(c->tls_certificate);
     free(c->tls_key);
@@ -1576,6 +1621,10 @@ static int parse_top(struct conf_ctx *cx, json_t *root, struct conf *c)
         if (parse_route(cx, c, o, i, &c->routes[i]) == -1)
             goto out;
     }
+    if (route_index(c) == -1) {
+        conf_fail(cx, "$.routes", "out of memory");
+        goto out;
+    }
 
     /* policy: the rules runtime (authz_validate() checks the files' contents) */
     o = json_object_get(root, "policy");
@@ -1694,16 +1743,19 @@ const struct conf_route *conf_route_match(const struct conf *c, const char *host
                                           const char *path, size_t path_len)
 {
     const struct conf_route *best = NULL;
-    size_t i;
-    int h0 = host_len > 0 ? tolower((unsigned char)host[0]) : -1;
+    uint32_t key = route_key(host, host_len, 1), n;
 
-    for (i = 0; i < c->nroutes; i++) {
-        const struct conf_route *r = &c->routes[i];
-        size_t pl = r->path_prefix_len;
+    if (c->route_bucket == NULL)
+        return NULL;
+    for (n = c->route_bucket[(key >> 8) & c->route_mask]; n != 0; n = c->route_next[n - 1]) {
+        const struct conf_route *r;
+        size_t pl;
 
-        /* r->host is lower case: most routes differ in the first byte. */
-        if ((unsigned char)r->host[0] != h0 || strlen(r->host) != host_len ||
-            strncasecmp(r->host, host, host_len) != 0)
+        if (c->route_keys[n - 1] != key)
+            continue;
+        r = &c->routes[n - 1];
+        pl = r->path_prefix_len;
+        if (strlen(r->host) != host_len || strncasecmp(r->host, host, host_len) != 0)
             continue;
         if (pl > 1) {
             /* Whole segments: "/api" matches "/api" and "/api/...", not "/apix". */

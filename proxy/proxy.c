@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -187,6 +188,8 @@ static struct event_base *worker_base_new(void)
     if (cfg == NULL)
         return NULL;
     event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    /* No lock: only the worker's thread touches its base (worker_post()). */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     b = event_base_new_with_config(cfg);
     event_config_free(cfg);
     return b;
@@ -2282,17 +2285,76 @@ static void worker_begin_stop(struct worker *w)
     evtimer_add(w->grace, &tv);
 }
 
-static void worker_notify_cb(evutil_socket_t fd, short what, void *arg)
+struct worker_post {
+    struct worker_post *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+/* Under w->mtx: make the worker's loop run worker_wake_cb() soon. */
+static void worker_wake_locked(struct worker *w)
+{
+    uint64_t one = 1;
+
+    if (w->woken)
+        return;
+    w->woken = 1;
+    if (write(w->wake_fd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+        log_warnx("worker %d: cannot wake its loop: %s", w->id, strerror(errno));
+}
+
+int worker_post(struct event_base *base, void (*fn)(void *arg), void *arg)
+{
+    struct worker_post *p;
+    int i;
+
+    for (i = 0; i < nworkers; i++) {
+        struct worker *w = &workers[i];
+
+        if (w->base != base)
+            continue;
+        p = malloc(sizeof(*p));
+        if (p == NULL)
+            return -1;
+        p->next = NULL;
+        p->fn = fn;
+        p->arg = arg;
+        pthread_mutex_lock(&w->mtx);
+        *w->posts_tail = p;
+        w->posts_tail = &p->next;
+        worker_wake_locked(w);
+        pthread_mutex_unlock(&w->mtx);
+        return 0;
+    }
+    return -1;
+}
+
+static void worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     struct proxy_gen *g;
+    struct worker_post *posts;
+    uint64_t n;
     int stop;
 
+    (void)what;
     pthread_mutex_lock(&w->mtx);
+    if (read(fd, &n, sizeof(n)) == -1 && errno != EAGAIN)
+        log_warnx("worker %d: wake: %s", w->id, strerror(errno));
+    w->woken = 0;
     g = w->pending;
     w->pending = NULL;
     stop = w->stop_requested;
+    posts = w->posts;
+    w->posts = NULL;
+    w->posts_tail = &w->posts;
     pthread_mutex_unlock(&w->mtx);
+    while (posts != NULL) {
+        struct worker_post *p = posts;
+        posts = p->next;
+        p->fn(p->arg);
+        free(p);
+    }
     if (g != NULL) {
         proxy_gen_unref(w->gen);
         w->gen = g;
@@ -2400,7 +2462,13 @@ int proxy_start(struct proxy_gen *g)
             return -1;
         for (j = 0; j < sizeof(rnd); j++)
             snprintf(w->idprefix + 2 * j, 3, "%02x", rnd[j]);
-        w->notify = event_new(w->base, -1, 0, worker_notify_cb, w);
+        w->posts_tail = &w->posts;
+        w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->wake_fd == -1)
+            return -1;
+        w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
+        if (w->wake_ev == NULL || event_add(w->wake_ev, NULL) == -1)
+            return -1;
         w->httpc = httpc_new(w->base);
         w->assertions = jwt_assertion_cache_new(5);
         if (w->httpc == NULL || w->assertions == NULL)
@@ -2446,9 +2514,9 @@ void proxy_reload(struct proxy_gen *g)
         pthread_mutex_lock(&w->mtx);
         old = w->pending;
         w->pending = gen_ref(g);
+        worker_wake_locked(w);
         pthread_mutex_unlock(&w->mtx);
         proxy_gen_unref(old);
-        event_active(w->notify, EV_READ, 0);
     }
 }
 
@@ -2461,8 +2529,8 @@ void proxy_shutdown(void)
         struct worker *w = &workers[i];
         pthread_mutex_lock(&w->mtx);
         w->stop_requested = 1;
+        worker_wake_locked(w);
         pthread_mutex_unlock(&w->mtx);
-        event_active(w->notify, EV_READ, 0);
     }
 }
 
@@ -2492,7 +2560,13 @@ void proxy_join(void)
             event_free(w->grace);
         if (w->accept_resume != NULL)
             event_free(w->accept_resume);
-        event_free(w->notify);
+        event_free(w->wake_ev);
+        close(w->wake_fd);
+        while (w->posts != NULL) { /* nobody left to answer: dropped */
+            struct worker_post *p = w->posts;
+            w->posts = p->next;
+            free(p);
+        }
         event_free(w->logtimer);
         event_free(w->rechecktimer);
         evbuffer_free(w->logbuf);

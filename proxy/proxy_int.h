@@ -139,10 +139,17 @@ struct worker {
     struct event_base *base;
     struct evconnlistener *lev[MAX_LISTENERS];
     size_t nlev;
-    struct event *notify;
+    /* The worker's base has no lock (EVENT_BASE_FLAG_NOLOCK): other
+     * threads never touch it, they queue work under mtx and write the
+     * eventfd wake_fd, whose event runs the queue on this loop. */
+    int wake_fd;
+    struct event *wake_ev;
     pthread_mutex_t mtx;
     struct proxy_gen *pending; /* set by the main thread under mtx */
     int stop_requested;        /* ditto */
+    struct worker_post *posts; /* ditto: worker_post() calls, in order */
+    struct worker_post **posts_tail;
+    int woken; /* ditto: wake_fd written and not yet read */
     struct proxy_gen *gen;
     TAILQ_HEAD(conn_list, conn) conns;
     size_t nconns;
@@ -171,6 +178,12 @@ struct worker {
     time_t accept_warned;                   /* when that was (at most one per 10 s) */
     size_t conns_peak;                      /* most connections since the last trim */
 };
+
+/* Any thread: run fn(arg) on the loop of the worker whose event base is
+ * base (the only way into a worker's loop from another thread). 0 queued;
+ * -1 base is no worker's, or out of memory (fn will not run). Work still
+ * queued when the workers stop is dropped without running. */
+int worker_post(struct event_base *base, void (*fn)(void *arg), void *arg);
 
 struct session_keyring;
 struct jwt_signer;

@@ -193,6 +193,11 @@ static int job_running, job_stop;
 
 static void job_done_cb(evutil_socket_t fd, short what, void *arg);
 
+static void job_done_post(void *arg)
+{
+    job_done_cb(-1, EV_TIMEOUT, arg);
+}
+
 /* Jobs are answered on their worker's loop. proxy_replies_stop() (before
  * the worker loops are freed) ends that: a job finished later is parked on
  * reply_orphans (its connection may still point at it) and freed with the
@@ -204,13 +209,10 @@ static struct sso_job *reply_orphans;
 /* Any thread: hand a finished job back to its connection's loop. */
 static void job_reply(struct sso_job *j)
 {
-    struct timeval zero = {0, 0};
-
     pthread_mutex_lock(&reply_mtx);
     if (j->reply_base == NULL) {
         free(j);
-    } else if (replies_off ||
-               event_base_once(j->reply_base, -1, EV_TIMEOUT, job_done_cb, j, &zero) == -1) {
+    } else if (replies_off || worker_post(j->reply_base, job_done_post, j) == -1) {
         j->next = reply_orphans;
         reply_orphans = j;
     }

@@ -1475,6 +1475,34 @@ if full_rows or full_start:
               "compares runs made minutes apart and is shown for reference):\n")
             for v in verdicts:
                 p(f"- {v}")
+        # What the 2.0x target against nginx + auth_request asks of the
+        # proxy on this machine: the load client and the upstream share the
+        # cores, so their CPU per request caps every proxy's rate.
+        for w in workers:
+            sh, ar, zc, nc = [], [], [], []
+            for r in full_rows:
+                if r["workers"] != w or not ok(r):
+                    continue
+                res = r["r"]
+                reqs = res.get("requests_total") or res["requests"]
+                if not reqs:
+                    continue
+                if r["proxy"] == "ztproxy-full":
+                    sh.append((res.get("client_cpu_s", 0) * 1e6 + int(r["upstream_cpu_us"])) / reqs)
+                    zc.append(cpu_per_req(r))
+                elif r["proxy"] == "nginx-authreq":
+                    ar.append(res["rps"])
+                elif r["proxy"] == "nginx":
+                    nc.append(cpu_per_req(r))
+            if sh and ar:
+                need = NCPU * 1e6 / (2.0 * median(ar)) - median(sh)
+                p(f"\nworkers={w}: what 2.0× nginx + auth_request asks here: the load client and "
+                  f"the upstream took {median(sh):.1f} µs of CPU per request (median of the ztproxy "
+                  f"runs) on the same {NCPU} cores, and nginx + auth_request ran at "
+                  f"{fmt(median(ar))} req/s; {fmt(2.0 * median(ar))} req/s would leave the proxy at "
+                  f"most **{need:.1f} µs of CPU per request** even with every core busy all the time "
+                  f"(ztproxy with the whole pipeline used {fmt(median(zc), 1)}, nginx without any "
+                  f"authorization {fmt(median(nc), 1) if nc else '-'}).")
         for w in workers:
             a = full_audit.get(w)
             if a:

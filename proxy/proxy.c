@@ -79,6 +79,7 @@ static int conn_relay_request(struct conn *c);
 static int conn_relay_response(struct conn *c);
 static void up_free(struct upconn *u);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_enable_read(struct conn *c);
 static void pp_wait_free(struct pp_wait *pp);
 
 /* ---- generations ------------------------------------------------------- */
@@ -434,7 +435,7 @@ void conn_respond_local(struct conn *c, int status, const char *headers, const c
     c->reqid[0] = '\0';
     conn_set_state(c, CST_READ_HEAD);
     bev_timeouts(c->bev, cf->timeout_keepalive_ms, cf->timeout_send_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_enable_read(c);
     if (evbuffer_get_length(in) > 0) {
         /* Pipelined: continue from the loop, not from inside this call. */
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -511,7 +512,7 @@ static void conn_start_linger(struct conn *c)
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_enable_read(c);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     set_tv(&tv, LINGER_MS);
     evtimer_add(c->timer, &tv);
@@ -1144,7 +1145,7 @@ int conn_read_head(struct conn *c)
             c->pending_head = 0;
             conn_set_state(c, CST_LOCAL);
             bev_timeouts(c->bev, cf->timeout_body_ms, cf->timeout_send_ms);
-            bufferevent_enable(c->bev, EV_READ);
+            conn_enable_read(c);
             return sso_local_body(c);
         }
         return -1;
@@ -1305,7 +1306,7 @@ static int conn_relay_request(struct conn *c)
         bufferevent_disable(c->bev, EV_READ);
         bufferevent_setwatermark(c->up->bev, EV_WRITE, RELAY_LOW, 0);
     } else {
-        bufferevent_enable(c->bev, EV_READ);
+        conn_enable_read(c);
     }
     return 0;
 }
@@ -1375,6 +1376,35 @@ static int conn_relay_response(struct conn *c)
 }
 
 /*
+ * The client's TLS layer reads ahead (tls.c): one read(2) takes what the
+ * socket holds - a whole record, often more - instead of a record header
+ * and then its body. bufferevent_openssl only reads again when the socket
+ * is readable, and reads only the record it is in: records already in
+ * OpenSSL's buffer are ours to start. After each read callback and each
+ * time reading is turned back on, a connection with bytes waiting there
+ * gets its read event run in this loop turn (a partial record just finds
+ * the socket empty and waits for the rest as usual).
+ */
+static void bev_tls_pending(struct bufferevent *bev)
+{
+    bufferevent_data_cb rcb = NULL;
+    SSL *ssl;
+
+    bufferevent_getcb(bev, &rcb, NULL, NULL, NULL);
+    if (rcb == NULL || !(bufferevent_get_enabled(bev) & EV_READ)) /* freed, or not reading */
+        return;
+    ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl != NULL && SSL_has_pending(ssl))
+        event_active(&bev->ev_read, EV_READ, 1);
+}
+
+static void conn_enable_read(struct conn *c)
+{
+    bufferevent_enable(c->bev, EV_READ);
+    bev_tls_pending(c->bev);
+}
+
+/*
  * Encrypt and write the client's output now, in this loop turn, instead of
  * registering for writability and writing when epoll says so: for a response
  * that fits the socket buffer (nearly all) that saves two epoll_ctl and a
@@ -1412,7 +1442,7 @@ static void conn_request_done(struct conn *c)
     conn_set_state(c, CST_READ_HEAD);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bev_timeouts(c->bev, c->gen->conf->timeout_keepalive_ms, c->gen->conf->timeout_send_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_enable_read(c);
     conn_write_soon(c);
     if (evbuffer_get_length(in) > 0)
         conn_read_head(c); /* pipelined */
@@ -1539,7 +1569,7 @@ ok:
                      c->gen->conf->timeout_send_ms);
         bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
                      c->gen->conf->timeout_send_ms);
-        bufferevent_enable(c->bev, EV_READ);
+        conn_enable_read(c);
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
             evbuffer_add_buffer(bufferevent_get_output(u->bev), bufferevent_get_input(c->bev));
     }
@@ -1574,7 +1604,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(bufferevent_get_output(bev)) <= RELAY_LOW) {
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
         if (c->state == CST_TUNNEL) {
-            bufferevent_enable(c->bev, EV_READ);
+            conn_enable_read(c);
             if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
                 evbuffer_add_buffer(bufferevent_get_output(bev), bufferevent_get_input(c->bev));
         } else if (c->state == CST_FORWARD && !c->req_done) {
@@ -1711,7 +1741,7 @@ static void conn_handshake_done(struct conn *c)
     /* Draining: the first request is awaited no longer than a head. */
     bev_timeouts(c->bev, c->w->stopping ? cf->timeout_header_ms : cf->timeout_keepalive_ms,
                  cf->timeout_send_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_enable_read(c);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_read_head(c);
 }
@@ -1821,6 +1851,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     default:
         break;
     }
+    bev_tls_pending(bev); /* c may be gone: bev is held by libevent until we return */
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)

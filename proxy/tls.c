@@ -853,6 +853,10 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* One read(2) per batch of records rather than two per record (header,
+     * then body); proxy.c starts the records this leaves in OpenSSL's
+     * buffer (bev_tls_pending), which bufferevent_openssl would not. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* Level 2 whatever the system's openssl.cnf says: client keys of at
      * least 112 bits of security (RSA/DSA >= 2048, EC >= 224) and no SHA-1
      * (or MD5) signature in the client's chain: "EE certificate key too

@@ -96,6 +96,80 @@ class DataPlaneIOTest(ProxyTestCase):
         finally:
             sock.close()
 
+    def _records_in_one_segment(self, requests, finished_too):
+        """Handshake through memory BIOs, then each of requests in a TLS
+        record of its own, all handed to the kernel in one send (with the
+        client's Finished when finished_too): the proxy's first read gets
+        several records at once. Returns the plaintext read until every
+        response arrived (or the proxy stopped answering)."""
+        ctx = client_context(self.pki, "good")
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname=DEFAULT_HOST)
+        try:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    data = out.read()
+                    if data:
+                        sock.sendall(data)
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise AssertionError("closed during the handshake")
+                    inc.write(chunk)
+            if not finished_too:
+                sock.sendall(out.read())
+                time.sleep(0.2)  # the Finished is taken on its own first
+            for raw in requests:
+                obj.write(raw)  # one record each
+            burst = out.read()
+            sock.sendall(burst)
+            got = b""
+            while got.count(b"HTTP/1.1 200 ") < len(requests):
+                try:
+                    got += obj.read(65536)
+                    continue
+                except ssl.SSLWantReadError:
+                    pass
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                inc.write(chunk)
+            return got
+        finally:
+            sock.close()
+
+    def test_several_records_in_one_read(self):
+        # the proxy's TLS layer reads ahead: records that arrive together
+        # are all answered, none waits for more bytes from the client
+        reqs = [build_request("GET", "/echo?rec=%d" % i) for i in range(3)]
+        got = self._records_in_one_segment(reqs, finished_too=False)
+        self.assertEqual(got.count(b"HTTP/1.1 200 "), 3, got[-300:])
+        for i in range(3):
+            self.assertIn(b"rec=%d" % i, got)
+
+    def test_request_with_the_finished_message(self):
+        # a TLS 1.3 client sends its Finished and its first request(s)
+        # together: the handshake's read takes the request records too
+        reqs = [build_request("GET", "/echo?first=%d" % i) for i in range(2)]
+        got = self._records_in_one_segment(reqs, finished_too=True)
+        self.assertEqual(got.count(b"HTTP/1.1 200 "), 2, got[-300:])
+        self.assertIn(b"first=0", got)
+        self.assertIn(b"first=1", got)
+
+    def test_body_records_arrive_together(self):
+        # a POST whose body spans several records, all sent at once
+        body = b"b" * 70000
+        req = build_request("POST", "/echo?post=1", body=body)
+        got = self._records_in_one_segment([req[:30000], req[30000:]], finished_too=False)
+        self.assertEqual(got.count(b"HTTP/1.1 200 "), 1, got[-300:])
+        self.assertIn(b"post=1", got)
+
     def test_half_close_while_upstream_answers(self):
         # the client is done sending before the (slow) answer comes: it
         # still gets the whole response, then the connection closes

@@ -612,6 +612,15 @@ static void up_idle_event_cb(struct bufferevent *bev, short what, void *arg)
     up_free(arg);
 }
 
+/* Reading on, unless it is on already: bufferevent_enable() re-adds the
+ * read event every time (a timer heap update), and bev_timeouts() has
+ * re-armed an enabled read event with its new timeout already. */
+static inline void bev_enable_read(struct bufferevent *bev)
+{
+    if (!(bufferevent_get_enabled(bev) & EV_READ))
+        bufferevent_enable(bev, EV_READ);
+}
+
 /* The response is complete: keep the upstream connection or close it. */
 static void up_release(struct conn *c)
 {
@@ -636,7 +645,7 @@ static void up_release(struct conn *c)
     bufferevent_setcb(u->bev, up_idle_read_cb, NULL, up_idle_event_cb, u);
     bufferevent_setwatermark(u->bev, EV_WRITE, 0, 0);
     bev_timeouts(u->bev, UPSTREAM_IDLE_MS, 0);
-    bufferevent_enable(u->bev, EV_READ);
+    bev_enable_read(u->bev);
 }
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -940,7 +949,7 @@ static int conn_start_upstream(struct conn *c, const char *head, size_t len)
             bufferevent_enable(u->bev, EV_WRITE);
         bev_timeouts(u->bev, c->gen->conf->timeout_upstream_response_ms,
                      c->gen->conf->timeout_upstream_response_ms);
-        bufferevent_enable(u->bev, EV_READ);
+        bev_enable_read(u->bev);
         return 0;
     }
     evbuffer_add(bufferevent_get_output(u->bev), head, len);
@@ -1400,7 +1409,7 @@ static void bev_tls_pending(struct bufferevent *bev)
 
 static void conn_enable_read(struct conn *c)
 {
-    bufferevent_enable(c->bev, EV_READ);
+    bev_enable_read(c->bev);
     bev_tls_pending(c->bev);
 }
 

@@ -222,28 +222,66 @@ static void al_hdr(unsigned char *o, int type, size_t total)
     memcpy(o + 4, &l, 4);
 }
 
-static inline unsigned char *al_put_str(unsigned char *o, const char *s, size_t n)
+/* n bytes from s to o: the short strings of a record (ids, names, an
+ * address) with two possibly overlapping fixed-size copies each, which the
+ * compiler inlines, instead of a call to memcpy(). */
+static inline void al_copy(unsigned char *o, const char *s, size_t n)
+{
+    uint64_t a, b, c, d;
+    uint32_t x, y;
+
+    if (n >= 8) {
+        if (n > 32) {
+            memcpy(o, s, n);
+        } else if (n > 16) {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + 8, 8);
+            memcpy(&c, s + n - 16, 8);
+            memcpy(&d, s + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + 8, &b, 8);
+            memcpy(o + n - 16, &c, 8);
+            memcpy(o + n - 8, &d, 8);
+        } else {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + n - 8, &b, 8);
+        }
+    } else if (n >= 4) {
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(o, &x, 4);
+        memcpy(o + n - 4, &y, 4);
+    } else if (n > 0) {
+        o[0] = (unsigned char)s[0];
+        o[n / 2] = (unsigned char)s[n / 2];
+        o[n - 1] = (unsigned char)s[n - 1];
+    }
+}
+
+/* A record being built in [o, end). */
+struct al_wr {
+    unsigned char *o, *end;
+};
+
+/* Put a string (s NULL: null); -1 when it does not fit. */
+static inline int al_put_str(struct al_wr *w, const char *s, size_t n)
 {
     uint16_t l = s != NULL ? (uint16_t)n : (uint16_t)AL_STR_NULL;
 
-    memcpy(o, &l, 2);
-    if (s != NULL && n > 0)
-        memcpy(o + 2, s, n);
-    return o + 2 + (s != NULL ? n : 0);
+    if ((size_t)(w->end - w->o) < 2 + n)
+        return -1;
+    memcpy(w->o, &l, 2);
+    if (s != NULL)
+        al_copy(w->o + 2, s, n);
+    w->o += 2 + (s != NULL ? n : 0);
+    return 0;
 }
 
-/* Space for total bytes at the end of out (contiguous), or NULL. */
-static unsigned char *al_reserve(struct evbuffer *out, size_t total, struct evbuffer_iovec *v)
+static inline int al_put_cstr(struct al_wr *w, const char *s)
 {
-    if (evbuffer_reserve_space(out, (ev_ssize_t)total, v, 1) < 1 || v->iov_len < total)
-        return NULL;
-    return v->iov_base;
-}
-
-static void al_commit(struct evbuffer *out, struct evbuffer_iovec *v, size_t total)
-{
-    v->iov_len = total;
-    evbuffer_commit_space(out, v, 1);
+    return al_put_str(w, s, s != NULL ? strlen(s) : 0);
 }
 
 /* An entry too long for a record: a marker the writer counts as dropped. */
@@ -255,45 +293,48 @@ static void al_put_oversize(struct evbuffer *out)
     evbuffer_add(out, h, sizeof(h));
 }
 
-void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
+/* The decision record of e into buf[0..cap): its length, or 0 when it
+ * does not fit (cap is at most AUDITLOG_RECORD_MAX). */
+static size_t al_build_decision(const struct auditlog_entry *e, unsigned char *buf, size_t cap)
 {
     const struct policy_decision *d = e->decision;
-    const char *s[AL_DEC_NSTR], *mon[POLICY_MONITOR_MAX], *fail[AUDITLOG_FAILING_MAX];
-    size_t n[AL_DEC_NSTR], monl[POLICY_MONITOR_MAX], faill[AUDITLOG_FAILING_MAX];
-    size_t i, total, blob = 0, nmon = 0, nfail = 0, nreasons = 0;
+    struct al_wr w = {buf + AL_REC_HDR + sizeof(struct al_rec_dec), buf + cap};
     struct al_rec_dec f;
-    struct evbuffer_iovec v;
-    unsigned char *o;
+    size_t i, plen = 0, nfail = 0;
+    int bad = 0;
 
+    if (cap < AL_REC_HDR + sizeof(f))
+        return 0;
     memset(&f, 0, sizeof(f));
     f.time_ms = e->time_ms;
     f.eval_ns = e->eval_ns;
     f.score = e->score >= 0 ? (int32_t)e->score : -1;
     f.asn = e->asn;
-    s[AL_S_REQUEST_ID] = e->request_id;
-    s[AL_S_USER] = e->user;
-    s[AL_S_EMAIL] = e->email;
-    s[AL_S_DEVICE] = e->device;
-    s[AL_S_TIER] = e->tier;
-    s[AL_S_CLIENT] = e->client;
-    s[AL_S_COUNTRY] = e->country;
-    s[AL_S_ROUTE] = e->route;
-    s[AL_S_METHOD] = e->method;
-    s[AL_S_PATH] = e->path;
-    n[AL_S_PATH] = 0;
     if (e->path != NULL) {
         /* Cut at '?' (queries may hold secrets) and at AUDITLOG_PATH_MAX. */
         const char *q = memchr(e->path, '?', e->path_len);
-        size_t plen = q != NULL ? (size_t)(q - e->path) : e->path_len;
 
+        plen = q != NULL ? (size_t)(q - e->path) : e->path_len;
         if (plen > AUDITLOG_PATH_MAX)
             plen = AUDITLOG_PATH_MAX;
-        n[AL_S_PATH] = plen;
         f.path_cut = plen < e->path_len && e->path[plen] != '?';
     }
-    s[AL_S_RULE] = NULL;
-    s[AL_S_VERSION] = NULL;
+    /* In the order of enum al_dec_str. */
+    bad |= al_put_cstr(&w, e->request_id);
+    bad |= al_put_cstr(&w, e->user);
+    bad |= al_put_cstr(&w, e->email);
+    bad |= al_put_cstr(&w, e->device);
+    bad |= al_put_cstr(&w, e->tier);
+    bad |= al_put_cstr(&w, e->client);
+    bad |= al_put_cstr(&w, e->country);
+    bad |= al_put_cstr(&w, e->route);
+    bad |= al_put_cstr(&w, e->method);
+    bad |= al_put_str(&w, e->path, plen);
     if (d != NULL) {
+        size_t nreasons = d->nreasons < POLICY_REASONS_MAX ? d->nreasons : POLICY_REASONS_MAX;
+        size_t nmon = d->nmonitor < POLICY_MONITOR_MAX ? d->nmonitor : POLICY_MONITOR_MAX;
+        size_t blob = 0;
+
         f.has_decision = 1;
         /* policy_effect_name() writes anything else as "deny". */
         f.effect =
@@ -303,91 +344,90 @@ void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
         f.step_up_max_age = d->step_up_max_age;
         f.reasons_dropped = d->reasons_dropped;
         f.monitor_dropped = d->monitor_dropped;
-        s[AL_S_RULE] = d->rule_id;
-        s[AL_S_VERSION] = d->version != NULL ? d->version : "";
-        nreasons = d->nreasons < POLICY_REASONS_MAX ? d->nreasons : POLICY_REASONS_MAX;
-        if (nreasons > 0)
-            blob = d->reason_used < POLICY_REASON_BUF ? d->reason_used : POLICY_REASON_BUF;
-        nmon = d->nmonitor < POLICY_MONITOR_MAX ? d->nmonitor : POLICY_MONITOR_MAX;
-        for (i = 0; i < nmon; i++) {
-            mon[i] = d->monitor[i].rule_id != NULL ? d->monitor[i].rule_id : "";
-            monl[i] = strlen(mon[i]);
-        }
         f.nreasons = (uint8_t)nreasons;
         f.nmonitor = (uint8_t)nmon;
+        bad |= al_put_cstr(&w, d->rule_id);
+        bad |= al_put_cstr(&w, d->version != NULL ? d->version : "");
+        /* The reasons: the bytes of reason_buf in use, one copy, and the
+         * offsets of the NUL-terminated reasons in it. */
+        if (nreasons > 0)
+            blob = d->reason_used < POLICY_REASON_BUF ? d->reason_used : POLICY_REASON_BUF;
+        if (al_put_str(&w, d->reason_buf, blob) == -1 ||
+            (size_t)(w.end - w.o) < 2 * nreasons + 3 * nmon)
+            return 0;
+        memcpy(w.o, d->reason_off, 2 * nreasons);
+        w.o += 2 * nreasons;
+        for (i = 0; i < nmon && !bad; i++) {
+            const struct policy_monitor_result *m = &d->monitor[i];
+
+            if ((size_t)(w.end - w.o) < 3)
+                return 0;
+            w.o[0] = (unsigned char)m->rule_effect;
+            w.o[1] = m->matched == 2 ? 2 : m->matched != 0;
+            w.o[2] = (unsigned char)m->would_decide;
+            w.o += 3;
+            bad |= al_put_cstr(&w, m->rule_id != NULL ? m->rule_id : "");
+        }
+    } else {
+        bad |= al_put_str(&w, NULL, 0); /* rule */
+        bad |= al_put_str(&w, NULL, 0); /* version */
     }
     if (e->nfailing > 0 && e->failing != NULL) {
         nfail = e->nfailing < AUDITLOG_FAILING_MAX ? e->nfailing : AUDITLOG_FAILING_MAX;
-        for (i = 0; i < nfail; i++) {
-            fail[i] = e->failing[i] != NULL ? e->failing[i] : "";
-            faill[i] = strlen(fail[i]);
-        }
+        for (i = 0; i < nfail && !bad; i++)
+            bad |= al_put_cstr(&w, e->failing[i] != NULL ? e->failing[i] : "");
         f.nfailing = (uint8_t)nfail;
     }
+    if (bad)
+        return 0;
+    al_hdr(buf, AL_REC_DECISION, (size_t)(w.o - buf));
+    memcpy(buf + AL_REC_HDR, &f, sizeof(f));
+    return (size_t)(w.o - buf);
+}
 
-    total = AL_REC_HDR + sizeof(f) + 2 * AL_DEC_NSTR + 2 * nfail;
-    for (i = 0; i < AL_DEC_NSTR; i++) {
-        if (i != AL_S_PATH)
-            n[i] = s[i] != NULL ? strlen(s[i]) : 0;
-        total += n[i];
-    }
-    if (d != NULL)
-        total += 2 + blob + 2 * nreasons + 5 * nmon;
-    for (i = 0; i < nmon; i++)
-        total += monl[i];
-    for (i = 0; i < nfail; i++)
-        total += faill[i];
-    if (total > AUDITLOG_RECORD_MAX) {
-        al_put_oversize(out);
+void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
+{
+    unsigned char stack[4096], *big;
+    size_t n;
+
+    /* Built on the stack in one pass, then one evbuffer_add(); a record
+     * that does not fit there (paths and reasons near their limits) is
+     * built again in a buffer of the largest size. */
+    n = al_build_decision(e, stack, sizeof(stack));
+    if (n > 0) {
+        evbuffer_add(out, stack, n);
         return;
     }
-
-    if ((o = al_reserve(out, total, &v)) == NULL)
+    big = malloc(AUDITLOG_RECORD_MAX);
+    if (big == NULL)
         return; /* out of memory: no record rather than half of one */
-    al_hdr(o, AL_REC_DECISION, total);
-    memcpy(o + AL_REC_HDR, &f, sizeof(f));
-    o += AL_REC_HDR + sizeof(f);
-    for (i = 0; i < AL_DEC_NSTR; i++)
-        o = al_put_str(o, s[i], n[i]);
-    if (d != NULL) {
-        o = al_put_str(o, d->reason_buf, blob);
-        memcpy(o, d->reason_off, 2 * nreasons);
-        o += 2 * nreasons;
-        for (i = 0; i < nmon; i++) {
-            const struct policy_monitor_result *m = &d->monitor[i];
-
-            o[0] = (unsigned char)m->rule_effect;
-            o[1] = m->matched == 2 ? 2 : m->matched != 0;
-            o[2] = (unsigned char)m->would_decide;
-            o = al_put_str(o + 3, mon[i], monl[i]);
-        }
-    }
-    for (i = 0; i < nfail; i++)
-        o = al_put_str(o, fail[i], faill[i]);
-    al_commit(out, &v, total);
+    n = al_build_decision(e, big, AUDITLOG_RECORD_MAX);
+    if (n > 0)
+        evbuffer_add(out, big, n);
+    else
+        al_put_oversize(out);
+    free(big);
 }
 
 void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *actor,
                            const char *what, const char *detail_json)
 {
-    size_t la = actor != NULL ? strlen(actor) : 0, lw = what != NULL ? strlen(what) : 0;
-    size_t ld = detail_json != NULL ? strlen(detail_json) : 0;
-    size_t total = AL_REC_HDR + 8 + 6 + la + lw + ld;
-    struct evbuffer_iovec v;
-    unsigned char *o;
+    unsigned char *buf = malloc(AUDITLOG_RECORD_MAX);
+    struct al_wr w;
 
-    if (total > AUDITLOG_RECORD_MAX) {
+    if (buf == NULL)
+        return;
+    w.o = buf + AL_REC_HDR + 8;
+    w.end = buf + AUDITLOG_RECORD_MAX;
+    memcpy(buf + AL_REC_HDR, &time_ms, 8);
+    if (al_put_cstr(&w, actor) == 0 && al_put_cstr(&w, what) == 0 &&
+        al_put_cstr(&w, detail_json) == 0) {
+        al_hdr(buf, AL_REC_ADMIN, (size_t)(w.o - buf));
+        evbuffer_add(out, buf, (size_t)(w.o - buf));
+    } else {
         al_put_oversize(out);
-        return;
     }
-    if ((o = al_reserve(out, total, &v)) == NULL)
-        return;
-    al_hdr(o, AL_REC_ADMIN, total);
-    memcpy(o + AL_REC_HDR, &time_ms, 8);
-    o = al_put_str(o + AL_REC_HDR + 8, actor, la);
-    o = al_put_str(o, what, lw);
-    al_put_str(o, detail_json, ld);
-    al_commit(out, &v, total);
+    free(buf);
 }
 
 /* ---- formatting records into lines (the writer thread) ------------------ */

@@ -980,16 +980,19 @@ static size_t al_count_records(struct evbuffer *b)
     struct evbuffer_ptr p;
     unsigned char h[AL_REC_HDR];
 
-    while (pos < total) {
+    if (total == 0 || evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
         size_t l = 0;
 
-        if (evbuffer_ptr_set(b, &p, pos, EVBUFFER_PTR_SET) == 0 &&
-            evbuffer_copyout_from(b, &p, h, AL_REC_HDR) == AL_REC_HDR)
+        if (evbuffer_copyout_from(b, &p, h, AL_REC_HDR) == AL_REC_HDR)
             l = al_hdr_len(h);
         n++;
-        if (l == 0 || l > total - pos)
-            break; /* the rest as one */
+        if (l == 0 || l >= total - pos)
+            break; /* the last one, or the rest as one */
         pos += l;
+        if (evbuffer_ptr_set(b, &p, l, EVBUFFER_PTR_ADD) == -1)
+            break;
     }
     return n;
 }

@@ -1005,7 +1005,7 @@ static pthread_mutex_t al_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t al_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t al_idle = PTHREAD_COND_INITIALIZER;
 static struct evbuffer *al_queue;       /* al_mtx */
-static struct evbuffer *al_pre;         /* al_mtx: lines submitted before a pending reopen */
+static struct evbuffer *al_pre;         /* al_mtx: records submitted before a pending reopen */
 static int al_reopen = AL_REOPEN_NONE;  /* al_mtx: fd to switch to (-1: off) */
 static int al_stopping;                 /* al_mtx */
 static uint64_t al_seq_in, al_seq_done; /* al_mtx: submissions taken / finished */
@@ -1370,7 +1370,7 @@ void auditlog_submit(struct evbuffer *buf)
     }
     pthread_mutex_lock(&al_mtx);
     if (evbuffer_get_length(al_queue) + evbuffer_get_length(al_pre) + len > AUDITLOG_QUEUE_MAX) {
-        /* The disk is not keeping up: lose lines rather than memory, and
+        /* The disk is not keeping up: lose records rather than memory, and
          * say so (the count is in the stats). */
         al_st.dropped += al_count_records(buf);
         pthread_mutex_unlock(&al_mtx);

@@ -1,10 +1,15 @@
 /*
  * auditlog.h - the tamper-evident audit log: one JSON line per decision.
  *
- * Workers build lines with auditlog_append() into a buffer of their own (no
- * lock, no syscall) and hand it over with auditlog_submit(); one writer
- * thread chains and writes them. The chain is the writer's: every line it
- * writes starts with two members it inserts,
+ * Workers do not format anything: auditlog_append() copies a decision's data
+ * into a compact binary record (numbers, then length-prefixed raw strings;
+ * no escaping, no JSON) in a buffer of their own (no lock, no syscall), and
+ * auditlog_submit() hands the buffer over. One writer thread formats each
+ * record into its JSON line (auditlog_format() is the same formatter),
+ * chains and writes it. A record is internal to the process, yet the writer
+ * checks every length and count in it: a malformed or truncated one is
+ * counted as dropped and skipped, never half-written or chained. The chain
+ * is the writer's: every line it writes starts with two members it inserts,
  *
  *   {"prev":"<P>","hash":"<H>","time":"2026-05-20T10:12:13.456Z",...}
  *
@@ -36,7 +41,8 @@ struct evbuffer;
 
 #define AUDITLOG_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
 #define AUDITLOG_LINE_MAX 65536                /* longer lines are not audit lines */
-#define AUDITLOG_QUEUE_MAX (64u * 1024 * 1024) /* bytes waiting for the writer */
+#define AUDITLOG_QUEUE_MAX (64u * 1024 * 1024) /* record bytes waiting for the writer */
+#define AUDITLOG_RECORD_MAX 65536              /* longer records are dropped (counted) */
 #define AUDITLOG_PATH_MAX 1024                 /* request path bytes kept in a line */
 #define AUDITLOG_FAILING_MAX 16                /* device checks listed in a line */
 
@@ -81,23 +87,44 @@ int auditlog_reopen(const char *dest, char *err, size_t errlen);
 /* Is a destination open (not "off", started)? Workers skip building lines when not. */
 int auditlog_enabled(void);
 
-/* Append one line for e to buf (a worker's own buffer). Allocation only as
- * evbuffer grows its chains; no lock, no syscall. */
+/*
+ * Append one record for e to buf (a worker's own buffer): e's data copied
+ * (strings up to their NUL, the path up to '?' and AUDITLOG_PATH_MAX, at
+ * most POLICY_REASONS_MAX reasons, POLICY_MONITOR_MAX monitor results and
+ * AUDITLOG_FAILING_MAX failing checks), nothing formatted; e and what it
+ * points to may change or go away on return. Allocation only as evbuffer
+ * grows its chains; no lock, no syscall. An entry whose record would be
+ * longer than AUDITLOG_RECORD_MAX (its line could not be written either)
+ * leaves a marker the writer counts as dropped.
+ */
 void auditlog_append(struct evbuffer *buf, const struct auditlog_entry *e);
 
 /*
- * Append one admin event line to buf (docs/admin-api.md): who changed what,
- * when: {"time":"...","event":"admin","actor":"token:ops","what":"rules put",
- * "detail":{...}}. detail_json is compact JSON text without a newline (as
- * json_dumps(JSON_COMPACT) writes it), or NULL. It is chained like every
- * other line; nothing secret may be in it.
+ * Append one admin event record to buf (docs/admin-api.md), the writer
+ * formats it as: who changed what, when: {"time":"...","event":"admin",
+ * "actor":"token:ops","what":"rules put","detail":{...}}. detail_json is
+ * compact JSON text without a newline (as json_dumps(JSON_COMPACT) writes
+ * it), or NULL (otherwise null is written). It goes through the same queue
+ * as the decision records, in order, and is chained like every other line;
+ * nothing secret may be in it.
  */
 void auditlog_append_admin(struct evbuffer *buf, int64_t time_ms, const char *actor,
                            const char *what, const char *detail_json);
 
-/* Move every byte of buf (whole lines from auditlog_append()) to the writer.
- * Beyond AUDITLOG_QUEUE_MAX queued bytes the lines are dropped and counted. */
+/* Move every byte of buf (whole records from auditlog_append() and
+ * auditlog_append_admin(), in order) to the writer. Beyond AUDITLOG_QUEUE_MAX
+ * queued bytes the records are dropped and counted. */
 void auditlog_submit(struct evbuffer *buf);
+
+/*
+ * Format the records in records (all of it is drained) into lines appended
+ * to lines: each exactly the text the writer chains, "{"time":...}\n"
+ * without "prev"/"hash". Returns the number of lines; adds the malformed or
+ * truncated records (and runs of bytes that are no record) to *bad if not
+ * NULL. Any thread; no shared state. The writer uses the same code; tests
+ * and the fuzzer use this.
+ */
+size_t auditlog_format(struct evbuffer *records, struct evbuffer *lines, uint64_t *bad);
 
 /* Wait until everything submitted so far is written (tests, shutdown). */
 void auditlog_flush(void);

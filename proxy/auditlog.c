@@ -1,12 +1,14 @@
 /*
- * auditlog.c - the audit log: lines built on the workers, chained and
- * written by one thread (include/auditlog.h has the format).
+ * auditlog.c - the audit log: records copied on the workers, formatted,
+ * chained and written by one thread (include/auditlog.h has the format).
  *
  * Why the writer computes the chain: a hash chain is a sequence, and the
  * only place where the sequence of lines is known without a lock on every
- * request is the one thread that writes them. Workers only append to their
- * own buffer; the writer inserts "prev" and "hash" into each line as it
- * goes.
+ * request is the one thread that writes them. Why it formats the lines too:
+ * escaping and number and date formatting were most of the audit log's cost
+ * on the worker event loop, the bottleneck; a worker now only copies the
+ * entry's data into a binary record in its own buffer, and the writer turns
+ * each record into the JSON line, inserting "prev" and "hash" as it goes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -139,7 +141,296 @@ static int al_line_digest(EVP_MD_CTX *md, const char *line, size_t len, unsigned
     return 0;
 }
 
-/* ---- building lines (workers) -------------------------------------------- */
+/* ---- records (workers) --------------------------------------------------- */
+
+/*
+ * A record is what a worker hands over for one line: the entry's data
+ * copied, nothing formatted. Native byte order (it never leaves the
+ * process); every multi-byte field is read and written with memcpy (the
+ * evbuffer gives no alignment).
+ *
+ *   header   8 bytes: magic AL_MAGIC0 AL_MAGIC1, type, 0, u32 total length
+ *                     (header included)
+ *   decision struct al_rec_dec (the numbers), then AL_DEC_NSTR strings in
+ *            the order of enum al_dec_str, then, when has_decision: the
+ *            reasons (one string holding reason_buf's bytes in use, then
+ *            nreasons u16 offsets into it, each at a NUL-terminated reason),
+ *            nmonitor x (u8 rule effect, u8 matched 0/1/2, u8 would decide,
+ *            string rule id); then nfailing strings (failing check ids)
+ *   admin    i64 time_ms, then the strings actor, what, detail
+ *   oversize the header alone: an entry whose record would be longer than
+ *            AUDITLOG_RECORD_MAX (its line would be too long to write);
+ *            the writer counts it as dropped
+ *
+ * A string is a u16 length (AL_STR_NULL: none, written as null) and that
+ * many bytes. The writer checks every length and count against the record
+ * and the limits below before it formats anything.
+ */
+#define AL_MAGIC0 0xa7
+#define AL_MAGIC1 0x1d
+#define AL_REC_HDR 8
+#define AL_STR_NULL 0xffffu
+
+enum { AL_REC_DECISION = 1, AL_REC_ADMIN = 2, AL_REC_OVERSIZE = 3 };
+
+enum al_dec_str {
+    AL_S_REQUEST_ID,
+    AL_S_USER,
+    AL_S_EMAIL,
+    AL_S_DEVICE,
+    AL_S_TIER,
+    AL_S_CLIENT,
+    AL_S_COUNTRY,
+    AL_S_ROUTE,
+    AL_S_METHOD,
+    AL_S_PATH,
+    AL_S_RULE,
+    AL_S_VERSION,
+    AL_DEC_NSTR
+};
+
+/* The numbers of a decision record (no padding: copied as it is). */
+struct al_rec_dec {
+    int64_t time_ms;
+    uint64_t eval_ns;
+    int64_t step_up_max_age;
+    uint64_t reasons_dropped;
+    uint64_t monitor_dropped;
+    int32_t score; /* < 0: unknown */
+    uint32_t asn;
+    uint8_t has_decision; /* 0: no decision members at all */
+    uint8_t effect;       /* enum policy_effect */
+    uint8_t step_up_mfa;
+    uint8_t path_cut;
+    uint8_t nreasons; /* <= POLICY_REASONS_MAX */
+    uint8_t nmonitor; /* <= POLICY_MONITOR_MAX */
+    uint8_t nfailing; /* <= AUDITLOG_FAILING_MAX */
+    uint8_t zero;
+};
+_Static_assert(sizeof(struct al_rec_dec) == 56, "struct al_rec_dec has padding");
+/* The longest string a record can hold (an admin record's) fits in a u16. */
+_Static_assert(AUDITLOG_RECORD_MAX - AL_REC_HDR - 8 - 6 < AL_STR_NULL, "string length > u16");
+
+static void al_hdr(unsigned char *o, int type, size_t total)
+{
+    uint32_t l = (uint32_t)total;
+
+    o[0] = AL_MAGIC0;
+    o[1] = AL_MAGIC1;
+    o[2] = (unsigned char)type;
+    o[3] = 0;
+    memcpy(o + 4, &l, 4);
+}
+
+/* n bytes from s to o: the short strings of a record (ids, names, an
+ * address) with two possibly overlapping fixed-size copies each, which the
+ * compiler inlines, instead of a call to memcpy(). */
+static inline void al_copy(unsigned char *o, const char *s, size_t n)
+{
+    uint64_t a, b, c, d;
+    uint32_t x, y;
+
+    if (n >= 8) {
+        if (n > 32) {
+            memcpy(o, s, n);
+        } else if (n > 16) {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + 8, 8);
+            memcpy(&c, s + n - 16, 8);
+            memcpy(&d, s + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + 8, &b, 8);
+            memcpy(o + n - 16, &c, 8);
+            memcpy(o + n - 8, &d, 8);
+        } else {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + n - 8, 8);
+            memcpy(o, &a, 8);
+            memcpy(o + n - 8, &b, 8);
+        }
+    } else if (n >= 4) {
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(o, &x, 4);
+        memcpy(o + n - 4, &y, 4);
+    } else if (n > 0) {
+        o[0] = (unsigned char)s[0];
+        o[n / 2] = (unsigned char)s[n / 2];
+        o[n - 1] = (unsigned char)s[n - 1];
+    }
+}
+
+/* A record being built in [o, end). */
+struct al_wr {
+    unsigned char *o, *end;
+};
+
+/* Put a string (s NULL: null); -1 when it does not fit. */
+static inline int al_put_str(struct al_wr *w, const char *s, size_t n)
+{
+    uint16_t l = s != NULL ? (uint16_t)n : (uint16_t)AL_STR_NULL;
+
+    if ((size_t)(w->end - w->o) < 2 + n)
+        return -1;
+    memcpy(w->o, &l, 2);
+    if (s != NULL)
+        al_copy(w->o + 2, s, n);
+    w->o += 2 + (s != NULL ? n : 0);
+    return 0;
+}
+
+static inline int al_put_cstr(struct al_wr *w, const char *s)
+{
+    return al_put_str(w, s, s != NULL ? strlen(s) : 0);
+}
+
+/* An entry too long for a record: a marker the writer counts as dropped. */
+static void al_put_oversize(struct evbuffer *out)
+{
+    unsigned char h[AL_REC_HDR];
+
+    al_hdr(h, AL_REC_OVERSIZE, AL_REC_HDR);
+    evbuffer_add(out, h, sizeof(h));
+}
+
+/* The decision record of e into buf[0..cap): its length, or 0 when it
+ * does not fit (cap is at most AUDITLOG_RECORD_MAX). */
+static size_t al_build_decision(const struct auditlog_entry *e, unsigned char *buf, size_t cap)
+{
+    const struct policy_decision *d = e->decision;
+    struct al_wr w = {buf + AL_REC_HDR + sizeof(struct al_rec_dec), buf + cap};
+    struct al_rec_dec f;
+    size_t i, plen = 0, nfail = 0;
+    int bad = 0;
+
+    if (cap < AL_REC_HDR + sizeof(f))
+        return 0;
+    memset(&f, 0, sizeof(f));
+    f.time_ms = e->time_ms;
+    f.eval_ns = e->eval_ns;
+    f.score = e->score >= 0 ? (int32_t)e->score : -1;
+    f.asn = e->asn;
+    if (e->path != NULL) {
+        /* Cut at '?' (queries may hold secrets) and at AUDITLOG_PATH_MAX. */
+        const char *q = memchr(e->path, '?', e->path_len);
+
+        plen = q != NULL ? (size_t)(q - e->path) : e->path_len;
+        if (plen > AUDITLOG_PATH_MAX)
+            plen = AUDITLOG_PATH_MAX;
+        f.path_cut = plen < e->path_len && e->path[plen] != '?';
+    }
+    /* In the order of enum al_dec_str. */
+    bad |= al_put_cstr(&w, e->request_id);
+    bad |= al_put_cstr(&w, e->user);
+    bad |= al_put_cstr(&w, e->email);
+    bad |= al_put_cstr(&w, e->device);
+    bad |= al_put_cstr(&w, e->tier);
+    bad |= al_put_cstr(&w, e->client);
+    bad |= al_put_cstr(&w, e->country);
+    bad |= al_put_cstr(&w, e->route);
+    bad |= al_put_cstr(&w, e->method);
+    bad |= al_put_str(&w, e->path, plen);
+    if (d != NULL) {
+        size_t nreasons = d->nreasons < POLICY_REASONS_MAX ? d->nreasons : POLICY_REASONS_MAX;
+        size_t nmon = d->nmonitor < POLICY_MONITOR_MAX ? d->nmonitor : POLICY_MONITOR_MAX;
+        size_t blob = 0;
+
+        f.has_decision = 1;
+        /* policy_effect_name() writes anything else as "deny". */
+        f.effect =
+            (uint8_t)(d->effect == POLICY_ALLOW || d->effect == POLICY_STEP_UP ? d->effect
+                                                                               : POLICY_DENY);
+        f.step_up_mfa = d->step_up_mfa != 0;
+        f.step_up_max_age = d->step_up_max_age;
+        f.reasons_dropped = d->reasons_dropped;
+        f.monitor_dropped = d->monitor_dropped;
+        f.nreasons = (uint8_t)nreasons;
+        f.nmonitor = (uint8_t)nmon;
+        bad |= al_put_cstr(&w, d->rule_id);
+        bad |= al_put_cstr(&w, d->version != NULL ? d->version : "");
+        /* The reasons: the bytes of reason_buf in use, one copy, and the
+         * offsets of the NUL-terminated reasons in it. */
+        if (nreasons > 0)
+            blob = d->reason_used < POLICY_REASON_BUF ? d->reason_used : POLICY_REASON_BUF;
+        if (al_put_str(&w, d->reason_buf, blob) == -1 ||
+            (size_t)(w.end - w.o) < 2 * nreasons + 3 * nmon)
+            return 0;
+        memcpy(w.o, d->reason_off, 2 * nreasons);
+        w.o += 2 * nreasons;
+        for (i = 0; i < nmon && !bad; i++) {
+            const struct policy_monitor_result *m = &d->monitor[i];
+
+            if ((size_t)(w.end - w.o) < 3)
+                return 0;
+            w.o[0] = (unsigned char)m->rule_effect;
+            w.o[1] = m->matched == 2 ? 2 : m->matched != 0;
+            w.o[2] = (unsigned char)m->would_decide;
+            w.o += 3;
+            bad |= al_put_cstr(&w, m->rule_id != NULL ? m->rule_id : "");
+        }
+    } else {
+        bad |= al_put_str(&w, NULL, 0); /* rule */
+        bad |= al_put_str(&w, NULL, 0); /* version */
+    }
+    if (e->nfailing > 0 && e->failing != NULL) {
+        nfail = e->nfailing < AUDITLOG_FAILING_MAX ? e->nfailing : AUDITLOG_FAILING_MAX;
+        for (i = 0; i < nfail && !bad; i++)
+            bad |= al_put_cstr(&w, e->failing[i] != NULL ? e->failing[i] : "");
+        f.nfailing = (uint8_t)nfail;
+    }
+    if (bad)
+        return 0;
+    al_hdr(buf, AL_REC_DECISION, (size_t)(w.o - buf));
+    memcpy(buf + AL_REC_HDR, &f, sizeof(f));
+    return (size_t)(w.o - buf);
+}
+
+void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
+{
+    unsigned char stack[4096], *big;
+    size_t n;
+
+    /* Built on the stack in one pass, then one evbuffer_add(); a record
+     * that does not fit there (paths and reasons near their limits) is
+     * built again in a buffer of the largest size. */
+    n = al_build_decision(e, stack, sizeof(stack));
+    if (n > 0) {
+        evbuffer_add(out, stack, n);
+        return;
+    }
+    big = malloc(AUDITLOG_RECORD_MAX);
+    if (big == NULL)
+        return; /* out of memory: no record rather than half of one */
+    n = al_build_decision(e, big, AUDITLOG_RECORD_MAX);
+    if (n > 0)
+        evbuffer_add(out, big, n);
+    else
+        al_put_oversize(out);
+    free(big);
+}
+
+void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *actor,
+                           const char *what, const char *detail_json)
+{
+    unsigned char *buf = malloc(AUDITLOG_RECORD_MAX);
+    struct al_wr w;
+
+    if (buf == NULL)
+        return;
+    w.o = buf + AL_REC_HDR + 8;
+    w.end = buf + AUDITLOG_RECORD_MAX;
+    memcpy(buf + AL_REC_HDR, &time_ms, 8);
+    if (al_put_cstr(&w, actor) == 0 && al_put_cstr(&w, what) == 0 &&
+        al_put_cstr(&w, detail_json) == 0) {
+        al_hdr(buf, AL_REC_ADMIN, (size_t)(w.o - buf));
+        evbuffer_add(out, buf, (size_t)(w.o - buf));
+    } else {
+        al_put_oversize(out);
+    }
+    free(buf);
+}
+
+/* ---- formatting records into lines (the writer thread) ------------------ */
 
 /* Length of a valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
 static size_t al_utf8_len(const unsigned char *s, size_t n)
@@ -319,16 +610,6 @@ static void al_time(struct sbuf *b, int64_t t)
     last_sec = sec;
 }
 
-/* Hand a finished line to the caller's buffer: whole, or (out of memory)
- * not at all - never a partial line. */
-static void al_flush(struct evbuffer *buf, struct sbuf *b)
-{
-    if (!b->failed)
-        evbuffer_add(buf, b->p, b->len);
-    if (b->heap)
-        free(b->p);
-}
-
 /* ,"key":"<s escaped>" or ,"key":null; pre is ,"key":" (prelen bytes). */
 static inline void al_str_n(struct sbuf *b, const char *pre, size_t prelen, const char *s,
                             size_t len)
@@ -343,149 +624,377 @@ static inline void al_str_n(struct sbuf *b, const char *pre, size_t prelen, cons
     sbuf_add(b, "\"", 1);
 }
 
-static inline void al_str(struct sbuf *b, const char *pre, size_t prelen, const char *s)
-{
-    al_str_n(b, pre, prelen, s, s != NULL ? strlen(s) : 0);
-}
-
 /* key: a string literal. */
-#define AL_STR(b, key, s) al_str((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s))
 #define AL_STR_N(b, key, s, n)                                                                     \
     al_str_n((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (s), (n))
 
-void auditlog_append(struct evbuffer *out, const struct auditlog_entry *e)
-{
-    const struct policy_decision *d = e->decision;
-    char stack[4096], tmp[160];
-    struct sbuf sb, *buf = &sb;
-    size_t i, plen;
+/* A record being read: every read is checked against end. */
+struct al_rd {
+    const unsigned char *p, *end;
+    int bad;
+};
 
-    /* Built in one piece on the stack, then one evbuffer_add(). */
-    sbuf_init(buf, stack, sizeof(stack));
-    /* The writer puts "prev" and "hash" right after this "{". */
-    sbuf_lit(buf, "{\"time\":\"");
-    al_time(buf, e->time_ms);
-    sbuf_lit(buf, "\"");
-    AL_STR(buf, "request_id", e->request_id);
-    AL_STR(buf, "user", e->user);
-    AL_STR(buf, "email", e->email);
-    AL_STR(buf, "device", e->device);
-    AL_STR(buf, "tier", e->tier);
-    AL_KEY(buf, "score");
-    if (e->score >= 0)
-        sbuf_u64(buf, (uint64_t)e->score);
-    else
-        sbuf_lit(buf, "null");
-    AL_STR(buf, "client", e->client);
-    AL_STR(buf, "country", e->country);
-    if (e->asn != 0) {
-        AL_KEY(buf, "asn");
-        sbuf_u64(buf, (uint64_t)e->asn);
+static void al_rd_get(struct al_rd *r, void *out, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        memset(out, 0, n);
+        return;
     }
-    AL_STR(buf, "route", e->route);
-    AL_STR(buf, "method", e->method);
-    plen = 0;
-    if (e->path != NULL) {
-        const char *q = memchr(e->path, '?', e->path_len);
-        plen = q != NULL ? (size_t)(q - e->path) : e->path_len;
-        if (plen > AUDITLOG_PATH_MAX)
-            plen = AUDITLOG_PATH_MAX;
-    }
-    AL_STR_N(buf, "path", e->path, plen);
-    if (e->path != NULL && plen < e->path_len && e->path[plen] != '?')
-        sbuf_add(buf, ",\"path_cut\":true", 16);
-    if (d != NULL) {
-        AL_STR(buf, "effect", policy_effect_name(d->effect));
-        AL_STR(buf, "rule", d->rule_id);
-        AL_KEY(buf, "reasons");
-        sbuf_add(buf, "[", 1);
-        for (i = 0; i < d->nreasons; i++) {
-            const char *r = policy_decision_reason(d, i);
-            if (i > 0)
-                sbuf_add(buf, ",", 1);
-            sbuf_add(buf, "\"", 1);
-            al_escape(buf, r != NULL ? r : "", r != NULL ? strlen(r) : 0);
-            sbuf_add(buf, "\"", 1);
-        }
-        sbuf_add(buf, "]", 1);
-        if (d->reasons_dropped > 0) {
-            snprintf(tmp, sizeof(tmp), ",\"reasons_dropped\":%zu", d->reasons_dropped);
-            sbuf_str(buf, tmp);
-        }
-        if (d->effect == POLICY_STEP_UP) {
-            snprintf(tmp, sizeof(tmp), ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
-                     d->step_up_max_age, d->step_up_mfa ? "true" : "false");
-            sbuf_str(buf, tmp);
-        }
-        AL_STR(buf, "version", d->version != NULL ? d->version : "");
-        AL_KEY(buf, "monitor");
-        sbuf_add(buf, "[", 1);
-        for (i = 0; i < d->nmonitor; i++) {
-            const struct policy_monitor_result *m = &d->monitor[i];
-            sbuf_add(buf, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
-            sbuf_add(buf, "\"rule\":\"", 8);
-            al_escape(buf, m->rule_id != NULL ? m->rule_id : "",
-                      m->rule_id != NULL ? strlen(m->rule_id) : 0);
-            sbuf_lit(buf, "\",\"effect\":\"");
-            sbuf_str(buf, policy_effect_name(m->rule_effect));
-            if (m->matched == 2)
-                sbuf_lit(buf, "\",\"matched\":\"step_up\",\"would_decide\":\"");
-            else if (m->matched)
-                sbuf_lit(buf, "\",\"matched\":true,\"would_decide\":\"");
-            else
-                sbuf_lit(buf, "\",\"matched\":false,\"would_decide\":\"");
-            sbuf_str(buf, policy_effect_name(m->would_decide));
-            sbuf_lit(buf, "\"}");
-        }
-        sbuf_add(buf, "]", 1);
-        if (d->monitor_dropped > 0) {
-            snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%zu", d->monitor_dropped);
-            sbuf_str(buf, tmp);
-        }
-    }
-    if (e->nfailing > 0 && e->failing != NULL) {
-        AL_KEY(buf, "device_failing");
-        sbuf_add(buf, "[", 1);
-        for (i = 0; i < e->nfailing && i < AUDITLOG_FAILING_MAX; i++) {
-            const char *f = e->failing[i] != NULL ? e->failing[i] : "";
-            if (i > 0)
-                sbuf_add(buf, ",", 1);
-            sbuf_add(buf, "\"", 1);
-            al_escape(buf, f, strlen(f));
-            sbuf_add(buf, "\"", 1);
-        }
-        sbuf_add(buf, "]", 1);
-    }
-    sbuf_lit(buf, ",\"eval_us\":");
-    sbuf_u64(buf, e->eval_ns / 1000);
-    tmp[0] = '.';
-    tmp[1] = (char)('0' + e->eval_ns % 1000 / 100);
-    tmp[2] = (char)('0' + e->eval_ns % 100 / 10);
-    tmp[3] = (char)('0' + e->eval_ns % 10);
-    sbuf_add(buf, tmp, 4);
-    sbuf_lit(buf, "}\n");
-    al_flush(out, buf);
+    memcpy(out, r->p, n);
+    r->p += n;
 }
 
-void auditlog_append_admin(struct evbuffer *out, int64_t time_ms, const char *actor,
-                           const char *what, const char *detail_json)
+static uint8_t al_rd_u8(struct al_rd *r)
 {
-    char stack[2048];
-    struct sbuf sb, *buf = &sb;
+    uint8_t v;
 
-    sbuf_init(buf, stack, sizeof(stack));
-    sbuf_lit(buf, "{\"time\":\"");
-    al_time(buf, time_ms);
-    sbuf_lit(buf, "\",\"event\":\"admin\"");
-    AL_STR(buf, "actor", actor);
-    AL_STR(buf, "what", what);
-    AL_KEY(buf, "detail");
-    if (detail_json != NULL && detail_json[0] != '\0' && strchr(detail_json, '\n') == NULL)
-        sbuf_str(buf, detail_json);
+    al_rd_get(r, &v, 1);
+    return v;
+}
+
+/* A string: *s NULL for a null one (or a bad record). */
+static void al_rd_str(struct al_rd *r, const char **s, size_t *n)
+{
+    uint16_t l;
+
+    *s = NULL;
+    *n = 0;
+    al_rd_get(r, &l, 2);
+    if (r->bad || l == AL_STR_NULL)
+        return;
+    if ((size_t)(r->end - r->p) < l) {
+        r->bad = 1;
+        return;
+    }
+    *s = (const char *)r->p;
+    *n = l;
+    r->p += l;
+}
+
+static int al_effect_ok(unsigned v)
+{
+    return v == POLICY_ALLOW || v == POLICY_DENY || v == POLICY_STEP_UP;
+}
+
+/* The JSON line ("{...}\n", without "prev"/"hash") of a decision record's
+ * body (after the header): 0, or -1 when the record is malformed (b then
+ * holds nothing usable). */
+static int al_format_decision(struct al_rd *r, struct sbuf *b)
+{
+    struct al_rec_dec f;
+    const char *s[AL_DEC_NSTR], *blob = NULL, *str;
+    size_t n[AL_DEC_NSTR], bloblen = 0, len, i;
+    uint16_t off[POLICY_REASONS_MAX];
+    char tmp[160];
+
+    al_rd_get(r, &f, sizeof(f));
+    if (r->bad || f.has_decision > 1 || f.step_up_mfa > 1 || f.path_cut > 1 || f.zero != 0 ||
+        f.nreasons > POLICY_REASONS_MAX || f.nmonitor > POLICY_MONITOR_MAX ||
+        f.nfailing > AUDITLOG_FAILING_MAX || !al_effect_ok(f.effect) ||
+        (!f.has_decision && (f.nreasons != 0 || f.nmonitor != 0)))
+        return -1;
+    for (i = 0; i < AL_DEC_NSTR; i++)
+        al_rd_str(r, &s[i], &n[i]);
+    if (f.has_decision) {
+        al_rd_str(r, &blob, &bloblen);
+        if (blob == NULL)
+            return -1;
+        al_rd_get(r, off, 2 * (size_t)f.nreasons);
+    }
+    if (r->bad)
+        return -1;
+
+    sbuf_lit(b, "{\"time\":\"");
+    al_time(b, f.time_ms);
+    sbuf_lit(b, "\"");
+    AL_STR_N(b, "request_id", s[AL_S_REQUEST_ID], n[AL_S_REQUEST_ID]);
+    AL_STR_N(b, "user", s[AL_S_USER], n[AL_S_USER]);
+    AL_STR_N(b, "email", s[AL_S_EMAIL], n[AL_S_EMAIL]);
+    AL_STR_N(b, "device", s[AL_S_DEVICE], n[AL_S_DEVICE]);
+    AL_STR_N(b, "tier", s[AL_S_TIER], n[AL_S_TIER]);
+    AL_KEY(b, "score");
+    if (f.score >= 0)
+        sbuf_u64(b, (uint64_t)f.score);
     else
-        sbuf_lit(buf, "null");
-    sbuf_lit(buf, "}\n");
-    al_flush(out, buf);
+        sbuf_lit(b, "null");
+    AL_STR_N(b, "client", s[AL_S_CLIENT], n[AL_S_CLIENT]);
+    AL_STR_N(b, "country", s[AL_S_COUNTRY], n[AL_S_COUNTRY]);
+    if (f.asn != 0) {
+        AL_KEY(b, "asn");
+        sbuf_u64(b, (uint64_t)f.asn);
+    }
+    AL_STR_N(b, "route", s[AL_S_ROUTE], n[AL_S_ROUTE]);
+    AL_STR_N(b, "method", s[AL_S_METHOD], n[AL_S_METHOD]);
+    AL_STR_N(b, "path", s[AL_S_PATH], n[AL_S_PATH]);
+    if (f.path_cut)
+        sbuf_add(b, ",\"path_cut\":true", 16);
+    if (f.has_decision) {
+        AL_STR_N(b, "effect", policy_effect_name((enum policy_effect)f.effect),
+                 strlen(policy_effect_name((enum policy_effect)f.effect)));
+        AL_STR_N(b, "rule", s[AL_S_RULE], n[AL_S_RULE]);
+        AL_KEY(b, "reasons");
+        sbuf_add(b, "[", 1);
+        for (i = 0; i < f.nreasons; i++) {
+            const char *nul;
+
+            if (off[i] >= bloblen || (nul = memchr(blob + off[i], '\0', bloblen - off[i])) == NULL)
+                return -1;
+            if (i > 0)
+                sbuf_add(b, ",", 1);
+            sbuf_add(b, "\"", 1);
+            al_escape(b, blob + off[i], (size_t)(nul - (blob + off[i])));
+            sbuf_add(b, "\"", 1);
+        }
+        sbuf_add(b, "]", 1);
+        if (f.reasons_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"reasons_dropped\":%" PRIu64, f.reasons_dropped);
+            sbuf_str(b, tmp);
+        }
+        if (f.effect == POLICY_STEP_UP) {
+            snprintf(tmp, sizeof(tmp), ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
+                     f.step_up_max_age, f.step_up_mfa ? "true" : "false");
+            sbuf_str(b, tmp);
+        }
+        AL_STR_N(b, "version", s[AL_S_VERSION] != NULL ? s[AL_S_VERSION] : "", n[AL_S_VERSION]);
+        AL_KEY(b, "monitor");
+        sbuf_add(b, "[", 1);
+        for (i = 0; i < f.nmonitor; i++) {
+            uint8_t eff = al_rd_u8(r), matched = al_rd_u8(r), would = al_rd_u8(r);
+
+            al_rd_str(r, &str, &len);
+            if (r->bad || !al_effect_ok(eff) || matched > 2 || !al_effect_ok(would) || str == NULL)
+                return -1;
+            sbuf_add(b, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+            sbuf_add(b, "\"rule\":\"", 8);
+            al_escape(b, str, len);
+            sbuf_lit(b, "\",\"effect\":\"");
+            sbuf_str(b, policy_effect_name((enum policy_effect)eff));
+            if (matched == 2)
+                sbuf_lit(b, "\",\"matched\":\"step_up\",\"would_decide\":\"");
+            else if (matched)
+                sbuf_lit(b, "\",\"matched\":true,\"would_decide\":\"");
+            else
+                sbuf_lit(b, "\",\"matched\":false,\"would_decide\":\"");
+            sbuf_str(b, policy_effect_name((enum policy_effect)would));
+            sbuf_lit(b, "\"}");
+        }
+        sbuf_add(b, "]", 1);
+        if (f.monitor_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%" PRIu64, f.monitor_dropped);
+            sbuf_str(b, tmp);
+        }
+    } else if (s[AL_S_RULE] != NULL || s[AL_S_VERSION] != NULL) {
+        return -1;
+    }
+    if (f.nfailing > 0) {
+        AL_KEY(b, "device_failing");
+        sbuf_add(b, "[", 1);
+        for (i = 0; i < f.nfailing; i++) {
+            al_rd_str(r, &str, &len);
+            if (r->bad || str == NULL)
+                return -1;
+            if (i > 0)
+                sbuf_add(b, ",", 1);
+            sbuf_add(b, "\"", 1);
+            al_escape(b, str, len);
+            sbuf_add(b, "\"", 1);
+        }
+        sbuf_add(b, "]", 1);
+    }
+    if (r->p != r->end)
+        return -1; /* bytes left over: not a record we wrote */
+    sbuf_lit(b, ",\"eval_us\":");
+    sbuf_u64(b, f.eval_ns / 1000);
+    tmp[0] = '.';
+    tmp[1] = (char)('0' + f.eval_ns % 1000 / 100);
+    tmp[2] = (char)('0' + f.eval_ns % 100 / 10);
+    tmp[3] = (char)('0' + f.eval_ns % 10);
+    sbuf_add(b, tmp, 4);
+    sbuf_lit(b, "}\n");
+    return 0;
+}
+
+/* The line of an admin record's body: 0 or -1. */
+static int al_format_admin(struct al_rd *r, struct sbuf *b)
+{
+    int64_t t;
+    const char *actor, *what, *detail;
+    size_t la, lw, ld;
+
+    al_rd_get(r, &t, 8);
+    al_rd_str(r, &actor, &la);
+    al_rd_str(r, &what, &lw);
+    al_rd_str(r, &detail, &ld);
+    if (r->bad || r->p != r->end)
+        return -1;
+    sbuf_lit(b, "{\"time\":\"");
+    al_time(b, t);
+    sbuf_lit(b, "\",\"event\":\"admin\"");
+    AL_STR_N(b, "actor", actor, la);
+    AL_STR_N(b, "what", what, lw);
+    AL_KEY(b, "detail");
+    /* detail_json is one line of JSON text: up to a NUL (strlen() on the
+     * worker), never with a newline; anything else is written as null. */
+    if (detail != NULL && ld > 0 && memchr(detail, '\n', ld) == NULL &&
+        memchr(detail, '\0', ld) == NULL)
+        sbuf_add(b, detail, ld);
+    else
+        sbuf_lit(b, "null");
+    sbuf_lit(b, "}\n");
+    return 0;
+}
+
+/* Is h (AL_REC_HDR bytes) a record header? Its total length then. */
+static size_t al_hdr_len(const unsigned char *h)
+{
+    uint32_t l;
+
+    memcpy(&l, h + 4, 4);
+    if (h[0] != AL_MAGIC0 || h[1] != AL_MAGIC1 || h[3] != 0 || l < AL_REC_HDR ||
+        l > AUDITLOG_RECORD_MAX)
+        return 0;
+    switch (h[2]) {
+    case AL_REC_DECISION:
+        return l >= AL_REC_HDR + sizeof(struct al_rec_dec) ? l : 0;
+    case AL_REC_ADMIN:
+        return l >= AL_REC_HDR + 8 + 6 ? l : 0;
+    case AL_REC_OVERSIZE:
+        return l == AL_REC_HDR ? l : 0;
+    default:
+        return 0;
+    }
+}
+
+/* One record (rec[0..len), its header valid) as a line into b: 0, or -1. */
+static int al_format_rec(const unsigned char *rec, size_t len, struct sbuf *b)
+{
+    struct al_rd r = {rec + AL_REC_HDR, rec + len, 0};
+
+    switch (rec[2]) {
+    case AL_REC_DECISION:
+        return al_format_decision(&r, b);
+    case AL_REC_ADMIN:
+        return al_format_admin(&r, b);
+    default:
+        return -1; /* AL_REC_OVERSIZE: its line was too long */
+    }
+}
+
+/* Called with each formatted line (len bytes before its '\n', which
+ * follows): 0, or -1 when the line is refused (counted as bad). */
+typedef int (*al_line_fn)(void *arg, const char *line, size_t len);
+
+/*
+ * Skip from the start of in (where no valid header is) to the next byte
+ * sequence that reads as a header of a record lying wholly in in, or to
+ * the end. Returns the bytes to drain.
+ */
+static size_t al_resync(struct evbuffer *in)
+{
+    static const char magic[2] = {(char)AL_MAGIC0, (char)AL_MAGIC1};
+    size_t total = evbuffer_get_length(in);
+    struct evbuffer_ptr p;
+    unsigned char h[AL_REC_HDR];
+
+    if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_SET) == -1)
+        return total;
+    for (;;) {
+        size_t l;
+
+        p = evbuffer_search(in, magic, 2, &p);
+        if (p.pos < 0)
+            return total;
+        if ((size_t)p.pos + AL_REC_HDR <= total &&
+            evbuffer_copyout_from(in, &p, h, AL_REC_HDR) == AL_REC_HDR && (l = al_hdr_len(h)) > 0 &&
+            (size_t)p.pos + l <= total)
+            return (size_t)p.pos;
+        if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_ADD) == -1)
+            return total;
+    }
+}
+
+/*
+ * Format the records of in (all of it is drained) and hand each line to
+ * fn; returns how many lines fn took. A malformed or truncated record, or
+ * bytes that are no record (skipped up to the next header), add one to
+ * *bad each, as does each line fn refuses.
+ */
+static size_t al_records(struct evbuffer *in, al_line_fn fn, void *arg, uint64_t *bad)
+{
+    char stack[4096];
+    struct sbuf sb;
+    size_t n = 0;
+
+    while (evbuffer_get_length(in) > 0) {
+        unsigned char h[AL_REC_HDR];
+        struct evbuffer_iovec v;
+        const unsigned char *rec;
+        size_t len = 0;
+
+        if (evbuffer_copyout(in, h, AL_REC_HDR) == AL_REC_HDR)
+            len = al_hdr_len(h);
+        if (len == 0 || len > evbuffer_get_length(in)) {
+            /* Not a record, or one cut short: never half a line. */
+            (*bad)++;
+            evbuffer_drain(in, al_resync(in));
+            continue;
+        }
+        /* Where it lies when it is in the first chunk, else made contiguous. */
+        if (evbuffer_peek(in, (ev_ssize_t)len, NULL, &v, 1) >= 1 && v.iov_len >= len)
+            rec = v.iov_base;
+        else
+            rec = evbuffer_pullup(in, (ev_ssize_t)len);
+        sbuf_init(&sb, stack, sizeof(stack));
+        if (rec != NULL && al_format_rec(rec, len, &sb) == 0 && !sb.failed &&
+            fn(arg, sb.p, sb.len - 1) == 0)
+            n++;
+        else
+            (*bad)++;
+        sbuf_free(&sb);
+        evbuffer_drain(in, len);
+    }
+    return n;
+}
+
+static int al_line_to_buf(void *arg, const char *line, size_t len)
+{
+    return evbuffer_add(arg, line, len + 1) == 0 ? 0 : -1;
+}
+
+size_t auditlog_format(struct evbuffer *records, struct evbuffer *lines, uint64_t *bad)
+{
+    uint64_t b = 0;
+    size_t n = al_records(records, al_line_to_buf, lines, &b);
+
+    if (bad != NULL)
+        *bad += b;
+    return n;
+}
+
+/* How many records (as al_records() would count them: good ones, and
+ * each run of bytes that are none) b holds, without draining it. */
+static size_t al_count_records(struct evbuffer *b)
+{
+    size_t pos = 0, total = evbuffer_get_length(b), n = 0;
+    struct evbuffer_ptr p;
+    unsigned char h[AL_REC_HDR];
+
+    if (total == 0 || evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
+        size_t l = 0;
+
+        if (evbuffer_copyout_from(b, &p, h, AL_REC_HDR) == AL_REC_HDR)
+            l = al_hdr_len(h);
+        n++;
+        if (l == 0 || l >= total - pos)
+            break; /* the last one, or the rest as one */
+        pos += l;
+        if (evbuffer_ptr_set(b, &p, l, EVBUFFER_PTR_ADD) == -1)
+            break;
+    }
+    return n;
 }
 
 /* ---- the writer thread --------------------------------------------------- */
@@ -496,7 +1005,7 @@ static pthread_mutex_t al_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t al_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t al_idle = PTHREAD_COND_INITIALIZER;
 static struct evbuffer *al_queue;       /* al_mtx */
-static struct evbuffer *al_pre;         /* al_mtx: lines submitted before a pending reopen */
+static struct evbuffer *al_pre;         /* al_mtx: records submitted before a pending reopen */
 static int al_reopen = AL_REOPEN_NONE;  /* al_mtx: fd to switch to (-1: off) */
 static int al_stopping;                 /* al_mtx */
 static uint64_t al_seq_in, al_seq_done; /* al_mtx: submissions taken / finished */
@@ -655,56 +1164,34 @@ static int al_chain_line(const char *line, size_t len, char *head, struct evbuff
     return 0;
 }
 
-/* Chain the lines of in into out; returns how many. Lines are taken where
- * they lie in in's chunks; only a line that spans two chunks is pulled up. */
+struct al_chainer {
+    char head[AL_HEAD_LEN + 1];
+    struct evbuffer *out;
+    EVP_MD_CTX *md;
+};
+
+static int al_chain_cb(void *arg, const char *line, size_t len)
+{
+    struct al_chainer *c = arg;
+
+    return al_chain_line(line, len, c->head, c->out, c->md);
+}
+
+/* Format the records of in, chain the lines into out; returns how many. */
 static size_t al_chain(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md, uint64_t *bad)
 {
-    char head[AL_HEAD_LEN + 1];
-    size_t n = 0;
+    struct al_chainer c;
+    size_t n;
 
     /* {"prev":"<64 hex>", then "hash":"<64 hex>", (fixed lengths) */
-    memcpy(head, AL_PREV_KEY, AL_PREV_KEY_LEN);
-    al_tohex(al_prev, head + AL_PREV_KEY_LEN);
-    memcpy(head + AL_PREV_KEY_LEN + 64, "\",", 2);
-    memcpy(head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
-    memcpy(head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
-    while (evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        struct evbuffer_ptr pos;
-        const char *p, *nl, *line;
-        size_t used = 0, len;
-
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            break;
-        p = v.iov_base;
-        while (used < v.iov_len && (nl = memchr(p + used, '\n', v.iov_len - used)) != NULL) {
-            len = (size_t)(nl - (p + used));
-            if (al_chain_line(p + used, len, head, out, md) == 0)
-                n++;
-            else
-                (*bad)++;
-            used += len + 1;
-        }
-        if (used > 0) {
-            evbuffer_drain(in, used);
-            continue;
-        }
-        /* The first chunk holds no newline: a line across chunks. */
-        pos = evbuffer_search(in, "\n", 1, NULL);
-        if (pos.pos < 0) {
-            /* Not from auditlog_append(): never half a line. */
-            (*bad)++;
-            evbuffer_drain(in, evbuffer_get_length(in));
-            break;
-        }
-        len = (size_t)pos.pos;
-        line = (const char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
-        if (line != NULL && al_chain_line(line, len, head, out, md) == 0)
-            n++;
-        else
-            (*bad)++;
-        evbuffer_drain(in, len + 1);
-    }
+    memcpy(c.head, AL_PREV_KEY, AL_PREV_KEY_LEN);
+    al_tohex(al_prev, c.head + AL_PREV_KEY_LEN);
+    memcpy(c.head + AL_PREV_KEY_LEN + 64, "\",", 2);
+    memcpy(c.head + AL_PREV_LEN, AL_HASH_KEY, AL_HASH_KEY_LEN);
+    memcpy(c.head + AL_PREV_LEN + AL_HASH_KEY_LEN + 64, "\",", 2);
+    c.out = out;
+    c.md = md;
+    n = al_records(in, al_chain_cb, &c, bad);
     al_stage_flush(out, 1);
     return n;
 }
@@ -713,7 +1200,7 @@ struct al_batch {
     uint64_t written, lost, bad, errs;
 };
 
-/* Chain and write the lines of in to al_fd (writer thread). */
+/* Format, chain and write the records of in to al_fd (writer thread). */
 static void al_write_lines(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX *md,
                            struct al_batch *b)
 {
@@ -722,7 +1209,7 @@ static void al_write_lines(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX
     if (evbuffer_get_length(in) == 0)
         return;
     if (al_fd < 0) {
-        b->lost += al_count_lines(in);
+        b->lost += al_count_records(in);
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
@@ -883,9 +1370,9 @@ void auditlog_submit(struct evbuffer *buf)
     }
     pthread_mutex_lock(&al_mtx);
     if (evbuffer_get_length(al_queue) + evbuffer_get_length(al_pre) + len > AUDITLOG_QUEUE_MAX) {
-        /* The disk is not keeping up: lose lines rather than memory, and
+        /* The disk is not keeping up: lose records rather than memory, and
          * say so (the count is in the stats). */
-        al_st.dropped += al_count_lines(buf);
+        al_st.dropped += al_count_records(buf);
         pthread_mutex_unlock(&al_mtx);
         evbuffer_drain(buf, len);
         log_warnx("audit log: queue full, %zu bytes of decisions dropped", len);

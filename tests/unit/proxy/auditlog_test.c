@@ -127,6 +127,30 @@ static void join_lines(const char *path, char **lines, size_t n)
     fclose(f);
 }
 
+/* The lines of the records in b (drained) as text in out (NUL-terminated);
+ * returns the length. Malformed records are added to *bad, or fail the
+ * test when bad is NULL. */
+static size_t format_text(struct evbuffer *b, char *out, size_t cap, uint64_t *bad)
+{
+    struct evbuffer *lines = evbuffer_new();
+    uint64_t nbad = 0;
+    size_t n;
+
+    assert_non_null(lines);
+    auditlog_format(b, lines, &nbad);
+    assert_int_equal(evbuffer_get_length(b), 0);
+    if (bad != NULL)
+        *bad += nbad;
+    else
+        assert_int_equal(nbad, 0);
+    n = evbuffer_get_length(lines);
+    assert_true(n < cap);
+    evbuffer_remove(lines, out, n);
+    out[n] = '\0';
+    evbuffer_free(lines);
+    return n;
+}
+
 static int verify(char *err, size_t errlen)
 {
     return auditlog_verify_file(logpath, err, errlen);
@@ -481,10 +505,7 @@ static void test_escaping_every_byte(void **state)
             e.user = user;
             e.score = -1;
             auditlog_append(b, &e);
-            n = evbuffer_get_length(b);
-            assert_true(n < sizeof(line));
-            evbuffer_remove(b, line, n);
-            line[n] = '\0';
+            n = format_text(b, line, sizeof(line), NULL);
             assert_null(memchr(line, '\n', n - 1));
             o = json_loads(line, 0, &jerr);
             if (o == NULL)
@@ -533,10 +554,7 @@ static void test_escaping(void **state)
     e.nfailing = 2;
     e.asn = 64500;
     auditlog_append(b, &e);
-    n = evbuffer_get_length(b);
-    assert_true(n < sizeof(line));
-    evbuffer_remove(b, line, n);
-    line[n] = '\0';
+    n = format_text(b, line, sizeof(line), NULL);
     assert_int_equal(line[n - 1], '\n');
     assert_null(memchr(line, '\n', n - 1));
     o = json_loads(line, 0, &jerr);
@@ -555,6 +573,285 @@ static void test_escaping(void **state)
     assert_int_equal(json_array_size(a), 2);
     assert_string_equal(json_string_value(json_array_get(a, 1)), "os\"version");
     json_decref(o);
+    evbuffer_free(b);
+}
+
+/* A decision with every member the line can have, as the line it was
+ * before records (byte for byte), built from a record that no longer
+ * depends on the entry: the entry's strings change after the append. */
+static void golden_decision(struct policy_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->effect = POLICY_STEP_UP;
+    d->rule_id = "payroll";
+    d->version = "2026-05-20.1";
+    d->step_up_max_age = 900;
+    d->step_up_mfa = 1;
+    memcpy(d->reason_buf, "payroll: auth_age 1200 > 900\0mfa \"required\"", 44);
+    d->reason_off[0] = 0;
+    d->reason_off[1] = 29;
+    d->reason_used = 44;
+    d->nreasons = 2;
+    d->reasons_dropped = 3;
+    d->nmonitor = 2;
+    d->monitor[0].rule_id = "new-geo";
+    d->monitor[0].rule_effect = POLICY_DENY;
+    d->monitor[0].matched = 1;
+    d->monitor[0].would_decide = POLICY_DENY;
+    d->monitor[1].rule_id = "mfa-all";
+    d->monitor[1].rule_effect = POLICY_ALLOW;
+    d->monitor[1].matched = 2;
+    d->monitor[1].would_decide = POLICY_STEP_UP;
+    d->monitor_dropped = 1;
+}
+
+static void test_record_golden(void **state)
+{
+    static const char want_head[] =
+        "{\"time\":\"2026-02-02T02:40:00.123Z\",\"request_id\":\"a1b2c3d4-17\",\"user\":\"00u1\","
+        "\"email\":\"j\xc3\xb6rg@corp.example\",\"device\":\"dev\\ufffd\\u0001\","
+        "\"tier\":\"trusted\",\"score\":82,\"client\":\"192.0.2.10\",\"country\":\"DE\","
+        "\"asn\":64500,\"route\":\"payroll\",\"method\":\"GET\",\"path\":\"/";
+    static const char want_tail[] =
+        "\",\"path_cut\":true,\"effect\":\"step_up\",\"rule\":\"payroll\",\"reasons\":"
+        "[\"payroll: auth_age 1200 > 900\",\"mfa \\\"required\\\"\"],\"reasons_dropped\":3,"
+        "\"step_up\":{\"max_age\":900,\"mfa\":true},\"version\":\"2026-05-20.1\",\"monitor\":"
+        "[{\"rule\":\"new-geo\",\"effect\":\"deny\",\"matched\":true,\"would_decide\":\"deny\"},"
+        "{\"rule\":\"mfa-all\",\"effect\":\"allow\",\"matched\":\"step_up\",\"would_decide\":"
+        "\"step_up\"}],\"monitor_dropped\":1,\"device_failing\":[\"disk_encryption\","
+        "\"os\\\"version\",\"\"],\"eval_us\":0.840}\n";
+    struct evbuffer *b = evbuffer_new();
+    struct policy_decision d;
+    struct auditlog_entry e;
+    const char *failing[] = {"disk_encryption", "os\"version", NULL};
+    char path[1100], user[8], want[4096], line[4096];
+    size_t n, wn;
+
+    (void)state;
+    assert_non_null(b);
+    golden_decision(&d);
+    memset(&e, 0, sizeof(e));
+    e.time_ms = 1770000000123LL;
+    e.request_id = "a1b2c3d4-17";
+    snprintf(user, sizeof(user), "00u1");
+    e.user = user;
+    e.email = "j\xc3\xb6rg@corp.example";
+    e.device = "dev\xff\x01";
+    e.tier = "trusted";
+    e.score = 82;
+    e.client = "192.0.2.10";
+    e.country = "DE";
+    e.asn = 64500;
+    e.route = "payroll";
+    e.method = "GET";
+    memset(path, 'p', sizeof(path)); /* 1,099 bytes: cut at AUDITLOG_PATH_MAX */
+    path[0] = '/';
+    path[1090] = '?';
+    e.path = path;
+    e.path_len = 1099;
+    e.decision = &d;
+    e.failing = failing;
+    e.nfailing = 3;
+    e.eval_ns = 840;
+    auditlog_append(b, &e);
+    /* The record is a copy: what the entry pointed to may change now. */
+    memset(path, 'x', sizeof(path));
+    memset(user, 'y', 4);
+    memset(d.reason_buf, 'z', 44);
+    d.monitor[0].rule_id = "changed";
+    failing[0] = "changed";
+    n = format_text(b, line, sizeof(line), NULL);
+    wn = sizeof(want_head) - 1;
+    memcpy(want, want_head, wn);
+    memset(want + wn, 'p', AUDITLOG_PATH_MAX - 1);
+    wn += AUDITLOG_PATH_MAX - 1;
+    memcpy(want + wn, want_tail, sizeof(want_tail));
+    wn += sizeof(want_tail) - 1;
+    assert_int_equal(n, wn);
+    assert_string_equal(line, want);
+    evbuffer_free(b);
+}
+
+/* One small decision's record bytes (malloc'd) and its line. */
+static unsigned char *small_record(int i, size_t *len, char *line, size_t cap)
+{
+    struct evbuffer *b = evbuffer_new(), *c = evbuffer_new();
+    struct policy_decision d;
+    struct auditlog_entry e;
+    unsigned char *rec;
+    char rid[32];
+
+    assert_non_null(b);
+    assert_non_null(c);
+    golden_decision(&d);
+    snprintf(rid, sizeof(rid), "rec-%d", i);
+    memset(&e, 0, sizeof(e));
+    e.time_ms = 1770000000000LL + i;
+    e.request_id = rid;
+    e.device = "dev-1";
+    e.score = i;
+    e.path = "/a";
+    e.path_len = 2;
+    e.decision = &d;
+    auditlog_append(b, &e);
+    *len = evbuffer_get_length(b);
+    rec = malloc(*len);
+    assert_non_null(rec);
+    evbuffer_copyout(b, rec, *len);
+    format_text(b, line, cap, NULL);
+    evbuffer_free(b);
+    evbuffer_free(c);
+    return rec;
+}
+
+/* Malformed records are counted and skipped; the good ones around them
+ * come out as they would alone. Offsets: the 8-byte header (total length
+ * at 4), then the numbers (effect at 8 + 49), then the first string's
+ * u16 length at 8 + 56. */
+static void test_malformed_records(void **state)
+{
+    struct evbuffer *b = evbuffer_new();
+    char want[8][1024], all[8192], got[8192];
+    unsigned char *r[8], *x;
+    size_t len[8], i, n;
+    uint32_t l;
+    uint64_t bad = 0;
+
+    (void)state;
+    assert_non_null(b);
+    for (i = 0; i < 8; i++)
+        r[i] = small_record((int)i, &len[i], want[i], sizeof(want[i]));
+    evbuffer_add(b, r[0], len[0]);
+    evbuffer_add(b, "not a record\n", 13); /* 1: skipped to the next header */
+    evbuffer_add(b, r[1], len[1]);
+    r[2][8 + 49] = 9; /* 2: no such effect */
+    evbuffer_add(b, r[2], len[2]);
+    r[3][8 + 56] = 0xfe; /* 3: a string longer than the record */
+    r[3][8 + 57] = 0x7f;
+    evbuffer_add(b, r[3], len[3]);
+    evbuffer_add(b, r[4], len[4]);
+    x = malloc(len[5] + 3); /* 4: bytes after the last member */
+    assert_non_null(x);
+    memcpy(x, r[5], len[5]);
+    memcpy(x + len[5], "abc", 3);
+    l = (uint32_t)len[5] + 3;
+    memcpy(x + 4, &l, 4);
+    evbuffer_add(b, x, len[5] + 3);
+    free(x);
+    evbuffer_add(b, r[6], len[6]);
+    evbuffer_add(b, r[7], len[7] - 5); /* 5: cut short at the end */
+    n = format_text(b, got, sizeof(got), &bad);
+    assert_int_equal(bad, 5);
+    snprintf(all, sizeof(all), "%s%s%s%s", want[0], want[1], want[4], want[6]);
+    assert_int_equal(n, strlen(all));
+    assert_string_equal(got, all);
+    for (i = 0; i < 8; i++)
+        free(r[i]);
+    evbuffer_free(b);
+}
+
+/* Every truncation and every byte changed to a few values: never a crash
+ * (the ASan build), never more than one line per record, and every line
+ * is one line. */
+static void test_records_mutated(void **state)
+{
+    static const unsigned char vals[] = {0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff};
+    struct evbuffer *b = evbuffer_new(), *lines = evbuffer_new();
+    char want[1024];
+    unsigned char *rec, *m;
+    size_t len, i, k;
+
+    (void)state;
+    assert_non_null(b);
+    assert_non_null(lines);
+    rec = small_record(1, &len, want, sizeof(want));
+    m = malloc(len);
+    assert_non_null(m);
+    for (i = 0; i < len; i++) {
+        uint64_t bad = 0;
+
+        evbuffer_add(b, rec, i); /* cut short */
+        assert_int_equal(auditlog_format(b, lines, &bad), 0);
+        assert_int_equal(bad, i > 0 ? 1 : 0);
+        for (k = 0; k < sizeof(vals); k++) {
+            size_t got, nl;
+            char *text;
+
+            memcpy(m, rec, len);
+            m[i] = vals[k];
+            bad = 0;
+            evbuffer_add(b, m, len);
+            got = auditlog_format(b, lines, &bad);
+            assert_true(got + bad >= 1 && got <= 1);
+            nl = evbuffer_get_length(lines);
+            text = (char *)evbuffer_pullup(lines, -1);
+            if (got == 1) {
+                assert_true(nl > 2 && text[0] == '{' && text[nl - 1] == '\n');
+                assert_null(memchr(text, '\n', nl - 1));
+            } else {
+                assert_int_equal(nl, 0);
+            }
+            evbuffer_drain(lines, nl);
+        }
+    }
+    free(m);
+    free(rec);
+    evbuffer_free(b);
+    evbuffer_free(lines);
+}
+
+/* An entry whose record would pass AUDITLOG_RECORD_MAX is dropped and
+ * counted, decision or admin; the lines around it are written and chain. */
+static void test_oversize_entry(void **state)
+{
+    struct evbuffer *b = evbuffer_new(), *lines;
+    struct auditlog_entry e;
+    struct auditlog_stats st;
+    char err[256], *big, *buf, *text[64];
+    uint64_t bad = 0;
+    size_t len;
+
+    (void)state;
+    assert_non_null(b);
+    big = malloc(AUDITLOG_RECORD_MAX + 1);
+    assert_non_null(big);
+    memset(big, 'u', AUDITLOG_RECORD_MAX);
+    big[AUDITLOG_RECORD_MAX] = '\0';
+    memset(&e, 0, sizeof(e));
+    e.user = big;
+    e.score = -1;
+    auditlog_append(b, &e);
+    assert_true(evbuffer_get_length(b) < 64); /* a marker, not the string */
+    auditlog_append_admin(b, 1770000000500LL, "token:ops", "rules put", big);
+    assert_true(evbuffer_get_length(b) < 64);
+    lines = evbuffer_new();
+    assert_non_null(lines);
+    assert_int_equal(auditlog_format(b, lines, &bad), 0);
+    assert_int_equal(bad, 2);
+    assert_int_equal(evbuffer_get_length(b), 0);
+    assert_int_equal(evbuffer_get_length(lines), 0);
+    evbuffer_free(lines);
+
+    assert_int_equal(auditlog_start(logpath, err, sizeof(err)), 0);
+    write_lines(1, 1);
+    auditlog_append(b, &e);
+    auditlog_append_admin(b, 1770000000500LL, "token:ops", "rules put", big);
+    auditlog_append_admin(b, 1770000000600LL, "token:ops", "rules rollback", NULL);
+    auditlog_submit(b);
+    auditlog_flush();
+    write_lines(2, 1);
+    auditlog_stats(&st);
+    assert_int_equal(st.lines, 3);
+    assert_int_equal(st.dropped, 2);
+    auditlog_stop();
+    assert_int_equal(verify(err, sizeof(err)), 0);
+    buf = slurp(logpath, &len);
+    assert_int_equal(split_lines(buf, text), 3);
+    assert_non_null(strstr(text[0], "\"request_id\":\"req-1\""));
+    assert_non_null(strstr(text[1], "\"what\":\"rules rollback\""));
+    assert_non_null(strstr(text[2], "\"request_id\":\"req-2\""));
+    free(buf);
+    free(big);
     evbuffer_free(b);
 }
 
@@ -648,6 +945,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_escaping_every_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_golden, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_mutated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversize_entry, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1407,6 +1407,22 @@ static void bev_tls_pending(struct bufferevent *bev)
         event_active(&bev->ev_read, EV_READ, 1);
 }
 
+/* An idle client connection gives its TLS read and write buffers (~34 KiB)
+ * back to the allocator; OpenSSL allocates them again when the connection
+ * is used. Nothing happens while a buffer holds data. */
+static void conn_tls_trim(struct conn *c)
+{
+    SSL *ssl;
+
+    if (c->bev == NULL || c->state != CST_READ_HEAD ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return;
+    ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl != NULL)
+        SSL_free_buffers(ssl);
+}
+
 static void conn_enable_read(struct conn *c)
 {
     bev_enable_read(c->bev);
@@ -1753,6 +1769,8 @@ static void conn_handshake_done(struct conn *c)
     conn_enable_read(c);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_read_head(c);
+    else
+        conn_tls_trim(c); /* many connections wait a while for their first request */
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -1830,6 +1848,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
 
+    c->io_recent = 1;
     switch (c->state) {
     case CST_READ_HEAD:
         conn_read_head(c);
@@ -2249,6 +2268,8 @@ static void worker_trim_memory(struct worker *w)
  * Long-lived connections are not grandfathered: once a second every
  * upgraded websocket is decided again (rules, directory, device record,
  * session revocation, CRL) and closed when the answer is no longer allow.
+ * The same walk gives back the TLS buffers of connections idle since the
+ * last one.
  */
 static void worker_recheck_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -2257,6 +2278,9 @@ static void worker_recheck_cb(evutil_socket_t fd, short what, void *arg)
 
     for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
+        if (!c->io_recent)
+            conn_tls_trim(c); /* idle for a second at least */
+        c->io_recent = 0;
         if (c->state != CST_TUNNEL || c->route == NULL)
             continue;
         if (c->gen != w->gen) {

@@ -69,6 +69,7 @@ struct conn {
     unsigned nreq;
     int head_started; /* first byte of the current head seen */
     int lingering;
+    int io_recent; /* read since the last 1 s sweep (its TLS buffers stay) */
 
     /* The request in flight. */
     char reqid[33];

@@ -852,7 +852,10 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS (a malloc and a free of ~17 KiB per
+     * record): proxy.c gives an idle connection's buffers back itself
+     * (conn_tls_trim), right after the handshake and after a second
+     * without a request. */
     /* One read(2) per batch of records rather than two per record (header,
      * then body); proxy.c starts the records this leaves in OpenSSL's
      * buffer (bev_tls_pending), which bufferevent_openssl would not. */

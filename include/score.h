@@ -117,10 +117,12 @@ struct score_failure {
     const char *id;          /* check id, or "device_unknown" / "device_lost" */
     const char *remediation; /* what the person should do */
     enum score_reason reason;
-    int hard;            /* a hard requirement (caps the tier) */
-    int weight;          /* points it costs (0 while in grace) */
-    int in_grace;        /* failing but within its grace period: not counted */
-    int64_t grace_until; /* in_grace: counts from after this time */
+    int hard;               /* a hard requirement (caps the tier) */
+    int weight;             /* points it costs (0 while in grace) */
+    int in_grace;           /* failing but within its grace period: not counted */
+    int64_t grace_until;    /* in_grace: counts from after this time */
+    size_t id_len;          /* strlen(id), precomputed */
+    size_t remediation_len; /* strlen(remediation), precomputed */
 };
 
 #define SCORE_F_UNKNOWN_DEVICE 0x01  /* not in the inventory */

@@ -522,6 +522,42 @@ static int dt_id_valid(const char *id)
     return 1;
 }
 
+/* The characters dt_id_valid() allows, as a table for the per-request scan. */
+static const unsigned char dt_id_chars[256] = {
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['.'] = 1, ['_'] = 1,
+    [':'] = 1, ['-'] = 1,
+};
+
+/*
+ * dt_id_valid() and dt_hash() in one pass, per request: 1 with *len and
+ * *hash set, or 0 (invalid id).
+ */
+static int dt_id_scan(const char *id, size_t *len, uint64_t *hash)
+{
+    uint64_t h = 1469598103934665603ULL ^ hash_seed;
+    size_t i;
+
+    if (id == NULL || id[0] == '\0')
+        return 0;
+    for (i = 0; id[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (i >= DEVICE_ID_MAX || !dt_id_chars[c])
+            return 0;
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    *len = i;
+    *hash = h ^ (h >> 29);
+    return 1;
+}
+
 /* Find id in its (locked) shard; create it if asked and the store has room. */
 static struct dt_entry *dt_find(struct dt_shard *sh, const char *id, uint64_t h, int create)
 {
@@ -2133,46 +2169,32 @@ static int dt_copy(char *dst, size_t size, const char *from)
     return cut;
 }
 
-/* The verdict's attributes: left out when a name or value does not fit. */
-static void dt_attr_add(struct devtrust_verdict *out, const char *name, const char *value)
+/* dt_copy() of a string whose length n is known. */
+static void dt_copy_n(char *dst, size_t size, const char *from, size_t n)
 {
-    if (out->nattrs >= DEVTRUST_MAX_ATTRS ||
-        dt_copy(out->attrs[out->nattrs].name, sizeof(out->attrs[0].name), name) ||
-        dt_copy(out->attrs[out->nattrs].value, sizeof(out->attrs[0].value), value))
-        return;
-    out->nattrs++;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, from, n);
+    dst[n] = '\0';
 }
 
+/*
+ * The verdict's attributes, from the text the inventory prepared when the
+ * snapshot was parsed: an attribute whose name or value does not fit is
+ * left out.
+ */
 static void dt_attrs_fill(struct devtrust_verdict *out, const struct inventory_record *r)
 {
-    struct inventory_attr a;
-    char num[64];
-    size_t i, n;
+    struct inventory_text t[INVENTORY_TEXT_MAX];
+    size_t i, n = inventory_record_texts(r, t, INVENTORY_TEXT_MAX);
 
-    dt_attr_add(out, "platform", inventory_record_platform(r));
-    dt_attr_add(out, "os_version", inventory_record_os_version(r));
-    dt_attr_add(out, "model", inventory_record_model(r));
-    dt_attr_add(out, "managed", inventory_record_managed(r) ? "true" : "false");
-    n = inventory_record_attr_count(r);
     for (i = 0; i < n && out->nattrs < DEVTRUST_MAX_ATTRS; i++) {
-        if (inventory_record_attr_at(r, i, &a) == -1)
-            break;
-        switch (a.type) {
-        case INVENTORY_ATTR_STRING:
-            dt_attr_add(out, a.name, a.str);
-            break;
-        case INVENTORY_ATTR_INTEGER:
-            snprintf(num, sizeof(num), "%lld", (long long)a.i);
-            dt_attr_add(out, a.name, num);
-            break;
-        case INVENTORY_ATTR_REAL:
-            snprintf(num, sizeof(num), "%.17g", a.real);
-            dt_attr_add(out, a.name, num);
-            break;
-        case INVENTORY_ATTR_BOOL:
-            dt_attr_add(out, a.name, a.i ? "true" : "false");
-            break;
-        }
+        if (t[i].name_len >= sizeof(out->attrs[0].name) ||
+            t[i].value_len >= sizeof(out->attrs[0].value))
+            continue;
+        memcpy(out->attrs[out->nattrs].name, t[i].name, t[i].name_len + 1);
+        memcpy(out->attrs[out->nattrs].value, t[i].value, t[i].value_len + 1);
+        out->nattrs++;
     }
 }
 
@@ -2282,7 +2304,8 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
         dt_copy(out->status, sizeof(out->status),
                 inventory_status_name(inventory_record_status(rec)));
     if (rec != NULL)
-        dt_copy(out->owner, sizeof(out->owner), inventory_record_owner(rec));
+        dt_copy_n(out->owner, sizeof(out->owner), inventory_record_owner(rec),
+                  inventory_record_owner_len(rec));
     out->nfailing = 0;
     if (brief)
         return; /* devtrust_evaluate_brief(): no failing checks, no attributes */
@@ -2290,9 +2313,12 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
         const struct score_failure *f = &res->failed[i];
         if (f->in_grace)
             continue;
-        dt_copy(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id);
-        dt_copy(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
-                f->remediation != NULL ? f->remediation : "");
+        dt_copy_n(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id, f->id_len);
+        if (f->remediation != NULL)
+            dt_copy_n(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
+                      f->remediation, f->remediation_len);
+        else
+            out->failing[out->nfailing].remediation[0] = '\0';
         out->failing[out->nfailing].hard = f->hard;
         out->nfailing++;
     }
@@ -2313,6 +2339,7 @@ static void dt_evaluate(const char *device_id, const char *user, int64_t now,
     enum inventory_status ovr = INVENTORY_STATUS_NONE;
     int has_post = 0, stale = 0, valid;
     uint64_t h = 0;
+    size_t idlen = 0;
 
     memset(out, 0, offsetof(struct devtrust_verdict, failing));
     out->nattrs = 0;
@@ -2329,15 +2356,14 @@ static void dt_evaluate(const char *device_id, const char *user, int64_t now,
         dt_copy(out->tier_name, sizeof(out->tier_name), "untrusted");
         return;
     }
-    valid = dt_id_valid(device_id);
-    score_grace_init(&grace);
+    valid = dt_id_scan(device_id, &idlen, &h);
+    grace.n = 0; /* only the n entries in use are copied and read */
     if (valid) {
         struct dt_shard *sh;
         struct dt_entry *e;
 
         if (inv != NULL)
-            rec = inventory_lookup(inv, device_id, strlen(device_id));
-        h = dt_hash(device_id);
+            rec = inventory_lookup(inv, device_id, idlen);
         sh = dt_shard_of(h);
         pthread_mutex_lock(&sh->mtx);
         e = dt_find(sh, device_id, h, 0);
@@ -2345,7 +2371,8 @@ static void dt_evaluate(const char *device_id, const char *user, int64_t now,
             has_post = e->has_posture;
             if (has_post)
                 post = e->posture;
-            grace = e->grace;
+            grace.n = e->grace.n < SCORE_MAX_GRACE ? e->grace.n : SCORE_MAX_GRACE;
+            memcpy(grace.e, e->grace.e, grace.n * sizeof(grace.e[0]));
             ovr = e->override;
         }
         pthread_mutex_unlock(&sh->mtx);

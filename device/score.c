@@ -946,6 +946,13 @@ static void note_failure(const struct score_config *cfg, const struct score_inpu
         *graced |= bit;
 }
 
+/* A time after which the result may change: keep the earliest. */
+static void valid_until_min(struct score_result *res, int64_t t)
+{
+    if (t < res->valid_until)
+        res->valid_until = t;
+}
+
 /*
  * Checks are walked as bit masks (config_finish()): only failing checks
  * leave a trace (reason[], until[] are written for those alone), and the
@@ -966,6 +973,7 @@ void score_eval(const struct score_config *cfg, const struct score_input *in,
     res->stale = 0;
     res->nfailed = 0;
     res->raw_failing = 0;
+    res->valid_until = INT64_MAX;
 
     if (in->override != INVENTORY_STATUS_NONE)
         status = in->override;
@@ -980,6 +988,11 @@ void score_eval(const struct score_config *cfg, const struct score_input *in,
             note_failure(cfg, in, i, r, &fail, &graced, reason, until);
             if (!(graced & (1u << i)) && in->posture != NULL)
                 posture_stale = 1;
+        } else {
+            /* Fresh until now - t > max_age (posture_age_fails()). */
+            const struct posture *p = in->posture;
+            int64_t t = p->collected_at < p->received_at ? p->collected_at : p->received_at;
+            valid_until_min(res, t + cfg->checks[i].max_age);
         }
     }
     /* Pass 2: everything else. */
@@ -1011,6 +1024,9 @@ void score_eval(const struct score_config *cfg, const struct score_input *in,
                     sizeof(remediation_unknown) - 1, SCORE_REASON_NO_RECORD, 1, 0, 0, 0);
     }
     res->raw_failing = fail;
+    /* A grace period holds while now <= until (in_grace()). */
+    for (m = graced; m != 0; m &= m - 1)
+        valid_until_min(res, until[low_bit(m)]);
     /* Failures that count (not in grace) cost their weight. */
     counted = fail & ~graced;
     for (m = counted; m != 0; m &= m - 1)

@@ -145,6 +145,12 @@ struct score_result {
     size_t nfailed;        /* failures, the most important first */
     struct score_failure failed[SCORE_MAX_FAILURES];
     uint32_t raw_failing; /* bit i: check i fails, grace ignored (for score_grace_update) */
+    /*
+     * The clock's part: with every other input the same, the result holds
+     * for any now' in [now, valid_until] (a passing posture_max_age check
+     * or a grace period ends after it). INT64_MAX: no time-dependent input.
+     */
+    int64_t valid_until;
 };
 
 /*

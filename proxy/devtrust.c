@@ -492,7 +492,7 @@ static uint64_t hash_seed;
 static _Atomic uint64_t dt_seq; /* never reset: a seq is never reused */
 
 /* e (shard locked) changed: its posture, grace or override. The workers'
- * verdict caches key on e->seq (dt_vcache_get()). */
+ * verdict caches key on e->seq (dt_evaluate()). */
 static void dt_touch(struct dt_entry *e)
 {
     e->seq = atomic_fetch_add(&dt_seq, 1) + 1;

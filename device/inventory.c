@@ -33,9 +33,12 @@
 #include "posture.h"
 
 struct inventory_attr_slot {
-    uint32_t name; /* pool offset */
-    uint32_t str;  /* pool offset, STRING only */
-    uint8_t type;  /* enum inventory_attr_type */
+    uint32_t name;     /* pool offset */
+    uint32_t str;      /* pool offset, STRING only */
+    uint8_t type;      /* enum inventory_attr_type */
+    uint8_t name_len;  /* set by texts_prepare(), as are: */
+    uint16_t text_len; /* the value as text (inventory_record_texts()) */
+    uint32_t text;     /* pool offset of that text (not for BOOL) */
     int64_t i;
     double real;
 };
@@ -49,6 +52,9 @@ struct inventory_record {
     uint16_t attr_count;
     uint8_t status; /* enum inventory_status */
     uint8_t managed;
+    /* Lengths, set by texts_prepare(). */
+    uint16_t owner_len;
+    uint8_t platform_len, os_version_len, model_len;
     int64_t enrolled;
 };
 
@@ -1042,6 +1048,52 @@ static int parse_ndjson(struct inventory_ctx *cx, const char *data, size_t len)
     return 0;
 }
 
+/*
+ * Once per snapshot: the lengths and the text of every value that
+ * inventory_record_texts() hands out per request. 0, or -1 (out of memory).
+ */
+static int texts_prepare(struct inventory *inv)
+{
+    char num[64];
+    size_t k, j;
+    int n;
+
+    for (k = 0; k < inv->n; k++) {
+        struct inventory_record *r = &inv->recs[k];
+        r->owner_len = (uint16_t)strlen(inv->pool + r->owner);
+        r->platform_len = (uint8_t)strlen(inv->pool + r->platform);
+        r->os_version_len = (uint8_t)strlen(inv->pool + r->os_version);
+        r->model_len = (uint8_t)strlen(inv->pool + r->model);
+        for (j = 0; j < r->attr_count; j++) {
+            struct inventory_attr_slot *a = &inv->attrs[r->attr_first + j];
+            a->name_len = (uint8_t)strlen(inv->pool + a->name);
+            n = 0;
+            switch ((enum inventory_attr_type)a->type) {
+            case INVENTORY_ATTR_STRING:
+                a->text = a->str;
+                a->text_len = (uint16_t)strlen(inv->pool + a->str);
+                continue;
+            case INVENTORY_ATTR_BOOL:
+                a->text_len = a->i ? 4 : 5;
+                continue;
+            case INVENTORY_ATTR_INTEGER:
+                n = snprintf(num, sizeof(num), "%lld", (long long)a->i);
+                break;
+            case INVENTORY_ATTR_REAL:
+                n = snprintf(num, sizeof(num), "%.17g", a->real);
+                break;
+            }
+            if (n < 0 || (size_t)n >= sizeof(num))
+                return -1;
+            a->text = pool_add(inv, num, (size_t)n);
+            if (a->text == UINT32_MAX)
+                return -1;
+            a->text_len = (uint16_t)n;
+        }
+    }
+    return 0;
+}
+
 static void inventory_free(struct inventory *inv)
 {
     if (inv == NULL)
@@ -1103,6 +1155,10 @@ int inventory_parse(const char *data, size_t len, const struct inventory *prev, 
     }
     if (EVP_Digest(data, len, inv->hash, &hlen, EVP_sha256(), NULL) != 1 || hlen != 32) {
         inv_fail(&cx, NULL, "", "cannot hash the feed");
+        goto err;
+    }
+    if (texts_prepare(inv) == -1) {
+        inv_fail(&cx, NULL, "", "out of memory");
         goto err;
     }
     /* Give back the slack of the growable arrays. */
@@ -1273,6 +1329,54 @@ int inventory_record_attr_find(const struct inventory_record *r, const char *nam
         }
     }
     return -1;
+}
+
+size_t inventory_record_texts(const struct inventory_record *r, struct inventory_text *out,
+                              size_t max)
+{
+    const struct inventory *inv = r->inv;
+    const char *pool = inv->pool;
+    size_t n = 0, j;
+
+    if (max < 4) {
+        struct inventory_text tmp[4];
+        n = inventory_record_texts(r, tmp, 4);
+        n = n < max ? n : max;
+        memcpy(out, tmp, n * sizeof(*out));
+        return n;
+    }
+    out[0].name = "platform";
+    out[0].name_len = 8;
+    out[0].value = pool + r->platform;
+    out[0].value_len = r->platform_len;
+    out[1].name = "os_version";
+    out[1].name_len = 10;
+    out[1].value = pool + r->os_version;
+    out[1].value_len = r->os_version_len;
+    out[2].name = "model";
+    out[2].name_len = 5;
+    out[2].value = pool + r->model;
+    out[2].value_len = r->model_len;
+    out[3].name = "managed";
+    out[3].name_len = 7;
+    out[3].value = r->managed ? "true" : "false";
+    out[3].value_len = r->managed ? 4 : 5;
+    for (n = 4, j = 0; j < r->attr_count && n < max; j++, n++) {
+        const struct inventory_attr_slot *a = &inv->attrs[r->attr_first + j];
+        out[n].name = pool + a->name;
+        out[n].name_len = a->name_len;
+        if (a->type == INVENTORY_ATTR_BOOL)
+            out[n].value = a->i ? "true" : "false";
+        else
+            out[n].value = pool + a->text;
+        out[n].value_len = a->text_len;
+    }
+    return n;
+}
+
+size_t inventory_record_owner_len(const struct inventory_record *r)
+{
+    return r->owner_len;
 }
 
 const char *inventory_status_name(enum inventory_status s)

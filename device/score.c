@@ -96,6 +96,7 @@ struct score_check {
     int hard;
     int64_t grace; /* seconds; 0: none */
     char remediation[SCORE_REMEDIATION_MAX + 1];
+    size_t id_len, remediation_len;  /* set by config_finish() */
     int64_t max_age;                 /* posture_max_age, seconds */
     int max_days;                    /* patch_age_max */
     char min[SCORE_VERSION_MAX + 1]; /* agent_version_min */
@@ -117,6 +118,11 @@ struct score_config {
     int total_weight; /* 0 or 100 */
     size_t nchecks;
     struct score_check checks[SCORE_MAX_CHECKS];
+    /* Bit i for check i, set by config_finish(): the scorer walks these. */
+    uint32_t all_mask;
+    uint32_t age_mask;   /* posture_max_age: evaluated first */
+    uint32_t hard_mask;  /* hard */
+    uint32_t grace_mask; /* with a grace period */
 };
 
 struct score_ctx {
@@ -599,6 +605,28 @@ static int parse_section(struct score_ctx *cx, struct score_config *c, const jso
     return 0;
 }
 
+/* What the scorer needs precomputed: string lengths and the check masks. */
+static void config_finish(struct score_config *c)
+{
+    size_t i;
+
+    c->all_mask = c->age_mask = c->hard_mask = c->grace_mask = 0;
+    for (i = 0; i < c->nchecks; i++) {
+        struct score_check *ck = &c->checks[i];
+        uint32_t bit = 1u << i;
+
+        ck->id_len = strlen(ck->id);
+        ck->remediation_len = strlen(ck->remediation);
+        c->all_mask |= bit;
+        if (ck->type == SCORE_CHECK_POSTURE_MAX_AGE)
+            c->age_mask |= bit;
+        if (ck->hard)
+            c->hard_mask |= bit;
+        if (ck->grace > 0)
+            c->grace_mask |= bit;
+    }
+}
+
 int score_config_from_json(const struct json_t *section, const char *name, const char *jpath,
                            struct score_config **out, char *err, size_t errlen)
 {
@@ -617,6 +645,7 @@ int score_config_from_json(const struct json_t *section, const char *name, const
     atomic_init(&c->refs, 1);
     if (parse_section(&cx, c, section ? section : def, def, jpath ? jpath : "$") == -1)
         goto err;
+    config_finish(c);
     *out = c;
     c = NULL;
     rc = 0;
@@ -876,8 +905,9 @@ static int in_grace(const struct score_check *ck, const struct score_input *in, 
     return in->now <= *until;
 }
 
-static void add_failure(struct score_result *res, const char *id, const char *remediation,
-                        int reason, int hard, int weight, int grace, int64_t until)
+static void add_failure(struct score_result *res, const char *id, size_t id_len,
+                        const char *remediation, size_t remediation_len, int reason, int hard,
+                        int weight, int grace, int64_t until)
 {
     struct score_failure *f;
 
@@ -891,22 +921,59 @@ static void add_failure(struct score_result *res, const char *id, const char *re
     f->weight = grace ? 0 : weight;
     f->in_grace = grace;
     f->grace_until = grace ? until : 0;
+    f->id_len = id_len;
+    f->remediation_len = remediation_len;
 }
 
+/* The lowest set bit's index; m != 0. */
+static unsigned low_bit(uint32_t m)
+{
+    return (unsigned)__builtin_ctz(m);
+}
+
+/*
+ * Check i failed with reason r: record it and whether it is still within
+ * its grace period (in_grace(), inlined for the common no-grace case).
+ */
+static void note_failure(const struct score_config *cfg, const struct score_input *in, unsigned i,
+                         int r, uint32_t *fail, uint32_t *graced, int8_t *reason, int64_t *until)
+{
+    uint32_t bit = 1u << i;
+
+    *fail |= bit;
+    reason[i] = (int8_t)r;
+    if ((cfg->grace_mask & bit) && in->grace != NULL && in_grace(&cfg->checks[i], in, &until[i]))
+        *graced |= bit;
+}
+
+/* A time after which the result may change: keep the earliest. */
+static void valid_until_min(struct score_result *res, int64_t t)
+{
+    if (t < res->valid_until)
+        res->valid_until = t;
+}
+
+/*
+ * Checks are walked as bit masks (config_finish()): only failing checks
+ * leave a trace (reason[], until[] are written for those alone), and the
+ * list is built from the masks in config order.
+ */
 void score_eval(const struct score_config *cfg, const struct score_input *in,
                 struct score_result *res)
 {
     enum inventory_status status = INVENTORY_STATUS_NONE;
-    int results[SCORE_MAX_CHECKS] = {0}, graced[SCORE_MAX_CHECKS] = {0};
-    int64_t until[SCORE_MAX_CHECKS] = {0};
-    int earned = 0, hard_fail = 0, posture_stale = 0, tier;
-    size_t i;
+    int8_t reason[SCORE_MAX_CHECKS];
+    int64_t until[SCORE_MAX_CHECKS];
+    uint32_t fail = 0, graced = 0, m, counted, hard;
+    int lost_weight = 0, hard_fail, posture_stale = 0, tier, r;
+    unsigned i;
 
     res->score = 0;
     res->flags = 0;
     res->stale = 0;
     res->nfailed = 0;
     res->raw_failing = 0;
+    res->valid_until = INT64_MAX;
 
     if (in->override != INVENTORY_STATUS_NONE)
         status = in->override;
@@ -914,65 +981,78 @@ void score_eval(const struct score_config *cfg, const struct score_input *in,
         status = inventory_record_status(in->record);
 
     /* Pass 1: freshness, which decides whether the report may be read at all. */
-    for (i = 0; i < cfg->nchecks; i++) {
-        const struct score_check *ck = &cfg->checks[i];
-        if (ck->type != SCORE_CHECK_POSTURE_MAX_AGE)
-            continue;
-        results[i] = in->posture == NULL ? SCORE_REASON_NO_POSTURE : eval_posture_check(ck, in);
-        if (results[i] != SCORE_PASS) {
-            graced[i] = in_grace(ck, in, &until[i]);
-            if (!graced[i] && in->posture != NULL)
+    for (m = cfg->age_mask; m != 0; m &= m - 1) {
+        i = low_bit(m);
+        r = in->posture == NULL ? SCORE_REASON_NO_POSTURE : eval_posture_check(&cfg->checks[i], in);
+        if (r != SCORE_PASS) {
+            note_failure(cfg, in, i, r, &fail, &graced, reason, until);
+            if (!(graced & (1u << i)) && in->posture != NULL)
                 posture_stale = 1;
+        } else {
+            /* Fresh until now - t > max_age (posture_age_fails()). */
+            const struct posture *p = in->posture;
+            int64_t t = p->collected_at < p->received_at ? p->collected_at : p->received_at;
+            valid_until_min(res, t + cfg->checks[i].max_age);
         }
     }
     /* Pass 2: everything else. */
-    for (i = 0; i < cfg->nchecks; i++) {
-        const struct score_check *ck = &cfg->checks[i];
-        if (ck->type == SCORE_CHECK_POSTURE_MAX_AGE)
-            continue;
+    for (m = cfg->all_mask & ~cfg->age_mask; m != 0; m &= m - 1) {
+        const struct score_check *ck;
+        i = low_bit(m);
+        ck = &cfg->checks[i];
         if (is_inventory_check(ck->type))
-            results[i] = eval_inventory_check(ck, in, status);
+            r = eval_inventory_check(ck, in, status);
         else if (in->posture == NULL)
-            results[i] = SCORE_REASON_NO_POSTURE;
+            r = SCORE_REASON_NO_POSTURE;
         else if (posture_stale)
-            results[i] = SCORE_REASON_STALE_POSTURE;
+            r = SCORE_REASON_STALE_POSTURE;
         else
-            results[i] = eval_posture_check(ck, in);
-        if (results[i] != SCORE_PASS)
-            graced[i] = in_grace(ck, in, &until[i]);
+            r = eval_posture_check(ck, in);
+        if (r != SCORE_PASS)
+            note_failure(cfg, in, i, r, &fail, &graced, reason, until);
     }
 
     /* The device-level verdicts come first in the list: they matter most. */
     if (status == INVENTORY_STATUS_LOST || status == INVENTORY_STATUS_STOLEN) {
         res->flags |= SCORE_F_LOST;
-        add_failure(res, "device_lost", remediation_lost, SCORE_REASON_LOST, 1, 0, 0, 0);
+        add_failure(res, "device_lost", sizeof("device_lost") - 1, remediation_lost,
+                    sizeof(remediation_lost) - 1, SCORE_REASON_LOST, 1, 0, 0, 0);
     }
     if (in->record == NULL) {
         res->flags |= SCORE_F_UNKNOWN_DEVICE;
-        add_failure(res, "device_unknown", remediation_unknown, SCORE_REASON_NO_RECORD, 1, 0, 0, 0);
+        add_failure(res, "device_unknown", sizeof("device_unknown") - 1, remediation_unknown,
+                    sizeof(remediation_unknown) - 1, SCORE_REASON_NO_RECORD, 1, 0, 0, 0);
     }
+    res->raw_failing = fail;
+    /* A grace period holds while now <= until (in_grace()). */
+    for (m = graced; m != 0; m &= m - 1)
+        valid_until_min(res, until[low_bit(m)]);
+    /* Failures that count (not in grace) cost their weight. */
+    counted = fail & ~graced;
+    for (m = counted; m != 0; m &= m - 1)
+        lost_weight += cfg->checks[low_bit(m)].weight;
     /* Hard failures before soft ones, each in config order. */
-    for (i = 0; i < cfg->nchecks; i++) {
-        const struct score_check *ck = &cfg->checks[i];
-        if (results[i] == SCORE_PASS || graced[i]) {
-            earned += ck->weight;
-            if (results[i] == SCORE_PASS)
-                continue;
-        }
-        res->raw_failing |= 1u << i;
-        if (ck->hard && !graced[i]) {
-            hard_fail = 1;
-            add_failure(res, ck->id, ck->remediation, results[i], 1, ck->weight, 0, 0);
-        }
+    hard = counted & cfg->hard_mask;
+    hard_fail = hard != 0;
+    for (m = hard; m != 0; m &= m - 1) {
+        const struct score_check *ck;
+        i = low_bit(m);
+        ck = &cfg->checks[i];
+        add_failure(res, ck->id, ck->id_len, ck->remediation, ck->remediation_len, reason[i], 1,
+                    ck->weight, 0, 0);
     }
-    for (i = 0; i < cfg->nchecks; i++) {
-        const struct score_check *ck = &cfg->checks[i];
-        if (results[i] != SCORE_PASS && (!ck->hard || graced[i]))
-            add_failure(res, ck->id, ck->remediation, results[i], ck->hard, ck->weight, graced[i],
-                        until[i]);
+    for (m = fail & ~hard; m != 0; m &= m - 1) {
+        const struct score_check *ck;
+        int g;
+        i = low_bit(m);
+        ck = &cfg->checks[i];
+        g = (graced >> i) & 1;
+        add_failure(res, ck->id, ck->id_len, ck->remediation, ck->remediation_len, reason[i],
+                    ck->hard, ck->weight, g, g ? until[i] : 0);
     }
 
-    res->score = cfg->total_weight == 0 ? 100 : earned;
+    /* total_weight is the sum of all weights (0 or 100). */
+    res->score = cfg->total_weight == 0 ? 100 : cfg->total_weight - lost_weight;
     for (tier = (int)cfg->ntiers - 1; tier > 0; tier--)
         if (cfg->tiers[tier].min_score <= res->score)
             break;
@@ -1010,9 +1090,23 @@ int score_grace_update(const struct score_config *cfg, struct score_grace *g,
 {
     struct score_grace next;
     const struct score_grace_entry *e;
+    uint32_t want;
     size_t i;
     int changed;
 
+    /*
+     * The usual answer, without building anything: unchanged when exactly
+     * the failing graced checks have an entry (what the rebuild below
+     * would find: the same count, every id present, since kept).
+     */
+    want = res->raw_failing & cfg->grace_mask;
+    if ((size_t)__builtin_popcount(want) == g->n) {
+        for (; want != 0; want &= want - 1)
+            if (grace_find(g, cfg->checks[low_bit(want)].id) == NULL)
+                break;
+        if (want == 0)
+            return 0;
+    }
     /* Rebuilt from the config, so entries of removed checks drop out. */
     score_grace_init(&next);
     for (i = 0; i < cfg->nchecks && next.n < SCORE_MAX_GRACE; i++) {

@@ -10,7 +10,10 @@
  *     which parses them and publishes an immutable, refcounted snapshot;
  *   - workers call devtrust_evaluate() and devtrust_posture_submit() per
  *     request: they take only short mutexes that no slow operation holds,
- *     and never do file or network I/O;
+ *     and never do file or network I/O; each worker keeps its last
+ *     verdicts (64 per thread, freed with devtrust_thread_release() or at
+ *     thread exit), reused only while every input is the same, so a change
+ *     still takes effect on the very next request;
  *   - a writer thread appends posture reports and grace state to
  *     state_dir/posture.log (fsync'd, compacted on start and when it grows)
  *     and rewrites state_dir/overrides.json.

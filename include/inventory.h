@@ -114,6 +114,29 @@ int inventory_record_attr_at(const struct inventory_record *r, size_t i,
 int inventory_record_attr_find(const struct inventory_record *r, const char *name,
                                struct inventory_attr *out);
 
+/*
+ * A record's attributes as text, for a caller that copies them per request
+ * (the verdict of devtrust_evaluate()), prepared once when the snapshot is
+ * parsed: "platform", "os_version", "model", "managed" ("true"/"false"),
+ * then the extra fields in feed order (a null field is absent), integers
+ * as "%lld", reals as "%.17g", booleans "true"/"false". Strings are NUL
+ * terminated and live as long as the snapshot; lengths leave the NUL out.
+ * inventory_record_texts() fills out[] with up to max of them, the first
+ * being "platform", and returns how many it filled; a record has at most
+ * INVENTORY_TEXT_MAX.
+ */
+#define INVENTORY_TEXT_MAX (INVENTORY_MAX_ATTRS + 4)
+struct inventory_text {
+    const char *name;
+    const char *value;
+    size_t name_len;
+    size_t value_len;
+};
+size_t inventory_record_texts(const struct inventory_record *r, struct inventory_text *out,
+                              size_t max);
+/* strlen(inventory_record_owner(r)), precomputed. */
+size_t inventory_record_owner_len(const struct inventory_record *r);
+
 /* "active", "lost", "stolen", "retired" ("none" for NONE). */
 const char *inventory_status_name(enum inventory_status s);
 /* The reverse, for the admin API: 0, or -1 for anything else (incl. "none"). */

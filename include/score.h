@@ -117,10 +117,12 @@ struct score_failure {
     const char *id;          /* check id, or "device_unknown" / "device_lost" */
     const char *remediation; /* what the person should do */
     enum score_reason reason;
-    int hard;            /* a hard requirement (caps the tier) */
-    int weight;          /* points it costs (0 while in grace) */
-    int in_grace;        /* failing but within its grace period: not counted */
-    int64_t grace_until; /* in_grace: counts from after this time */
+    int hard;               /* a hard requirement (caps the tier) */
+    int weight;             /* points it costs (0 while in grace) */
+    int in_grace;           /* failing but within its grace period: not counted */
+    int64_t grace_until;    /* in_grace: counts from after this time */
+    size_t id_len;          /* strlen(id), precomputed */
+    size_t remediation_len; /* strlen(remediation), precomputed */
 };
 
 #define SCORE_F_UNKNOWN_DEVICE 0x01  /* not in the inventory */
@@ -143,6 +145,12 @@ struct score_result {
     size_t nfailed;        /* failures, the most important first */
     struct score_failure failed[SCORE_MAX_FAILURES];
     uint32_t raw_failing; /* bit i: check i fails, grace ignored (for score_grace_update) */
+    /*
+     * The clock's part: with every other input the same, the result holds
+     * for any now' in [now, valid_until] (a passing posture_max_age check
+     * or a grace period ends after it). INT64_MAX: no time-dependent input.
+     */
+    int64_t valid_until;
 };
 
 /*

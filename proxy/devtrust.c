@@ -475,6 +475,7 @@ struct dt_entry {
     int bucket_init;
     double tokens; /* rate limit: token bucket */
     int64_t tokens_at;
+    uint64_t seq; /* dt_touch(): changes with posture, grace or override */
     char id[DEVICE_ID_MAX + 1];
 };
 
@@ -488,6 +489,14 @@ struct dt_shard {
 static struct dt_shard shards[DT_SHARDS];
 static _Atomic size_t store_n;
 static uint64_t hash_seed;
+static _Atomic uint64_t dt_seq; /* never reset: a seq is never reused */
+
+/* e (shard locked) changed: its posture, grace or override. The workers'
+ * verdict caches key on e->seq (dt_evaluate()). */
+static void dt_touch(struct dt_entry *e)
+{
+    e->seq = atomic_fetch_add(&dt_seq, 1) + 1;
+}
 
 static uint64_t dt_hash(const char *id)
 {
@@ -519,6 +528,42 @@ static int dt_id_valid(const char *id)
               c == '.' || c == '_' || c == ':' || c == '-'))
             return 0;
     }
+    return 1;
+}
+
+/* The characters dt_id_valid() allows, as a table for the per-request scan. */
+static const unsigned char dt_id_chars[256] = {
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['.'] = 1, ['_'] = 1,
+    [':'] = 1, ['-'] = 1,
+};
+
+/*
+ * dt_id_valid() and dt_hash() in one pass, per request: 1 with *len and
+ * *hash set, or 0 (invalid id).
+ */
+static int dt_id_scan(const char *id, size_t *len, uint64_t *hash)
+{
+    uint64_t h = 1469598103934665603ULL ^ hash_seed;
+    size_t i;
+
+    if (id == NULL || id[0] == '\0')
+        return 0;
+    for (i = 0; id[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (i >= DEVICE_ID_MAX || !dt_id_chars[c])
+            return 0;
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    *len = i;
+    *hash = h ^ (h >> 29);
     return 1;
 }
 
@@ -1030,8 +1075,10 @@ static int dt_load_grace_line(const char *line, size_t len, char *err, size_t er
     sh = dt_shard_of(h);
     pthread_mutex_lock(&sh->mtx);
     e = dt_find(sh, json_string_value(id), h, 1);
-    if (e != NULL)
+    if (e != NULL) {
         e->grace = grace;
+        dt_touch(e);
+    }
     pthread_mutex_unlock(&sh->mtx);
     if (e == NULL)
         snprintf(err, errlen, "the device store is full");
@@ -1063,6 +1110,7 @@ static int dt_load_posture_line(const char *line, size_t len, char *err, size_t 
     if (e != NULL) {
         e->posture = p;
         e->has_posture = 1;
+        dt_touch(e);
     }
     pthread_mutex_unlock(&sh->mtx);
     if (e == NULL) {
@@ -1151,8 +1199,10 @@ static int dt_state_load(const char *dir, char *err, size_t errlen)
             }
             pthread_mutex_lock(&sh->mtx);
             e = dt_find(sh, id, h, 1);
-            if (e != NULL)
+            if (e != NULL) {
                 e->override = s;
+                dt_touch(e);
+            }
             pthread_mutex_unlock(&sh->mtx);
         }
         json_decref(ov);
@@ -2133,46 +2183,32 @@ static int dt_copy(char *dst, size_t size, const char *from)
     return cut;
 }
 
-/* The verdict's attributes: left out when a name or value does not fit. */
-static void dt_attr_add(struct devtrust_verdict *out, const char *name, const char *value)
+/* dt_copy() of a string whose length n is known. */
+static void dt_copy_n(char *dst, size_t size, const char *from, size_t n)
 {
-    if (out->nattrs >= DEVTRUST_MAX_ATTRS ||
-        dt_copy(out->attrs[out->nattrs].name, sizeof(out->attrs[0].name), name) ||
-        dt_copy(out->attrs[out->nattrs].value, sizeof(out->attrs[0].value), value))
-        return;
-    out->nattrs++;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, from, n);
+    dst[n] = '\0';
 }
 
+/*
+ * The verdict's attributes, from the text the inventory prepared when the
+ * snapshot was parsed: an attribute whose name or value does not fit is
+ * left out.
+ */
 static void dt_attrs_fill(struct devtrust_verdict *out, const struct inventory_record *r)
 {
-    struct inventory_attr a;
-    char num[64];
-    size_t i, n;
+    struct inventory_text t[INVENTORY_TEXT_MAX];
+    size_t i, n = inventory_record_texts(r, t, INVENTORY_TEXT_MAX);
 
-    dt_attr_add(out, "platform", inventory_record_platform(r));
-    dt_attr_add(out, "os_version", inventory_record_os_version(r));
-    dt_attr_add(out, "model", inventory_record_model(r));
-    dt_attr_add(out, "managed", inventory_record_managed(r) ? "true" : "false");
-    n = inventory_record_attr_count(r);
     for (i = 0; i < n && out->nattrs < DEVTRUST_MAX_ATTRS; i++) {
-        if (inventory_record_attr_at(r, i, &a) == -1)
-            break;
-        switch (a.type) {
-        case INVENTORY_ATTR_STRING:
-            dt_attr_add(out, a.name, a.str);
-            break;
-        case INVENTORY_ATTR_INTEGER:
-            snprintf(num, sizeof(num), "%lld", (long long)a.i);
-            dt_attr_add(out, a.name, num);
-            break;
-        case INVENTORY_ATTR_REAL:
-            snprintf(num, sizeof(num), "%.17g", a.real);
-            dt_attr_add(out, a.name, num);
-            break;
-        case INVENTORY_ATTR_BOOL:
-            dt_attr_add(out, a.name, a.i ? "true" : "false");
-            break;
-        }
+        if (t[i].name_len >= sizeof(out->attrs[0].name) ||
+            t[i].value_len >= sizeof(out->attrs[0].value))
+            continue;
+        memcpy(out->attrs[out->nattrs].name, t[i].name, t[i].name_len + 1);
+        memcpy(out->attrs[out->nattrs].value, t[i].value, t[i].value_len + 1);
+        out->nattrs++;
     }
 }
 
@@ -2190,6 +2226,7 @@ static void dt_grace_store(const char *id, uint64_t h, const struct score_grace 
     e = dt_find(sh, id, h, 1);
     if (e != NULL) {
         e->grace = *g;
+        dt_touch(e);
         /* Grace state is re-derived on the next request if this is lost. */
         if (n > 0 && (size_t)n < sizeof(line) && dt_persist(line, (size_t)n) == -1)
             atomic_fetch_add(&ct_persist_err, 1);
@@ -2216,8 +2253,58 @@ static __thread struct dt_thread_refs dt_tl;
 static pthread_key_t dt_tl_key;
 static pthread_once_t dt_tl_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Per worker: the last verdicts, so that a device's next request copies
+ * its verdict instead of scoring it again. Exact: a slot answers only for
+ * the same device id and user, the same published snapshot and config
+ * (pub_epoch), the same inventory staleness, the same state of the
+ * device's store entry (its seq: posture, grace, override), and a now
+ * within [from, until], the span over which score_eval() said the clock
+ * does not change the result. Direct mapped, DT_VCACHE_SLOTS per thread
+ * (allocated on first use, freed with the thread's references); no lock.
+ */
+#define DT_VCACHE_SLOTS 64
+#define DT_VCACHE_USER_MAX 255 /* longer users are scored every time */
+
+struct dt_vslot {
+    int used;
+    int stale;
+    int has_user;
+    uint64_t epoch;
+    uint64_t seq; /* 0: no store entry */
+    int64_t from, until;
+    size_t idlen;
+    char id[DEVICE_ID_MAX + 1];
+    char user[DT_VCACHE_USER_MAX + 1];
+    struct devtrust_verdict v;
+};
+
+static __thread struct dt_vslot *dt_vc;
+
+static void dt_vcache_free(void)
+{
+    free(dt_vc);
+    dt_vc = NULL;
+}
+
+/* The verdict from a slot: the brief part, or all that is in use. */
+static void dt_vcache_copy(struct devtrust_verdict *out, const struct devtrust_verdict *v,
+                           int brief)
+{
+    memcpy(out, v, offsetof(struct devtrust_verdict, failing));
+    if (brief) {
+        out->nfailing = 0;
+        out->nattrs = 0;
+        return;
+    }
+    memcpy(out->failing, v->failing, v->nfailing * sizeof(v->failing[0]));
+    out->nattrs = v->nattrs;
+    memcpy(out->attrs, v->attrs, v->nattrs * sizeof(v->attrs[0]));
+}
+
 static void dt_thread_drop(void)
 {
+    dt_vcache_free();
     inventory_unref(dt_tl.inv);
     score_config_unref(dt_tl.cfg);
     memset(&dt_tl, 0, sizeof(dt_tl));
@@ -2282,7 +2369,8 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
         dt_copy(out->status, sizeof(out->status),
                 inventory_status_name(inventory_record_status(rec)));
     if (rec != NULL)
-        dt_copy(out->owner, sizeof(out->owner), inventory_record_owner(rec));
+        dt_copy_n(out->owner, sizeof(out->owner), inventory_record_owner(rec),
+                  inventory_record_owner_len(rec));
     out->nfailing = 0;
     if (brief)
         return; /* devtrust_evaluate_brief(): no failing checks, no attributes */
@@ -2290,9 +2378,12 @@ static void dt_verdict_fill(struct devtrust_verdict *out, const struct inventory
         const struct score_failure *f = &res->failed[i];
         if (f->in_grace)
             continue;
-        dt_copy(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id);
-        dt_copy(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
-                f->remediation != NULL ? f->remediation : "");
+        dt_copy_n(out->failing[out->nfailing].id, sizeof(out->failing[0].id), f->id, f->id_len);
+        if (f->remediation != NULL)
+            dt_copy_n(out->failing[out->nfailing].remediation, sizeof(out->failing[0].remediation),
+                      f->remediation, f->remediation_len);
+        else
+            out->failing[out->nfailing].remediation[0] = '\0';
         out->failing[out->nfailing].hard = f->hard;
         out->nfailing++;
     }
@@ -2310,45 +2401,62 @@ static void dt_evaluate(const char *device_id, const char *user, int64_t now,
     struct score_result res;
     struct posture post;
     struct score_grace grace;
+    struct dt_vslot *slot = NULL;
     enum inventory_status ovr = INVENTORY_STATUS_NONE;
-    int has_post = 0, stale = 0, valid;
-    uint64_t h = 0;
+    int has_post = 0, stale = 0, valid, cand = 0, has_user = user != NULL;
+    uint64_t h = 0, seq = 0;
+    size_t idlen = 0, ulen = has_user ? strlen(user) : 0;
 
-    memset(out, 0, offsetof(struct devtrust_verdict, failing));
-    out->nattrs = 0;
     dt_thread_snapshot();
     inv = dt_tl.inv;
     cfg = dt_tl.cfg;
-    if (cfg != NULL)
-        stale = dt_tl.configured &&
-                (inv == NULL ||
-                 now - __atomic_load_n(&pub_fresh_at, __ATOMIC_RELAXED) > dt_tl.max_stale);
     if (cfg == NULL) {
         /* Not started: nothing is known, nothing is trusted. */
+        memset(out, 0, offsetof(struct devtrust_verdict, failing));
+        out->nattrs = 0;
         out->inventory_stale = 1;
         dt_copy(out->tier_name, sizeof(out->tier_name), "untrusted");
         return;
     }
-    valid = dt_id_valid(device_id);
-    score_grace_init(&grace);
+    stale =
+        dt_tl.configured &&
+        (inv == NULL || now - __atomic_load_n(&pub_fresh_at, __ATOMIC_RELAXED) > dt_tl.max_stale);
+    valid = dt_id_scan(device_id, &idlen, &h);
+    if (valid && ulen <= DT_VCACHE_USER_MAX) {
+        if (dt_vc == NULL)
+            dt_vc = calloc(DT_VCACHE_SLOTS, sizeof(*dt_vc));
+        if (dt_vc != NULL) {
+            slot = &dt_vc[(h >> 32) & (DT_VCACHE_SLOTS - 1)];
+            cand = slot->used && slot->epoch == dt_tl.epoch && slot->stale == stale &&
+                   slot->from <= now && now <= slot->until && slot->idlen == idlen &&
+                   memcmp(slot->id, device_id, idlen) == 0 && slot->has_user == has_user &&
+                   (!has_user || memcmp(slot->user, user, ulen + 1) == 0);
+        }
+    }
+    grace.n = 0; /* only the n entries in use are copied and read */
     if (valid) {
-        struct dt_shard *sh;
+        struct dt_shard *sh = dt_shard_of(h);
         struct dt_entry *e;
 
-        if (inv != NULL)
-            rec = inventory_lookup(inv, device_id, strlen(device_id));
-        h = dt_hash(device_id);
-        sh = dt_shard_of(h);
         pthread_mutex_lock(&sh->mtx);
         e = dt_find(sh, device_id, h, 0);
+        seq = e != NULL ? e->seq : 0;
+        if (cand && slot->seq == seq) {
+            pthread_mutex_unlock(&sh->mtx);
+            dt_vcache_copy(out, &slot->v, brief);
+            return;
+        }
         if (e != NULL) {
             has_post = e->has_posture;
             if (has_post)
                 post = e->posture;
-            grace = e->grace;
+            grace.n = e->grace.n < SCORE_MAX_GRACE ? e->grace.n : SCORE_MAX_GRACE;
+            memcpy(grace.e, e->grace.e, grace.n * sizeof(grace.e[0]));
             ovr = e->override;
         }
         pthread_mutex_unlock(&sh->mtx);
+        if (inv != NULL)
+            rec = inventory_lookup(inv, device_id, idlen);
     }
     memset(&in, 0, sizeof(in));
     in.record = rec;
@@ -2360,10 +2468,36 @@ static void dt_evaluate(const char *device_id, const char *user, int64_t now,
     in.user_subject = user;
     in.grace = valid ? &grace : NULL;
     score_eval(cfg, &in, &res);
-    if (valid && score_grace_update(cfg, &grace, &res, now))
+    if (valid && score_grace_update(cfg, &grace, &res, now)) {
         dt_grace_store(device_id, h, &grace);
+        /* Not kept: the next request must see (or retry) the stored state. */
+        if (slot != NULL)
+            slot->used = 0;
+        slot = NULL;
+    }
 
-    dt_verdict_fill(out, rec, &res, ovr, stale, brief);
+    if (slot == NULL) {
+        memset(out, 0, offsetof(struct devtrust_verdict, failing));
+        out->nattrs = 0;
+        dt_verdict_fill(out, rec, &res, ovr, stale, brief);
+        return;
+    }
+    /* Keyed by what it was computed from (seq as read with the inputs). */
+    memset(&slot->v, 0, offsetof(struct devtrust_verdict, failing));
+    slot->v.nattrs = 0;
+    dt_verdict_fill(&slot->v, rec, &res, ovr, stale, 0);
+    slot->used = 1;
+    slot->stale = stale;
+    slot->epoch = dt_tl.epoch;
+    slot->seq = seq;
+    slot->from = now;
+    slot->until = res.valid_until;
+    slot->idlen = idlen;
+    memcpy(slot->id, device_id, idlen + 1);
+    slot->has_user = has_user;
+    if (has_user)
+        memcpy(slot->user, user, ulen + 1);
+    dt_vcache_copy(out, &slot->v, brief);
 }
 
 void devtrust_evaluate(const char *device_id, const char *user, int64_t now,
@@ -2475,6 +2609,7 @@ int devtrust_posture_submit_cb(const char *device_id, const char *body, size_t l
     } else {
         e->posture = p;
         e->has_posture = 1;
+        dt_touch(e);
         if (cb != NULL && w_dir != NULL)
             rc = DEVTRUST_PENDING;
     }
@@ -2537,6 +2672,7 @@ int devtrust_posture_store(const char *report, size_t len, char *err, size_t err
     } else {
         e->posture = p;
         e->has_posture = 1;
+        dt_touch(e);
     }
     pthread_mutex_unlock(&sh->mtx);
     if (rc == -1)
@@ -2568,8 +2704,10 @@ int devtrust_set_override(const char *device_id, const char *status, char *err, 
     sh = dt_shard_of(h);
     pthread_mutex_lock(&sh->mtx);
     e = dt_find(sh, device_id, h, s != INVENTORY_STATUS_NONE);
-    if (e != NULL)
+    if (e != NULL) {
         e->override = s;
+        dt_touch(e);
+    }
     if (e != NULL || s == INVENTORY_STATUS_NONE)
         rc = 0;
     pthread_mutex_unlock(&sh->mtx);

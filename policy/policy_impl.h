@@ -82,6 +82,10 @@ struct cond {
     const char *ptext[2];
     uint16_t plen[2];
     size_t slen;
+    /* Filled by policy_eval_prepare(): OP_ATTR_*: the attribute name's slot
+     * in the per-request lookup cache (POLICY_ATTR_SLOTS: not cached). OP_METHOD:
+     * mask holds bit i for each of the standard methods (eval.c) listed. */
+    uint16_t aid;
     union {
         const char *const *strs;
         const uint32_t *groups;
@@ -107,7 +111,13 @@ struct rule {
     uint16_t pre_g[4]; /* its policy group ids when at most 4, else npre_g 0 */
     uint8_t npre_g;
     uint16_t idlen; /* strlen(id) */
+    /* Shape for the non-recursive evaluation (policy_eval_prepare()):
+     * RULE_TREE any; RULE_LEAF the root is a leaf; RULE_CONJ the root is an
+     * "all" of leaves and "not"s of leaves. */
+    uint8_t shape;
 };
+
+enum { RULE_TREE = 0, RULE_LEAF, RULE_CONJ };
 
 struct route_rules {
     const uint32_t *deny, *allow, *monitor, *all; /* rule indices, file order */
@@ -115,6 +125,9 @@ struct route_rules {
     const uint32_t *groups; /* policy group ids named by the rules in all, ascending */
     uint32_t ngroups;
 };
+
+/* Device attribute names whose lookups are cached per request. */
+#define POLICY_ATTR_SLOTS 32
 
 /* Up to this many groups named in the rules, evaluation against the bound
  * directory builds a per-request bitset of the user's groups. */
@@ -151,6 +164,11 @@ struct policy {
     struct tz **tzs;
     size_t ntzs;
 };
+
+/* eval.c: the per-condition and per-rule data of the fast evaluation
+ * (cond.aid, cond.mask of OP_METHOD, rule.shape), once the conditions and
+ * rules are complete. */
+void policy_eval_prepare(struct policy *p);
 
 /* eval.c: the value text of a leaf (for cond.vtext); returns its length. */
 size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out, size_t len);

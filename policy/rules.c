@@ -1959,6 +1959,7 @@ struct policy *policy_compile(const char *text, size_t len, const struct policy_
     }
     if (build_routes(&cc, rroutes, nrr) == -1)
         goto err;
+    policy_eval_prepare(p);
     atomic_init(&p->refs, 1);
     goto out;
 err:

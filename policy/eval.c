@@ -235,6 +235,24 @@ static int bsearch_str(const char *const *v, uint32_t n, const char *s, int fold
     return 0;
 }
 
+/* Index of s in the sorted v (exact), -1 when absent. */
+static int64_t bsearch_idx(const char *const *v, uint32_t n, const char *s)
+{
+    uint32_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(s, v[mid]);
+        if (r == 0)
+            return mid;
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
 /* bsearch_str() exact, with the common one-element list inline. */
 static inline int strs_have(const char *const *v, uint32_t n, const char *s)
 {
@@ -776,12 +794,63 @@ size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out
     return f.n;
 }
 
+COLD static void r_attr(struct ev *e, int v, const struct cond *c, const char *val);
+
+/* A reason formatted at compile time by the same code as at evaluation. */
+struct capture {
+    char *out;
+    size_t len, n;
+};
+
+static void sink_capture(struct ev *e, int val, const char *text, size_t len)
+{
+    struct capture *k = e->arg;
+
+    (void)val;
+    k->n = 0;
+    if (len < k->len) {
+        memcpy(k->out, text, len);
+        k->out[len] = '\0';
+        k->n = len;
+    }
+}
+
+size_t policy_cond_itext(const struct policy *p, const struct cond *c, uint32_t j, char *out,
+                         size_t len)
+{
+    struct capture k = {out, len, 0};
+    struct ev e;
+
+    if ((c->op != OP_METHOD && c->op != OP_ATTR_IN) || c->vtext == NULL || j >= c->n)
+        return 0;
+    memset(&e, 0, offsetof(struct ev, tzc));
+    e.p = p;
+    e.emit = sink_capture;
+    e.arg = &k;
+    /* The request's value is the list's value j: the text is r_*()'s. */
+    if (c->op == OP_METHOD)
+        r_strset(&e, V_TRUE, "method", c->u.strs[j], c);
+    else
+        r_attr(&e, V_TRUE, c, c->u.strs[j]);
+    return k.n;
+}
+
 size_t policy_cond_rtext(const struct policy *p, const struct cond *c, int val, char *out,
                          size_t len)
 {
     struct fb f;
 
-    (void)p;
+    if (c->op == OP_ATTR_IS && val == V_TRUE && c->vtext != NULL) {
+        /* holds only with the value "true"/"false" itself */
+        struct capture k = {out, len, 0};
+        struct ev e;
+        memset(&e, 0, offsetof(struct ev, tzc));
+        e.p = p;
+        e.emit = sink_capture;
+        e.arg = &k;
+        r_attr(&e, V_TRUE, c, c->num ? "true" : "false");
+        return k.n;
+    }
     if ((c->op != OP_GROUP_ANY && c->op != OP_GROUP_ALL) || c->vtext == NULL)
         return 0;
     f.n = 0;
@@ -1029,16 +1098,26 @@ static int ev_leaf(struct ev *e, const struct cond *c)
         const char *val;
         if (x->device_stale)
             return ev_device_stale(e, "device_attr");
-        val = attr_get(x, c->name);
+        val = attr_cached(e, c);
         if (val == NULL) {
             if (e->emit != NULL)
                 r_attr(e, V_FALSE, c, NULL);
             return V_FALSE;
         }
-        if (c->op == OP_ATTR_IS)
+        if (c->op == OP_ATTR_IS) {
             v = strcmp(val, c->num ? "true" : "false") == 0;
-        else
-            v = bsearch_str(c->u.strs, c->n, val, 0);
+            if (e->emit != NULL && v == V_TRUE && c->rtext[V_TRUE] != NULL) {
+                e->emit(e, v, c->rtext[V_TRUE], c->rlen[V_TRUE]);
+                return v;
+            }
+        } else {
+            which = bsearch_idx(c->u.strs, c->n, val);
+            v = which >= 0;
+            if (e->emit != NULL && v == V_TRUE && c->itext != NULL) {
+                e->emit(e, v, c->itext[which], c->ilen[which]);
+                return v;
+            }
+        }
         if (e->emit != NULL)
             r_attr(e, v, c, val);
         return v;
@@ -1110,7 +1189,12 @@ static int ev_leaf(struct ev *e, const struct cond *c)
                 r_missing(e, V_UNKNOWN, "method", "unknown");
             return V_UNKNOWN;
         }
-        v = bsearch_str(c->u.strs, c->n, x->method, 0);
+        which = bsearch_idx(c->u.strs, c->n, x->method);
+        v = which >= 0;
+        if (e->emit != NULL && v == V_TRUE && c->itext != NULL) {
+            e->emit(e, v, c->itext[which], c->ilen[which]);
+            return v;
+        }
         if (e->emit != NULL)
             r_strset(e, v, "method", x->method, c);
         return v;
@@ -1370,6 +1454,50 @@ static inline int ev_pre_false(struct ev *e, const struct rule *r)
 /* The rule's outcome. Without explain (e->full), a leaf or an "all" of
  * leaves and negated leaves is walked in a loop: the same order, outcomes,
  * records and step-up demand as ev_cond() (depth only matters to explain). */
+/* 1 when the rule's guard leaf is certainly V_FALSE (then so is the rule),
+ * recorded as the evaluation would; 0: evaluate the rule. */
+static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, const struct rule *r)
+{
+    const struct policy_ctx *x = e->c;
+
+    switch (r->guard) {
+    case GUARD_METHOD:
+        if (x->method == NULL)
+            return 0;
+        if (e->mcode == 0) {
+            int id = method_id(x->method);
+            e->mcode = (uint8_t)(id < 0 ? MCODE_OTHER : (unsigned)id + 1);
+        }
+        if (e->mcode == MCODE_OTHER || ((r->gbits >> (e->mcode - 1)) & 1))
+            return 0;
+        break;
+    case GUARD_COUNTRY:
+        if (e->ccode < 0 || ((r->gbits >> (e->ccode % 64)) & 1))
+            return 0;
+        break;
+    case GUARD_PREFIX:
+        /* path_under(): both start with '/', the prefix is longer */
+        if (x->path == NULL || x->path[0] != '/' || x->path[1] == r->gch)
+            return 0;
+        break;
+    default:
+        return 0;
+    }
+    if (e->recording) {
+        if (e->nrec < POLICY_REASONS_MAX) {
+            e->rec[e->nrec].rule = e->cur_rule;
+            e->rec[e->nrec].cond = r->gci;
+            e->rec[e->nrec].neg = 0;
+            e->rec[e->nrec].stepok = r->effect == POLICY_ALLOW;
+            e->rec[e->nrec].val = V_FALSE;
+            e->nrec++;
+        } else {
+            e->rec_dropped++;
+        }
+    }
+    return 1;
+}
+
 static int ev_rule(struct ev *e, const struct rule *r)
 {
     const struct policy *p = e->p;
@@ -1437,6 +1565,27 @@ void policy_eval_prepare(struct policy *p)
     for (i = 0; i < p->nrules; i++) {
         struct rule *r = &p->rules[i];
         const struct cond *c = &p->conds[r->root];
+        uint32_t gi = UINT32_MAX;
+        const struct cond *g;
+        if (c->op >= OP_USER)
+            gi = r->root;
+        else if (c->op == OP_ALL && c->n > 0)
+            gi = p->kids[c->first];
+        g = gi != UINT32_MAX ? &p->conds[gi] : NULL;
+        r->guard = GUARD_NONE;
+        if (g != NULL && g->op == OP_METHOD) {
+            r->guard = GUARD_METHOD;
+            r->gbits = g->mask;
+        } else if (g != NULL && g->op == OP_COUNTRY) {
+            r->guard = GUARD_COUNTRY;
+            r->gbits = 0;
+            for (j = 0; j < g->n; j++)
+                r->gbits |= 1ull << (g->u.countries[j] % 64);
+        } else if (g != NULL && g->op == OP_PATH_PREFIX && g->slen > 1) {
+            r->guard = GUARD_PREFIX;
+            r->gch = g->str[1];
+        }
+        r->gci = gi;
         r->shape = RULE_TREE;
         if (c->op >= OP_USER) {
             r->shape = RULE_LEAF;
@@ -1561,7 +1710,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
     for (i = 0; i < rr->ndeny; i++) {
         const struct rule *r = &p->rules[rr->deny[i]];
         int v;
-        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+        if (ev_guard_false(e, r) || (r->pre != UINT32_MAX && ev_pre_false(e, r)))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE || v == V_UNKNOWN) {
@@ -1574,7 +1723,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
         const struct rule *r = &p->rules[rr->allow[i]];
         int v;
         e->cur_rule = rr->allow[i];
-        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+        if (ev_guard_false(e, r) || (r->pre != UINT32_MAX && ev_pre_false(e, r)))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE) {
@@ -1686,7 +1835,7 @@ static enum policy_effect eval_into(struct ev *e, const struct policy *p,
 
     for (i = 0; i < rr->nmonitor; i++) {
         const struct rule *r = &p->rules[rr->monitor[i]];
-        int v = ev_rule(e, r);
+        int v = ev_guard_false(e, r) ? V_FALSE : ev_rule(e, r);
         struct policy_monitor_result *m;
         if (d->nmonitor >= POLICY_MONITOR_MAX) {
             d->monitor_dropped++;

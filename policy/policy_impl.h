@@ -86,6 +86,11 @@ struct cond {
      * in the per-request lookup cache (POLICY_ATTR_SLOTS: not cached). OP_METHOD:
      * mask holds bit i for each of the standard methods (eval.c) listed. */
     uint16_t aid;
+    /* OP_METHOD, OP_ATTR_IN with at most POLICY_ITEXT_MAX values: the whole
+     * reason for V_TRUE when the request's value is u.strs[j] (itext[j],
+     * ilen[j]), formatted at compile time; else NULL. */
+    const char *const *itext;
+    const uint16_t *ilen;
     union {
         const char *const *strs;
         const uint32_t *groups;
@@ -115,9 +120,21 @@ struct rule {
      * RULE_TREE any; RULE_LEAF the root is a leaf; RULE_CONJ the root is an
      * "all" of leaves and "not"s of leaves. */
     uint8_t shape;
+    /* Guard (policy_eval_prepare()): a method, country or path prefix leaf
+     * the rule cannot match without - the root or the first child of a root
+     * "all" - tested first with no dispatch: GUARD_METHOD gbits is the
+     * leaf's method mask, GUARD_COUNTRY a bloom filter of its codes (bit
+     * code % 64), GUARD_PREFIX gch the prefix's second byte. When the test
+     * says the leaf is V_FALSE, so is the rule, recorded as ev_cond() would
+     * (the leaf is the first one evaluated). */
+    uint8_t guard;
+    char gch;
+    uint32_t gci; /* the guard leaf */
+    uint64_t gbits;
 };
 
 enum { RULE_TREE = 0, RULE_LEAF, RULE_CONJ };
+enum { GUARD_NONE = 0, GUARD_METHOD, GUARD_COUNTRY, GUARD_PREFIX };
 
 struct route_rules {
     const uint32_t *deny, *allow, *monitor, *all; /* rule indices, file order */
@@ -169,6 +186,13 @@ struct policy {
  * (cond.aid, cond.mask of OP_METHOD, rule.shape), once the conditions and
  * rules are complete. */
 void policy_eval_prepare(struct policy *p);
+
+#define POLICY_ITEXT_MAX 16
+
+/* eval.c: cond.itext[j] (see there) into out; returns its length, 0 when
+ * there is none or it does not fit. */
+size_t policy_cond_itext(const struct policy *p, const struct cond *c, uint32_t j, char *out,
+                         size_t len);
 
 /* eval.c: the value text of a leaf (for cond.vtext); returns its length. */
 size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out, size_t len);

@@ -1480,6 +1480,8 @@ static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, co
         if (x->path == NULL || x->path[0] != '/' || x->path[1] == r->gch)
             return 0;
         break;
+    case GUARD_GROUP:
+        return ev_pre_false(e, r); /* records itself */
     default:
         return 0;
     }
@@ -1584,6 +1586,8 @@ void policy_eval_prepare(struct policy *p)
         } else if (g != NULL && g->op == OP_PATH_PREFIX && g->slen > 1) {
             r->guard = GUARD_PREFIX;
             r->gch = g->str[1];
+        } else if (r->pre != UINT32_MAX) {
+            r->guard = GUARD_GROUP; /* ev_pre_false() */
         }
         r->gci = gi;
         r->shape = RULE_TREE;
@@ -1710,7 +1714,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
     for (i = 0; i < rr->ndeny; i++) {
         const struct rule *r = &p->rules[rr->deny[i]];
         int v;
-        if (ev_guard_false(e, r) || (r->pre != UINT32_MAX && ev_pre_false(e, r)))
+        if (r->guard != GUARD_NONE && ev_guard_false(e, r))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE || v == V_UNKNOWN) {
@@ -1723,7 +1727,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
         const struct rule *r = &p->rules[rr->allow[i]];
         int v;
         e->cur_rule = rr->allow[i];
-        if (ev_guard_false(e, r) || (r->pre != UINT32_MAX && ev_pre_false(e, r)))
+        if (r->guard != GUARD_NONE && ev_guard_false(e, r))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE) {
@@ -1835,7 +1839,7 @@ static enum policy_effect eval_into(struct ev *e, const struct policy *p,
 
     for (i = 0; i < rr->nmonitor; i++) {
         const struct rule *r = &p->rules[rr->monitor[i]];
-        int v = ev_guard_false(e, r) ? V_FALSE : ev_rule(e, r);
+        int v = r->guard != GUARD_NONE && ev_guard_false(e, r) ? V_FALSE : ev_rule(e, r);
         struct policy_monitor_result *m;
         if (d->nmonitor >= POLICY_MONITOR_MAX) {
             d->monitor_dropped++;

@@ -126,7 +126,8 @@ struct rule {
      * leaf's method mask, GUARD_COUNTRY a bloom filter of its codes (bit
      * code % 64), GUARD_PREFIX gch the prefix's second byte. When the test
      * says the leaf is V_FALSE, so is the rule, recorded as ev_cond() would
-     * (the leaf is the first one evaluated). */
+     * (the leaf is the first one evaluated). GUARD_GROUP: the group
+     * prefilter (pre) instead. */
     uint8_t guard;
     char gch;
     uint32_t gci; /* the guard leaf */
@@ -134,7 +135,7 @@ struct rule {
 };
 
 enum { RULE_TREE = 0, RULE_LEAF, RULE_CONJ };
-enum { GUARD_NONE = 0, GUARD_METHOD, GUARD_COUNTRY, GUARD_PREFIX };
+enum { GUARD_NONE = 0, GUARD_METHOD, GUARD_COUNTRY, GUARD_PREFIX, GUARD_GROUP };
 
 struct route_rules {
     const uint32_t *deny, *allow, *monitor, *all; /* rule indices, file order */

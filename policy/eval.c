@@ -362,6 +362,16 @@ static int method_id(const char *s)
     return m[k] == '\0' && s[k] == '\0' ? i : -1;
 }
 
+/* The request's method as e->mcode, looked up once (method not NULL). */
+static inline unsigned ev_mcode(struct ev *e)
+{
+    if (e->mcode == 0) {
+        int id = method_id(e->c->method);
+        e->mcode = (uint8_t)(id < 0 ? MCODE_OTHER : (unsigned)id + 1);
+    }
+    return e->mcode;
+}
+
 static const char *attr_get(const struct policy_ctx *c, const char *name)
 {
     size_t i;
@@ -1302,11 +1312,7 @@ static inline __attribute__((always_inline)) int leaf_quick(struct ev *e, const 
     case OP_METHOD:
         if (x->method == NULL)
             return V_UNKNOWN;
-        if (e->mcode == 0) {
-            int id = method_id(x->method);
-            e->mcode = (uint8_t)(id < 0 ? MCODE_OTHER : (unsigned)id + 1);
-        }
-        if (e->mcode != MCODE_OTHER)
+        if (ev_mcode(e) != MCODE_OTHER)
             return (int)((c->mask >> (e->mcode - 1)) & 1);
         return strs_have(c->u.strs, c->n, x->method);
     case OP_ATTR_IN:
@@ -1451,9 +1457,6 @@ static inline int ev_pre_false(struct ev *e, const struct rule *r)
     return 1;
 }
 
-/* The rule's outcome. Without explain (e->full), a leaf or an "all" of
- * leaves and negated leaves is walked in a loop: the same order, outcomes,
- * records and step-up demand as ev_cond() (depth only matters to explain). */
 /* 1 when the rule's guard leaf is certainly V_FALSE (then so is the rule),
  * recorded as the evaluation would; 0: evaluate the rule. */
 static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, const struct rule *r)
@@ -1464,11 +1467,7 @@ static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, co
     case GUARD_METHOD:
         if (x->method == NULL)
             return 0;
-        if (e->mcode == 0) {
-            int id = method_id(x->method);
-            e->mcode = (uint8_t)(id < 0 ? MCODE_OTHER : (unsigned)id + 1);
-        }
-        if (e->mcode == MCODE_OTHER || ((r->gbits >> (e->mcode - 1)) & 1))
+        if (ev_mcode(e) == MCODE_OTHER || ((r->gbits >> (e->mcode - 1)) & 1))
             return 0;
         break;
     case GUARD_COUNTRY:
@@ -1500,6 +1499,9 @@ static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, co
     return 1;
 }
 
+/* The rule's outcome. Without explain (e->full), a leaf or an "all" of
+ * leaves and negated leaves is walked in a loop: the same order, outcomes,
+ * records and step-up demand as ev_cond() (depth only matters to explain). */
 static int ev_rule(struct ev *e, const struct rule *r)
 {
     const struct policy *p = e->p;

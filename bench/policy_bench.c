@@ -14,6 +14,14 @@
  * Times batches of 64 decisions (thread CPU time); reports the median batch
  * time per decision and decisions/s over the whole run, with reasons
  * (as the proxy gets them) - every decision formats its reasons.
+ *
+ * POLICY_BENCH_APP=FILE: instead, the rules file bench/run.sh writes
+ * (write_policy_files: 1,020 rules, routes app and route0..route99) and the
+ * request the proxy decides in its whole-pipeline benchmark, every time:
+ * GET / on route app from the device bench-1 (tier identified, score 30,
+ * its inventory attributes), no identity, 127.0.0.1, country unknown.
+ * Under callgrind, the difference of two POLICY_BENCH_BATCHES runs divided
+ * by 64 times the difference of their batches is the cost of one decision.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +219,55 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* POLICY_BENCH_APP: the proxy's bench request on the bench rules. */
+static struct policy *app_setup(const char *file, struct policy_ctx *ctx)
+{
+    static struct policy_attr attrs[] = {{"platform", "linux"},
+                                         {"os_version", "12"},
+                                         {"model", "bench"},
+                                         {"managed", "true"},
+                                         {"status", "active"}};
+    static char rnames[NROUTES][16];
+    const char *routes[NROUTES + 1];
+    struct policy_compile_opts o;
+    struct policy *p;
+    char err[512];
+    size_t i;
+
+    routes[0] = "app";
+    for (i = 0; i < NROUTES; i++) {
+        snprintf(rnames[i], sizeof(rnames[i]), "route%zu", i);
+        routes[i + 1] = rnames[i];
+    }
+    memset(&o, 0, sizeof(o));
+    o.routes = routes;
+    o.nroutes = NROUTES + 1;
+    p = policy_load(file, &o, err, sizeof(err));
+    if (p == NULL) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    for (i = 0; i < NCTX; i++) {
+        struct policy_ctx *c = &ctx[i];
+        policy_ctx_init(c);
+        c->route_index = 0;
+        c->device_id = "bench-1";
+        c->device_tier = 1;
+        c->device_score = 30;
+        c->device_owner = "user0@corp.example";
+        c->device_attrs = attrs;
+        c->ndevice_attrs = sizeof(attrs) / sizeof(attrs[0]);
+        c->ip_family = AF_INET;
+        c->ip[0] = 127;
+        c->ip[3] = 1;
+        memcpy(c->country, "unknown", 8);
+        c->method = "GET";
+        c->path = "/";
+        c->now = 1779271200;
+    }
+    return p;
+}
+
 int main(void)
 {
     static const char *const methods[] = {"GET", "POST", "HEAD", "PUT"};
@@ -255,6 +312,11 @@ int main(void)
         return 1;
     }
     ctx = calloc(NCTX, sizeof(*ctx));
+    if (getenv("POLICY_BENCH_APP") != NULL) {
+        policy_unref(p);
+        p = app_setup(getenv("POLICY_BENCH_APP"), ctx);
+        goto run;
+    }
     for (i = 0; i < NCTX; i++) {
         struct policy_ctx *c = &ctx[i];
         uint32_t u = rnd(NUSERS);
@@ -284,6 +346,7 @@ int main(void)
         snprintf(paths[i], sizeof(paths[i]), rnd(2) ? "/p%u/x/y" : "/api/v1/r%u/items/9", rnd(8));
         c->path = paths[i];
     }
+run:
     /* warm up */
     for (i = 0; i < NCTX; i++)
         policy_eval(p, &ctx[i], &d);

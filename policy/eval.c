@@ -74,6 +74,9 @@ struct ev {
     uint32_t cur_rule;
     uint32_t nrec, rec_dropped;
 
+    uint32_t attr_done; /* bit a: attr_val[a] holds the lookup of slot a */
+    uint8_t mcode;      /* request method: 0 not looked up, 1 + method_id(), MCODE_OTHER */
+
     /* Not cleared by ev_init() (large): valid per the flags/indexes above. */
     struct {
         uint32_t idx; /* zone index + 1, 0: empty */
@@ -81,6 +84,7 @@ struct ev {
         struct tz_local l;
     } tzc[4]; /* local time per zone, computed once per request */
     uint64_t gset[POLICY_GROUPSET_MAX / 64];
+    const char *attr_val[POLICY_ATTR_SLOTS]; /* attribute value or NULL (missing) */
     struct {
         uint32_t rule, cond;
         uint8_t neg, stepok, val;
@@ -215,7 +219,12 @@ static int bsearch_str(const char *const *v, uint32_t n, const char *s, int fold
 
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        int r = fold ? strcasecmp(s, v[mid]) : strcmp(s, v[mid]);
+        /* Exact: the first bytes decide most comparisons with no call
+         * (strcmp compares bytes as unsigned char too). */
+        int r = fold ? strcasecmp(s, v[mid])
+                : (unsigned char)s[0] != (unsigned char)v[mid][0]
+                    ? (int)(unsigned char)s[0] - (int)(unsigned char)v[mid][0]
+                    : strcmp(s, v[mid]);
         if (r == 0)
             return 1;
         if (r < 0)
@@ -224,6 +233,32 @@ static int bsearch_str(const char *const *v, uint32_t n, const char *s, int fold
             lo = mid + 1;
     }
     return 0;
+}
+
+/* Index of s in the sorted v (exact), -1 when absent. */
+static int64_t bsearch_idx(const char *const *v, uint32_t n, const char *s)
+{
+    uint32_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(s, v[mid]);
+        if (r == 0)
+            return mid;
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* bsearch_str() exact, with the common one-element list inline. */
+static inline int strs_have(const char *const *v, uint32_t n, const char *s)
+{
+    if (n == 1)
+        return s[0] == v[0][0] && strcmp(s, v[0]) == 0;
+    return bsearch_str(v, n, s, 0);
 }
 
 /* Sorted id array membership: a short scan for the usual handful of groups. */
@@ -282,6 +317,61 @@ static int in_group(struct ev *e, uint32_t pg)
     return id != UINT32_MAX && ids_contain(c->groups, c->ngroups, id);
 }
 
+/* The standard methods, compared as ids: a method condition's list becomes
+ * a bit mask (cond.mask) and the request's method is looked up once. */
+static const char *const std_methods[] = {"GET",   "HEAD",    "POST",    "PUT",  "DELETE",
+                                          "PATCH", "OPTIONS", "CONNECT", "TRACE"};
+#define NSTD_METHODS (sizeof(std_methods) / sizeof(std_methods[0]))
+#define MCODE_OTHER (NSTD_METHODS + 1)
+
+/* Index of s in std_methods (exact, case-sensitive), -1 for any other. */
+static int method_id(const char *s)
+{
+    const char *m;
+    size_t k;
+    int i;
+
+    switch (s[0]) {
+    case 'G':
+        i = 0;
+        break;
+    case 'H':
+        i = 1;
+        break;
+    case 'P':
+        i = s[1] == 'O' ? 2 : s[1] == 'U' ? 3 : 5;
+        break;
+    case 'D':
+        i = 4;
+        break;
+    case 'O':
+        i = 6;
+        break;
+    case 'C':
+        i = 7;
+        break;
+    case 'T':
+        i = 8;
+        break;
+    default:
+        return -1;
+    }
+    m = std_methods[i];
+    for (k = 0; m[k] != '\0' && m[k] == s[k]; k++)
+        ;
+    return m[k] == '\0' && s[k] == '\0' ? i : -1;
+}
+
+/* The request's method as e->mcode, looked up once (method not NULL). */
+static inline unsigned ev_mcode(struct ev *e)
+{
+    if (e->mcode == 0) {
+        int id = method_id(e->c->method);
+        e->mcode = (uint8_t)(id < 0 ? MCODE_OTHER : (unsigned)id + 1);
+    }
+    return e->mcode;
+}
+
 static const char *attr_get(const struct policy_ctx *c, const char *name)
 {
     size_t i;
@@ -295,6 +385,32 @@ static const char *attr_get(const struct policy_ctx *c, const char *name)
             return c->device_attrs[i].value;
     }
     return NULL;
+}
+
+/* attr_get() once per request and attribute name (slot c->aid). */
+static inline const char *attr_cached(struct ev *e, const struct cond *c)
+{
+    const char *v;
+
+    if (c->aid >= POLICY_ATTR_SLOTS)
+        return attr_get(e->c, c->name);
+    if (e->attr_done & (1u << c->aid))
+        return e->attr_val[c->aid];
+    v = attr_get(e->c, c->name);
+    e->attr_val[c->aid] = v;
+    e->attr_done |= 1u << c->aid;
+    return v;
+}
+
+/* s equals "true" (is 1) or "false" (is 0), without a call. */
+static inline int str_is_bool(const char *s, int64_t is)
+{
+    const char *t = is ? "true" : "false";
+    size_t k;
+
+    for (k = 0; t[k] != '\0' && t[k] == s[k]; k++)
+        ;
+    return t[k] == '\0' && s[k] == '\0';
 }
 
 static int cidr_match(const struct cidr *r, int fam, const uint8_t *ip)
@@ -390,6 +506,8 @@ static int path_under(const char *path, const char *prefix, size_t plen)
 {
     if (plen == 1)
         return path[0] == '/';
+    if (path[1] != prefix[1]) /* both start with '/'; most prefixes differ next */
+        return 0;
     return strncmp(path, prefix, plen) == 0 && (path[plen] == '\0' || path[plen] == '/');
 }
 
@@ -686,12 +804,63 @@ size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out
     return f.n;
 }
 
+COLD static void r_attr(struct ev *e, int v, const struct cond *c, const char *val);
+
+/* A reason formatted at compile time by the same code as at evaluation. */
+struct capture {
+    char *out;
+    size_t len, n;
+};
+
+static void sink_capture(struct ev *e, int val, const char *text, size_t len)
+{
+    struct capture *k = e->arg;
+
+    (void)val;
+    k->n = 0;
+    if (len < k->len) {
+        memcpy(k->out, text, len);
+        k->out[len] = '\0';
+        k->n = len;
+    }
+}
+
+size_t policy_cond_itext(const struct policy *p, const struct cond *c, uint32_t j, char *out,
+                         size_t len)
+{
+    struct capture k = {out, len, 0};
+    struct ev e;
+
+    if ((c->op != OP_METHOD && c->op != OP_ATTR_IN) || c->vtext == NULL || j >= c->n)
+        return 0;
+    memset(&e, 0, offsetof(struct ev, tzc));
+    e.p = p;
+    e.emit = sink_capture;
+    e.arg = &k;
+    /* The request's value is the list's value j: the text is r_*()'s. */
+    if (c->op == OP_METHOD)
+        r_strset(&e, V_TRUE, "method", c->u.strs[j], c);
+    else
+        r_attr(&e, V_TRUE, c, c->u.strs[j]);
+    return k.n;
+}
+
 size_t policy_cond_rtext(const struct policy *p, const struct cond *c, int val, char *out,
                          size_t len)
 {
     struct fb f;
 
-    (void)p;
+    if (c->op == OP_ATTR_IS && val == V_TRUE && c->vtext != NULL) {
+        /* holds only with the value "true"/"false" itself */
+        struct capture k = {out, len, 0};
+        struct ev e;
+        memset(&e, 0, offsetof(struct ev, tzc));
+        e.p = p;
+        e.emit = sink_capture;
+        e.arg = &k;
+        r_attr(&e, V_TRUE, c, c->num ? "true" : "false");
+        return k.n;
+    }
     if ((c->op != OP_GROUP_ANY && c->op != OP_GROUP_ALL) || c->vtext == NULL)
         return 0;
     f.n = 0;
@@ -939,16 +1108,26 @@ static int ev_leaf(struct ev *e, const struct cond *c)
         const char *val;
         if (x->device_stale)
             return ev_device_stale(e, "device_attr");
-        val = attr_get(x, c->name);
+        val = attr_cached(e, c);
         if (val == NULL) {
             if (e->emit != NULL)
                 r_attr(e, V_FALSE, c, NULL);
             return V_FALSE;
         }
-        if (c->op == OP_ATTR_IS)
+        if (c->op == OP_ATTR_IS) {
             v = strcmp(val, c->num ? "true" : "false") == 0;
-        else
-            v = bsearch_str(c->u.strs, c->n, val, 0);
+            if (e->emit != NULL && v == V_TRUE && c->rtext[V_TRUE] != NULL) {
+                e->emit(e, v, c->rtext[V_TRUE], c->rlen[V_TRUE]);
+                return v;
+            }
+        } else {
+            which = bsearch_idx(c->u.strs, c->n, val);
+            v = which >= 0;
+            if (e->emit != NULL && v == V_TRUE && c->itext != NULL) {
+                e->emit(e, v, c->itext[which], c->ilen[which]);
+                return v;
+            }
+        }
         if (e->emit != NULL)
             r_attr(e, v, c, val);
         return v;
@@ -1020,7 +1199,12 @@ static int ev_leaf(struct ev *e, const struct cond *c)
                 r_missing(e, V_UNKNOWN, "method", "unknown");
             return V_UNKNOWN;
         }
-        v = bsearch_str(c->u.strs, c->n, x->method, 0);
+        which = bsearch_idx(c->u.strs, c->n, x->method);
+        v = which >= 0;
+        if (e->emit != NULL && v == V_TRUE && c->itext != NULL) {
+            e->emit(e, v, c->itext[which], c->ilen[which]);
+            return v;
+        }
         if (e->emit != NULL)
             r_strset(e, v, "method", x->method, c);
         return v;
@@ -1075,13 +1259,15 @@ static void emit_struct(struct ev *e, const char *what)
 /* The silent evaluation of the cheapest, most common leaves, without the
  * call into ev_leaf(): the same outcomes as ev_leaf() with no sink. -1: not
  * handled here. */
-static inline int leaf_quick(struct ev *e, const struct cond *c)
+static inline __attribute__((always_inline)) int leaf_quick(struct ev *e, const struct cond *c)
 {
     const struct policy_ctx *x = e->c;
     uint32_t i;
 
     switch (c->op) {
     case OP_GROUP_ANY:
+        if (!x->identity && c->n > 0)
+            return V_UNKNOWN; /* in_group() of the first group */
         if (!e->gfast)
             return -1;
         if (!e->gset_ready)
@@ -1123,9 +1309,57 @@ static inline int leaf_quick(struct ev *e, const struct cond *c)
         if (x->path == NULL || x->path[0] != '/')
             return V_UNKNOWN;
         return path_under(x->path, c->str, c->slen);
+    case OP_METHOD:
+        if (x->method == NULL)
+            return V_UNKNOWN;
+        if (ev_mcode(e) != MCODE_OTHER)
+            return (int)((c->mask >> (e->mcode - 1)) & 1);
+        return strs_have(c->u.strs, c->n, x->method);
+    case OP_ATTR_IN:
+    case OP_ATTR_IS: {
+        const char *val;
+        if (x->device_stale)
+            return V_UNKNOWN;
+        val = attr_cached(e, c);
+        if (val == NULL)
+            return V_FALSE;
+        if (c->op == OP_ATTR_IS)
+            return str_is_bool(val, c->num);
+        return strs_have(c->u.strs, c->n, val);
+    }
+    case OP_GROUP_ALL:
+        if (!x->identity && c->n > 0)
+            return V_UNKNOWN; /* in_group() of the first group */
+        return -1;
     default:
         return -1;
     }
+}
+
+/* A leaf: evaluate it (quickly when silent) and record it while deciding. */
+static inline __attribute__((always_inline)) int ev_lit(struct ev *e, uint32_t ci,
+                                                        const struct cond *c)
+{
+    int v;
+
+    if (e->emit != NULL || (v = leaf_quick(e, c)) < 0)
+        v = ev_leaf(e, c);
+    if (e->recording) {
+        int eff = e->neg ? flip(v) : v;
+        if (eff == V_FALSE || eff == V_UNKNOWN) {
+            if (e->nrec < POLICY_REASONS_MAX) {
+                e->rec[e->nrec].rule = e->cur_rule;
+                e->rec[e->nrec].cond = ci;
+                e->rec[e->nrec].neg = (uint8_t)e->neg;
+                e->rec[e->nrec].stepok = (uint8_t)e->stepok;
+                e->rec[e->nrec].val = (uint8_t)v;
+                e->nrec++;
+            } else {
+                e->rec_dropped++;
+            }
+        }
+    }
+    return v;
 }
 
 static int ev_cond(struct ev *e, uint32_t ci)
@@ -1178,24 +1412,7 @@ static int ev_cond(struct ev *e, uint32_t ci)
         e->depth--;
         return v == V_STEP ? V_FALSE : flip(v);
     default:
-        if (e->emit != NULL || (v = leaf_quick(e, c)) < 0)
-            v = ev_leaf(e, c);
-        if (e->recording) {
-            int eff = e->neg ? flip(v) : v;
-            if (eff == V_FALSE || eff == V_UNKNOWN) {
-                if (e->nrec < POLICY_REASONS_MAX) {
-                    e->rec[e->nrec].rule = e->cur_rule;
-                    e->rec[e->nrec].cond = ci;
-                    e->rec[e->nrec].neg = (uint8_t)e->neg;
-                    e->rec[e->nrec].stepok = (uint8_t)e->stepok;
-                    e->rec[e->nrec].val = (uint8_t)v;
-                    e->nrec++;
-                } else {
-                    e->rec_dropped++;
-                }
-            }
-        }
-        return v;
+        return ev_lit(e, ci, c);
     }
 }
 
@@ -1240,14 +1457,155 @@ static inline int ev_pre_false(struct ev *e, const struct rule *r)
     return 1;
 }
 
+/* 1 when the rule's guard leaf is certainly V_FALSE (then so is the rule),
+ * recorded as the evaluation would; 0: evaluate the rule. */
+static inline __attribute__((always_inline)) int ev_guard_false(struct ev *e, const struct rule *r)
+{
+    const struct policy_ctx *x = e->c;
+
+    switch (r->guard) {
+    case GUARD_METHOD:
+        if (x->method == NULL)
+            return 0;
+        if (ev_mcode(e) == MCODE_OTHER || ((r->gbits >> (e->mcode - 1)) & 1))
+            return 0;
+        break;
+    case GUARD_COUNTRY:
+        if (e->ccode < 0 || ((r->gbits >> (e->ccode % 64)) & 1))
+            return 0;
+        break;
+    case GUARD_PREFIX:
+        /* path_under(): both start with '/', the prefix is longer */
+        if (x->path == NULL || x->path[0] != '/' || x->path[1] == r->gch)
+            return 0;
+        break;
+    case GUARD_GROUP:
+        return ev_pre_false(e, r); /* records itself */
+    default:
+        return 0;
+    }
+    if (e->recording) {
+        if (e->nrec < POLICY_REASONS_MAX) {
+            e->rec[e->nrec].rule = e->cur_rule;
+            e->rec[e->nrec].cond = r->gci;
+            e->rec[e->nrec].neg = 0;
+            e->rec[e->nrec].stepok = r->effect == POLICY_ALLOW;
+            e->rec[e->nrec].val = V_FALSE;
+            e->nrec++;
+        } else {
+            e->rec_dropped++;
+        }
+    }
+    return 1;
+}
+
+/* The rule's outcome. Without explain (e->full), a leaf or an "all" of
+ * leaves and negated leaves is walked in a loop: the same order, outcomes,
+ * records and step-up demand as ev_cond() (depth only matters to explain). */
 static int ev_rule(struct ev *e, const struct rule *r)
 {
+    const struct policy *p = e->p;
+    const struct cond *c;
+    const uint32_t *k;
+    uint32_t i;
+    int v;
+
     e->stepok = r->effect == POLICY_ALLOW;
     e->neg = 0;
     e->depth = 0;
     e->su_age = -1;
     e->su_mfa = 0;
-    return ev_cond(e, r->root);
+    if (r->shape == RULE_TREE || e->full)
+        return ev_cond(e, r->root);
+    c = &p->conds[r->root];
+    if (r->shape == RULE_LEAF)
+        return ev_lit(e, r->root, c);
+    k = p->kids + c->first;
+    v = V_TRUE;
+    for (i = 0; i < c->n && v != V_FALSE; i++) {
+        const struct cond *kc = &p->conds[k[i]];
+        int w;
+        if (kc->op == OP_NOT) {
+            uint32_t ki = p->kids[kc->first];
+            e->neg = 1;
+            w = ev_lit(e, ki, &p->conds[ki]);
+            e->neg = 0;
+            w = w == V_STEP ? V_FALSE : flip(w);
+        } else {
+            w = ev_lit(e, k[i], kc);
+        }
+        v = v_and(v, w);
+    }
+    if (v == V_FALSE || v == V_UNKNOWN) {
+        e->su_age = -1; /* a dead branch demands nothing */
+        e->su_mfa = 0;
+    }
+    return v;
+}
+
+void policy_eval_prepare(struct policy *p)
+{
+    const char *names[POLICY_ATTR_SLOTS];
+    uint32_t nnames = 0, a, j;
+    size_t i;
+
+    for (i = 0; i < p->nconds; i++) {
+        struct cond *c = &p->conds[i];
+        if (c->op == OP_METHOD) {
+            c->mask = 0;
+            for (j = 0; j < c->n; j++) {
+                int id = method_id(c->u.strs[j]);
+                if (id >= 0)
+                    c->mask |= 1ull << id;
+            }
+        } else if (c->op == OP_ATTR_IN || c->op == OP_ATTR_IS) {
+            for (a = 0; a < nnames && strcmp(names[a], c->name) != 0; a++)
+                ;
+            if (a == nnames && nnames < POLICY_ATTR_SLOTS)
+                names[nnames++] = c->name;
+            c->aid = (uint16_t)a; /* POLICY_ATTR_SLOTS when the slots ran out */
+        }
+    }
+    for (i = 0; i < p->nrules; i++) {
+        struct rule *r = &p->rules[i];
+        const struct cond *c = &p->conds[r->root];
+        uint32_t gi = UINT32_MAX;
+        const struct cond *g;
+        if (c->op >= OP_USER)
+            gi = r->root;
+        else if (c->op == OP_ALL && c->n > 0)
+            gi = p->kids[c->first];
+        g = gi != UINT32_MAX ? &p->conds[gi] : NULL;
+        r->guard = GUARD_NONE;
+        if (g != NULL && g->op == OP_METHOD) {
+            r->guard = GUARD_METHOD;
+            r->gbits = g->mask;
+        } else if (g != NULL && g->op == OP_COUNTRY) {
+            r->guard = GUARD_COUNTRY;
+            r->gbits = 0;
+            for (j = 0; j < g->n; j++)
+                r->gbits |= 1ull << (g->u.countries[j] % 64);
+        } else if (g != NULL && g->op == OP_PATH_PREFIX && g->slen > 1) {
+            r->guard = GUARD_PREFIX;
+            r->gch = g->str[1];
+        } else if (r->pre != UINT32_MAX) {
+            r->guard = GUARD_GROUP; /* ev_pre_false() */
+        }
+        r->gci = gi;
+        r->shape = RULE_TREE;
+        if (c->op >= OP_USER) {
+            r->shape = RULE_LEAF;
+        } else if (c->op == OP_ALL) {
+            r->shape = RULE_CONJ;
+            for (j = 0; j < c->n; j++) {
+                const struct cond *kc = &p->conds[p->kids[c->first + j]];
+                if (kc->op == OP_NOT)
+                    kc = &p->conds[p->kids[kc->first]];
+                if (kc->op < OP_USER)
+                    r->shape = RULE_TREE;
+            }
+        }
+    }
 }
 
 static void ev_init(struct ev *e, const struct policy *p, const struct policy_ctx *c)
@@ -1358,7 +1716,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
     for (i = 0; i < rr->ndeny; i++) {
         const struct rule *r = &p->rules[rr->deny[i]];
         int v;
-        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+        if (r->guard != GUARD_NONE && ev_guard_false(e, r))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE || v == V_UNKNOWN) {
@@ -1371,7 +1729,7 @@ static void decide(struct ev *e, const struct route_rules *rr, struct outcome *o
         const struct rule *r = &p->rules[rr->allow[i]];
         int v;
         e->cur_rule = rr->allow[i];
-        if (r->pre != UINT32_MAX && ev_pre_false(e, r))
+        if (r->guard != GUARD_NONE && ev_guard_false(e, r))
             continue;
         v = ev_rule(e, r);
         if (v == V_TRUE) {
@@ -1483,7 +1841,7 @@ static enum policy_effect eval_into(struct ev *e, const struct policy *p,
 
     for (i = 0; i < rr->nmonitor; i++) {
         const struct rule *r = &p->rules[rr->monitor[i]];
-        int v = ev_rule(e, r);
+        int v = r->guard != GUARD_NONE && ev_guard_false(e, r) ? V_FALSE : ev_rule(e, r);
         struct policy_monitor_result *m;
         if (d->nmonitor >= POLICY_MONITOR_MAX) {
             d->monitor_dropped++;

@@ -82,6 +82,15 @@ struct cond {
     const char *ptext[2];
     uint16_t plen[2];
     size_t slen;
+    /* Filled by policy_eval_prepare(): OP_ATTR_*: the attribute name's slot
+     * in the per-request lookup cache (POLICY_ATTR_SLOTS: not cached). OP_METHOD:
+     * mask holds bit i for each of the standard methods (eval.c) listed. */
+    uint16_t aid;
+    /* OP_METHOD, OP_ATTR_IN with at most POLICY_ITEXT_MAX values: the whole
+     * reason for V_TRUE when the request's value is u.strs[j] (itext[j],
+     * ilen[j]), formatted at compile time; else NULL. */
+    const char *const *itext;
+    const uint16_t *ilen;
     union {
         const char *const *strs;
         const uint32_t *groups;
@@ -107,7 +116,26 @@ struct rule {
     uint16_t pre_g[4]; /* its policy group ids when at most 4, else npre_g 0 */
     uint8_t npre_g;
     uint16_t idlen; /* strlen(id) */
+    /* Shape for the non-recursive evaluation (policy_eval_prepare()):
+     * RULE_TREE any; RULE_LEAF the root is a leaf; RULE_CONJ the root is an
+     * "all" of leaves and "not"s of leaves. */
+    uint8_t shape;
+    /* Guard (policy_eval_prepare()): a method, country or path prefix leaf
+     * the rule cannot match without - the root or the first child of a root
+     * "all" - tested first with no dispatch: GUARD_METHOD gbits is the
+     * leaf's method mask, GUARD_COUNTRY a bloom filter of its codes (bit
+     * code % 64), GUARD_PREFIX gch the prefix's second byte. When the test
+     * says the leaf is V_FALSE, so is the rule, recorded as ev_cond() would
+     * (the leaf is the first one evaluated). GUARD_GROUP: the group
+     * prefilter (pre) instead. */
+    uint8_t guard;
+    char gch;
+    uint32_t gci; /* the guard leaf */
+    uint64_t gbits;
 };
+
+enum { RULE_TREE = 0, RULE_LEAF, RULE_CONJ };
+enum { GUARD_NONE = 0, GUARD_METHOD, GUARD_COUNTRY, GUARD_PREFIX, GUARD_GROUP };
 
 struct route_rules {
     const uint32_t *deny, *allow, *monitor, *all; /* rule indices, file order */
@@ -115,6 +143,9 @@ struct route_rules {
     const uint32_t *groups; /* policy group ids named by the rules in all, ascending */
     uint32_t ngroups;
 };
+
+/* Device attribute names whose lookups are cached per request. */
+#define POLICY_ATTR_SLOTS 32
 
 /* Up to this many groups named in the rules, evaluation against the bound
  * directory builds a per-request bitset of the user's groups. */
@@ -151,6 +182,18 @@ struct policy {
     struct tz **tzs;
     size_t ntzs;
 };
+
+/* eval.c: the per-condition and per-rule data of the fast evaluation
+ * (cond.aid, cond.mask of OP_METHOD, rule.shape), once the conditions and
+ * rules are complete. */
+void policy_eval_prepare(struct policy *p);
+
+#define POLICY_ITEXT_MAX 16
+
+/* eval.c: cond.itext[j] (see there) into out; returns its length, 0 when
+ * there is none or it does not fit. */
+size_t policy_cond_itext(const struct policy *p, const struct cond *c, uint32_t j, char *out,
+                         size_t len);
 
 /* eval.c: the value text of a leaf (for cond.vtext); returns its length. */
 size_t policy_cond_vtext(const struct policy *p, const struct cond *c, char *out, size_t len);

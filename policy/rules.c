@@ -1937,6 +1937,31 @@ struct policy *policy_compile(const char *text, size_t len, const struct policy_
             }
         }
     }
+    for (i = 0; i < p->nconds; i++) {
+        struct cond *c = &p->conds[i];
+        const char **it;
+        uint16_t *il;
+        char vt[256];
+        uint32_t j;
+        if ((c->op != OP_METHOD && c->op != OP_ATTR_IN) || c->n > POLICY_ITEXT_MAX)
+            continue;
+        it = arena_alloc(p, c->n * sizeof(*it));
+        il = arena_alloc(p, c->n * sizeof(*il));
+        if (it == NULL || il == NULL) {
+            cfail(&cc, "out of memory");
+            goto err;
+        }
+        for (j = 0; j < c->n; j++) {
+            size_t l = policy_cond_itext(p, c, j, vt, sizeof(vt));
+            if (l == 0 || l >= sizeof(vt) || (it[j] = arena_strdup(p, vt, l)) == NULL)
+                break;
+            il[j] = (uint16_t)l;
+        }
+        if (j == c->n) {
+            c->itext = it;
+            c->ilen = il;
+        }
+    }
     for (i = 0; i < p->nrules; i++) {
         struct rule *ru = &p->rules[i];
         const struct cond *rc = &p->conds[ru->root];
@@ -1959,6 +1984,7 @@ struct policy *policy_compile(const char *text, size_t len, const struct policy_
     }
     if (build_routes(&cc, rroutes, nrr) == -1)
         goto err;
+    policy_eval_prepare(p);
     atomic_init(&p->refs, 1);
     goto out;
 err:

@@ -229,9 +229,13 @@ static inline int ac_plain8(const unsigned char *p)
             high) == 0;
 }
 
+/* Bit c set: byte c goes into a JSON string as it is (printable ASCII but
+ * '"' (0x22) and '\\' (0x5c)). */
+static const uint64_t ac_plain_bits[4] = {0xfffffffb00000000u, 0x7fffffffefffffffu, 0, 0};
+
 static inline int ac_plain(unsigned char c)
 {
-    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+    return (int)(ac_plain_bits[c >> 6] >> (c & 63) & 1);
 }
 
 /* s[0..len) as the inside of a JSON string, exactly as the worker escaped
@@ -247,8 +251,13 @@ static void ac_escape(struct sbuf *b, const char *s, size_t len)
     while (i < len) {
         unsigned char c;
 
+        /* The common case: a run of printable ASCII that needs nothing. */
         while (i + 8 <= len && ac_plain8(u + i))
             i += 8;
+        /* The last 0-7 bytes: the 8 ending at len (overlapping what was
+         * checked already) when the string is that long. */
+        if (i < len && i + 8 > len && len >= 8 && ac_plain8(u + len - 8))
+            i = len;
         while (i < len && ac_plain(u[i]))
             i++;
         if (i == len)
@@ -284,13 +293,16 @@ static int ac_time(struct sbuf *b, int64_t sec, uint32_t nsec)
     if (sec != last_sec) {
         struct tm tm;
         time_t t = (time_t)sec;
+        char text[sizeof(last_text)];
         size_t n;
 
         if ((int64_t)t != sec || gmtime_r(&t, &tm) == NULL)
             return -1;
-        n = strftime(last_text, sizeof(last_text), "%Y-%m-%dT%H:%M:%S", &tm);
+        /* Into text first: a failed strftime() leaves part of a text. */
+        n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
         if (n == 0)
             return -1;
+        memcpy(last_text, text, n);
         last_len = n;
         last_sec = sec;
     }
@@ -420,6 +432,22 @@ static size_t ac_resync(struct evbuffer *in)
  * size (one evbuffer_add() per piece instead of one per line). */
 #define AC_STAGE 65536
 
+/* Format rec[0..len) (its header checked) into sb: one more line, or one
+ * more bad record and nothing added. */
+static void ac_format_one(const unsigned char *rec, size_t len, struct sbuf *sb, size_t *n,
+                          uint64_t *nbad)
+{
+    size_t mark = sb->len;
+
+    if (rec != NULL && ac_format_rec(rec, len, sb) == 0 && !sb->failed) {
+        (*n)++;
+    } else {
+        (*nbad)++;
+        sb->len = mark; /* not a byte of it */
+        sb->failed = 0;
+    }
+}
+
 size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad)
 {
     char stage[AC_STAGE];
@@ -432,8 +460,32 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
         unsigned char h[AC_REC_HDR];
         struct evbuffer_iovec v;
         const unsigned char *rec;
-        size_t len = 0, mark;
+        size_t len = 0, off = 0;
 
+        /* Every whole record in the first chunk where it lies, with no
+         * call into libevent per record. */
+        if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1) {
+            const unsigned char *p = v.iov_base;
+
+            while (v.iov_len - off >= AC_REC_HDR) {
+                len = ac_hdr_len(p + off);
+                if (len == 0 || len > v.iov_len - off)
+                    break;
+                ac_format_one(p + off, len, &sb, &n, &nbad);
+                off += len;
+                if (sb.len >= AC_STAGE - 1024) {
+                    evbuffer_add(out, sb.p, sb.len);
+                    sbuf_free(&sb);
+                    sbuf_init(&sb, stage, sizeof(stage));
+                }
+            }
+        }
+        if (off > 0) {
+            evbuffer_drain(in, off);
+            continue;
+        }
+        /* A record across chunks, or bytes that are none. */
+        len = 0;
         if (evbuffer_copyout(in, h, AC_REC_HDR) == AC_REC_HDR)
             len = ac_hdr_len(h);
         if (len == 0 || len > evbuffer_get_length(in)) {
@@ -442,19 +494,8 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
             evbuffer_drain(in, ac_resync(in));
             continue;
         }
-        /* Where it lies when it is in the first chunk, else made contiguous. */
-        if (evbuffer_peek(in, (ev_ssize_t)len, NULL, &v, 1) >= 1 && v.iov_len >= len)
-            rec = v.iov_base;
-        else
-            rec = evbuffer_pullup(in, (ev_ssize_t)len);
-        mark = sb.len;
-        if (rec != NULL && ac_format_rec(rec, len, &sb) == 0 && !sb.failed) {
-            n++;
-        } else {
-            nbad++;
-            sb.len = mark; /* not a byte of it */
-            sb.failed = 0;
-        }
+        rec = evbuffer_pullup(in, (ev_ssize_t)len);
+        ac_format_one(rec, len, &sb, &n, &nbad);
         evbuffer_drain(in, len);
         if (sb.len >= AC_STAGE - 1024) {
             evbuffer_add(out, sb.p, sb.len);

@@ -522,6 +522,22 @@ static void test_malformed(void **state)
         free(s);
     }
 
+    /* A time with no text (the year too long): bad, and the text of the
+     * second before stays right for the next record. */
+    memcpy(m, r, len);
+    {
+        int64_t far = INT64_C(1) << 52;
+
+        memcpy(m + REC_HDR, &far, 8);
+    }
+    s = format_bytes(m, len, &n, &bad);
+    assert_int_equal(n, 0);
+    assert_int_equal(bad, 1);
+    free(s);
+    s = format_bytes(r, len, &n, &bad);
+    assert_string_equal(s, good);
+    free(s);
+
     /* Cut short at every length: no line, one bad. */
     for (i = 1; i < len; i++) {
         s = format_bytes(r, i, &n, &bad);

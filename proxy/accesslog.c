@@ -238,15 +238,39 @@ static inline int ac_plain(unsigned char c)
     return (int)(ac_plain_bits[c >> 6] >> (c & 63) & 1);
 }
 
-/* s[0..len) as the inside of a JSON string, exactly as the worker escaped
- * it before (sbuf_json()): '"' and '\\' with a backslash, every other byte
- * below 0x20 or from 0x7f up as \u00XX. So the line never holds a raw
- * newline, whatever the bytes. */
-static void ac_escape(struct sbuf *b, const char *s, size_t len)
+/*
+ * The formatter writes through a plain pointer into a buffer that has room
+ * for the longest line the record can make (AC_LINE_MAX(): every string
+ * byte escaped to six, every number at 20 digits), checked once per record
+ * instead of at every piece of the line.
+ */
+#define AC_LINE_FIXED 512 /* the members' names, punctuation, time and numbers */
+#define AC_LINE_MAX(reclen) (AC_LINE_FIXED + 6 * ((reclen)-AC_REC_FIXED))
+
+/* A string literal at o; o moves past it. */
+#define AC_LIT(o, lit) ((o) = (char *)memcpy((o), (lit), sizeof(lit) - 1) + sizeof(lit) - 1)
+
+static inline char *ac_u64(char *o, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    memcpy(o, tmp + i, sizeof(tmp) - i);
+    return o + sizeof(tmp) - i;
+}
+
+/* s[0..len) as the inside of a JSON string at o (room for 6 * len bytes),
+ * exactly as the worker escaped it before (sbuf_json()): '"' and '\\' with
+ * a backslash, every other byte below 0x20 or from 0x7f up as \u00XX. So
+ * the line never holds a raw newline, whatever the bytes. Returns the end. */
+static char *ac_escape(char *o, const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, start = 0;
-    char esc[6] = {'\\', 'u', '0', '0', 0, 0};
 
     while (i < len) {
         unsigned char c;
@@ -263,32 +287,36 @@ static void ac_escape(struct sbuf *b, const char *s, size_t len)
         if (i == len)
             break;
         c = u[i];
-        if (i > start)
-            sbuf_add(b, s + start, i - start);
+        memcpy(o, s + start, i - start);
+        o += i - start;
+        o[0] = '\\';
         if (c == '"' || c == '\\') {
-            char q[2] = {'\\', (char)c};
-            sbuf_add(b, q, 2);
+            o[1] = (char)c;
+            o += 2;
         } else {
-            esc[4] = ac_hex[c >> 4];
-            esc[5] = ac_hex[c & 15];
-            sbuf_add(b, esc, 6);
+            o[1] = 'u';
+            o[2] = '0';
+            o[3] = '0';
+            o[4] = ac_hex[c >> 4];
+            o[5] = ac_hex[c & 15];
+            o += 6;
         }
         i++;
         start = i;
     }
-    if (len > start)
-        sbuf_add(b, s + start, len - start);
+    memcpy(o, s + start, len - start);
+    return o + (len - start);
 }
 
-/* "2026-11-28T10:31:33.036Z" for sec, nsec (nsec < 1e9): the worker's old
- * strftime() text, kept per thread for the second it shows. -1 when the
- * time has no such text (gmtime_r() fails, or the year is too long). */
-static int ac_time(struct sbuf *b, int64_t sec, uint32_t nsec)
+/* "2026-11-28T10:31:33.036Z" for sec, nsec (nsec < 1e9) at o: the worker's
+ * old strftime() text, kept per thread for the second it shows. Returns
+ * the end, or NULL when the time has no such text (gmtime_r() fails, or
+ * the year is too long). */
+static char *ac_time(char *o, int64_t sec, uint32_t nsec)
 {
     static __thread int64_t last_sec = INT64_MIN;
     static __thread char last_text[24];
     static __thread size_t last_len;
-    char ms[5];
 
     if (sec != last_sec) {
         struct tm tm;
@@ -297,94 +325,98 @@ static int ac_time(struct sbuf *b, int64_t sec, uint32_t nsec)
         size_t n;
 
         if ((int64_t)t != sec || gmtime_r(&t, &tm) == NULL)
-            return -1;
+            return NULL;
         /* Into text first: a failed strftime() leaves part of a text. */
         n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
         if (n == 0)
-            return -1;
+            return NULL;
         memcpy(last_text, text, n);
         last_len = n;
         last_sec = sec;
     }
-    sbuf_add(b, last_text, last_len);
-    ms[0] = '.';
-    ms[1] = (char)('0' + nsec / 100000000);
-    ms[2] = (char)('0' + nsec / 10000000 % 10);
-    ms[3] = (char)('0' + nsec / 1000000 % 10);
-    ms[4] = 'Z';
-    sbuf_add(b, ms, 5);
-    return 0;
+    memcpy(o, last_text, last_len);
+    o += last_len;
+    o[0] = '.';
+    o[1] = (char)('0' + nsec / 100000000);
+    o[2] = (char)('0' + nsec / 10000000 % 10);
+    o[3] = (char)('0' + nsec / 1000000 % 10);
+    o[4] = 'Z';
+    return o + 5;
 }
 
-/* The line of one record (rec[0..len), its header checked by ac_hdr_len())
- * appended to b: 0, or -1 when the record is malformed (b then holds part
- * of a line after what it held before). */
-static int ac_format_rec(const unsigned char *rec, size_t len, struct sbuf *b)
+/* Check the numbers of a record (rec[0..len), its header checked by
+ * ac_hdr_len()) into *f: 0, or -1 when the record is malformed. */
+static int ac_check(const unsigned char *rec, size_t len, struct ac_rec *f)
 {
-    struct ac_rec f;
-    const char *s = (const char *)rec + AC_REC_FIXED;
     size_t i, want = AC_REC_FIXED;
 
-    memcpy(&f, rec + AC_REC_HDR, sizeof(f));
-    if (f.ts_nsec >= 1000000000u || (f.flags & ~(AC_F_RESUMED | AC_F_ERROR)) != 0 ||
-        f.zero[0] != 0 || f.zero[1] != 0 || f.zero[2] != 0 || f.path_len > ACCESSLOG_PATH_MAX ||
-        f.error_len > ACCESSLOG_ERROR_MAX || (!(f.flags & AC_F_ERROR) && f.error_len != 0))
+    memcpy(f, rec + AC_REC_HDR, sizeof(*f));
+    if (f->ts_nsec >= 1000000000u || (f->flags & ~(AC_F_RESUMED | AC_F_ERROR)) != 0 ||
+        f->zero[0] != 0 || f->zero[1] != 0 || f->zero[2] != 0 || f->path_len > ACCESSLOG_PATH_MAX ||
+        f->error_len > ACCESSLOG_ERROR_MAX || (!(f->flags & AC_F_ERROR) && f->error_len != 0))
         return -1;
     for (i = 0; i < AC_NSHORT; i++) {
-        if (f.short_len[i] > ac_short_max[i])
+        if (f->short_len[i] > ac_short_max[i])
             return -1;
-        want += f.short_len[i];
+        want += f->short_len[i];
     }
-    want += (size_t)f.path_len + f.error_len;
-    if (want != len)
-        return -1;
+    want += (size_t)f->path_len + f->error_len;
+    return want == len ? 0 : -1;
+}
 
-    sbuf_lit(b, "{\"ts\":\"");
-    if (ac_time(b, f.ts_sec, f.ts_nsec) == -1)
-        return -1;
-    sbuf_lit(b, "\",\"request_id\":\"");
-    ac_escape(b, s, f.short_len[AC_S_REQID]);
-    s += f.short_len[AC_S_REQID];
-    sbuf_lit(b, "\",\"worker\":");
-    sbuf_u64(b, (uint64_t)f.worker);
-    sbuf_lit(b, ",\"client\":\"");
-    ac_escape(b, s, f.short_len[AC_S_CLIENT]);
-    s += f.short_len[AC_S_CLIENT];
-    sbuf_lit(b, "\",\"device\":\"");
-    ac_escape(b, s, f.short_len[AC_S_DEVICE]);
-    s += f.short_len[AC_S_DEVICE];
-    if (f.flags & AC_F_RESUMED)
-        sbuf_lit(b, "\",\"tls_resumed\":true,\"route\":\"");
+/* The line of a checked record at o (room for AC_LINE_MAX(its length)).
+ * Returns the end, or NULL when the record's time has no text. */
+static char *ac_format_rec(const unsigned char *rec, const struct ac_rec *f, char *o)
+{
+    const char *s = (const char *)rec + AC_REC_FIXED;
+
+    AC_LIT(o, "{\"ts\":\"");
+    o = ac_time(o, f->ts_sec, f->ts_nsec);
+    if (o == NULL)
+        return NULL;
+    AC_LIT(o, "\",\"request_id\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_REQID]);
+    s += f->short_len[AC_S_REQID];
+    AC_LIT(o, "\",\"worker\":");
+    o = ac_u64(o, (uint64_t)f->worker);
+    AC_LIT(o, ",\"client\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_CLIENT]);
+    s += f->short_len[AC_S_CLIENT];
+    AC_LIT(o, "\",\"device\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_DEVICE]);
+    s += f->short_len[AC_S_DEVICE];
+    if (f->flags & AC_F_RESUMED)
+        AC_LIT(o, "\",\"tls_resumed\":true,\"route\":\"");
     else
-        sbuf_lit(b, "\",\"tls_resumed\":false,\"route\":\"");
-    ac_escape(b, s, f.short_len[AC_S_ROUTE]);
-    s += f.short_len[AC_S_ROUTE];
-    sbuf_lit(b, "\",\"method\":\"");
-    ac_escape(b, s, f.short_len[AC_S_METHOD]);
-    s += f.short_len[AC_S_METHOD];
-    sbuf_lit(b, "\",\"host\":\"");
-    ac_escape(b, s, f.short_len[AC_S_HOST]);
-    s += f.short_len[AC_S_HOST];
-    sbuf_lit(b, "\",\"path\":\"");
-    ac_escape(b, s, f.path_len);
-    s += f.path_len;
-    sbuf_lit(b, "\",\"status\":");
-    sbuf_u64(b, (uint64_t)f.status);
-    sbuf_lit(b, ",\"upstream_status\":");
-    sbuf_u64(b, (uint64_t)f.upstream_status);
-    sbuf_lit(b, ",\"bytes_in\":");
-    sbuf_u64(b, f.bytes_in);
-    sbuf_lit(b, ",\"bytes_out\":");
-    sbuf_u64(b, f.bytes_out);
-    sbuf_lit(b, ",\"duration_us\":");
-    sbuf_u64(b, f.duration_us);
-    if (f.flags & AC_F_ERROR) {
-        sbuf_lit(b, ",\"error\":\"");
-        ac_escape(b, s, f.error_len);
-        sbuf_lit(b, "\"");
+        AC_LIT(o, "\",\"tls_resumed\":false,\"route\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_ROUTE]);
+    s += f->short_len[AC_S_ROUTE];
+    AC_LIT(o, "\",\"method\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_METHOD]);
+    s += f->short_len[AC_S_METHOD];
+    AC_LIT(o, "\",\"host\":\"");
+    o = ac_escape(o, s, f->short_len[AC_S_HOST]);
+    s += f->short_len[AC_S_HOST];
+    AC_LIT(o, "\",\"path\":\"");
+    o = ac_escape(o, s, f->path_len);
+    s += f->path_len;
+    AC_LIT(o, "\",\"status\":");
+    o = ac_u64(o, (uint64_t)f->status);
+    AC_LIT(o, ",\"upstream_status\":");
+    o = ac_u64(o, (uint64_t)f->upstream_status);
+    AC_LIT(o, ",\"bytes_in\":");
+    o = ac_u64(o, f->bytes_in);
+    AC_LIT(o, ",\"bytes_out\":");
+    o = ac_u64(o, f->bytes_out);
+    AC_LIT(o, ",\"duration_us\":");
+    o = ac_u64(o, f->duration_us);
+    if (f->flags & AC_F_ERROR) {
+        AC_LIT(o, ",\"error\":\"");
+        o = ac_escape(o, s, f->error_len);
+        AC_LIT(o, "\"");
     }
-    sbuf_lit(b, "}\n");
-    return 0;
+    AC_LIT(o, "}\n");
+    return o;
 }
 
 /* Is h (AC_REC_HDR bytes) a record header? Its total length then, else 0. */
@@ -432,20 +464,38 @@ static size_t ac_resync(struct evbuffer *in)
  * size (one evbuffer_add() per piece instead of one per line). */
 #define AC_STAGE 65536
 
-/* Format rec[0..len) (its header checked) into sb: one more line, or one
- * more bad record and nothing added. */
-static void ac_format_one(const unsigned char *rec, size_t len, struct sbuf *sb, size_t *n,
-                          uint64_t *nbad)
+/* Format rec[0..len) (its header checked) into the stage sb (handed to out
+ * when it has no room for the line): one more line in *n, or one more bad
+ * record in *nbad and nothing added. */
+static void ac_format_one(const unsigned char *rec, size_t len, struct sbuf *sb,
+                          struct evbuffer *out, size_t *n, uint64_t *nbad)
 {
-    size_t mark = sb->len;
+    struct ac_rec f;
+    size_t need;
+    char *end;
 
-    if (rec != NULL && ac_format_rec(rec, len, sb) == 0 && !sb->failed) {
-        (*n)++;
-    } else {
+    if (rec == NULL || ac_check(rec, len, &f) == -1) {
         (*nbad)++;
-        sb->len = mark; /* not a byte of it */
-        sb->failed = 0;
+        return;
     }
+    need = AC_LINE_MAX(len);
+    if (sb->cap - sb->len < need) {
+        if (sb->len > 0)
+            evbuffer_add(out, sb->p, sb->len);
+        sb->len = 0;
+        if (sb->cap < need && sbuf_grow(sb, need) == -1) {
+            sb->failed = 0;
+            (*nbad)++; /* out of memory */
+            return;
+        }
+    }
+    end = ac_format_rec(rec, &f, sb->p + sb->len);
+    if (end == NULL) {
+        (*nbad)++;
+        return;
+    }
+    sb->len = (size_t)(end - sb->p);
+    (*n)++;
 }
 
 size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad)
@@ -459,7 +509,6 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
     while (evbuffer_get_length(in) > 0) {
         unsigned char h[AC_REC_HDR];
         struct evbuffer_iovec v;
-        const unsigned char *rec;
         size_t len = 0, off = 0;
 
         /* Every whole record in the first chunk where it lies, with no
@@ -471,13 +520,8 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
                 len = ac_hdr_len(p + off);
                 if (len == 0 || len > v.iov_len - off)
                     break;
-                ac_format_one(p + off, len, &sb, &n, &nbad);
+                ac_format_one(p + off, len, &sb, out, &n, &nbad);
                 off += len;
-                if (sb.len >= AC_STAGE - 1024) {
-                    evbuffer_add(out, sb.p, sb.len);
-                    sbuf_free(&sb);
-                    sbuf_init(&sb, stage, sizeof(stage));
-                }
             }
         }
         if (off > 0) {
@@ -494,14 +538,8 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
             evbuffer_drain(in, ac_resync(in));
             continue;
         }
-        rec = evbuffer_pullup(in, (ev_ssize_t)len);
-        ac_format_one(rec, len, &sb, &n, &nbad);
+        ac_format_one(evbuffer_pullup(in, (ev_ssize_t)len), len, &sb, out, &n, &nbad);
         evbuffer_drain(in, len);
-        if (sb.len >= AC_STAGE - 1024) {
-            evbuffer_add(out, sb.p, sb.len);
-            sbuf_free(&sb);
-            sbuf_init(&sb, stage, sizeof(stage));
-        }
     }
     if (sb.len > 0)
         evbuffer_add(out, sb.p, sb.len);

@@ -575,7 +575,7 @@ static int al_open(const char *dest)
     return fd;
 }
 
-static void *al_main(void *arg)
+static void *acl_writer_main(void *arg)
 {
     struct evbuffer *recs = evbuffer_new(), *local = evbuffer_new();
     int done = 0;
@@ -633,7 +633,7 @@ int accesslog_start(const char *dest)
         return -1;
     al_fd = fd >= 0 ? fd : -1;
     al_enabled = fd >= 0;
-    if (pthread_create(&al_thread, NULL, al_main, NULL) != 0)
+    if (pthread_create(&al_thread, NULL, acl_writer_main, NULL) != 0)
         return -1;
     al_running = 1;
     return 0;

@@ -170,8 +170,6 @@ struct worker {
     struct evbuffer *logbuf;
     struct event *logtimer;
     struct event *rechecktimer; /* websockets decided again every second */
-    time_t ts_sec;              /* access log: the second ts_text shows */
-    char ts_text[24];
     struct httpc *httpc;                    /* this loop's HTTP client (IdP calls) */
     struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
     struct event *accept_resume;            /* out of descriptors: accepting resumes */

@@ -229,6 +229,44 @@ static int content_length_parse(const char *s, size_t len, uint64_t *out, const 
     return 0;
 }
 
+/* The Connection options the parser acts on, in one pass over the list:
+ * the same elements (split at ',', SP and HTAB trimmed) and the same
+ * verdicts as http_list_has_token() for "close", "keep-alive", "upgrade". */
+static void connection_note(struct fields *f, const char *v, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start, stop;
+
+        while (i < len && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        stop = i;
+        while (stop > start && (v[stop - 1] == ' ' || v[stop - 1] == '\t'))
+            stop--;
+        switch (stop - start) {
+        case 5:
+            if (http_caseeq_n(v + start, "close", 5))
+                f->conn_close = 1;
+            break;
+        case 7:
+            if (http_caseeq_n(v + start, "upgrade", 7))
+                f->conn_upgrade = 1;
+            break;
+        case 10:
+            if (http_caseeq_n(v + start, "keep-alive", 10))
+                f->conn_keep_alive = 1;
+            break;
+        default:
+            break;
+        }
+        i++; /* skip the comma */
+    }
+}
+
 /*
  * Take note of one complete field line. minor is the HTTP minor version;
  * is_request enables the request-only checks (Host, Expect, 501).
@@ -240,7 +278,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
 
     switch (h->name_len) {
     case 4:
-        if (!is_request || !http_token_eq(h->name, h->name_len, "host"))
+        if (!is_request || !http_caseeq_n(h->name, "host", 4))
             break;
         if (++f->nhost > 1) {
             fail(s, 400, "duplicate Host");
@@ -253,7 +291,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         f->host = h->value;
         break;
     case 6:
-        if (!is_request || !http_token_eq(h->name, h->name_len, "expect"))
+        if (!is_request || !http_caseeq_n(h->name, "expect", 6))
             break;
         /* RFC 9110 10.1.1: ignore 100-continue from an HTTP/1.0 client. */
         if (!http_token_eq(h->value, h->value_len, "100-continue")) {
@@ -263,22 +301,16 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         f->expect_continue = minor == 1;
         break;
     case 7:
-        if (http_token_eq(h->name, h->name_len, "upgrade") &&
+        if (http_caseeq_n(h->name, "upgrade", 7) &&
             http_list_has_token(h->value, h->value_len, "websocket"))
             f->upgrade_ws = 1;
         break;
     case 10:
-        if (!http_token_eq(h->name, h->name_len, "connection"))
-            break;
-        if (http_list_has_token(h->value, h->value_len, "close"))
-            f->conn_close = 1;
-        if (http_list_has_token(h->value, h->value_len, "keep-alive"))
-            f->conn_keep_alive = 1;
-        if (http_list_has_token(h->value, h->value_len, "upgrade"))
-            f->conn_upgrade = 1;
+        if (http_caseeq_n(h->name, "connection", 10))
+            connection_note(f, h->value, h->value_len);
         break;
     case 14:
-        if (!http_token_eq(h->name, h->name_len, "content-length"))
+        if (!http_caseeq_n(h->name, "content-length", 14))
             break;
         if (++f->ncl > 1) {
             fail(s, 400, "duplicate Content-Length");
@@ -294,7 +326,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         }
         break;
     case 17:
-        if (!http_token_eq(h->name, h->name_len, "transfer-encoding"))
+        if (!http_caseeq_n(h->name, "transfer-encoding", 17))
             break;
         if (++f->nte > 1) {
             fail(s, 400, "duplicate Transfer-Encoding");

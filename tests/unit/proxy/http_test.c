@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -713,6 +714,125 @@ static void test_list_has_token(void **state)
     }
 }
 
+/* The parser reads close, keep-alive and upgrade out of Connection in one
+ * pass: keep_alive and upgrade_websocket must be what http_list_has_token()
+ * says about each value, for requests (1.0 and 1.1) and responses. */
+static void test_connection_tokens(void **state)
+{
+    static const char *const vals[] = {
+        "close",
+        "Close",
+        "CLOSE",
+        " close ",
+        "keep-alive",
+        "Keep-Alive",
+        "upgrade",
+        "Upgrade",
+        "keep-alive, Upgrade",
+        "keep-alive,Upgrade",
+        "keep-alive ,\tupgrade\t",
+        ",,upgrade,,",
+        "close, keep-alive",
+        "keep-alive, close",
+        "upgrades",
+        "x-upgrade",
+        "up grade",
+        "",
+        ",",
+        "closeclose",
+        "clos",
+        "closf",
+        "keep-alivf",
+        "keep_alive",
+        "upgradf",
+        "te, close",
+        "foo, bar",
+        "Upgrade, HTTP2-Settings",
+        "keep-alive, keep-alive",
+        "\tclose",
+        "close\t,",
+        "KEEP-ALIVE , UPGRADE , CLOSE",
+        "k",
+        "keep-alive, x",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        const char *v = vals[i];
+        int cl = http_list_has_token(v, strlen(v), "close");
+        int ka = http_list_has_token(v, strlen(v), "keep-alive");
+        int up = http_list_has_token(v, strlen(v), "upgrade");
+        char raw[512];
+        struct http_request req;
+        struct http_response resp;
+        int n;
+
+        n = snprintf(raw, sizeof(raw),
+                     "GET / HTTP/1.1\r\nHost: a\r\nConnection: %s\r\nUpgrade: websocket\r\n\r\n",
+                     v);
+        assert_int_equal(req_parse(raw, (size_t)n, &def_limits, &req), HTTP_PARSE_OK);
+        if (req.keep_alive != !cl || req.upgrade_websocket != up)
+            fail_msg("1.1 request, Connection: %s", v);
+        n = snprintf(raw, sizeof(raw), "GET / HTTP/1.0\r\nConnection: %s\r\n\r\n", v);
+        assert_int_equal(req_parse(raw, (size_t)n, &def_limits, &req), HTTP_PARSE_OK);
+        if (req.keep_alive != (ka && !cl))
+            fail_msg("1.0 request, Connection: %s", v);
+        n = snprintf(raw, sizeof(raw),
+                     "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: %s\r\n\r\n", v);
+        assert_int_equal(
+            http_response_parse(raw, (size_t)n, 4096, 0, hdrs, HTTP_MAX_HEADERS, &resp),
+            HTTP_PARSE_OK);
+        if (resp.keep_alive != (ka && !cl))
+            fail_msg("1.0 response, Connection: %s", v);
+    }
+}
+
+/* http_caseeq_n() against the byte-wise http_token_eq(), for every pair of
+ * byte values (the slice's and the literal's) at every offset of every
+ * length up to 24 (the 1-, 2-, 4- and 8-byte words and their overlaps). The
+ * slice and literal sit in buffers of exactly n bytes (plus the literal's
+ * NUL), so a sanitizer build catches any read past them. */
+static void test_caseeq_n(void **state)
+{
+    static const char base[] = "Content-Type-X9_Ab.c~Z-0";
+    size_t n, k;
+
+    (void)state;
+    for (n = 0; n <= 24; n++) {
+        char *s = malloc(n ? n : 1), *lit = malloc(n + 1);
+        size_t j;
+
+        assert_non_null(s);
+        assert_non_null(lit);
+        for (j = 0; j < n; j++) {
+            unsigned char c = (unsigned char)base[j];
+            s[j] = (char)c;
+            lit[j] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        }
+        lit[n] = '\0';
+        if (http_caseeq_n(s, lit, n) != 1 || http_token_eq(s, n, lit) != 1)
+            fail_msg("length %zu: base differs", n);
+        for (k = 0; k < n; k++) {
+            char s0 = s[k], l0 = lit[k];
+            unsigned cs, cl;
+
+            for (cl = 1; cl < 256; cl++) {
+                lit[k] = (char)cl;
+                for (cs = 0; cs < 256; cs++) {
+                    s[k] = (char)cs;
+                    if (http_caseeq_n(s, lit, n) != http_token_eq(s, n, lit))
+                        fail_msg("length %zu offset %zu: 0x%02x vs literal 0x%02x", n, k, cs, cl);
+                }
+            }
+            s[k] = s0;
+            lit[k] = l0;
+        }
+        free(s);
+        free(lit);
+    }
+}
+
 /* Every byte value at every offset of a long header value (the parser
  * checks values 8 bytes at a time): accepted exactly when it is a
  * field-value octet (HTAB, SP, VCHAR, obs-text), and the value comes back
@@ -759,13 +879,22 @@ static void test_value_bytes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_ok),           cmocka_unit_test(test_request_headers_slices),
-        cmocka_unit_test(test_request_pipelined),    cmocka_unit_test(test_request_bad),
-        cmocka_unit_test(test_request_early_errors), cmocka_unit_test(test_limit_request_line),
-        cmocka_unit_test(test_limit_header_count),   cmocka_unit_test(test_limit_head),
-        cmocka_unit_test(test_response_ok),          cmocka_unit_test(test_response_bad),
-        cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_token_eq),
-        cmocka_unit_test(test_list_has_token),       cmocka_unit_test(test_value_bytes),
+        cmocka_unit_test(test_request_ok),
+        cmocka_unit_test(test_request_headers_slices),
+        cmocka_unit_test(test_request_pipelined),
+        cmocka_unit_test(test_request_bad),
+        cmocka_unit_test(test_request_early_errors),
+        cmocka_unit_test(test_limit_request_line),
+        cmocka_unit_test(test_limit_header_count),
+        cmocka_unit_test(test_limit_head),
+        cmocka_unit_test(test_response_ok),
+        cmocka_unit_test(test_response_bad),
+        cmocka_unit_test(test_response_limits),
+        cmocka_unit_test(test_token_eq),
+        cmocka_unit_test(test_list_has_token),
+        cmocka_unit_test(test_value_bytes),
+        cmocka_unit_test(test_caseeq_n),
+        cmocka_unit_test(test_connection_tokens),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

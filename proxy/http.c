@@ -351,20 +351,97 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
     return 0;
 }
 
-/* 1 when each of the 8 bytes at p is a field-value octet other than HTAB
- * (SP, VCHAR, obs-text: the CC_VALUE test without HTAB, 8 bytes at a time:
- * no byte below 0x20 without the high bit, no 0x7f). A 0 sends the caller
- * to the byte-wise test, which also takes HTAB. */
-static inline int value8_ok(const unsigned char *p)
+/* Eight bytes at a time where the compiler lets us find the first
+ * interesting byte of a word: ctz of a mask is the first byte in memory on
+ * little-endian machines only. Elsewhere the scans go byte by byte. */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HTTP_SWAR 1
+#else
+#define HTTP_SWAR 0
+#endif
+
+#if HTTP_SWAR
+/* Of the 8 bytes at p, the high bit of each byte that is not a field-value
+ * octet other than HTAB (SP, VCHAR, obs-text: no byte below 0x20 without
+ * the high bit, no 0x7f). (v - n * one) & ~v has a high bit set for the
+ * first byte of v below n (n <= 0x80) and none before it (a borrow only
+ * starts at such a byte; bytes after it may be flagged wrongly), so only
+ * the lowest set bit is meaningful: it marks the first byte that is not
+ * accepted here. The caller sends that byte to the byte-wise test, which
+ * also takes HTAB. */
+static inline uint64_t value8_stop(const unsigned char *p)
 {
     const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
     uint64_t x, del;
 
     memcpy(&x, p, sizeof(x));
     del = x ^ (one * 0x7f);
-    /* (v - n * one) & ~v has a high bit set iff some byte of v is below n
-     * (n <= 0x80); bytes with the high bit are excluded by ~x. */
-    return (((x - one * 0x20) & ~x) | ((del - one) & ~del)) & high ? 0 : 1;
+    return (((x - one * 0x20) & ~x) | ((del - one) & ~del)) & high;
+}
+
+/* Of the 8 bytes at p, the high bit of each byte that is not ALPHA, DIGIT
+ * or '-' (a subset of tchar: the rest is left to the byte-wise test).
+ * Exact for every byte: each range test adds to 7-bit values, so no carry
+ * crosses a byte. */
+static inline uint64_t name8_stop(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, t, f, alpha, digit, dash;
+
+    memcpy(&x, p, sizeof(x));
+    t = x & (one * 0x7f);
+    f = t | (one * 0x20);                                             /* A-Z folded onto a-z */
+    alpha = (f + one * (0x80 - 'a')) & ~(f + one * (0x80 - 'z' - 1)); /* 'a' <= f <= 'z' */
+    digit = (t + one * (0x80 - '0')) & ~(t + one * (0x80 - '9' - 1)); /* '0' <= t <= '9' */
+    dash = (t + one * (0x80 - '-')) & ~(t + one * (0x80 - '-' - 1));  /* t == '-' */
+    return ~((alpha | digit | dash) & ~x) & high;
+}
+#endif
+
+/* The first offset from i on (below end) of a byte that is not a tchar;
+ * end if there is none. */
+static inline size_t name_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) {
+        uint64_t m = name8_stop(b + i);
+
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (!(cc[b[i]] & CC_TCHAR))
+            return i;
+        i++;
+    }
+#endif
+    while (i < end && (cc[b[i]] & CC_TCHAR))
+        i++;
+    return i;
+}
+
+/* The first offset from i on (below end) of a byte that is not a
+ * field-value octet (CC_VALUE); end if there is none. */
+static inline size_t value_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) { /* long Cookie values */
+        uint64_t m = value8_stop(b + i);
+
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (!(cc[b[i]] & CC_VALUE))
+            return i;
+        i++;
+    }
+#endif
+    while (i < end && (cc[b[i]] & CC_VALUE))
+        i++;
+    return i;
 }
 
 /*
@@ -400,8 +477,7 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 431, "too many header fields");
 
         name = i;
-        while (i < end && (cc[b[i]] & CC_TCHAR))
-            i++;
+        i = name_scan(b, i, end);
         if (i == end)
             return more(s);
         if (b[i] != ':') {
@@ -418,15 +494,7 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
         while (i < end && (b[i] == ' ' || b[i] == '\t'))
             i++;
         val = i;
-        for (;;) { /* eight bytes at a time, then one (long Cookie values) */
-            while (i + 8 <= end && value8_ok(b + i))
-                i += 8;
-            if (i < end && (cc[b[i]] & CC_VALUE)) {
-                i++;
-                continue;
-            }
-            break;
-        }
+        i = value_scan(b, i, end);
         if (i == end)
             return more(s);
         if (b[i] == '\n')

@@ -714,6 +714,146 @@ static void test_list_has_token(void **state)
     }
 }
 
+/* tchar by its definition (RFC 9110 5.6.2), not by the parser's table. */
+static int is_tchar(unsigned c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", (int)c) != NULL);
+}
+
+/* Parse raw[0..n) and every prefix of it from `from` on: a prefix that ends
+ * before `pos` (the byte under test) must be INCOMPLETE, a longer one
+ * INCOMPLETE or the full buffer's verdict. Returns the full verdict. */
+static enum http_parse_status req_parse_prefixes(const char *raw, size_t n, size_t from, size_t pos,
+                                                 struct http_request *req)
+{
+    enum http_parse_status st = req_parse(raw, n, &def_limits, req), pst;
+    int status = req->error_status;
+    const char *err = req->error;
+    size_t p;
+    struct http_request r;
+
+    for (p = from; p < n; p++) {
+        pst = req_parse(raw, p, &def_limits, &r);
+        if (pst == HTTP_PARSE_INCOMPLETE)
+            continue;
+        if (p <= pos || st != HTTP_PARSE_ERROR || pst != st || r.error_status != status ||
+            strcmp(r.error, err) != 0)
+            fail_msg("prefix %zu of %zu (byte at %zu): %d", p, n, pos, (int)pst);
+    }
+    req_parse(raw, n, &def_limits, req); /* hdrs[] as parsed from the whole */
+    return st;
+}
+
+/* Every byte value at every offset of header names of length 1 to 20 (the
+ * parser scans names 8 bytes at a time): a tchar is part of the name, ':'
+ * ends it, anything else is the error the byte-wise rules give; and every
+ * prefix is INCOMPLETE until the byte under test. */
+static void test_name_bytes(void **state)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\n";
+    static const char pat[] = "Xa-Z9bC-d0eFgh-1IjKl";
+    size_t plen = sizeof(pre) - 1, len, k;
+    char raw[128], name[32];
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 20; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want = NULL;
+                size_t n;
+
+                memcpy(name, pat, len);
+                name[k] = (char)c;
+                memcpy(raw, pre, plen);
+                memcpy(raw + plen, name, len);
+                memcpy(raw + plen + len, ": v\r\n\r\n", 7);
+                n = plen + len + 7;
+                if (is_tchar(c))
+                    want = NULL;
+                else if (c == ':')
+                    want = k == 0 ? "empty header name" : NULL;
+                else if (k == 0 && (c == ' ' || c == '\t'))
+                    want = "obs-fold header line";
+                else if (k == 0 && c == '\r')
+                    want = "bare CR in header";
+                else if (k == 0 && c == '\n')
+                    want = "bare LF in header";
+                else if (c == ' ' || c == '\t')
+                    want = "whitespace before colon in header";
+                else if (c == '\r' || c == '\n')
+                    want = "header line without colon";
+                else
+                    want = "invalid character in header name";
+                st = req_parse_prefixes(raw, n, plen, plen + k, &req);
+                if (want != NULL) {
+                    if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                        strcmp(req.error, want) != 0)
+                        fail_msg("byte 0x%02x at %zu of %zu: %d %s", c, k, len, (int)st,
+                                 st == HTTP_PARSE_ERROR ? req.error : "");
+                    continue;
+                }
+                if (st != HTTP_PARSE_OK || req.nheaders != 2 ||
+                    hdrs[1].name_len != (c == ':' ? k : len) ||
+                    memcmp(hdrs[1].name, name, hdrs[1].name_len) != 0)
+                    fail_msg("byte 0x%02x at %zu of %zu: name not whole (%d)", c, k, len, (int)st);
+            }
+        }
+    }
+}
+
+/* Every byte value at every offset of header values of length 1 to 24,
+ * with every prefix (values are scanned 8 bytes at a time). */
+static void test_value_bytes_lengths(void **state)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX-V: ";
+    static const char pat[] = "aB3~\x80\xff!z-v%\"Q \x7e\xc3\xa9(0)=;q,1W/";
+    size_t plen = sizeof(pre) - 1, len, k;
+    char raw[128], val[32];
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 24; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                int ok = c == 0x09 || (c >= 0x20 && c != 0x7f);
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+                size_t n, skip = 0, vlen = len;
+
+                memcpy(val, pat, len);
+                val[k] = (char)c;
+                memcpy(raw, pre, plen);
+                memcpy(raw + plen, val, len);
+                memcpy(raw + plen + len, "\r\n\r\n", 4);
+                n = plen + len + 4;
+                st = req_parse_prefixes(raw, n, plen, plen + k, &req);
+                if (!ok) {
+                    want = c == '\n'   ? "bare LF in header"
+                           : c == '\r' ? "bare CR in header"
+                                       : "control character in header value";
+                    if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                        strcmp(req.error, want) != 0)
+                        fail_msg("byte 0x%02x at %zu of %zu: accepted", c, k, len);
+                    continue;
+                }
+                /* Leading and trailing whitespace is not part of the value. */
+                while (skip < vlen && (val[skip] == ' ' || val[skip] == '\t'))
+                    skip++;
+                while (vlen > skip && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+                    vlen--;
+                if (st != HTTP_PARSE_OK || req.nheaders != 2 || hdrs[1].value_len != vlen - skip ||
+                    memcmp(hdrs[1].value, val + skip, vlen - skip) != 0)
+                    fail_msg("byte 0x%02x at %zu of %zu: value cut (%d)", c, k, len, (int)st);
+            }
+        }
+    }
+}
+
 /* The parser reads close, keep-alive and upgrade out of Connection in one
  * pass: keep_alive and upgrade_websocket must be what http_list_has_token()
  * says about each value, for requests (1.0 and 1.1) and responses. */
@@ -895,6 +1035,8 @@ int main(void)
         cmocka_unit_test(test_value_bytes),
         cmocka_unit_test(test_caseeq_n),
         cmocka_unit_test(test_connection_tokens),
+        cmocka_unit_test(test_name_bytes),
+        cmocka_unit_test(test_value_bytes_lengths),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -421,6 +421,40 @@ static inline size_t name_scan(const unsigned char *b, size_t i, size_t end)
     return i;
 }
 
+#if HTTP_SWAR
+/* Of the 8 bytes at p, a mask whose lowest set bit marks the first byte
+ * that is not a request-target octet (0x21-0x7E) or is '#' (the others may
+ * be flagged wrongly, as in value8_stop()). */
+static inline uint64_t target8_stop(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, del, hash;
+
+    memcpy(&x, p, sizeof(x));
+    del = x ^ (one * 0x7f);
+    hash = x ^ (one * '#');
+    return (((x - one * 0x21) & ~x) | ((del - one) & ~del) | ((hash - one) & ~hash) | x) & high;
+}
+#endif
+
+/* The first offset from i on (below end) of a byte that is '#' or not a
+ * request-target octet (CC_TARGET); end if there is none. */
+static inline size_t target_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) {
+        uint64_t m = target8_stop(b + i);
+
+        if (m != 0)
+            return i + ((size_t)__builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+#endif
+    while (i < end && b[i] != '#' && (cc[b[i]] & CC_TARGET))
+        i++;
+    return i;
+}
+
 /* The first offset from i on (below end) of a byte that is not a
  * field-value octet (CC_VALUE); end if there is none. */
 static inline size_t value_scan(const unsigned char *b, size_t i, size_t end)
@@ -547,12 +581,24 @@ static enum http_parse_status request_line_parse(struct scan *s, size_t max_line
     const unsigned char *b = s->b;
     /* The CR must sit at or before this offset for the line to fit. */
     size_t cr_max = max_line > 2 ? max_line - 2 : 0;
+    /* Below this offset a byte is there and not over the line limit. */
+    size_t lim = min_size(s->end, cr_max);
     size_t i, mark = 0;
     int st = RL_METHOD;
 
     for (i = 0;; i++) {
         unsigned char c;
 
+        /* Skip the bytes the code below would take without a decision:
+         * tchars of the method, target octets other than '#', a version
+         * of 1.0 or 1.1. It then decides the byte the skip stops at. */
+        if (st == RL_METHOD)
+            i = name_scan(b, i, lim);
+        else if (st == RL_TARGET)
+            i = target_scan(b, i, lim);
+        else if (i == mark && lim >= 8 && mark <= lim - 8 && memcmp(b + mark, "HTTP/1.", 7) == 0 &&
+                 (b[mark + 7] == '0' || b[mark + 7] == '1'))
+            i = mark + 8;
         if (i == s->end)
             return more(s);
         c = b[i];
@@ -763,11 +809,18 @@ static enum http_parse_status status_line_parse(struct scan *s, struct http_resp
                                                 size_t *pos)
 {
     const unsigned char *b = s->b;
-    size_t i;
+    size_t i = 0;
 
-    for (i = 0;; i++) {
+    /* "HTTP/1.x" SP 3DIGIT, all there and valid: the byte-wise code below
+     * would take bytes 0-11 without a decision. */
+    if (s->end >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && (b[7] == '0' || b[7] == '1') &&
+        b[8] == ' ' && (cc[b[9]] & cc[b[10]] & cc[b[11]] & CC_DIGIT))
+        i = 12;
+    for (;; i++) {
         unsigned char c;
 
+        if (i > 12) /* the reason phrase: skip field-value octets */
+            i = value_scan(b, i, s->end);
         if (i == s->end)
             return more(s);
         c = b[i];

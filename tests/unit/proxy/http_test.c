@@ -854,6 +854,153 @@ static void test_value_bytes_lengths(void **state)
     }
 }
 
+/* Request line: every byte value at every offset of methods (1-20) and
+ * origin-form targets (2-24), and every byte at every offset of the version
+ * (which the parser skips whole when it is 1.0 or 1.1). */
+static void test_request_line_bytes(void **state)
+{
+    static const char mpat[] = "GETxyz-!#$%&'*+.^_`|~09";
+    static const char tpat[] = "/aB3-._~!$&'()*+,;=:@%2F?x=y/";
+    char raw[128];
+    size_t len, k, n;
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 20; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+
+                memcpy(raw, mpat, len);
+                raw[k] = (char)c;
+                n = len + (size_t)sprintf(raw + len, " / HTTP/1.1\r\nHost: a\r\n\r\n");
+                st = req_parse_prefixes(raw, n, 0, k, &req);
+                want = is_tchar(c)           ? NULL
+                       : c == '\n'           ? "bare LF in request line"
+                       : c == '\r' && k == 0 ? "empty line before request line"
+                       : c == ' ' && k > 0   ? "" /* cut: an error further on */
+                                             : "invalid method";
+                if (want == NULL) {
+                    if (st != HTTP_PARSE_OK || req.method_len != len ||
+                        memcmp(req.method, raw, len) != 0)
+                        fail_msg("method byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                           (want[0] && strcmp(req.error, want) != 0)) {
+                    fail_msg("method byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                }
+            }
+        }
+    }
+    for (len = 2; len <= 24; len++) {
+        for (k = 1; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+
+                memcpy(raw, "GET ", 4);
+                memcpy(raw + 4, tpat, len);
+                raw[4 + k] = (char)c;
+                n = 4 + len + (size_t)sprintf(raw + 4 + len, " HTTP/1.1\r\nHost: a\r\n\r\n");
+                st = req_parse_prefixes(raw, n, 0, 4 + k, &req);
+                want = c == '#'               ? "fragment in request-target"
+                       : c > 0x20 && c < 0x7f ? NULL
+                       : c == '\n'            ? "bare LF in request line"
+                       : c == ' '             ? "invalid HTTP version" /* the rest is no version */
+                                              : "invalid character in request-target";
+                if (want == NULL) {
+                    if (st != HTTP_PARSE_OK || req.target_len != len ||
+                        memcmp(req.target, raw + 4, len) != 0)
+                        fail_msg("target byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                           strcmp(req.error, want) != 0) {
+                    fail_msg("target byte 0x%02x at %zu of %zu: %d %s", c, k, len, (int)st,
+                             st == HTTP_PARSE_ERROR ? req.error : "");
+                }
+            }
+        }
+    }
+    for (k = 0; k < 8; k++) {
+        for (c = 0; c < 256; c++) {
+            struct http_request req;
+            enum http_parse_status st;
+            int ok;
+
+            n = (size_t)sprintf(raw, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            raw[6 + k] = (char)c;
+            ok = k < 5    ? c == (unsigned char)"HTTP/"[k]
+                 : k == 5 ? c == '1'
+                 : k == 6 ? c == '.'
+                          : c == '0' || c == '1';
+            st = req_parse_prefixes(raw, n, 0, 6 + k, &req);
+            if (ok ? st != HTTP_PARSE_OK || req.minor_version != raw[13] - '0'
+                   : st != HTTP_PARSE_ERROR)
+                fail_msg("version byte 0x%02x at %zu: %d", c, k, (int)st);
+        }
+    }
+}
+
+/* Status line: every byte value at every offset of "HTTP/1.1 200" and of
+ * reason phrases of length 1 to 24, with every prefix. */
+static void test_status_line_bytes(void **state)
+{
+    static const char rpat[] = "OK all \tfine\x80\xff~!\"(x)-9 z";
+    char raw[128];
+    size_t len, k, n, p;
+    unsigned c;
+
+    (void)state;
+    for (len = 0; len <= 24; len++) {
+        for (k = 0; k < 12 + len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_response resp, r;
+                enum http_parse_status st, pst;
+                const char *want;
+
+                memcpy(raw, "HTTP/1.1 200 ", 13);
+                memcpy(raw + 13, rpat, len);
+                n = 13 + len + (size_t)sprintf(raw + 13 + len, "\r\nContent-Length: 0\r\n\r\n");
+                if (k >= 12 && len == 0)
+                    break;
+                raw[k >= 12 ? k + 1 : k] = (char)c;
+                if (k < 12) {
+                    int status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
+                    int ok = memcmp(raw, "HTTP/1.", 7) == 0 && (raw[7] == '0' || raw[7] == '1') &&
+                             raw[8] == ' ' && status >= 100 && status <= 599;
+                    for (p = 9; p < 12; p++)
+                        ok = ok && raw[p] >= '0' && raw[p] <= '9';
+                    want = ok ? NULL : "";
+                } else {
+                    want = (c == 0x09 || (c >= 0x20 && c != 0x7f)) ? NULL
+                           : c == '\n'                             ? "bare LF in status line"
+                           : c == '\r'                             ? "bare CR in status line"
+                                       : "control character in reason phrase";
+                }
+                st = http_response_parse(raw, n, 4096, 0, hdrs, HTTP_MAX_HEADERS, &resp);
+                if (want == NULL) {
+                    int status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
+                    if (st != HTTP_PARSE_OK || resp.status != status || resp.reason_len != len ||
+                        memcmp(resp.reason, raw + 13, len) != 0)
+                        fail_msg("status line byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || (want[0] && strcmp(resp.error, want) != 0)) {
+                    fail_msg("status line byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                }
+                for (p = 0; p < n; p++) {
+                    pst = http_response_parse(raw, p, 4096, 0, hdrs, HTTP_MAX_HEADERS, &r);
+                    if (pst == HTTP_PARSE_INCOMPLETE)
+                        continue;
+                    if (p <= (k >= 12 ? k + 1 : k) || st != HTTP_PARSE_ERROR || pst != st ||
+                        strcmp(r.error, resp.error) != 0)
+                        fail_msg("status line byte 0x%02x at %zu, prefix %zu: %d", c, k, p,
+                                 (int)pst);
+                }
+            }
+        }
+    }
+}
+
 /* The parser reads close, keep-alive and upgrade out of Connection in one
  * pass: keep_alive and upgrade_websocket must be what http_list_has_token()
  * says about each value, for requests (1.0 and 1.1) and responses. */
@@ -1037,6 +1184,8 @@ int main(void)
         cmocka_unit_test(test_connection_tokens),
         cmocka_unit_test(test_name_bytes),
         cmocka_unit_test(test_value_bytes_lengths),
+        cmocka_unit_test(test_request_line_bytes),
+        cmocka_unit_test(test_status_line_bytes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

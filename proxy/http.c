@@ -236,6 +236,16 @@ static void connection_note(struct fields *f, const char *v, size_t len)
 {
     size_t i = 0;
 
+    /* The usual value is one of the three alone: a list of one element
+     * without whitespace, so the loop below would find just that. */
+    if (len == 10 && http_caseeq_n(v, "keep-alive", 10)) {
+        f->conn_keep_alive = 1;
+        return;
+    }
+    if (len == 5 && http_caseeq_n(v, "close", 5)) {
+        f->conn_close = 1;
+        return;
+    }
     while (i < len) {
         size_t start, stop;
 
@@ -379,22 +389,21 @@ static inline uint64_t value8_stop(const unsigned char *p)
     return (((x - one * 0x20) & ~x) | ((del - one) & ~del)) & high;
 }
 
-/* Of the 8 bytes at p, the high bit of each byte that is not ALPHA, DIGIT
- * or '-' (a subset of tchar: the rest is left to the byte-wise test).
+/* Of the 8 bytes at p, the high bit of each byte that is not ALPHA or '-'
+ * (a subset of tchar: the rest, digits too, is left to the byte-wise test).
  * Exact for every byte: each range test adds to 7-bit values, so no carry
  * crosses a byte. */
 static inline uint64_t name8_stop(const unsigned char *p)
 {
     const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
-    uint64_t x, t, f, alpha, digit, dash;
+    uint64_t x, t, f, alpha, dash;
 
     memcpy(&x, p, sizeof(x));
     t = x & (one * 0x7f);
     f = t | (one * 0x20);                                             /* A-Z folded onto a-z */
     alpha = (f + one * (0x80 - 'a')) & ~(f + one * (0x80 - 'z' - 1)); /* 'a' <= f <= 'z' */
-    digit = (t + one * (0x80 - '0')) & ~(t + one * (0x80 - '9' - 1)); /* '0' <= t <= '9' */
     dash = (t + one * (0x80 - '-')) & ~(t + one * (0x80 - '-' - 1));  /* t == '-' */
-    return ~((alpha | digit | dash) & ~x) & high;
+    return ~((alpha | dash) & ~x) & high;
 }
 #endif
 
@@ -487,7 +496,7 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
                                            int minor, size_t *head_len)
 {
     const unsigned char *b = s->b;
-    size_t end = s->end;
+    size_t end = s->end, max_field = s->max_field;
 
     for (;;) {
         struct http_header *h;
@@ -507,7 +516,7 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 400, "bare LF in header");
         if (b[i] == ' ' || b[i] == '\t')
             return fail(s, 400, "obs-fold header line");
-        if (*nheaders >= s->max_field)
+        if (*nheaders >= max_field)
             return fail(s, 431, "too many header fields");
 
         name = i;
@@ -540,7 +549,9 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
         if (b[i + 1] != '\n')
             return fail(s, 400, "bare CR in header");
         val_end = i;
-        while (val_end > val && (b[val_end - 1] == ' ' || b[val_end - 1] == '\t'))
+        /* The value's bytes are field-value octets: only SP and HTAB
+         * among them are <= ' '. */
+        while (val_end > val && b[val_end - 1] <= ' ')
             val_end--;
         i += 2;
 

@@ -179,30 +179,6 @@ HTTP_INLINE int http_caseeq_word_(uint64_t sw, uint64_t lw)
 }
 
 /*
- * memchr(s, c, n) != NULL for short slices (header names), inline and a
- * word at a time: reads exactly s[0..n), with overlapping loads.
- */
-HTTP_INLINE int http_has_byte_n(const char *s, size_t n, unsigned char c)
-{
-    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
-    uint64_t pad, v;
-    size_t i, w;
-
-    if (n == 0)
-        return 0;
-    w = n >= 8 ? 8 : n >= 4 ? 4 : n >= 2 ? 2 : 1;
-    /* bytes above the word's width are made non-zero: they never match */
-    pad = w == 8 ? 0 : ~(uint64_t)0 << (8 * w);
-    for (i = 0; i + w < n; i += w) {
-        v = (http_load_n_(s + i, w) ^ (one * c)) | pad;
-        if ((v - one) & ~v & high)
-            return 1;
-    }
-    v = (http_load_n_(s + n - w, w) ^ (one * c)) | pad;
-    return ((v - one) & ~v & high) != 0;
-}
-
-/*
  * The same result as http_token_eq(s, n, lower) when lower has n bytes
  * before its NUL (callers compare lengths first), a few words at a time:
  * reads exactly s[0..n) and lower[0..n), with overlapping loads. Inline so

@@ -759,7 +759,7 @@ static unsigned header_class(const struct http_header *h)
     /* Some frameworks (CGI, PHP, Django, Rails) map '_' and '-' to the same
      * name, so "X_ZT_User" would reach an app as X-ZT-User: no name with an
      * underscore is forwarded (as nginx does by default). */
-    if (http_has_byte_n(h->name, h->name_len, '_'))
+    if (memchr(h->name, '_', h->name_len) != NULL)
         return HC_SPOOF;
     /* Every X-Forwarded-* (Port, Server, Prefix, Ssl...) is the proxy's to say. */
     if (h->name_len > 12 && http_caseeq_n(h->name, "x-forwarded-", 12))

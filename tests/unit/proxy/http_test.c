@@ -1120,40 +1120,6 @@ static void test_caseeq_n(void **state)
     }
 }
 
-/* http_has_byte_n() against memchr(), for every byte value at every offset
- * of every length up to 24, looking for every byte value; the slice sits in
- * a buffer of exactly n bytes. */
-static void test_has_byte_n(void **state)
-{
-    static const char base[] = "Content-Type-X9.Ab~c!Z-0";
-    size_t n, k;
-
-    (void)state;
-    for (n = 0; n <= 24; n++) {
-        char *s = malloc(n ? n : 1);
-        unsigned c, want;
-
-        assert_non_null(s);
-        memcpy(s, base, n);
-        for (want = 0; want < 256; want++) {
-            if (http_has_byte_n(s, n, (unsigned char)want) != (memchr(s, (int)want, n) != NULL))
-                fail_msg("length %zu: looking for 0x%02x", n, want);
-        }
-        for (k = 0; k < n; k++) {
-            for (c = 0; c < 256; c++) {
-                s[k] = (char)c;
-                for (want = 0; want < 256; want++) {
-                    if (http_has_byte_n(s, n, (unsigned char)want) !=
-                        (memchr(s, (int)want, n) != NULL))
-                        fail_msg("length %zu: 0x%02x at %zu, looking for 0x%02x", n, c, k, want);
-                }
-            }
-            s[k] = base[k];
-        }
-        free(s);
-    }
-}
-
 /* Every byte value at every offset of a long header value (the parser
  * checks values 8 bytes at a time): accepted exactly when it is a
  * field-value octet (HTAB, SP, VCHAR, obs-text), and the value comes back
@@ -1216,7 +1182,7 @@ int main(void)
         cmocka_unit_test(test_value_bytes),
         cmocka_unit_test(test_caseeq_n),
         cmocka_unit_test(test_connection_tokens),
-        cmocka_unit_test(test_has_byte_n),
+
         cmocka_unit_test(test_name_bytes),
         cmocka_unit_test(test_value_bytes_lengths),
         cmocka_unit_test(test_request_line_bytes),

@@ -496,7 +496,8 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
                                            int minor, size_t *head_len)
 {
     const unsigned char *b = s->b;
-    size_t end = s->end, max_field = s->max_field;
+    /* Locals: stores to headers[] would make the compiler reload them. */
+    size_t end = s->end, max_field = s->max_field, n = *nheaders;
 
     for (;;) {
         struct http_header *h;
@@ -516,7 +517,7 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 400, "bare LF in header");
         if (b[i] == ' ' || b[i] == '\t')
             return fail(s, 400, "obs-fold header line");
-        if (*nheaders >= max_field)
+        if (n >= max_field)
             return fail(s, 431, "too many header fields");
 
         name = i;
@@ -534,6 +535,8 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 400, "empty header name");
         name_end = i++;
 
+        if (i < end && b[i] == ' ') /* the usual single SP */
+            i++;
         while (i < end && (b[i] == ' ' || b[i] == '\t'))
             i++;
         val = i;
@@ -555,7 +558,8 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             val_end--;
         i += 2;
 
-        h = &headers[(*nheaders)++];
+        h = &headers[n++];
+        *nheaders = n;
         h->name = (const char *)b + name;
         h->name_len = name_end - name;
         h->value = (const char *)b + val;

@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define HTTP_MAX_HEADERS 256
 
@@ -130,6 +131,72 @@ int http_token_eq(const char *s, size_t len, const char *lower_literal);
 
 /* Does the comma-separated list value contain the token (case-insensitive)? */
 int http_list_has_token(const char *value, size_t len, const char *lower_token);
+
+/* The word-at-a-time helpers below must be inlined at every call for a
+ * literal's words and masks to become constants. */
+#if defined(__GNUC__)
+#define HTTP_INLINE static inline __attribute__((always_inline))
+#else
+#define HTTP_INLINE static inline
+#endif
+
+/* Bytes 0..n of a word: the caller's n (1..8) bytes at p, zero-extended. */
+HTTP_INLINE uint64_t http_load_n_(const char *p, size_t n)
+{
+    uint64_t x = 0;
+    uint32_t w4;
+    uint16_t w2;
+
+    if (n == 8) {
+        memcpy(&x, p, 8);
+    } else if (n == 4) {
+        memcpy(&w4, p, 4);
+        x = w4;
+    } else if (n == 2) {
+        memcpy(&w2, p, 2);
+        x = w2;
+    } else {
+        x = (unsigned char)p[0];
+    }
+    return x;
+}
+
+/* One word of http_caseeq_n(): 0x20 is OR-ed into s's bytes where the
+ * literal has an ASCII letter (of either case), nowhere else. So a
+ * lower-case letter matches itself and its upper-case form, an upper-case
+ * letter in the literal matches nothing (as in http_token_eq()), and every
+ * other byte only itself. Bytes of lw above the word's width are 0 and match
+ * the zero-extended s. */
+HTTP_INLINE int http_caseeq_word_(uint64_t sw, uint64_t lw)
+{
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fu, high = 0x8080808080808080u;
+    uint64_t t = (lw | 0x2020202020202020u) & low7; /* case folded, high bit cleared */
+    /* per byte, without carries: high bit set iff t >= 'a', iff t > 'z' */
+    uint64_t ge_a = t + 0x1f1f1f1f1f1f1f1fu, gt_z = t + 0x0505050505050505u;
+    uint64_t letter = ge_a & ~gt_z & ~lw & high;
+
+    return (sw | (letter >> 2)) == lw;
+}
+
+/*
+ * The same result as http_token_eq(s, n, lower) when lower has n bytes
+ * before its NUL (callers compare lengths first), a few words at a time:
+ * reads exactly s[0..n) and lower[0..n), with overlapping loads. Inline so
+ * that a literal's words and masks fold into constants.
+ */
+HTTP_INLINE int http_caseeq_n(const char *s, const char *lower, size_t n)
+{
+    size_t i, w;
+
+    if (n == 0)
+        return 1;
+    w = n >= 8 ? 8 : n >= 4 ? 4 : n >= 2 ? 2 : 1;
+    for (i = 0; i + w < n; i += w) {
+        if (!http_caseeq_word_(http_load_n_(s + i, w), http_load_n_(lower + i, w)))
+            return 0;
+    }
+    return http_caseeq_word_(http_load_n_(s + n - w, w), http_load_n_(lower + n - w, w));
+}
 
 /* ---- chunked transfer coding ------------------------------------------ */
 

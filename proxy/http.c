@@ -229,6 +229,54 @@ static int content_length_parse(const char *s, size_t len, uint64_t *out, const 
     return 0;
 }
 
+/* The Connection options the parser acts on, in one pass over the list:
+ * the same elements (split at ',', SP and HTAB trimmed) and the same
+ * verdicts as http_list_has_token() for "close", "keep-alive", "upgrade". */
+static void connection_note(struct fields *f, const char *v, size_t len)
+{
+    size_t i = 0;
+
+    /* The usual value is one of the three alone: a list of one element
+     * without whitespace, so the loop below would find just that. */
+    if (len == 10 && http_caseeq_n(v, "keep-alive", 10)) {
+        f->conn_keep_alive = 1;
+        return;
+    }
+    if (len == 5 && http_caseeq_n(v, "close", 5)) {
+        f->conn_close = 1;
+        return;
+    }
+    while (i < len) {
+        size_t start, stop;
+
+        while (i < len && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        stop = i;
+        while (stop > start && (v[stop - 1] == ' ' || v[stop - 1] == '\t'))
+            stop--;
+        switch (stop - start) {
+        case 5:
+            if (http_caseeq_n(v + start, "close", 5))
+                f->conn_close = 1;
+            break;
+        case 7:
+            if (http_caseeq_n(v + start, "upgrade", 7))
+                f->conn_upgrade = 1;
+            break;
+        case 10:
+            if (http_caseeq_n(v + start, "keep-alive", 10))
+                f->conn_keep_alive = 1;
+            break;
+        default:
+            break;
+        }
+        i++; /* skip the comma */
+    }
+}
+
 /*
  * Take note of one complete field line. minor is the HTTP minor version;
  * is_request enables the request-only checks (Host, Expect, 501).
@@ -240,7 +288,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
 
     switch (h->name_len) {
     case 4:
-        if (!is_request || !http_token_eq(h->name, h->name_len, "host"))
+        if (!is_request || !http_caseeq_n(h->name, "host", 4))
             break;
         if (++f->nhost > 1) {
             fail(s, 400, "duplicate Host");
@@ -253,7 +301,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         f->host = h->value;
         break;
     case 6:
-        if (!is_request || !http_token_eq(h->name, h->name_len, "expect"))
+        if (!is_request || !http_caseeq_n(h->name, "expect", 6))
             break;
         /* RFC 9110 10.1.1: ignore 100-continue from an HTTP/1.0 client. */
         if (!http_token_eq(h->value, h->value_len, "100-continue")) {
@@ -263,22 +311,16 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         f->expect_continue = minor == 1;
         break;
     case 7:
-        if (http_token_eq(h->name, h->name_len, "upgrade") &&
+        if (http_caseeq_n(h->name, "upgrade", 7) &&
             http_list_has_token(h->value, h->value_len, "websocket"))
             f->upgrade_ws = 1;
         break;
     case 10:
-        if (!http_token_eq(h->name, h->name_len, "connection"))
-            break;
-        if (http_list_has_token(h->value, h->value_len, "close"))
-            f->conn_close = 1;
-        if (http_list_has_token(h->value, h->value_len, "keep-alive"))
-            f->conn_keep_alive = 1;
-        if (http_list_has_token(h->value, h->value_len, "upgrade"))
-            f->conn_upgrade = 1;
+        if (http_caseeq_n(h->name, "connection", 10))
+            connection_note(f, h->value, h->value_len);
         break;
     case 14:
-        if (!http_token_eq(h->name, h->name_len, "content-length"))
+        if (!http_caseeq_n(h->name, "content-length", 14))
             break;
         if (++f->ncl > 1) {
             fail(s, 400, "duplicate Content-Length");
@@ -294,7 +336,7 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
         }
         break;
     case 17:
-        if (!http_token_eq(h->name, h->name_len, "transfer-encoding"))
+        if (!http_caseeq_n(h->name, "transfer-encoding", 17))
             break;
         if (++f->nte > 1) {
             fail(s, 400, "duplicate Transfer-Encoding");
@@ -319,20 +361,130 @@ static int field_note(struct scan *s, struct fields *f, const struct http_header
     return 0;
 }
 
-/* 1 when each of the 8 bytes at p is a field-value octet other than HTAB
- * (SP, VCHAR, obs-text: the CC_VALUE test without HTAB, 8 bytes at a time:
- * no byte below 0x20 without the high bit, no 0x7f). A 0 sends the caller
- * to the byte-wise test, which also takes HTAB. */
-static inline int value8_ok(const unsigned char *p)
+/* Eight bytes at a time where the compiler lets us find the first
+ * interesting byte of a word: ctz of a mask is the first byte in memory on
+ * little-endian machines only. Elsewhere the scans go byte by byte. */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HTTP_SWAR 1
+#else
+#define HTTP_SWAR 0
+#endif
+
+#if HTTP_SWAR
+/* Of the 8 bytes at p, the high bit of each byte that is not a field-value
+ * octet other than HTAB (SP, VCHAR, obs-text: no byte below 0x20 without
+ * the high bit, no 0x7f). (v - n * one) & ~v has a high bit set for the
+ * first byte of v below n (n <= 0x80) and none before it (a borrow only
+ * starts at such a byte; bytes after it may be flagged wrongly), so only
+ * the lowest set bit is meaningful: it marks the first byte that is not
+ * accepted here. The caller sends that byte to the byte-wise test, which
+ * also takes HTAB. */
+static inline uint64_t value8_stop(const unsigned char *p)
 {
     const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
     uint64_t x, del;
 
     memcpy(&x, p, sizeof(x));
     del = x ^ (one * 0x7f);
-    /* (v - n * one) & ~v has a high bit set iff some byte of v is below n
-     * (n <= 0x80); bytes with the high bit are excluded by ~x. */
-    return (((x - one * 0x20) & ~x) | ((del - one) & ~del)) & high ? 0 : 1;
+    return (((x - one * 0x20) & ~x) | ((del - one) & ~del)) & high;
+}
+
+/* Of the 8 bytes at p, the high bit of each byte that is not ALPHA or '-'
+ * (a subset of tchar: the rest, digits too, is left to the byte-wise test).
+ * Exact for every byte: each range test adds to 7-bit values, so no carry
+ * crosses a byte. */
+static inline uint64_t name8_stop(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, t, f, alpha, dash;
+
+    memcpy(&x, p, sizeof(x));
+    t = x & (one * 0x7f);
+    f = t | (one * 0x20);                                             /* A-Z folded onto a-z */
+    alpha = (f + one * (0x80 - 'a')) & ~(f + one * (0x80 - 'z' - 1)); /* 'a' <= f <= 'z' */
+    dash = (t + one * (0x80 - '-')) & ~(t + one * (0x80 - '-' - 1));  /* t == '-' */
+    return ~((alpha | dash) & ~x) & high;
+}
+#endif
+
+/* The first offset from i on (below end) of a byte that is not a tchar;
+ * end if there is none. */
+static inline size_t name_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) {
+        uint64_t m = name8_stop(b + i);
+
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (!(cc[b[i]] & CC_TCHAR))
+            return i;
+        i++;
+    }
+#endif
+    while (i < end && (cc[b[i]] & CC_TCHAR))
+        i++;
+    return i;
+}
+
+#if HTTP_SWAR
+/* Of the 8 bytes at p, a mask whose lowest set bit marks the first byte
+ * that is not a request-target octet (0x21-0x7E) or is '#' (the others may
+ * be flagged wrongly, as in value8_stop()). */
+static inline uint64_t target8_stop(const unsigned char *p)
+{
+    const uint64_t one = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t x, del, hash;
+
+    memcpy(&x, p, sizeof(x));
+    del = x ^ (one * 0x7f);
+    hash = x ^ (one * '#');
+    return (((x - one * 0x21) & ~x) | ((del - one) & ~del) | ((hash - one) & ~hash) | x) & high;
+}
+#endif
+
+/* The first offset from i on (below end) of a byte that is '#' or not a
+ * request-target octet (CC_TARGET); end if there is none. */
+static inline size_t target_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) {
+        uint64_t m = target8_stop(b + i);
+
+        if (m != 0)
+            return i + ((size_t)__builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+#endif
+    while (i < end && b[i] != '#' && (cc[b[i]] & CC_TARGET))
+        i++;
+    return i;
+}
+
+/* The first offset from i on (below end) of a byte that is not a
+ * field-value octet (CC_VALUE); end if there is none. */
+static inline size_t value_scan(const unsigned char *b, size_t i, size_t end)
+{
+#if HTTP_SWAR
+    while (i + 8 <= end) { /* long Cookie values */
+        uint64_t m = value8_stop(b + i);
+
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (!(cc[b[i]] & CC_VALUE))
+            return i;
+        i++;
+    }
+#endif
+    while (i < end && (cc[b[i]] & CC_VALUE))
+        i++;
+    return i;
 }
 
 /*
@@ -344,7 +496,8 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
                                            int minor, size_t *head_len)
 {
     const unsigned char *b = s->b;
-    size_t end = s->end;
+    /* Locals: stores to headers[] would make the compiler reload them. */
+    size_t end = s->end, max_field = s->max_field, n = *nheaders;
 
     for (;;) {
         struct http_header *h;
@@ -364,12 +517,11 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 400, "bare LF in header");
         if (b[i] == ' ' || b[i] == '\t')
             return fail(s, 400, "obs-fold header line");
-        if (*nheaders >= s->max_field)
+        if (n >= max_field)
             return fail(s, 431, "too many header fields");
 
         name = i;
-        while (i < end && (cc[b[i]] & CC_TCHAR))
-            i++;
+        i = name_scan(b, i, end);
         if (i == end)
             return more(s);
         if (b[i] != ':') {
@@ -383,18 +535,12 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
             return fail(s, 400, "empty header name");
         name_end = i++;
 
+        if (i < end && b[i] == ' ') /* the usual single SP */
+            i++;
         while (i < end && (b[i] == ' ' || b[i] == '\t'))
             i++;
         val = i;
-        for (;;) { /* eight bytes at a time, then one (long Cookie values) */
-            while (i + 8 <= end && value8_ok(b + i))
-                i += 8;
-            if (i < end && (cc[b[i]] & CC_VALUE)) {
-                i++;
-                continue;
-            }
-            break;
-        }
+        i = value_scan(b, i, end);
         if (i == end)
             return more(s);
         if (b[i] == '\n')
@@ -406,11 +552,14 @@ static enum http_parse_status fields_parse(struct scan *s, size_t i, struct http
         if (b[i + 1] != '\n')
             return fail(s, 400, "bare CR in header");
         val_end = i;
-        while (val_end > val && (b[val_end - 1] == ' ' || b[val_end - 1] == '\t'))
+        /* The value's bytes are field-value octets: only SP and HTAB
+         * among them are <= ' '. */
+        while (val_end > val && b[val_end - 1] <= ' ')
             val_end--;
         i += 2;
 
-        h = &headers[(*nheaders)++];
+        h = &headers[n++];
+        *nheaders = n;
         h->name = (const char *)b + name;
         h->name_len = name_end - name;
         h->value = (const char *)b + val;
@@ -447,12 +596,24 @@ static enum http_parse_status request_line_parse(struct scan *s, size_t max_line
     const unsigned char *b = s->b;
     /* The CR must sit at or before this offset for the line to fit. */
     size_t cr_max = max_line > 2 ? max_line - 2 : 0;
+    /* Below this offset a byte is there and not over the line limit. */
+    size_t lim = min_size(s->end, cr_max);
     size_t i, mark = 0;
     int st = RL_METHOD;
 
     for (i = 0;; i++) {
         unsigned char c;
 
+        /* Skip the bytes the code below would take without a decision:
+         * tchars of the method, target octets other than '#', a version
+         * of 1.0 or 1.1. It then decides the byte the skip stops at. */
+        if (st == RL_METHOD)
+            i = name_scan(b, i, lim);
+        else if (st == RL_TARGET)
+            i = target_scan(b, i, lim);
+        else if (i == mark && lim >= 8 && mark <= lim - 8 && memcmp(b + mark, "HTTP/1.", 7) == 0 &&
+                 (b[mark + 7] == '0' || b[mark + 7] == '1'))
+            i = mark + 8;
         if (i == s->end)
             return more(s);
         c = b[i];
@@ -663,11 +824,18 @@ static enum http_parse_status status_line_parse(struct scan *s, struct http_resp
                                                 size_t *pos)
 {
     const unsigned char *b = s->b;
-    size_t i;
+    size_t i = 0;
 
-    for (i = 0;; i++) {
+    /* "HTTP/1.x" SP 3DIGIT, all there and valid: the byte-wise code below
+     * would take bytes 0-11 without a decision. */
+    if (s->end >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && (b[7] == '0' || b[7] == '1') &&
+        b[8] == ' ' && (cc[b[9]] & cc[b[10]] & cc[b[11]] & CC_DIGIT))
+        i = 12;
+    for (;; i++) {
         unsigned char c;
 
+        if (i > 12) /* the reason phrase: skip field-value octets */
+            i = value_scan(b, i, s->end);
         if (i == s->end)
             return more(s);
         c = b[i];

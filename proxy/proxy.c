@@ -704,7 +704,7 @@ static unsigned header_class(const struct http_header *h)
 {
     unsigned k = 0;
 
-    if (h->name_len >= 5 && http_token_eq(h->name, 5, "x-zt-")) {
+    if (h->name_len >= 5 && http_caseeq_n(h->name, "x-zt-", 5)) {
         k = HC_SPOOF;
         if (header_is(h, "x-zt-request-id"))
             k |= HC_ZTRID;
@@ -716,7 +716,7 @@ static unsigned header_class(const struct http_header *h)
     if (memchr(h->name, '_', h->name_len) != NULL)
         return HC_SPOOF;
     /* Every X-Forwarded-* (Port, Server, Prefix, Ssl...) is the proxy's to say. */
-    if (h->name_len > 12 && http_token_eq(h->name, 12, "x-forwarded-"))
+    if (h->name_len > 12 && http_caseeq_n(h->name, "x-forwarded-", 12))
         return HC_SPOOF;
     switch (h->name_len) {
     case 2:
@@ -771,9 +771,9 @@ static int connection_names_headers(const struct http_header *hs, size_t n)
     for (i = 0; i < n; i++) {
         const struct http_header *h = &hs[i];
         if (h->name_len == 10 && header_is(h, "connection") &&
-            !http_token_eq(h->value, h->value_len, "close") &&
-            !http_token_eq(h->value, h->value_len, "keep-alive") &&
-            !http_token_eq(h->value, h->value_len, "upgrade"))
+            !(h->value_len == 5 && http_caseeq_n(h->value, "close", 5)) &&
+            !(h->value_len == 10 && http_caseeq_n(h->value, "keep-alive", 10)) &&
+            !(h->value_len == 7 && http_caseeq_n(h->value, "upgrade", 7)))
             return 1;
     }
     return 0;

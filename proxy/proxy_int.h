@@ -203,10 +203,11 @@ void conn_set_state(struct conn *c, enum conn_state st);
 /* A generated page; msg is a static string. Closes the connection after. */
 void conn_respond_error(struct conn *c, int status, const char *msg);
 /* Is h named lower (a lower-case literal)? Inline: the literal's length is
- * known at compile time, so most names are refused on their length. */
-static inline int header_is(const struct http_header *h, const char *lower)
+ * known at compile time, so most names are refused on their length, and
+ * the rest compared a word at a time against constants. */
+HTTP_INLINE int header_is(const struct http_header *h, const char *lower)
 {
-    return h->name_len == strlen(lower) && http_token_eq(h->name, h->name_len, lower);
+    return h->name_len == strlen(lower) && http_caseeq_n(h->name, lower, strlen(lower));
 }
 /* Process the request head in the input buffer (again, after an
  * asynchronous authentication step). -1 when the connection is gone or

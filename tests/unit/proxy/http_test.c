@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -713,6 +714,412 @@ static void test_list_has_token(void **state)
     }
 }
 
+/* tchar by its definition (RFC 9110 5.6.2), not by the parser's table. */
+static int is_tchar(unsigned c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", (int)c) != NULL);
+}
+
+/* Parse raw[0..n) and every prefix of it from `from` on: a prefix that ends
+ * before `pos` (the byte under test) must be INCOMPLETE, a longer one
+ * INCOMPLETE or the full buffer's verdict. Returns the full verdict. */
+static enum http_parse_status req_parse_prefixes(const char *raw, size_t n, size_t from, size_t pos,
+                                                 struct http_request *req)
+{
+    enum http_parse_status st = req_parse(raw, n, &def_limits, req), pst;
+    int status = req->error_status;
+    const char *err = req->error;
+    size_t p;
+    struct http_request r;
+
+    for (p = from; p < n; p++) {
+        pst = req_parse(raw, p, &def_limits, &r);
+        if (pst == HTTP_PARSE_INCOMPLETE)
+            continue;
+        if (p <= pos || st != HTTP_PARSE_ERROR || pst != st || r.error_status != status ||
+            strcmp(r.error, err) != 0)
+            fail_msg("prefix %zu of %zu (byte at %zu): %d", p, n, pos, (int)pst);
+    }
+    req_parse(raw, n, &def_limits, req); /* hdrs[] as parsed from the whole */
+    return st;
+}
+
+/* Every byte value at every offset of header names of length 1 to 20 (the
+ * parser scans names 8 bytes at a time): a tchar is part of the name, ':'
+ * ends it, anything else is the error the byte-wise rules give; and every
+ * prefix is INCOMPLETE until the byte under test. */
+static void test_name_bytes(void **state)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\n";
+    static const char pat[] = "Xa-Z9bC-d0eFgh-1IjKl";
+    size_t plen = sizeof(pre) - 1, len, k;
+    char raw[128], name[32];
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 20; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want = NULL;
+                size_t n;
+
+                memcpy(name, pat, len);
+                name[k] = (char)c;
+                memcpy(raw, pre, plen);
+                memcpy(raw + plen, name, len);
+                memcpy(raw + plen + len, ": v\r\n\r\n", 7);
+                n = plen + len + 7;
+                if (is_tchar(c))
+                    want = NULL;
+                else if (c == ':')
+                    want = k == 0 ? "empty header name" : NULL;
+                else if (k == 0 && (c == ' ' || c == '\t'))
+                    want = "obs-fold header line";
+                else if (k == 0 && c == '\r')
+                    want = "bare CR in header";
+                else if (k == 0 && c == '\n')
+                    want = "bare LF in header";
+                else if (c == ' ' || c == '\t')
+                    want = "whitespace before colon in header";
+                else if (c == '\r' || c == '\n')
+                    want = "header line without colon";
+                else
+                    want = "invalid character in header name";
+                st = req_parse_prefixes(raw, n, plen, plen + k, &req);
+                if (want != NULL) {
+                    if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                        strcmp(req.error, want) != 0)
+                        fail_msg("byte 0x%02x at %zu of %zu: %d %s", c, k, len, (int)st,
+                                 st == HTTP_PARSE_ERROR ? req.error : "");
+                    continue;
+                }
+                if (st != HTTP_PARSE_OK || req.nheaders != 2 ||
+                    hdrs[1].name_len != (c == ':' ? k : len) ||
+                    memcmp(hdrs[1].name, name, hdrs[1].name_len) != 0)
+                    fail_msg("byte 0x%02x at %zu of %zu: name not whole (%d)", c, k, len, (int)st);
+            }
+        }
+    }
+}
+
+/* Every byte value at every offset of header values of length 1 to 24,
+ * with every prefix (values are scanned 8 bytes at a time). */
+static void test_value_bytes_lengths(void **state)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX-V: ";
+    static const char pat[] = "aB3~\x80\xff!z-v%\"Q \x7e\xc3\xa9(0)=;q,1W/";
+    size_t plen = sizeof(pre) - 1, len, k;
+    char raw[128], val[32];
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 24; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                int ok = c == 0x09 || (c >= 0x20 && c != 0x7f);
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+                size_t n, skip = 0, vlen = len;
+
+                memcpy(val, pat, len);
+                val[k] = (char)c;
+                memcpy(raw, pre, plen);
+                memcpy(raw + plen, val, len);
+                memcpy(raw + plen + len, "\r\n\r\n", 4);
+                n = plen + len + 4;
+                st = req_parse_prefixes(raw, n, plen, plen + k, &req);
+                if (!ok) {
+                    want = c == '\n'   ? "bare LF in header"
+                           : c == '\r' ? "bare CR in header"
+                                       : "control character in header value";
+                    if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                        strcmp(req.error, want) != 0)
+                        fail_msg("byte 0x%02x at %zu of %zu: accepted", c, k, len);
+                    continue;
+                }
+                /* Leading and trailing whitespace is not part of the value. */
+                while (skip < vlen && (val[skip] == ' ' || val[skip] == '\t'))
+                    skip++;
+                while (vlen > skip && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+                    vlen--;
+                if (st != HTTP_PARSE_OK || req.nheaders != 2 || hdrs[1].value_len != vlen - skip ||
+                    memcmp(hdrs[1].value, val + skip, vlen - skip) != 0)
+                    fail_msg("byte 0x%02x at %zu of %zu: value cut (%d)", c, k, len, (int)st);
+            }
+        }
+    }
+}
+
+/* Request line: every byte value at every offset of methods (1-20) and
+ * origin-form targets (2-24), and every byte at every offset of the version
+ * (which the parser skips whole when it is 1.0 or 1.1). */
+static void test_request_line_bytes(void **state)
+{
+    static const char mpat[] = "GETxyz-!#$%&'*+.^_`|~09";
+    static const char tpat[] = "/aB3-._~!$&'()*+,;=:@%2F?x=y/";
+    char raw[128];
+    size_t len, k, n;
+    unsigned c;
+
+    (void)state;
+    for (len = 1; len <= 20; len++) {
+        for (k = 0; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+
+                memcpy(raw, mpat, len);
+                raw[k] = (char)c;
+                n = len + (size_t)sprintf(raw + len, " / HTTP/1.1\r\nHost: a\r\n\r\n");
+                st = req_parse_prefixes(raw, n, 0, k, &req);
+                want = is_tchar(c)           ? NULL
+                       : c == '\n'           ? "bare LF in request line"
+                       : c == '\r' && k == 0 ? "empty line before request line"
+                       : c == ' ' && k > 0   ? "" /* cut: an error further on */
+                                             : "invalid method";
+                if (want == NULL) {
+                    if (st != HTTP_PARSE_OK || req.method_len != len ||
+                        memcmp(req.method, raw, len) != 0)
+                        fail_msg("method byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                           (want[0] && strcmp(req.error, want) != 0)) {
+                    fail_msg("method byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                }
+            }
+        }
+    }
+    for (len = 2; len <= 24; len++) {
+        for (k = 1; k < len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_request req;
+                enum http_parse_status st;
+                const char *want;
+
+                memcpy(raw, "GET ", 4);
+                memcpy(raw + 4, tpat, len);
+                raw[4 + k] = (char)c;
+                n = 4 + len + (size_t)sprintf(raw + 4 + len, " HTTP/1.1\r\nHost: a\r\n\r\n");
+                st = req_parse_prefixes(raw, n, 0, 4 + k, &req);
+                want = c == '#'               ? "fragment in request-target"
+                       : c > 0x20 && c < 0x7f ? NULL
+                       : c == '\n'            ? "bare LF in request line"
+                       : c == ' '             ? "invalid HTTP version" /* the rest is no version */
+                                              : "invalid character in request-target";
+                if (want == NULL) {
+                    if (st != HTTP_PARSE_OK || req.target_len != len ||
+                        memcmp(req.target, raw + 4, len) != 0)
+                        fail_msg("target byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || req.error_status != 400 ||
+                           strcmp(req.error, want) != 0) {
+                    fail_msg("target byte 0x%02x at %zu of %zu: %d %s", c, k, len, (int)st,
+                             st == HTTP_PARSE_ERROR ? req.error : "");
+                }
+            }
+        }
+    }
+    for (k = 0; k < 8; k++) {
+        for (c = 0; c < 256; c++) {
+            struct http_request req;
+            enum http_parse_status st;
+            int ok;
+
+            n = (size_t)sprintf(raw, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            raw[6 + k] = (char)c;
+            ok = k < 5    ? c == (unsigned char)"HTTP/"[k]
+                 : k == 5 ? c == '1'
+                 : k == 6 ? c == '.'
+                          : c == '0' || c == '1';
+            st = req_parse_prefixes(raw, n, 0, 6 + k, &req);
+            if (ok ? st != HTTP_PARSE_OK || req.minor_version != raw[13] - '0'
+                   : st != HTTP_PARSE_ERROR)
+                fail_msg("version byte 0x%02x at %zu: %d", c, k, (int)st);
+        }
+    }
+}
+
+/* Status line: every byte value at every offset of "HTTP/1.1 200" and of
+ * reason phrases of length 1 to 24, with every prefix. */
+static void test_status_line_bytes(void **state)
+{
+    static const char rpat[] = "OK all \tfine\x80\xff~!\"(x)-9 z";
+    char raw[128];
+    size_t len, k, n, p;
+    unsigned c;
+
+    (void)state;
+    for (len = 0; len <= 24; len++) {
+        for (k = 0; k < 12 + len; k++) {
+            for (c = 0; c < 256; c++) {
+                struct http_response resp, r;
+                enum http_parse_status st, pst;
+                const char *want;
+
+                memcpy(raw, "HTTP/1.1 200 ", 13);
+                memcpy(raw + 13, rpat, len);
+                n = 13 + len + (size_t)sprintf(raw + 13 + len, "\r\nContent-Length: 0\r\n\r\n");
+                if (k >= 12 && len == 0)
+                    break;
+                raw[k >= 12 ? k + 1 : k] = (char)c;
+                if (k < 12) {
+                    int status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
+                    int ok = memcmp(raw, "HTTP/1.", 7) == 0 && (raw[7] == '0' || raw[7] == '1') &&
+                             raw[8] == ' ' && status >= 100 && status <= 599;
+                    for (p = 9; p < 12; p++)
+                        ok = ok && raw[p] >= '0' && raw[p] <= '9';
+                    want = ok ? NULL : "";
+                } else {
+                    want = (c == 0x09 || (c >= 0x20 && c != 0x7f)) ? NULL
+                           : c == '\n'                             ? "bare LF in status line"
+                           : c == '\r'                             ? "bare CR in status line"
+                                       : "control character in reason phrase";
+                }
+                st = http_response_parse(raw, n, 4096, 0, hdrs, HTTP_MAX_HEADERS, &resp);
+                if (want == NULL) {
+                    int status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
+                    if (st != HTTP_PARSE_OK || resp.status != status || resp.reason_len != len ||
+                        memcmp(resp.reason, raw + 13, len) != 0)
+                        fail_msg("status line byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                } else if (st != HTTP_PARSE_ERROR || (want[0] && strcmp(resp.error, want) != 0)) {
+                    fail_msg("status line byte 0x%02x at %zu of %zu: %d", c, k, len, (int)st);
+                }
+                for (p = 0; p < n; p++) {
+                    pst = http_response_parse(raw, p, 4096, 0, hdrs, HTTP_MAX_HEADERS, &r);
+                    if (pst == HTTP_PARSE_INCOMPLETE)
+                        continue;
+                    if (p <= (k >= 12 ? k + 1 : k) || st != HTTP_PARSE_ERROR || pst != st ||
+                        strcmp(r.error, resp.error) != 0)
+                        fail_msg("status line byte 0x%02x at %zu, prefix %zu: %d", c, k, p,
+                                 (int)pst);
+                }
+            }
+        }
+    }
+}
+
+/* The parser reads close, keep-alive and upgrade out of Connection in one
+ * pass: keep_alive and upgrade_websocket must be what http_list_has_token()
+ * says about each value, for requests (1.0 and 1.1) and responses. */
+static void test_connection_tokens(void **state)
+{
+    static const char *const vals[] = {
+        "close",
+        "Close",
+        "CLOSE",
+        " close ",
+        "keep-alive",
+        "Keep-Alive",
+        "upgrade",
+        "Upgrade",
+        "keep-alive, Upgrade",
+        "keep-alive,Upgrade",
+        "keep-alive ,\tupgrade\t",
+        ",,upgrade,,",
+        "close, keep-alive",
+        "keep-alive, close",
+        "upgrades",
+        "x-upgrade",
+        "up grade",
+        "",
+        ",",
+        "closeclose",
+        "clos",
+        "closf",
+        "keep-alivf",
+        "keep_alive",
+        "upgradf",
+        "te, close",
+        "foo, bar",
+        "Upgrade, HTTP2-Settings",
+        "keep-alive, keep-alive",
+        "\tclose",
+        "close\t,",
+        "KEEP-ALIVE , UPGRADE , CLOSE",
+        "k",
+        "keep-alive, x",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        const char *v = vals[i];
+        int cl = http_list_has_token(v, strlen(v), "close");
+        int ka = http_list_has_token(v, strlen(v), "keep-alive");
+        int up = http_list_has_token(v, strlen(v), "upgrade");
+        char raw[512];
+        struct http_request req;
+        struct http_response resp;
+        int n;
+
+        n = snprintf(raw, sizeof(raw),
+                     "GET / HTTP/1.1\r\nHost: a\r\nConnection: %s\r\nUpgrade: websocket\r\n\r\n",
+                     v);
+        assert_int_equal(req_parse(raw, (size_t)n, &def_limits, &req), HTTP_PARSE_OK);
+        if (req.keep_alive != !cl || req.upgrade_websocket != up)
+            fail_msg("1.1 request, Connection: %s", v);
+        n = snprintf(raw, sizeof(raw), "GET / HTTP/1.0\r\nConnection: %s\r\n\r\n", v);
+        assert_int_equal(req_parse(raw, (size_t)n, &def_limits, &req), HTTP_PARSE_OK);
+        if (req.keep_alive != (ka && !cl))
+            fail_msg("1.0 request, Connection: %s", v);
+        n = snprintf(raw, sizeof(raw),
+                     "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: %s\r\n\r\n", v);
+        assert_int_equal(
+            http_response_parse(raw, (size_t)n, 4096, 0, hdrs, HTTP_MAX_HEADERS, &resp),
+            HTTP_PARSE_OK);
+        if (resp.keep_alive != (ka && !cl))
+            fail_msg("1.0 response, Connection: %s", v);
+    }
+}
+
+/* http_caseeq_n() against the byte-wise http_token_eq(), for every pair of
+ * byte values (the slice's and the literal's) at every offset of every
+ * length up to 24 (the 1-, 2-, 4- and 8-byte words and their overlaps). The
+ * slice and literal sit in buffers of exactly n bytes (plus the literal's
+ * NUL), so a sanitizer build catches any read past them. */
+static void test_caseeq_n(void **state)
+{
+    static const char base[] = "Content-Type-X9_Ab.c~Z-0";
+    size_t n, k;
+
+    (void)state;
+    for (n = 0; n <= 24; n++) {
+        char *s = malloc(n ? n : 1), *lit = malloc(n + 1);
+        size_t j;
+
+        assert_non_null(s);
+        assert_non_null(lit);
+        for (j = 0; j < n; j++) {
+            unsigned char c = (unsigned char)base[j];
+            s[j] = (char)c;
+            lit[j] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        }
+        lit[n] = '\0';
+        if (http_caseeq_n(s, lit, n) != 1 || http_token_eq(s, n, lit) != 1)
+            fail_msg("length %zu: base differs", n);
+        for (k = 0; k < n; k++) {
+            char s0 = s[k], l0 = lit[k];
+            unsigned cs, cl;
+
+            for (cl = 1; cl < 256; cl++) {
+                lit[k] = (char)cl;
+                for (cs = 0; cs < 256; cs++) {
+                    s[k] = (char)cs;
+                    if (http_caseeq_n(s, lit, n) != http_token_eq(s, n, lit))
+                        fail_msg("length %zu offset %zu: 0x%02x vs literal 0x%02x", n, k, cs, cl);
+                }
+            }
+            s[k] = s0;
+            lit[k] = l0;
+        }
+        free(s);
+        free(lit);
+    }
+}
+
 /* Every byte value at every offset of a long header value (the parser
  * checks values 8 bytes at a time): accepted exactly when it is a
  * field-value octet (HTAB, SP, VCHAR, obs-text), and the value comes back
@@ -759,13 +1166,27 @@ static void test_value_bytes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_ok),           cmocka_unit_test(test_request_headers_slices),
-        cmocka_unit_test(test_request_pipelined),    cmocka_unit_test(test_request_bad),
-        cmocka_unit_test(test_request_early_errors), cmocka_unit_test(test_limit_request_line),
-        cmocka_unit_test(test_limit_header_count),   cmocka_unit_test(test_limit_head),
-        cmocka_unit_test(test_response_ok),          cmocka_unit_test(test_response_bad),
-        cmocka_unit_test(test_response_limits),      cmocka_unit_test(test_token_eq),
-        cmocka_unit_test(test_list_has_token),       cmocka_unit_test(test_value_bytes),
+        cmocka_unit_test(test_request_ok),
+        cmocka_unit_test(test_request_headers_slices),
+        cmocka_unit_test(test_request_pipelined),
+        cmocka_unit_test(test_request_bad),
+        cmocka_unit_test(test_request_early_errors),
+        cmocka_unit_test(test_limit_request_line),
+        cmocka_unit_test(test_limit_header_count),
+        cmocka_unit_test(test_limit_head),
+        cmocka_unit_test(test_response_ok),
+        cmocka_unit_test(test_response_bad),
+        cmocka_unit_test(test_response_limits),
+        cmocka_unit_test(test_token_eq),
+        cmocka_unit_test(test_list_has_token),
+        cmocka_unit_test(test_value_bytes),
+        cmocka_unit_test(test_caseeq_n),
+        cmocka_unit_test(test_connection_tokens),
+
+        cmocka_unit_test(test_name_bytes),
+        cmocka_unit_test(test_value_bytes_lengths),
+        cmocka_unit_test(test_request_line_bytes),
+        cmocka_unit_test(test_status_line_bytes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

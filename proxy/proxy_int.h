@@ -169,7 +169,7 @@ struct worker {
     struct evbuffer *auditbuf;
     struct evbuffer *logbuf;
     struct event *logtimer;
-    struct event *rechecktimer; /* websockets decided again every second */
+    struct event *rechecktimer;             /* websockets decided again every second */
     struct httpc *httpc;                    /* this loop's HTTP client (IdP calls) */
     struct jwt_assertion_cache *assertions; /* signed X-ZT-Assertion reuse */
     struct event *accept_resume;            /* out of descriptors: accepting resumes */

@@ -90,44 +90,6 @@ static const size_t ac_short_max[AC_NSHORT] = {
     ACCESSLOG_ROUTE_MAX, ACCESSLOG_METHOD_MAX, ACCESSLOG_HOST_MAX,
 };
 
-/* n bytes from s to o: the short strings of a record (ids, names, an
- * address) with two possibly overlapping fixed-size copies each, which the
- * compiler inlines, instead of a call to memcpy() (as auditlog.c does). */
-static inline void ac_copy(unsigned char *o, const char *s, size_t n)
-{
-    uint64_t a, b, c, d;
-    uint32_t x, y;
-
-    if (n >= 8) {
-        if (n > 32) {
-            memcpy(o, s, n);
-        } else if (n > 16) {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + 8, 8);
-            memcpy(&c, s + n - 16, 8);
-            memcpy(&d, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + 8, &b, 8);
-            memcpy(o + n - 16, &c, 8);
-            memcpy(o + n - 8, &d, 8);
-        } else {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + n - 8, &b, 8);
-        }
-    } else if (n >= 4) {
-        memcpy(&x, s, 4);
-        memcpy(&y, s + n - 4, 4);
-        memcpy(o, &x, 4);
-        memcpy(o + n - 4, &y, 4);
-    } else if (n > 0) {
-        o[0] = (unsigned char)s[0];
-        o[n / 2] = (unsigned char)s[n / 2];
-        o[n - 1] = (unsigned char)s[n - 1];
-    }
-}
-
 /* Length of s up to max (s NULL: 0). */
 static inline size_t ac_len(const char *s, size_t max)
 {
@@ -198,7 +160,7 @@ void accesslog_append(struct evbuffer *buf, const struct accesslog_entry *e)
     memcpy(rec + AC_REC_HDR, &f, sizeof(f));
     o = rec + AC_REC_FIXED;
     for (i = 0; i < AC_NSHORT; i++) {
-        ac_copy(o, str[i], f.short_len[i]);
+        rec_copy_small(o, str[i], f.short_len[i]);
         o += f.short_len[i];
     }
     if (plen > 0)

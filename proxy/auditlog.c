@@ -222,44 +222,6 @@ static void al_hdr(unsigned char *o, int type, size_t total)
     memcpy(o + 4, &l, 4);
 }
 
-/* n bytes from s to o: the short strings of a record (ids, names, an
- * address) with two possibly overlapping fixed-size copies each, which the
- * compiler inlines, instead of a call to memcpy(). */
-static inline void al_copy(unsigned char *o, const char *s, size_t n)
-{
-    uint64_t a, b, c, d;
-    uint32_t x, y;
-
-    if (n >= 8) {
-        if (n > 32) {
-            memcpy(o, s, n);
-        } else if (n > 16) {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + 8, 8);
-            memcpy(&c, s + n - 16, 8);
-            memcpy(&d, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + 8, &b, 8);
-            memcpy(o + n - 16, &c, 8);
-            memcpy(o + n - 8, &d, 8);
-        } else {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + n - 8, &b, 8);
-        }
-    } else if (n >= 4) {
-        memcpy(&x, s, 4);
-        memcpy(&y, s + n - 4, 4);
-        memcpy(o, &x, 4);
-        memcpy(o + n - 4, &y, 4);
-    } else if (n > 0) {
-        o[0] = (unsigned char)s[0];
-        o[n / 2] = (unsigned char)s[n / 2];
-        o[n - 1] = (unsigned char)s[n - 1];
-    }
-}
-
 /* A record being built in [o, end). */
 struct al_wr {
     unsigned char *o, *end;
@@ -274,7 +236,7 @@ static inline int al_put_str(struct al_wr *w, const char *s, size_t n)
         return -1;
     memcpy(w->o, &l, 2);
     if (s != NULL)
-        al_copy(w->o + 2, s, n);
+        rec_copy_small(w->o + 2, s, n);
     w->o += 2 + (s != NULL ? n : 0);
     return 0;
 }

@@ -25,6 +25,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "rec.h"
 #include "sbuf.h"
 #include "thread.h"
 
@@ -48,7 +49,7 @@
  */
 #define AC_MAGIC0 0xac
 #define AC_MAGIC1 0x5e
-#define AC_REC_HDR 8
+#define AC_REC_HDR REC_HDR
 #define AC_REC_REQUEST 1
 
 enum ac_str { AC_S_REQID, AC_S_CLIENT, AC_S_DEVICE, AC_S_ROUTE, AC_S_METHOD, AC_S_HOST, AC_NSHORT };
@@ -395,35 +396,6 @@ static size_t ac_hdr_len(const unsigned char *h)
     return l;
 }
 
-/*
- * Skip from the start of in (where no valid header is) to the next byte
- * sequence that reads as a header of a record lying wholly in in, or to
- * the end. Returns the bytes to drain.
- */
-static size_t ac_resync(struct evbuffer *in)
-{
-    static const char magic[2] = {(char)AC_MAGIC0, (char)AC_MAGIC1};
-    size_t total = evbuffer_get_length(in);
-    struct evbuffer_ptr p;
-    unsigned char h[AC_REC_HDR];
-
-    if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_SET) == -1)
-        return total;
-    for (;;) {
-        size_t l;
-
-        p = evbuffer_search(in, magic, 2, &p);
-        if (p.pos < 0)
-            return total;
-        if ((size_t)p.pos + AC_REC_HDR <= total &&
-            evbuffer_copyout_from(in, &p, h, AC_REC_HDR) == AC_REC_HDR && (l = ac_hdr_len(h)) > 0 &&
-            (size_t)p.pos + l <= total)
-            return (size_t)p.pos;
-        if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_ADD) == -1)
-            return total;
-    }
-}
-
 /* Lines are staged in one buffer and handed to out in pieces of about this
  * size (one evbuffer_add() per piece instead of one per line). */
 #define AC_STAGE 65536
@@ -499,7 +471,7 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
         if (len == 0 || len > evbuffer_get_length(in)) {
             /* Not a record, or one cut short: never half a line. */
             nbad++;
-            evbuffer_drain(in, ac_resync(in));
+            evbuffer_drain(in, rec_resync(in, AC_MAGIC0, AC_MAGIC1, ac_hdr_len));
             continue;
         }
         ac_format_one(evbuffer_pullup(in, (ev_ssize_t)len), len, &sb, out, &n, &nbad);

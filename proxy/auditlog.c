@@ -27,6 +27,7 @@
 
 #include "fileio.h"
 #include "auditlog.h"
+#include "rec.h"
 #include "sbuf.h"
 #include "log.h"
 #include "thread.h"
@@ -168,7 +169,7 @@ static int al_line_digest(EVP_MD_CTX *md, const char *line, size_t len, unsigned
  */
 #define AL_MAGIC0 0xa7
 #define AL_MAGIC1 0x1d
-#define AL_REC_HDR 8
+#define AL_REC_HDR REC_HDR
 #define AL_STR_NULL 0xffffu
 
 enum { AL_REC_DECISION = 1, AL_REC_ADMIN = 2, AL_REC_OVERSIZE = 3 };
@@ -848,35 +849,6 @@ static int al_format_rec(const unsigned char *rec, size_t len, struct sbuf *b)
 typedef int (*al_line_fn)(void *arg, const char *line, size_t len);
 
 /*
- * Skip from the start of in (where no valid header is) to the next byte
- * sequence that reads as a header of a record lying wholly in in, or to
- * the end. Returns the bytes to drain.
- */
-static size_t al_resync(struct evbuffer *in)
-{
-    static const char magic[2] = {(char)AL_MAGIC0, (char)AL_MAGIC1};
-    size_t total = evbuffer_get_length(in);
-    struct evbuffer_ptr p;
-    unsigned char h[AL_REC_HDR];
-
-    if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_SET) == -1)
-        return total;
-    for (;;) {
-        size_t l;
-
-        p = evbuffer_search(in, magic, 2, &p);
-        if (p.pos < 0)
-            return total;
-        if ((size_t)p.pos + AL_REC_HDR <= total &&
-            evbuffer_copyout_from(in, &p, h, AL_REC_HDR) == AL_REC_HDR && (l = al_hdr_len(h)) > 0 &&
-            (size_t)p.pos + l <= total)
-            return (size_t)p.pos;
-        if (evbuffer_ptr_set(in, &p, 1, EVBUFFER_PTR_ADD) == -1)
-            return total;
-    }
-}
-
-/*
  * Format the records of in (all of it is drained) and hand each line to
  * fn; returns how many lines fn took. A malformed or truncated record, or
  * bytes that are no record (skipped up to the next header), add one to
@@ -899,7 +871,7 @@ static size_t al_records(struct evbuffer *in, al_line_fn fn, void *arg, uint64_t
         if (len == 0 || len > evbuffer_get_length(in)) {
             /* Not a record, or one cut short: never half a line. */
             (*bad)++;
-            evbuffer_drain(in, al_resync(in));
+            evbuffer_drain(in, rec_resync(in, AL_MAGIC0, AL_MAGIC1, al_hdr_len));
             continue;
         }
         /* Where it lies when it is in the first chunk, else made contiguous. */

@@ -101,45 +101,6 @@ static inline void sbuf_json(struct sbuf *s, const char *str, size_t n)
     sbuf_add(s, str + start, n - start);
 }
 
-/* n bytes from s to o, for the short strings the audit and access log
- * records copy (ids, names, an address): two possibly overlapping
- * fixed-size copies each, which the compiler inlines, instead of a call to
- * memcpy(). */
-static inline void rec_copy_small(unsigned char *o, const char *s, size_t n)
-{
-    uint64_t a, b, c, d;
-    uint32_t x, y;
-
-    if (n >= 8) {
-        if (n > 32) {
-            memcpy(o, s, n);
-        } else if (n > 16) {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + 8, 8);
-            memcpy(&c, s + n - 16, 8);
-            memcpy(&d, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + 8, &b, 8);
-            memcpy(o + n - 16, &c, 8);
-            memcpy(o + n - 8, &d, 8);
-        } else {
-            memcpy(&a, s, 8);
-            memcpy(&b, s + n - 8, 8);
-            memcpy(o, &a, 8);
-            memcpy(o + n - 8, &b, 8);
-        }
-    } else if (n >= 4) {
-        memcpy(&x, s, 4);
-        memcpy(&y, s + n - 4, 4);
-        memcpy(o, &x, 4);
-        memcpy(o + n - 4, &y, 4);
-    } else if (n > 0) {
-        o[0] = (unsigned char)s[0];
-        o[n / 2] = (unsigned char)s[n / 2];
-        o[n - 1] = (unsigned char)s[n - 1];
-    }
-}
-
 static inline void sbuf_free(struct sbuf *s)
 {
     if (s->heap)

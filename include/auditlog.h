@@ -45,6 +45,7 @@ struct evbuffer;
 #define AUDITLOG_RECORD_MAX 65536              /* longer records are dropped (counted) */
 #define AUDITLOG_PATH_MAX 1024                 /* request path bytes kept in a line */
 #define AUDITLOG_FAILING_MAX 16                /* device checks listed in a line */
+#define AUDITLOG_BATCH (32u * 1024)            /* a worker hands over its records at this size */
 
 /* One decision. Strings are NUL-terminated; NULL (or -1 for numbers) means
  * not known and is written as null. */

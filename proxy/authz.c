@@ -2739,6 +2739,13 @@ void authz_audit(struct evbuffer *buf, const char *request_id, const struct auth
     }
     e.eval_ns = r->eval_ns;
     auditlog_append(buf, &e);
+    /* Hand over in small batches (besides the worker's 100 ms timer): the
+     * records are still in the cache when the writer reads them, and the
+     * chains go back to the allocator before the worker needs new ones. At
+     * 15,000 decisions/s a 100 ms batch is ~1 MB of records streamed through
+     * the worker's cache. */
+    if (evbuffer_get_length(buf) >= AUDITLOG_BATCH)
+        auditlog_submit(buf);
 }
 
 /* ---- the admin API's directory view and edits ----------------------------- */

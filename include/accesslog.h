@@ -49,6 +49,7 @@ struct evbuffer;
 #define ACCESSLOG_HOST_MAX 255
 #define ACCESSLOG_ERROR_MAX 1024
 #define ACCESSLOG_PATH_MAX (1024 * 1024)
+#define ACCESSLOG_QUEUE_MAX (64u * 1024 * 1024) /* record bytes waiting for the writer */
 
 /* One finished request (or exchange). Strings are NUL-terminated unless a
  * length is given; NULL is written as "" (error: NULL leaves "error" out). */
@@ -73,9 +74,11 @@ struct accesslog_entry {
 };
 
 /* dest: a path (opened O_APPEND, created 0640), "stderr" or "off".
- * Starts the writer thread. 0 ok, -1 with errno. */
+ * Starts the writer thread (again after accesslog_stop()). 0 ok, -1 with
+ * errno. */
 int accesslog_start(const char *dest);
-/* Reopen the destination (after a reload or log rotation). */
+/* Reopen the destination (after a reload or log rotation): what was queued
+ * before still goes to the old one; the writer closes it. */
 int accesslog_reopen(const char *dest);
 /* Is logging on? Workers skip building records when it is off. */
 int accesslog_enabled(void);
@@ -110,8 +113,9 @@ uint64_t accesslog_bad_records(void);
 /* Format and write everything queued and stop the writer thread. */
 void accesslog_stop(void);
 
-/* Append s[0..len) to buf as the inside of a JSON string (escaped as the
- * access log's strings are). */
-void accesslog_json_escape(struct evbuffer *buf, const char *s, size_t len);
+/* Records lost since the start: the queue was full (more than
+ * ACCESSLOG_QUEUE_MAX bytes waiting) or the write failed. Also in the
+ * metrics (ztproxy_log_records_dropped_total{log="access"}). */
+uint64_t accesslog_dropped(void);
 
 #endif

@@ -77,9 +77,13 @@ enum metrics_event {
     METRICS_LOGIN_FAILED,        /* a login callback was refused */
     METRICS_COOKIE_WRONG_DEVICE, /* a session cookie presented by another device */
     METRICS_BEARER_REFUSED,      /* a bearer token was refused */
+    METRICS_AUDIT_DROPPED,       /* audit records lost (queue full, write failed) */
+    METRICS_ACCESS_DROPPED,      /* access log records lost (queue full, write failed) */
     METRICS_EVENT_COUNT
 };
 void metrics_count(enum metrics_event e);
+/* n events at once. */
+void metrics_add(enum metrics_event e, uint64_t n);
 
 /*
  * A TLS handshake ended. verified: it established a verified device

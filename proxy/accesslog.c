@@ -25,6 +25,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "metrics.h"
 #include "rec.h"
 #include "sbuf.h"
 #include "thread.h"
@@ -487,15 +488,21 @@ size_t accesslog_format(struct evbuffer *in, struct evbuffer *out, uint64_t *bad
 
 /* ---- the writer thread --------------------------------------------------- */
 
+#define AL_KEEP (-2) /* al_next: no reopen pending */
+
 static pthread_mutex_t al_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t al_cond = PTHREAD_COND_INITIALIZER;
-static struct evbuffer *al_queue;
+static struct evbuffer *al_queue; /* al_mtx */
+static struct evbuffer *al_pre;   /* al_mtx: queued before a pending reopen */
+static int al_next = AL_KEEP;     /* al_mtx: the fd to switch to (-1: off) */
+static int al_stop;               /* al_mtx */
+static int al_full;               /* al_mtx: dropping since the last warning */
 static pthread_t al_thread;
-static int al_fd = -1;
+static int al_fd = -1; /* the writer's (main thread before start, after stop) */
 static int al_running;
-static int al_stop;
-static volatile int al_enabled;
-static _Atomic uint64_t al_bad; /* malformed records (never expected) */
+static _Atomic int al_enabled;
+static _Atomic uint64_t al_bad;     /* malformed records (never expected) */
+static _Atomic uint64_t al_dropped; /* records lost: queue full, write failed */
 
 static int al_open(const char *dest)
 {
@@ -509,48 +516,96 @@ static int al_open(const char *dest)
     return fd;
 }
 
+static void al_lost(uint64_t n)
+{
+    atomic_fetch_add(&al_dropped, n);
+    metrics_add(METRICS_ACCESS_DROPPED, n);
+}
+
+/* Lines in b (each ends with a newline), without draining it. */
+static uint64_t al_count_lines(struct evbuffer *b)
+{
+    struct evbuffer_ptr p;
+    uint64_t n = 0;
+
+    if (evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
+        p = evbuffer_search(b, "\n", 1, &p);
+        if (p.pos < 0)
+            return n;
+        n++;
+        if (evbuffer_ptr_set(b, &p, 1, EVBUFFER_PTR_ADD) == -1)
+            return n;
+    }
+}
+
+/* Format recs and write the lines to al_fd (writer thread); what cannot be
+ * written is counted as lost. */
+static void al_write(struct evbuffer *recs, struct evbuffer *local)
+{
+    uint64_t bad = 0;
+
+    if (evbuffer_get_length(recs) == 0)
+        return;
+    if (al_fd < 0) {
+        evbuffer_drain(recs, evbuffer_get_length(recs)); /* off */
+        return;
+    }
+    accesslog_format(recs, local, &bad);
+    if (bad > 0) {
+        atomic_fetch_add(&al_bad, bad);
+        log_warnx("access log: %llu malformed records dropped", (unsigned long long)bad);
+    }
+    while (evbuffer_get_length(local) > 0) {
+        int n = evbuffer_write(local, al_fd);
+        if (n <= 0) {
+            if (n == -1 && errno == EINTR)
+                continue;
+            log_warn("access log: write failed, %zu bytes dropped", evbuffer_get_length(local));
+            al_lost(al_count_lines(local));
+            evbuffer_drain(local, evbuffer_get_length(local));
+        }
+    }
+}
+
 static void *acl_writer_main(void *arg)
 {
-    struct evbuffer *recs = evbuffer_new(), *local = evbuffer_new();
+    struct evbuffer *pre = evbuffer_new(), *recs = evbuffer_new(), *local = evbuffer_new();
     int done = 0;
 
     (void)arg;
     thread_lower_priority(5, "access log writer"); /* as the audit log's */
-    if (recs == NULL || local == NULL)
+    if (pre == NULL || recs == NULL || local == NULL)
         fatalx("access log: out of memory");
     while (!done) {
-        uint64_t bad = 0;
-        int fd;
+        int next;
 
         pthread_mutex_lock(&al_mtx);
-        while (evbuffer_get_length(al_queue) == 0 && !al_stop)
+        while (evbuffer_get_length(al_queue) == 0 && evbuffer_get_length(al_pre) == 0 && !al_stop &&
+               al_next == AL_KEEP)
             pthread_cond_wait(&al_cond, &al_mtx);
+        evbuffer_add_buffer(pre, al_pre);
         evbuffer_add_buffer(recs, al_queue);
         done = al_stop;
-        fd = al_fd;
+        next = al_next;
+        al_next = AL_KEEP;
         pthread_mutex_unlock(&al_mtx);
 
-        /* Formatting is the writer's: outside the lock, off the loops. */
-        if (fd >= 0)
-            accesslog_format(recs, local, &bad);
-        else
-            evbuffer_drain(recs, evbuffer_get_length(recs));
-        if (bad > 0) {
-            atomic_fetch_add(&al_bad, bad);
-            log_warnx("access log: %llu malformed records dropped", (unsigned long long)bad);
+        /* Formatting is the writer's: outside the lock, off the loops.
+         * What was queued before a reopen goes to the old file (a rotated
+         * log keeps its last lines), the rest to the new one. Only this
+         * thread writes to and closes its descriptor, so a line can never
+         * land in a file that was given a closed descriptor's number. */
+        al_write(pre, local);
+        if (next != AL_KEEP) {
+            if (al_fd >= 0)
+                close(al_fd);
+            al_fd = next;
         }
-        while (evbuffer_get_length(local) > 0) {
-            int n = fd >= 0 ? evbuffer_write(local, fd) : -1;
-            if (n <= 0) {
-                if (n == -1 && errno == EINTR)
-                    continue;
-                if (fd >= 0)
-                    log_warn("access log: write failed, %zu bytes dropped",
-                             evbuffer_get_length(local));
-                evbuffer_drain(local, evbuffer_get_length(local));
-            }
-        }
+        al_write(recs, local);
     }
+    evbuffer_free(pre);
     evbuffer_free(recs);
     evbuffer_free(local);
     return NULL;
@@ -558,42 +613,71 @@ static void *acl_writer_main(void *arg)
 
 int accesslog_start(const char *dest)
 {
-    int fd = al_open(dest);
+    int fd;
 
+    if (al_running) {
+        errno = EBUSY;
+        return -1;
+    }
+    fd = al_open(dest);
     if (fd == -1)
         return -1;
     al_queue = evbuffer_new();
-    if (al_queue == NULL)
+    al_pre = evbuffer_new();
+    if (al_queue == NULL || al_pre == NULL) {
+        evbuffer_free(al_queue);
+        evbuffer_free(al_pre);
+        al_queue = al_pre = NULL;
+        if (fd >= 0)
+            close(fd);
+        errno = ENOMEM;
         return -1;
+    }
     al_fd = fd >= 0 ? fd : -1;
-    al_enabled = fd >= 0;
-    if (pthread_create(&al_thread, NULL, acl_writer_main, NULL) != 0)
+    al_next = AL_KEEP;
+    al_stop = 0;
+    al_full = 0;
+    if (pthread_create(&al_thread, NULL, acl_writer_main, NULL) != 0) {
+        if (al_fd >= 0)
+            close(al_fd);
+        al_fd = -1;
+        evbuffer_free(al_queue);
+        evbuffer_free(al_pre);
+        al_queue = al_pre = NULL;
+        errno = EAGAIN;
         return -1;
+    }
     al_running = 1;
+    atomic_store(&al_enabled, fd >= 0);
     return 0;
 }
 
 int accesslog_reopen(const char *dest)
 {
-    int fd = al_open(dest), old;
+    int fd, old;
 
+    if (!al_running)
+        return accesslog_start(dest);
+    fd = al_open(dest);
     if (fd == -1)
         return -1;
+    if (fd < 0)
+        fd = -1; /* off */
     pthread_mutex_lock(&al_mtx);
-    old = al_fd;
-    al_fd = fd >= 0 ? fd : -1;
-    al_enabled = fd >= 0;
+    old = al_next;
+    al_next = fd;
+    evbuffer_add_buffer(al_pre, al_queue);
+    pthread_cond_signal(&al_cond);
     pthread_mutex_unlock(&al_mtx);
-    /* The writer may be mid-write on the old fd; it holds no reference
-     * after it drops the lock, so closing here can only fail that write. */
-    if (old >= 0)
+    if (old >= 0) /* two reopens before the writer looked: the first is moot */
         close(old);
+    atomic_store(&al_enabled, fd >= 0);
     return 0;
 }
 
 int accesslog_enabled(void)
 {
-    return al_enabled;
+    return atomic_load_explicit(&al_enabled, memory_order_relaxed);
 }
 
 uint64_t accesslog_bad_records(void)
@@ -601,14 +685,40 @@ uint64_t accesslog_bad_records(void)
     return atomic_load(&al_bad);
 }
 
+uint64_t accesslog_dropped(void)
+{
+    return atomic_load(&al_dropped);
+}
+
 void accesslog_submit(struct evbuffer *buf)
 {
-    if (evbuffer_get_length(buf) == 0 || !al_running)
+    size_t len = evbuffer_get_length(buf), n = 0;
+    int warn = 0;
+
+    if (len == 0 || !al_running)
         return;
     pthread_mutex_lock(&al_mtx);
-    evbuffer_add_buffer(al_queue, buf);
-    pthread_cond_signal(&al_cond);
+    if (evbuffer_get_length(al_queue) + evbuffer_get_length(al_pre) + len > ACCESSLOG_QUEUE_MAX) {
+        /* The destination is not keeping up (a slow disk, a stuck pipe):
+         * lose records rather than memory, count them, and say so once per
+         * episode. */
+        n = rec_count(buf, ac_hdr_len);
+        warn = !al_full;
+        al_full = 1;
+    } else {
+        evbuffer_add_buffer(al_queue, buf);
+        al_full = 0;
+        pthread_cond_signal(&al_cond);
+    }
     pthread_mutex_unlock(&al_mtx);
+    if (n > 0) {
+        evbuffer_drain(buf, len);
+        al_lost(n);
+        if (warn)
+            log_warnx("access log: the writer is %u MiB behind; dropping records until it "
+                      "catches up (counted in ztproxy_log_records_dropped_total)",
+                      ACCESSLOG_QUEUE_MAX >> 20);
+    }
 }
 
 void accesslog_stop(void)
@@ -621,41 +731,14 @@ void accesslog_stop(void)
     pthread_mutex_unlock(&al_mtx);
     pthread_join(al_thread, NULL);
     al_running = 0;
+    atomic_store(&al_enabled, 0);
+    if (al_next >= 0)
+        close(al_next);
+    al_next = AL_KEEP;
     if (al_fd >= 0)
         close(al_fd);
     al_fd = -1;
     evbuffer_free(al_queue);
-    al_queue = NULL;
-}
-
-void accesslog_json_escape(struct evbuffer *buf, const char *s, size_t len)
-{
-    static const char hx[] = "0123456789abcdef";
-    size_t i, start = 0;
-
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[6];
-
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-            continue;
-        if (i > start)
-            evbuffer_add(buf, s + start, i - start);
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            evbuffer_add(buf, esc, 2);
-        } else {
-            esc[0] = '\\';
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hx[c >> 4];
-            esc[5] = hx[c & 15];
-            evbuffer_add(buf, esc, 6);
-        }
-        start = i + 1;
-    }
-    if (len > start)
-        evbuffer_add(buf, s + start, len - start);
+    evbuffer_free(al_pre);
+    al_queue = al_pre = NULL;
 }

@@ -30,6 +30,7 @@
 #include "rec.h"
 #include "sbuf.h"
 #include "log.h"
+#include "metrics.h"
 #include "thread.h"
 
 /* {"prev":"<64 hex>",  then  "hash":"<64 hex>",  then the worker's members */
@@ -906,31 +907,6 @@ size_t auditlog_format(struct evbuffer *records, struct evbuffer *lines, uint64_
     return n;
 }
 
-/* How many records (as al_records() would count them: good ones, and
- * each run of bytes that are none) b holds, without draining it. */
-static size_t al_count_records(struct evbuffer *b)
-{
-    size_t pos = 0, total = evbuffer_get_length(b), n = 0;
-    struct evbuffer_ptr p;
-    unsigned char h[AL_REC_HDR];
-
-    if (total == 0 || evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
-        return 0;
-    for (;;) {
-        size_t l = 0;
-
-        if (evbuffer_copyout_from(b, &p, h, AL_REC_HDR) == AL_REC_HDR)
-            l = al_hdr_len(h);
-        n++;
-        if (l == 0 || l >= total - pos)
-            break; /* the last one, or the rest as one */
-        pos += l;
-        if (evbuffer_ptr_set(b, &p, l, EVBUFFER_PTR_ADD) == -1)
-            break;
-    }
-    return n;
-}
-
 /* ---- the writer thread --------------------------------------------------- */
 
 #define AL_REOPEN_NONE (-2)
@@ -1143,7 +1119,7 @@ static void al_write_lines(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX
     if (evbuffer_get_length(in) == 0)
         return;
     if (al_fd < 0) {
-        b->lost += al_count_records(in);
+        b->lost += rec_count(in, al_hdr_len);
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
@@ -1208,6 +1184,7 @@ static void *al_main(void *arg)
         pthread_mutex_lock(&al_mtx);
         al_st.lines += b.written;
         al_st.dropped += b.lost + b.bad;
+        metrics_add(METRICS_AUDIT_DROPPED, b.lost + b.bad);
         al_st.write_errors += b.errs;
         if (al_file_lines > 0)
             al_tohex(al_prev, al_st.head);
@@ -1306,8 +1283,11 @@ void auditlog_submit(struct evbuffer *buf)
     if (evbuffer_get_length(al_queue) + evbuffer_get_length(al_pre) + len > AUDITLOG_QUEUE_MAX) {
         /* The disk is not keeping up: lose records rather than memory, and
          * say so (the count is in the stats). */
-        al_st.dropped += al_count_records(buf);
+        size_t n = rec_count(buf, al_hdr_len);
+
+        al_st.dropped += n;
         pthread_mutex_unlock(&al_mtx);
+        metrics_add(METRICS_AUDIT_DROPPED, n);
         evbuffer_drain(buf, len);
         log_warnx("audit log: queue full, %zu bytes of decisions dropped", len);
         return;

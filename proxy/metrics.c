@@ -401,6 +401,12 @@ void metrics_count(enum metrics_event e)
         slot_add(tl_worker, M_EVENT + (size_t)e, 1);
 }
 
+void metrics_add(enum metrics_event e, uint64_t n)
+{
+    if ((unsigned)e < METRICS_EVENT_COUNT && n > 0)
+        slot_add(tl_worker, M_EVENT + (size_t)e, n);
+}
+
 static int has(const char *s, const char *sub)
 {
     return strstr(s, sub) != NULL;
@@ -745,6 +751,13 @@ static void render_data_plane(struct evbuffer *out, const uint64_t *s)
            s[M_EVENT + METRICS_COOKIE_WRONG_DEVICE]);
     family(out, "ztproxy_bearer_refused_total", "counter", "Bearer tokens refused.");
     sample(out, "ztproxy_bearer_refused_total", s[M_EVENT + METRICS_BEARER_REFUSED]);
+    family(out, "ztproxy_log_records_dropped_total", "counter",
+           "Audit and access log records lost: the writer's queue was full (the disk "
+           "did not keep up) or the write failed.");
+    sample_l(out, "ztproxy_log_records_dropped_total", "log", "audit",
+             s[M_EVENT + METRICS_AUDIT_DROPPED]);
+    sample_l(out, "ztproxy_log_records_dropped_total", "log", "access",
+             s[M_EVENT + METRICS_ACCESS_DROPPED]);
 }
 
 /* Shared state in Redis (include/shared.h): only with a "redis" section. */

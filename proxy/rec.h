@@ -82,4 +82,32 @@ static inline size_t rec_resync(struct evbuffer *in, unsigned char m0, unsigned 
     }
 }
 
+/*
+ * How many records b holds (good ones, and each run of bytes that is none,
+ * as the writers count them), without draining it: for counting what is
+ * dropped when a queue is full.
+ */
+static inline size_t rec_count(struct evbuffer *b, size_t (*hdr_len)(const unsigned char *h))
+{
+    size_t pos = 0, total = evbuffer_get_length(b), n = 0;
+    struct evbuffer_ptr p;
+    unsigned char h[REC_HDR];
+
+    if (total == 0 || evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
+        size_t l = 0;
+
+        if (evbuffer_copyout_from(b, &p, h, REC_HDR) == REC_HDR)
+            l = hdr_len(h);
+        n++;
+        if (l == 0 || l >= total - pos)
+            break; /* the last one, or the rest as one */
+        pos += l;
+        if (evbuffer_ptr_set(b, &p, l, EVBUFFER_PTR_ADD) == -1)
+            break;
+    }
+    return n;
+}
+
 #endif

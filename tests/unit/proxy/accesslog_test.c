@@ -5,7 +5,9 @@
  * worker formatted before), malformed records counted and skipped, and the
  * writer thread writing the same lines.
  */
+#include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -675,6 +678,90 @@ static void test_writer(void **state)
     evbuffer_free(lines);
 }
 
+/*
+ * A destination that stops taking lines (a FIFO nobody reads) costs bounded
+ * memory: past ACCESSLOG_QUEUE_MAX queued bytes the records are dropped and
+ * counted. A reopen meanwhile sends what was queued before it to the old
+ * destination (where the write fails: counted as lost) and the records
+ * after it to the new file, and only those.
+ */
+static void test_writer_bounded_and_reopen(void **state)
+{
+    char dir[] = "/tmp/zt-accesslog-XXXXXX", fifo[64], path[64], cmd[128];
+    struct evbuffer *b = evbuffer_new();
+    struct accesslog_entry e;
+    uint64_t submitted = 0, dropped;
+    char got[4096];
+    size_t n, rec_len;
+    FILE *f;
+    int rd, i;
+
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    snprintf(path, sizeof(path), "%s/new.log", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    rd = open(fifo, O_RDONLY | O_NONBLOCK);
+    assert_true(rd >= 0);
+    assert_int_equal(accesslog_start(fifo), 0);
+    entry_init(&e);
+    e.bytes_in = 1;
+    accesslog_append(b, &e);
+    rec_len = evbuffer_get_length(b);
+    evbuffer_drain(b, rec_len);
+    /* 1.5 times the bound, in worker-sized batches of 64 KiB. */
+    while (submitted * rec_len < (uint64_t)ACCESSLOG_QUEUE_MAX * 3 / 2) {
+        while (evbuffer_get_length(b) < 65536) {
+            accesslog_append(b, &e);
+            submitted++;
+        }
+        accesslog_submit(b);
+        assert_int_equal(evbuffer_get_length(b), 0);
+    }
+    dropped = accesslog_dropped();
+    /* At least what exceeds the queue and the pipe's buffer (64 KiB of
+     * lines, each longer than its record) and what the writer holds. */
+    assert_true(dropped > 0);
+    assert_true(dropped < submitted);
+    assert_true((submitted - dropped) * rec_len <= (uint64_t)ACCESSLOG_QUEUE_MAX * 5 / 4);
+
+    assert_int_equal(accesslog_reopen(path), 0);
+    e.bytes_in = 424242;
+    for (i = 0; i < 3; i++)
+        accesslog_append(b, &e);
+    accesslog_submit(b);
+    close(rd); /* the old destination's writes now fail: EPIPE */
+    accesslog_stop();
+    /* Everything sent to the FIFO either went into its buffer (a few
+     * hundred lines at most) or was counted as lost. */
+    assert_true(accesslog_dropped() >= submitted - 65536 / 100);
+    assert_true(accesslog_dropped() <= submitted);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    n = fread(got, 1, sizeof(got) - 1, f);
+    fclose(f);
+    got[n] = '\0';
+    {
+        const char *p = got;
+        int count = 0;
+
+        while ((p = strstr(p, "\"bytes_in\":424242,")) != NULL) {
+            count++;
+            p++;
+        }
+        assert_int_equal(count, 3);
+        assert_null(strstr(got, "\"bytes_in\":1,"));
+    }
+    /* Stopped, it starts again. */
+    assert_int_equal(accesslog_start("off"), 0);
+    assert_false(accesslog_enabled());
+    accesslog_stop();
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    evbuffer_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -687,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_writer_bounded_and_reopen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -286,6 +286,7 @@ static void test_format_and_fixed_families(void **state)
                                            "ztproxy_logins_total",
                                            "ztproxy_session_cookie_wrong_device_total",
                                            "ztproxy_bearer_refused_total",
+                                           "ztproxy_log_records_dropped_total",
                                            "ztproxy_rules",
                                            "ztproxy_rules_loads_total",
                                            "ztproxy_directory_loads_total",
@@ -481,7 +482,11 @@ static void test_events_and_upstream(void **state)
     metrics_count(METRICS_LOGIN_FAILED);
     metrics_count(METRICS_COOKIE_WRONG_DEVICE);
     metrics_count(METRICS_BEARER_REFUSED);
-    metrics_count(METRICS_EVENT_COUNT); /* ignored */
+    metrics_add(METRICS_AUDIT_DROPPED, 5);
+    metrics_add(METRICS_ACCESS_DROPPED, 7);
+    metrics_add(METRICS_ACCESS_DROPPED, 0);
+    metrics_add(METRICS_EVENT_COUNT, 9); /* ignored */
+    metrics_count(METRICS_EVENT_COUNT);  /* ignored */
     metrics_count((enum metrics_event) - 1);
     metrics_tls_handshake(1, 0, "");
     metrics_tls_handshake(1, 1, "");
@@ -502,6 +507,8 @@ static void test_events_and_upstream(void **state)
     assert_true(get(&d, "ztproxy_logins_total", "result=\"failure\"") == 2);
     assert_true(get(&d, "ztproxy_session_cookie_wrong_device_total", "") == 1);
     assert_true(get(&d, "ztproxy_bearer_refused_total", "") == 1);
+    assert_true(get(&d, "ztproxy_log_records_dropped_total", "log=\"audit\"") == 5);
+    assert_true(get(&d, "ztproxy_log_records_dropped_total", "log=\"access\"") == 7);
     assert_true(get(&d, "ztproxy_tls_handshakes_total", "") == 2);
     assert_true(get(&d, "ztproxy_tls_handshakes_resumed_total", "") == 1);
     assert_true(get(&d, "ztproxy_tls_handshake_failures_total", "reason=\"no_certificate\"") == 1);

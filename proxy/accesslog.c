@@ -516,28 +516,24 @@ static int al_open(const char *dest)
     return fd;
 }
 
+/* Close the descriptors and free the queues (main thread, no writer). */
+static void al_teardown(void)
+{
+    if (al_next >= 0)
+        close(al_next);
+    al_next = AL_KEEP;
+    if (al_fd >= 0)
+        close(al_fd);
+    al_fd = -1;
+    evbuffer_free(al_queue);
+    evbuffer_free(al_pre);
+    al_queue = al_pre = NULL;
+}
+
 static void al_lost(uint64_t n)
 {
     atomic_fetch_add(&al_dropped, n);
     metrics_add(METRICS_ACCESS_DROPPED, n);
-}
-
-/* Lines in b (each ends with a newline), without draining it. */
-static uint64_t al_count_lines(struct evbuffer *b)
-{
-    struct evbuffer_ptr p;
-    uint64_t n = 0;
-
-    if (evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
-        return 0;
-    for (;;) {
-        p = evbuffer_search(b, "\n", 1, &p);
-        if (p.pos < 0)
-            return n;
-        n++;
-        if (evbuffer_ptr_set(b, &p, 1, EVBUFFER_PTR_ADD) == -1)
-            return n;
-    }
 }
 
 /* Format recs and write the lines to al_fd (writer thread); what cannot be
@@ -563,7 +559,7 @@ static void al_write(struct evbuffer *recs, struct evbuffer *local)
             if (n == -1 && errno == EINTR)
                 continue;
             log_warn("access log: write failed, %zu bytes dropped", evbuffer_get_length(local));
-            al_lost(al_count_lines(local));
+            al_lost(rec_count_lines(local));
             evbuffer_drain(local, evbuffer_get_length(local));
         }
     }
@@ -638,12 +634,7 @@ int accesslog_start(const char *dest)
     al_stop = 0;
     al_full = 0;
     if (pthread_create(&al_thread, NULL, acl_writer_main, NULL) != 0) {
-        if (al_fd >= 0)
-            close(al_fd);
-        al_fd = -1;
-        evbuffer_free(al_queue);
-        evbuffer_free(al_pre);
-        al_queue = al_pre = NULL;
+        al_teardown();
         errno = EAGAIN;
         return -1;
     }
@@ -732,13 +723,5 @@ void accesslog_stop(void)
     pthread_join(al_thread, NULL);
     al_running = 0;
     atomic_store(&al_enabled, 0);
-    if (al_next >= 0)
-        close(al_next);
-    al_next = AL_KEEP;
-    if (al_fd >= 0)
-        close(al_fd);
-    al_fd = -1;
-    evbuffer_free(al_queue);
-    evbuffer_free(al_pre);
-    al_queue = al_pre = NULL;
+    al_teardown();
 }

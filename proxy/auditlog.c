@@ -1007,24 +1007,6 @@ static void al_close_fd(void)
     al_fd = -1;
 }
 
-static size_t al_count_lines(struct evbuffer *b)
-{
-    struct evbuffer_ptr p;
-    size_t n = 0;
-
-    if (evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
-        return 0;
-    for (;;) {
-        p = evbuffer_search(b, "\n", 1, &p);
-        if (p.pos < 0)
-            break;
-        n++;
-        if (evbuffer_ptr_set(b, &p, 1, EVBUFFER_PTR_ADD) == -1)
-            break;
-    }
-    return n;
-}
-
 /* Chained lines on their way to out (writer thread only): one
  * evbuffer_add() per batch or 64 KiB instead of two per line. Holds the
  * longest line al_chain_line() accepts. */
@@ -1131,7 +1113,7 @@ static void al_write_lines(struct evbuffer *in, struct evbuffer *out, EVP_MD_CTX
         if (w == -1 && errno == EINTR)
             continue;
         b->errs++;
-        lost = al_count_lines(out);
+        lost = rec_count_lines(out);
         log_warn("audit log: write failed, %zu lines lost (the chain shows the gap)", lost);
         evbuffer_drain(out, evbuffer_get_length(out));
     }

@@ -110,4 +110,23 @@ static inline size_t rec_count(struct evbuffer *b, size_t (*hdr_len)(const unsig
     return n;
 }
 
+/* Lines in b (each ends with a newline), without draining it: for counting
+ * what a failed write loses. */
+static inline size_t rec_count_lines(struct evbuffer *b)
+{
+    struct evbuffer_ptr p;
+    size_t n = 0;
+
+    if (evbuffer_ptr_set(b, &p, 0, EVBUFFER_PTR_SET) == -1)
+        return 0;
+    for (;;) {
+        p = evbuffer_search(b, "\n", 1, &p);
+        if (p.pos < 0)
+            return n;
+        n++;
+        if (evbuffer_ptr_set(b, &p, 1, EVBUFFER_PTR_ADD) == -1)
+            return n;
+    }
+}
+
 #endif

@@ -1027,9 +1027,11 @@ static void az_job_run(struct az_job *j)
 
 static void *az_loader_main(void *arg)
 {
+    struct bg_thread *bt;
+
     (void)arg;
     /* Below the workers (Linux: per thread): a load must not delay requests. */
-    thread_lower_priority(10, "policy loader");
+    bt = thread_background("policy loader");
     for (;;) {
         struct az_job *j;
 
@@ -1045,10 +1047,13 @@ static void *az_loader_main(void *arg)
         if (lq_head == NULL)
             lq_tail = NULL;
         pthread_mutex_unlock(&lq_mtx);
+        thread_job_begin(bt);
         az_job_run(j);
+        thread_job_end(bt);
         atomic_store(&az_busy[j->kind], 0);
         az_job_free(j);
     }
+    thread_background_end(bt);
     return NULL;
 }
 

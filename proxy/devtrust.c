@@ -1428,9 +1428,11 @@ out:
 
 static void *dt_loader_main(void *arg)
 {
+    struct bg_thread *bt;
+
     (void)arg;
     /* Below the workers (Linux: per thread): a load must not delay requests. */
-    thread_lower_priority(10, "device trust loader");
+    bt = thread_background("device trust loader");
     for (;;) {
         struct dt_ljob *j;
 
@@ -1447,7 +1449,9 @@ static void *dt_loader_main(void *arg)
             l_tail = NULL;
         pthread_mutex_unlock(&l_mtx);
 
+        thread_job_begin(bt);
         dt_load_run(j);
+        thread_job_end(bt);
 
         pthread_mutex_lock(&l_mtx);
         j->next = l_done;
@@ -1455,6 +1459,7 @@ static void *dt_loader_main(void *arg)
         pthread_mutex_unlock(&l_mtx);
         event_active(l_done_ev, EV_READ, 0);
     }
+    thread_background_end(bt);
     return NULL;
 }
 

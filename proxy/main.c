@@ -144,9 +144,11 @@ static void reload_build(struct reload_job *j)
 
 static void *reload_main(void *arg)
 {
+    struct bg_thread *bt;
+
     (void)arg;
-    /* Linux: a thread's nice value is its own (the workers keep theirs). */
-    thread_lower_priority(10, "reload");
+    /* Below the workers (Linux: per thread): a reload must not delay requests. */
+    bt = thread_background("reload");
     for (;;) {
         struct reload_job *j;
 
@@ -160,12 +162,15 @@ static void *reload_main(void *arg)
         j = rl_pending;
         rl_pending = NULL;
         pthread_mutex_unlock(&rl_mtx);
+        thread_job_begin(bt);
         reload_build(j);
+        thread_job_end(bt);
         pthread_mutex_lock(&rl_mtx);
         rl_done = j;
         pthread_mutex_unlock(&rl_mtx);
         event_active(rl_done_ev, EV_READ, 0);
     }
+    thread_background_end(bt);
     return NULL;
 }
 
@@ -364,6 +369,15 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
 #endif
 }
 
+/* Once a second: a loader thread starved at idle priority is raised (thread.h). */
+static void bg_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    thread_watchdog(thread_now_ms());
+}
+
 /* While the workers drain, the main loop keeps running: the admin
  * listener answers /readyz with 503 (so load balancers and readiness probes
  * stop sending), and the feeds stay fresh for the requests still in flight.
@@ -466,7 +480,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct event *ev_hup, *ev_term, *ev_int, *ev_crl, *ev_trim;
+    struct event *ev_hup, *ev_term, *ev_int, *ev_crl, *ev_trim, *ev_bgwatch;
     const struct timeval one_min = {60, 0};
     struct timeval one_s = {1, 0};
     char err[1024];
@@ -584,6 +598,8 @@ int main(int argc, char **argv)
     event_add(ev_crl, &one_s);
     ev_trim = event_new(main_base, -1, EV_PERSIST, trim_cb, NULL);
     event_add(ev_trim, &one_min);
+    ev_bgwatch = event_new(main_base, -1, EV_PERSIST, bg_watch_cb, NULL);
+    event_add(ev_bgwatch, &one_s);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     log_info("ztproxy ready");
     event_base_dispatch(main_base);
@@ -604,6 +620,7 @@ int main(int argc, char **argv)
     event_free(ev_int);
     event_free(ev_crl);
     event_free(ev_trim);
+    event_free(ev_bgwatch);
     if (ev_drain != NULL)
         event_free(ev_drain);
     if (ev_delay != NULL)

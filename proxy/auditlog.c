@@ -647,8 +647,8 @@ static int al_effect_ok(unsigned v)
 static int al_format_decision(struct al_rd *r, struct sbuf *b)
 {
     struct al_rec_dec f;
-    const char *s[AL_DEC_NSTR], *blob = NULL, *str;
-    size_t n[AL_DEC_NSTR], bloblen = 0, len, i;
+    const char *s[AL_DEC_NSTR], *blob = NULL, *str, *un[POLICY_MONITOR_MAX];
+    size_t n[AL_DEC_NSTR], bloblen = 0, len, i, k, nun, unlen[POLICY_MONITOR_MAX];
     uint16_t off[POLICY_REASONS_MAX];
     char tmp[160];
 
@@ -721,29 +721,49 @@ static int al_format_decision(struct al_rd *r, struct sbuf *b)
             sbuf_str(b, tmp);
         }
         AL_STR_N(b, "version", s[AL_S_VERSION] != NULL ? s[AL_S_VERSION] : "", n[AL_S_VERSION]);
+        /*
+         * Monitor rules that matched are written whole; those that did not
+         * only by id, under "monitor_unmatched": their would_decide is the
+         * decision itself, and with a few monitor rules on a route the
+         * entries were a third of every line.
+         */
         AL_KEY(b, "monitor");
         sbuf_add(b, "[", 1);
-        for (i = 0; i < f.nmonitor; i++) {
+        nun = 0;
+        for (i = 0, k = 0; i < f.nmonitor; i++) {
             uint8_t eff = al_rd_u8(r), matched = al_rd_u8(r), would = al_rd_u8(r);
 
             al_rd_str(r, &str, &len);
             if (r->bad || !al_effect_ok(eff) || matched > 2 || !al_effect_ok(would) || str == NULL)
                 return -1;
-            sbuf_add(b, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+            if (matched == 0) {
+                un[nun] = str;
+                unlen[nun++] = len;
+                continue;
+            }
+            sbuf_add(b, k > 0 ? ",{" : "{", k > 0 ? 2 : 1);
+            k++;
             sbuf_add(b, "\"rule\":\"", 8);
             al_escape(b, str, len);
             sbuf_lit(b, "\",\"effect\":\"");
             sbuf_str(b, policy_effect_name((enum policy_effect)eff));
             if (matched == 2)
                 sbuf_lit(b, "\",\"matched\":\"step_up\",\"would_decide\":\"");
-            else if (matched)
-                sbuf_lit(b, "\",\"matched\":true,\"would_decide\":\"");
             else
-                sbuf_lit(b, "\",\"matched\":false,\"would_decide\":\"");
+                sbuf_lit(b, "\",\"matched\":true,\"would_decide\":\"");
             sbuf_str(b, policy_effect_name((enum policy_effect)would));
             sbuf_lit(b, "\"}");
         }
         sbuf_add(b, "]", 1);
+        if (nun > 0) {
+            AL_KEY(b, "monitor_unmatched");
+            for (i = 0; i < nun; i++) {
+                sbuf_add(b, i > 0 ? ",\"" : "[\"", 2);
+                al_escape(b, un[i], unlen[i]);
+                sbuf_add(b, "\"", 1);
+            }
+            sbuf_add(b, "]", 1);
+        }
         if (f.monitor_dropped > 0) {
             snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%" PRIu64, f.monitor_dropped);
             sbuf_str(b, tmp);

@@ -373,15 +373,17 @@ class PolicyTest(SSOTestCase):
         self.assertEqual(mon[0].get("effect"), "deny", mon)
         self.assertIs(mon[0].get("matched"), True, mon)
         self.assertEqual(mon[0].get("would_decide"), "deny", mon)
-        # A path it does not match: listed, not matched, would allow.
+        self.assertNotIn("watch-monitored", e.get("monitor_unmatched") or [], e)
+        # A path it does not match: evaluated, listed by id only under
+        # monitor_unmatched (it would have decided what the request got).
         path = self.unique("plain")
         r = self.send("open.test", path, src="127.0.0.2")
         self.assert_forwarded(path, r, "a request the monitor rule does not match")
         e = self.audit_entry(self.request_id(r))[2]
+        self.assertEqual(e.get("effect"), "allow", e)
         mon = [m for m in e.get("monitor") or [] if m.get("rule") == "watch-monitored"]
-        self.assertEqual(len(mon), 1, e)
-        self.assertIs(mon[0].get("matched"), False, mon)
-        self.assertEqual(mon[0].get("would_decide"), "allow", mon)
+        self.assertEqual(mon, [], e)
+        self.assertEqual(e.get("monitor_unmatched"), ["watch-monitored"], e)
 
     # ------------------------------------------------------------------ 6
     def check_common(self, e, raw, rid, what):

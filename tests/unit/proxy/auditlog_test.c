@@ -593,15 +593,24 @@ static void golden_decision(struct policy_decision *d)
     d->reason_used = 44;
     d->nreasons = 2;
     d->reasons_dropped = 3;
-    d->nmonitor = 2;
+    d->nmonitor = 4;
     d->monitor[0].rule_id = "new-geo";
     d->monitor[0].rule_effect = POLICY_DENY;
     d->monitor[0].matched = 1;
     d->monitor[0].would_decide = POLICY_DENY;
-    d->monitor[1].rule_id = "mfa-all";
-    d->monitor[1].rule_effect = POLICY_ALLOW;
-    d->monitor[1].matched = 2;
+    /* Not matched: listed by id only, in order, under monitor_unmatched. */
+    d->monitor[1].rule_id = "quiet \"one\"";
+    d->monitor[1].rule_effect = POLICY_DENY;
+    d->monitor[1].matched = 0;
     d->monitor[1].would_decide = POLICY_STEP_UP;
+    d->monitor[2].rule_id = "mfa-all";
+    d->monitor[2].rule_effect = POLICY_ALLOW;
+    d->monitor[2].matched = 2;
+    d->monitor[2].would_decide = POLICY_STEP_UP;
+    d->monitor[3].rule_id = "quiet-2";
+    d->monitor[3].rule_effect = POLICY_ALLOW;
+    d->monitor[3].matched = 0;
+    d->monitor[3].would_decide = POLICY_STEP_UP;
     d->monitor_dropped = 1;
 }
 
@@ -618,7 +627,8 @@ static void test_record_golden(void **state)
         "\"step_up\":{\"max_age\":900,\"mfa\":true},\"version\":\"2026-05-20.1\",\"monitor\":"
         "[{\"rule\":\"new-geo\",\"effect\":\"deny\",\"matched\":true,\"would_decide\":\"deny\"},"
         "{\"rule\":\"mfa-all\",\"effect\":\"allow\",\"matched\":\"step_up\",\"would_decide\":"
-        "\"step_up\"}],\"monitor_dropped\":1,\"device_failing\":[\"disk_encryption\","
+        "\"step_up\"}],\"monitor_unmatched\":[\"quiet \\\"one\\\"\",\"quiet-2\"],"
+        "\"monitor_dropped\":1,\"device_failing\":[\"disk_encryption\","
         "\"os\\\"version\",\"\"],\"eval_us\":0.840}\n";
     struct evbuffer *b = evbuffer_new();
     struct policy_decision d;

@@ -801,11 +801,15 @@ EOF
 }
 
 # policy_suite W: keep-alive requests through ztproxy without rules and with
-# the whole decision pipeline, alternating processes, twice each
+# the whole decision pipeline, alternating processes, PAIR_ROUNDS pairs in
+# counterbalanced order (none full, full none, ...: a drift of the machine's
+# speed within a round does not favour one side)
 policy_suite() {
-    local w=$1 i kind d pid
+    local w=$1 i kind d pid order
     for ((i = 1; i <= PAIR_ROUNDS; i++)); do
-        for kind in none full; do
+        order="none full"
+        if ((i % 2 == 0)); then order="full none"; fi
+        for kind in $order; do
             d=$TMP/ztproxy-policy-$kind-w$w
             mkdir -p "$d/state"
             if [[ $kind == none ]]; then
@@ -885,15 +889,21 @@ sso_suite() {
         return
     fi
     record "" proxy=ztproxy workers="$w" mode=sso label=start status=ok
+    # Counterbalanced pairs: none session, session none, ...
     for ((i = 1; i <= PAIR_ROUNDS; i++)); do
+        if ((i % 2 == 0)); then sso_run_session "$w" "$i"; fi
         bench_run ztproxy "$w" "sso-none" "sso-none-$i" --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" \
             --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
-        bench_run ztproxy "$w" "sso-session" "sso-session-$i" --connect "127.0.0.1:${PORT[ztproxy]}" \
-            --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" \
-            --host "$SSO_HOST" --header "Cookie: $SSO_COOKIE" \
-            --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
+        if ((i % 2 == 1)); then sso_run_session "$w" "$i"; fi
     done
     stop_proxy ztproxy
+}
+
+sso_run_session() {
+    bench_run ztproxy "$1" "sso-session" "sso-session-$2" --connect "127.0.0.1:${PORT[ztproxy]}" \
+        --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" \
+        --host "$SSO_HOST" --header "Cookie: $SSO_COOKIE" \
+        --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
 }
 
 # ---------------------------------------------------------------- whole pipeline
@@ -950,13 +960,14 @@ full_start() {
 # full_suite W: the whole-pipeline ztproxy, nginx, HAProxy and nginx +
 # auth_request, all started for W workers, then keep-alive runs with the
 # same ztload arguments (route host sso.test, the session cookie) in turn,
-# A B C D, A B C D, ...; then the fixed-rate latency run of ztproxy-full.
+# counterbalanced: A B C D, D C B A, ...; then the fixed-rate latency run of
+# ztproxy-full.
 FULL_ARGS=(--cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt"
     --host "$SSO_HOST")
 [[ -n $TLS_MAX ]] && FULL_ARGS+=(--tls-max "$TLS_MAX")
 FULL_COOKIE_HDR=
 full_suite() {
-    local w=$1 p i up=()
+    local w=$1 p i j up=() order
     DIR_TAG=full-
     # ztproxy-full first: the others are only worth measuring against it
     for p in $FULL_PROXIES; do
@@ -968,7 +979,11 @@ full_suite() {
     done
     if [[ " ${up[*]} " == *" ztproxy-full "* ]]; then
         for ((i = 1; i <= FULL_ROUNDS; i++)); do
-            for p in "${up[@]}"; do
+            order=()
+            for ((j = 0; j < ${#up[@]}; j++)); do
+                if ((i % 2 == 1)); then order+=("${up[j]}"); else order+=("${up[${#up[@]} - 1 - j]}"); fi
+            done
+            for p in "${order[@]}"; do
                 if ! proxy_alive "$p"; then
                     record "" proxy="$p" workers="$w" mode=full label="full-$i" status=crashed
                     FAILED+=("whole pipeline: $p workers=$w died")
@@ -1377,7 +1392,7 @@ if full_rows or full_start:
       "instance on another loopback port answering 204, reached over keep-alive, given the "
       "client certificate's fingerprint and DN, the original URI, method and host (and the "
       "cookie, as every request header). Its CPU per request is **both nginx instances' "
-      "CPU** (masters and workers). All four run at once; runs alternate A B C D, A B C D so "
+      "CPU** (masters and workers). All four run at once; runs alternate A B C D, D C B A so "
       "that drift hits all of them alike.\n")
     for r in full_start:
         if r["status"] != "ok":

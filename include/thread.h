@@ -28,13 +28,16 @@ void thread_lower_priority(int nice_inc, const char *what);
  * NULL beyond THREAD_BG_MAX threads (the thread then runs at nice 10).
  *
  * The thread brackets each job with thread_job_begin() / thread_job_end().
- * thread_watchdog(), called by the main thread once a second, raises a
- * loader that has been on one job for more than THREAD_STARVE_MS at
- * SCHED_IDLE to SCHED_OTHER at nice 10 until that job ends: a saturated
- * machine delays a reload by a second, never forever.
+ * thread_watchdog(), called by the main thread every THREAD_WATCH_MS,
+ * raises a loader that has been on one job for more than THREAD_STARVE_MS
+ * while getting less than half a core (its own CPU clock says so) to
+ * SCHED_OTHER at nice 10 until that job ends: a loader behind busy workers,
+ * or behind any other process (every normal thread beats SCHED_IDLE), is
+ * delayed by a few tenths of a second, never indefinitely.
  */
 #define THREAD_BG_MAX 8
-#define THREAD_STARVE_MS 1000
+#define THREAD_STARVE_MS 200
+#define THREAD_WATCH_MS 100
 
 struct bg_thread;
 
@@ -50,5 +53,28 @@ uint64_t thread_now_ms(void);
 int thread_idle_permitted(void);
 /* How many times thread_watchdog() raised a loader since start. */
 uint64_t thread_promotions(void);
+
+/*
+ * A loader: one loader thread (thread_background) that runs the jobs posted
+ * to it, one at a time, in order, each bracketed by thread_job_begin/end.
+ * A job embeds struct loader_job (anywhere: run and drop get it back with
+ * the usual container arithmetic, or it is the first member).
+ *
+ *   run(job)   on the loader thread; owns the job (frees it, or hands it
+ *              back to a loop)
+ *   drop(job)  on loader_stop()'s caller, for the jobs never started
+ */
+struct loader_job {
+    struct loader_job *next;
+};
+
+struct loader;
+
+/* NULL (errno set) when the thread cannot start. */
+struct loader *loader_start(const char *what, void (*run)(struct loader_job *),
+                            void (*drop)(struct loader_job *));
+void loader_post(struct loader *l, struct loader_job *j);
+/* Waits for the running job, drops the others, joins; NULL is a no-op. */
+void loader_stop(struct loader *l);
 
 #endif

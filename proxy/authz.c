@@ -966,7 +966,7 @@ static void az_load_geoip(void)
 enum az_job_kind { AZ_JOB_RULES = 0, AZ_JOB_DIR_FILE, AZ_JOB_DIR_BODY, AZ_JOB_GEOIP, AZ_JOB_N };
 
 struct az_job {
-    struct az_job *next;
+    struct loader_job lj; /* first */
     enum az_job_kind kind;
     uint64_t gen;
     char *data; /* AZ_JOB_DIR_BODY */
@@ -974,11 +974,7 @@ struct az_job {
     char *etag, *last_modified;
 };
 
-static pthread_mutex_t lq_mtx = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t lq_cond = PTHREAD_COND_INITIALIZER;
-static struct az_job *lq_head, *lq_tail;
-static int lq_stop, lq_running;
-static pthread_t lq_thread;
+static struct loader *az_loader; /* below the workers: a load must not delay requests */
 static _Atomic int az_busy[AZ_JOB_N]; /* a job of this kind is queued or running */
 
 static void az_job_free(struct az_job *j)
@@ -1025,50 +1021,31 @@ static void az_job_run(struct az_job *j)
     pthread_mutex_unlock(&ld_mtx);
 }
 
-static void *az_loader_main(void *arg)
+static void az_loader_run(struct loader_job *lj)
 {
-    struct bg_thread *bt;
+    struct az_job *j = (struct az_job *)lj;
 
-    (void)arg;
-    /* Below the workers (Linux: per thread): a load must not delay requests. */
-    bt = thread_background("policy loader");
-    for (;;) {
-        struct az_job *j;
+    az_job_run(j);
+    atomic_store(&az_busy[j->kind], 0);
+    az_job_free(j);
+}
 
-        pthread_mutex_lock(&lq_mtx);
-        while (lq_head == NULL && !lq_stop)
-            pthread_cond_wait(&lq_cond, &lq_mtx);
-        if (lq_stop) {
-            pthread_mutex_unlock(&lq_mtx);
-            break;
-        }
-        j = lq_head;
-        lq_head = j->next;
-        if (lq_head == NULL)
-            lq_tail = NULL;
-        pthread_mutex_unlock(&lq_mtx);
-        thread_job_begin(bt);
-        az_job_run(j);
-        thread_job_end(bt);
-        atomic_store(&az_busy[j->kind], 0);
-        az_job_free(j);
-    }
-    thread_background_end(bt);
-    return NULL;
+static void az_loader_drop(struct loader_job *lj)
+{
+    struct az_job *j = (struct az_job *)lj;
+
+    atomic_store(&az_busy[j->kind], 0);
+    az_job_free(j);
 }
 
 static void az_post(struct az_job *j)
 {
+    if (az_loader == NULL) {
+        az_job_free(j);
+        return;
+    }
     atomic_store(&az_busy[j->kind], 1);
-    pthread_mutex_lock(&lq_mtx);
-    j->next = NULL;
-    if (lq_tail != NULL)
-        lq_tail->next = j;
-    else
-        lq_head = j;
-    lq_tail = j;
-    pthread_cond_signal(&lq_cond);
-    pthread_mutex_unlock(&lq_mtx);
+    loader_post(az_loader, &j->lj);
 }
 
 static void az_post_kind(enum az_job_kind kind, uint64_t gen)
@@ -1640,14 +1617,13 @@ int authz_start(struct event_base *main_base, const struct conf *c, char *err, s
         az_loaded_free(&l);
         return -1;
     }
-    lq_stop = 0;
-    if (pthread_create(&lq_thread, NULL, az_loader_main, NULL) != 0) {
+    az_loader = loader_start("policy loader", az_loader_run, az_loader_drop);
+    if (az_loader == NULL) {
         snprintf(err, errlen, "policy: cannot start the loader thread");
         auditlog_stop();
         az_loaded_free(&l);
         return -1;
     }
-    lq_running = 1;
     az_tick_ev = event_new(main_base, -1, EV_PERSIST, az_tick, NULL);
     if (az_tick_ev == NULL || event_add(az_tick_ev, &sec) == -1) {
         snprintf(err, errlen, "policy: cannot start the file timer");
@@ -1756,22 +1732,8 @@ void authz_stop(void)
     az_tick_ev = NULL;
     az_src_free(az_src);
     az_src = NULL;
-    if (lq_running) {
-        struct az_job *j;
-
-        pthread_mutex_lock(&lq_mtx);
-        lq_stop = 1;
-        pthread_cond_signal(&lq_cond);
-        pthread_mutex_unlock(&lq_mtx);
-        pthread_join(lq_thread, NULL);
-        lq_running = 0;
-        while ((j = lq_head) != NULL) {
-            lq_head = j->next;
-            atomic_store(&az_busy[j->kind], 0);
-            az_job_free(j);
-        }
-        lq_tail = NULL;
-    }
+    loader_stop(az_loader);
+    az_loader = NULL;
     auditlog_stop();
     authz_thread_release();
     az_publish(NULL);

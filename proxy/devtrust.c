@@ -1228,7 +1228,8 @@ enum dt_result {
 };
 
 struct dt_ljob {
-    struct dt_ljob *next;
+    struct loader_job lj;  /* first */
+    struct dt_ljob *next; /* on l_done */
     uint64_t gen;
     enum dt_kind kind;
     char *path; /* DT_SRC_FILE */
@@ -1244,10 +1245,8 @@ struct dt_ljob {
 };
 
 static pthread_mutex_t l_mtx = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t l_cond = PTHREAD_COND_INITIALIZER;
-static struct dt_ljob *l_head, *l_tail, *l_done;
-static int l_stop, l_running;
-static pthread_t l_thread;
+static struct dt_ljob *l_done; /* loaded, for the main loop (l_mtx) */
+static struct loader *dt_loader; /* below the workers: a load must not delay requests */
 static struct event *l_done_ev; /* on the main loop: completions */
 
 static void dt_ljob_free(struct dt_ljob *j)
@@ -1426,54 +1425,30 @@ out:
     free(fbuf);
 }
 
-static void *dt_loader_main(void *arg)
+static void dt_loader_run(struct loader_job *lj)
 {
-    struct bg_thread *bt;
+    struct dt_ljob *j = (struct dt_ljob *)lj;
 
-    (void)arg;
-    /* Below the workers (Linux: per thread): a load must not delay requests. */
-    bt = thread_background("device trust loader");
-    for (;;) {
-        struct dt_ljob *j;
+    dt_load_run(j);
+    pthread_mutex_lock(&l_mtx);
+    j->next = l_done;
+    l_done = j;
+    pthread_mutex_unlock(&l_mtx);
+    event_active(l_done_ev, EV_READ, 0);
+}
 
-        pthread_mutex_lock(&l_mtx);
-        while (l_head == NULL && !l_stop)
-            pthread_cond_wait(&l_cond, &l_mtx);
-        if (l_stop) {
-            pthread_mutex_unlock(&l_mtx);
-            break;
-        }
-        j = l_head;
-        l_head = j->next;
-        if (l_head == NULL)
-            l_tail = NULL;
-        pthread_mutex_unlock(&l_mtx);
-
-        thread_job_begin(bt);
-        dt_load_run(j);
-        thread_job_end(bt);
-
-        pthread_mutex_lock(&l_mtx);
-        j->next = l_done;
-        l_done = j;
-        pthread_mutex_unlock(&l_mtx);
-        event_active(l_done_ev, EV_READ, 0);
-    }
-    thread_background_end(bt);
-    return NULL;
+static void dt_loader_drop(struct loader_job *lj)
+{
+    dt_ljob_free((struct dt_ljob *)lj);
 }
 
 static void dt_loader_post(struct dt_ljob *j)
 {
-    pthread_mutex_lock(&l_mtx);
-    j->next = NULL;
-    if (l_tail != NULL)
-        l_tail->next = j;
-    else
-        l_head = j;
-    l_tail = j;
-    pthread_cond_signal(&l_cond);
-    pthread_mutex_unlock(&l_mtx);
+    if (dt_loader == NULL) {
+        dt_ljob_free(j);
+        return;
+    }
+    loader_post(dt_loader, &j->lj);
 }
 
 /* ---- the feed source, on the main loop ---------------------------------- */
@@ -1922,23 +1897,12 @@ void devtrust_stop(void)
     dt_source_free(src);
     src = NULL;
 
-    pthread_mutex_lock(&l_mtx);
-    l_stop = 1;
-    pthread_cond_signal(&l_cond);
-    pthread_mutex_unlock(&l_mtx);
-    if (l_running)
-        pthread_join(l_thread, NULL);
-    l_running = 0;
-    l_stop = 0;
-    while ((j = l_head) != NULL) {
-        l_head = j->next;
-        dt_ljob_free(j);
-    }
+    loader_stop(dt_loader);
+    dt_loader = NULL;
     while ((j = l_done) != NULL) {
         l_done = j->next;
         dt_ljob_free(j);
     }
-    l_tail = NULL;
     if (l_done_ev != NULL)
         event_free(l_done_ev);
     l_done_ev = NULL;
@@ -2052,11 +2016,11 @@ int devtrust_start(struct event_base *base, const struct conf *c, char *err, siz
         snprintf(err, errlen, "device trust: cannot create an event");
         goto err;
     }
-    if (pthread_create(&l_thread, NULL, dt_loader_main, NULL) != 0) {
+    dt_loader = loader_start("device trust loader", dt_loader_run, dt_loader_drop);
+    if (dt_loader == NULL) {
         snprintf(err, errlen, "device trust: cannot start the loader thread");
         goto err;
     }
-    l_running = 1;
     if (w_dir != NULL) {
         if (pthread_create(&w_thread, NULL, dt_writer_main, NULL) != 0) {
             snprintf(err, errlen, "device trust: cannot start the writer thread");

@@ -93,6 +93,7 @@ static struct proxy_gen *load_generation(int check, char *err, size_t errlen)
  * it, which reads the files as they are then.
  */
 struct reload_job {
+    struct loader_job lj; /* first */
     struct conf *c;
     struct proxy_gen *g;
     struct authz_prepared *az;
@@ -101,12 +102,9 @@ struct reload_job {
     double main_ms, thread_ms; /* CPU time spent on it, per thread */
 };
 
-static pthread_t rl_thread;
+static struct loader *rl_loader; /* the reload thread, below the workers */
 static pthread_mutex_t rl_mtx = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t rl_cond = PTHREAD_COND_INITIALIZER;
-static struct reload_job *rl_pending, *rl_done; /* rl_mtx */
-static int rl_stop;                             /* rl_mtx */
-static int rl_running;                          /* the thread exists (main thread) */
+static struct reload_job *rl_done; /* rl_mtx */
 static struct event *rl_done_ev;
 static struct reload_job *rl_busy; /* main thread: the job with the thread */
 static int rl_again;               /* main thread: a SIGHUP came meanwhile */
@@ -142,36 +140,20 @@ static void reload_build(struct reload_job *j)
     j->thread_ms = thread_cpu_ms() - t0;
 }
 
-static void *reload_main(void *arg)
+static void reload_run(struct loader_job *lj)
 {
-    struct bg_thread *bt;
+    struct reload_job *j = (struct reload_job *)lj;
 
-    (void)arg;
-    /* Below the workers (Linux: per thread): a reload must not delay requests. */
-    bt = thread_background("reload");
-    for (;;) {
-        struct reload_job *j;
+    reload_build(j);
+    pthread_mutex_lock(&rl_mtx);
+    rl_done = j;
+    pthread_mutex_unlock(&rl_mtx);
+    event_active(rl_done_ev, EV_READ, 0);
+}
 
-        pthread_mutex_lock(&rl_mtx);
-        while (rl_pending == NULL && !rl_stop)
-            pthread_cond_wait(&rl_cond, &rl_mtx);
-        if (rl_stop) {
-            pthread_mutex_unlock(&rl_mtx);
-            break;
-        }
-        j = rl_pending;
-        rl_pending = NULL;
-        pthread_mutex_unlock(&rl_mtx);
-        thread_job_begin(bt);
-        reload_build(j);
-        thread_job_end(bt);
-        pthread_mutex_lock(&rl_mtx);
-        rl_done = j;
-        pthread_mutex_unlock(&rl_mtx);
-        event_active(rl_done_ev, EV_READ, 0);
-    }
-    thread_background_end(bt);
-    return NULL;
+static void reload_drop(struct loader_job *lj)
+{
+    reload_job_free((struct reload_job *)lj);
 }
 
 static void reload_refused(const char *why)
@@ -207,10 +189,7 @@ static void reload_begin(void)
     j->c = c;
     j->main_ms = thread_cpu_ms() - t0;
     rl_busy = j;
-    pthread_mutex_lock(&rl_mtx);
-    rl_pending = j;
-    pthread_cond_signal(&rl_cond);
-    pthread_mutex_unlock(&rl_mtx);
+    loader_post(rl_loader, &j->lj);
 }
 
 /* Main thread: swap a built reload in (or refuse it). */
@@ -284,29 +263,21 @@ static int reload_start(char *err, size_t errlen)
         snprintf(err, errlen, "reload: cannot create its event");
         return -1;
     }
-    if (pthread_create(&rl_thread, NULL, reload_main, NULL) != 0) {
+    rl_loader = loader_start("reload", reload_run, reload_drop);
+    if (rl_loader == NULL) {
         snprintf(err, errlen, "reload: cannot start its thread");
         return -1;
     }
-    rl_running = 1;
     return 0;
 }
 
 /* After the main loop: a reload still being built is dropped. */
 static void reload_stop(void)
 {
-    if (rl_running) {
-        pthread_mutex_lock(&rl_mtx);
-        rl_stop = 1;
-        pthread_cond_signal(&rl_cond);
-        pthread_mutex_unlock(&rl_mtx);
-        pthread_join(rl_thread, NULL);
-        rl_running = 0;
-    }
-    reload_job_free(rl_pending);
-    if (rl_done != rl_pending)
-        reload_job_free(rl_done);
-    rl_pending = rl_done = NULL;
+    loader_stop(rl_loader); /* a job not started is dropped */
+    rl_loader = NULL;
+    reload_job_free(rl_done);
+    rl_done = NULL;
     rl_busy = NULL;
     if (rl_done_ev != NULL)
         event_free(rl_done_ev);
@@ -369,7 +340,7 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
 #endif
 }
 
-/* Once a second: a loader thread starved at idle priority is raised (thread.h). */
+/* Every THREAD_WATCH_MS: a loader thread starved at idle priority is raised (thread.h). */
 static void bg_watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -483,6 +454,7 @@ int main(int argc, char **argv)
     struct event *ev_hup, *ev_term, *ev_int, *ev_crl, *ev_trim, *ev_bgwatch;
     const struct timeval one_min = {60, 0};
     struct timeval one_s = {1, 0};
+    struct timeval watch_tick = {0, THREAD_WATCH_MS * 1000};
     char err[1024];
     int ch, check = 0;
     sigset_t set;
@@ -599,7 +571,7 @@ int main(int argc, char **argv)
     ev_trim = event_new(main_base, -1, EV_PERSIST, trim_cb, NULL);
     event_add(ev_trim, &one_min);
     ev_bgwatch = event_new(main_base, -1, EV_PERSIST, bg_watch_cb, NULL);
-    event_add(ev_bgwatch, &one_s);
+    event_add(ev_bgwatch, &watch_tick);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     log_info("ztproxy ready");
     event_base_dispatch(main_base);

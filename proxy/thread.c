@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -29,6 +30,8 @@ struct bg_thread {
     int idle;            /* runs at SCHED_IDLE between promotions */
     int promoted;        /* raised by the watchdog for the current job */
     uint64_t busy_since; /* ms; 0 when between jobs */
+    clockid_t cpu_clock; /* the thread's CPU time, readable by the watchdog */
+    uint64_t cpu_begin;  /* µs of it when the job began */
 };
 
 /* One lock for the table: jobs and watchdog ticks are rare. */
@@ -42,6 +45,15 @@ static atomic_uint_fast64_t promotions;
 static pid_t gettid_(void)
 {
     return (pid_t)syscall(SYS_gettid);
+}
+
+static uint64_t cpu_us(clockid_t clk)
+{
+    struct timespec ts;
+
+    if (clock_gettime(clk, &ts) == -1)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 void thread_lower_priority(int nice_inc, const char *what)
@@ -95,8 +107,8 @@ static void probe(void)
         pthread_join(t, NULL);
     idle_ok = ok;
     if (idle_ok)
-        log_info("loader threads run at idle priority (SCHED_IDLE), raised to nice %d "
-                 "after %d ms on one job",
+        log_info("loader threads run at idle priority (SCHED_IDLE), raised to nice %d when "
+                 "starved (over %d ms on one job with less than half a core)",
                  LOADER_NICE, THREAD_STARVE_MS);
     else
         log_info("loader threads run at nice %d: idle priority needs CAP_SYS_NICE or "
@@ -137,6 +149,8 @@ struct bg_thread *thread_background(const char *what)
     t = &bg[i];
     t->what = what;
     t->tid = gettid_();
+    if (pthread_getcpuclockid(pthread_self(), &t->cpu_clock) != 0)
+        t->cpu_clock = CLOCK_THREAD_CPUTIME_ID; /* never seen; then only age counts */
     t->busy_since = 0;
     t->promoted = 0;
     t->idle = set_policy(0, SCHED_IDLE) == 0;
@@ -163,6 +177,7 @@ void thread_job_begin(struct bg_thread *t)
     t->busy_since = thread_now_ms();
     if (t->busy_since == 0)
         t->busy_since = 1;
+    t->cpu_begin = cpu_us(CLOCK_THREAD_CPUTIME_ID);
     pthread_mutex_unlock(&bg_mtx);
 }
 
@@ -182,6 +197,13 @@ void thread_job_end(struct bg_thread *t)
     pthread_mutex_unlock(&bg_mtx);
 }
 
+/*
+ * Starved: on its job for more than THREAD_STARVE_MS and, over that time,
+ * given less than half a core. A loader that gets the CPU it wants (the
+ * usual case: the workers leave idle time) is never raised, however long
+ * its job; one that waits behind busy workers (or any other process: every
+ * normal thread beats SCHED_IDLE) is raised within a watchdog tick or two.
+ */
 int thread_watchdog(uint64_t now_ms)
 {
     int i, raised = 0;
@@ -189,25 +211,129 @@ int thread_watchdog(uint64_t now_ms)
     pthread_mutex_lock(&bg_mtx);
     for (i = 0; i < bg_n; i++) {
         struct bg_thread *t = &bg[i];
-        uint64_t busy;
+        uint64_t busy = t->busy_since, age, used;
 
-        busy = t->busy_since;
-        if (t->what != NULL && t->idle && !t->promoted && busy != 0 && now_ms > busy &&
-            now_ms - busy > THREAD_STARVE_MS) {
-            if (set_policy(t->tid, SCHED_OTHER) == 0) {
-                t->promoted = 1;
-                raised++;
-                atomic_fetch_add(&promotions, 1);
-                log_info("%s thread: on one job for %llu ms at idle priority, raised to "
-                         "nice %d until it ends",
-                         t->what, (unsigned long long)(now_ms - busy), LOADER_NICE);
-            } else {
-                /* Not permitted after all (the limits changed): stop trying. */
-                t->idle = 0;
-                log_warn("%s thread: cannot raise it from idle priority", t->what);
-            }
+        if (t->what == NULL || !t->idle || t->promoted || busy == 0 || now_ms <= busy)
+            continue;
+        age = now_ms - busy;
+        if (age <= THREAD_STARVE_MS)
+            continue;
+        used = t->cpu_clock == CLOCK_THREAD_CPUTIME_ID ? 0 : cpu_us(t->cpu_clock) - t->cpu_begin;
+        if (used * 2 / 1000 >= age)
+            continue; /* it runs: not starved */
+        if (set_policy(t->tid, SCHED_OTHER) == 0) {
+            t->promoted = 1;
+            raised++;
+            atomic_fetch_add(&promotions, 1);
+            log_info("%s thread: %llu ms on one job with %llu ms of CPU at idle priority, "
+                     "raised to nice %d until it ends",
+                     t->what, (unsigned long long)age, (unsigned long long)(used / 1000),
+                     LOADER_NICE);
+        } else {
+            /* Not permitted after all (the limits changed): stop trying. */
+            t->idle = 0;
+            log_warn("%s thread: cannot raise it from idle priority", t->what);
         }
     }
     pthread_mutex_unlock(&bg_mtx);
     return raised;
+}
+
+/* ---- loaders ------------------------------------------------------------------ */
+
+struct loader {
+    pthread_t th;
+    pthread_mutex_t mtx;
+    pthread_cond_t cond;
+    struct loader_job *head, *tail;
+    int stop;
+    const char *what;
+    void (*run)(struct loader_job *);
+    void (*drop)(struct loader_job *);
+};
+
+static void *loader_main(void *arg)
+{
+    struct loader *l = arg;
+    struct bg_thread *bt = thread_background(l->what);
+
+    for (;;) {
+        struct loader_job *j;
+
+        pthread_mutex_lock(&l->mtx);
+        while (l->head == NULL && !l->stop)
+            pthread_cond_wait(&l->cond, &l->mtx);
+        if (l->stop) {
+            pthread_mutex_unlock(&l->mtx);
+            break;
+        }
+        j = l->head;
+        l->head = j->next;
+        if (l->head == NULL)
+            l->tail = NULL;
+        pthread_mutex_unlock(&l->mtx);
+        j->next = NULL;
+        thread_job_begin(bt);
+        l->run(j);
+        thread_job_end(bt);
+    }
+    thread_background_end(bt);
+    return NULL;
+}
+
+struct loader *loader_start(const char *what, void (*run)(struct loader_job *),
+                            void (*drop)(struct loader_job *))
+{
+    struct loader *l = calloc(1, sizeof(*l));
+    int rc;
+
+    if (l == NULL)
+        return NULL;
+    l->what = what;
+    l->run = run;
+    l->drop = drop;
+    pthread_mutex_init(&l->mtx, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    if ((rc = pthread_create(&l->th, NULL, loader_main, l)) != 0) {
+        pthread_mutex_destroy(&l->mtx);
+        pthread_cond_destroy(&l->cond);
+        free(l);
+        errno = rc;
+        return NULL;
+    }
+    return l;
+}
+
+void loader_post(struct loader *l, struct loader_job *j)
+{
+    pthread_mutex_lock(&l->mtx);
+    j->next = NULL;
+    if (l->tail != NULL)
+        l->tail->next = j;
+    else
+        l->head = j;
+    l->tail = j;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mtx);
+}
+
+void loader_stop(struct loader *l)
+{
+    struct loader_job *j;
+
+    if (l == NULL)
+        return;
+    pthread_mutex_lock(&l->mtx);
+    l->stop = 1;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mtx);
+    pthread_join(l->th, NULL);
+    while ((j = l->head) != NULL) {
+        l->head = j->next;
+        if (l->drop != NULL)
+            l->drop(j);
+    }
+    pthread_mutex_destroy(&l->mtx);
+    pthread_cond_destroy(&l->cond);
+    free(l);
 }

@@ -974,7 +974,7 @@ struct az_job {
     char *etag, *last_modified;
 };
 
-static struct loader *az_loader; /* below the workers: a load must not delay requests */
+static struct loader *az_loader;      /* below the workers: a load must not delay requests */
 static _Atomic int az_busy[AZ_JOB_N]; /* a job of this kind is queued or running */
 
 static void az_job_free(struct az_job *j)

@@ -1228,7 +1228,7 @@ enum dt_result {
 };
 
 struct dt_ljob {
-    struct loader_job lj;  /* first */
+    struct loader_job lj; /* first */
     struct dt_ljob *next; /* on l_done */
     uint64_t gen;
     enum dt_kind kind;
@@ -1245,9 +1245,9 @@ struct dt_ljob {
 };
 
 static pthread_mutex_t l_mtx = PTHREAD_MUTEX_INITIALIZER;
-static struct dt_ljob *l_done; /* loaded, for the main loop (l_mtx) */
+static struct dt_ljob *l_done;   /* loaded, for the main loop (l_mtx) */
 static struct loader *dt_loader; /* below the workers: a load must not delay requests */
-static struct event *l_done_ev; /* on the main loop: completions */
+static struct event *l_done_ev;  /* on the main loop: completions */
 
 static void dt_ljob_free(struct dt_ljob *j)
 {

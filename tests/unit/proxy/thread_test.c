@@ -30,7 +30,7 @@ struct tloader {
     pthread_cond_t cond;
     pid_t tid;
     struct bg_thread *bt;
-    int spin_ms;         /* the job burns this much CPU before it waits */
+    int spin_ms;        /* the job burns this much CPU before it waits */
     uint64_t job_began; /* thread_now_ms() right after thread_job_begin() */
     int stage; /* 0 starting, 1 registered, 2 busy, 3 go: end the job, 4 job ended, 5 go: exit */
 };

@@ -79,6 +79,7 @@ enum metrics_event {
     METRICS_BEARER_REFUSED,      /* a bearer token was refused */
     METRICS_AUDIT_DROPPED,       /* audit records lost (queue full, write failed) */
     METRICS_ACCESS_DROPPED,      /* access log records lost (queue full, write failed) */
+    METRICS_LOADER_RAISED,       /* a starved loader thread was raised from idle priority */
     METRICS_EVENT_COUNT
 };
 void metrics_count(enum metrics_event e);

@@ -758,6 +758,10 @@ static void render_data_plane(struct evbuffer *out, const uint64_t *s)
              s[M_EVENT + METRICS_AUDIT_DROPPED]);
     sample_l(out, "ztproxy_log_records_dropped_total", "log", "access",
              s[M_EVENT + METRICS_ACCESS_DROPPED]);
+    family(out, "ztproxy_loader_raised_total", "counter",
+           "Loader jobs (reloads, rules, directory, GeoIP, inventory) raised from idle "
+           "priority because they were starved of CPU.");
+    sample(out, "ztproxy_loader_raised_total", s[M_EVENT + METRICS_LOADER_RAISED]);
 }
 
 /* Shared state in Redis (include/shared.h): only with a "redis" section. */

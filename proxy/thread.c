@@ -2,11 +2,12 @@
  * thread.c - helpers for ztproxy's background threads.
  *
  * Loader threads run at SCHED_IDLE with a watchdog (thread.h). Measured
- * (bench/reload_bench.sh, everything reloaded every second under a
- * saturating load): at nice 10 the reload's p99 reached 2.05x the steady
- * p99, the loaders' bursts taking ~10% of a core from the workers; at
- * SCHED_IDLE it was 1.22x. SCHED_IDLE alone can starve a loader for as
- * long as the workers keep the cores busy, hence the watchdog.
+ * with bench/reload_bench.sh (everything reloaded every second under a
+ * fixed keep-alive load): at nice 10 the reload phase's p99 reached 2.05x
+ * the steady p99 - a woken worker waits behind a loader's burst even at
+ * nice 10 - and at SCHED_IDLE 1.2-1.5x. SCHED_IDLE alone can starve a
+ * loader for as long as anything else keeps the cores busy, hence the
+ * watchdog.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "thread.h"
 
 #define LOADER_NICE 10
@@ -225,6 +227,7 @@ int thread_watchdog(uint64_t now_ms)
             t->promoted = 1;
             raised++;
             atomic_fetch_add(&promotions, 1);
+            metrics_count(METRICS_LOADER_RAISED);
             log_info("%s thread: %llu ms on one job with %llu ms of CPU at idle priority, "
                      "raised to nice %d until it ends",
                      t->what, (unsigned long long)age, (unsigned long long)(used / 1000),

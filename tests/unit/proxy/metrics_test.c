@@ -287,6 +287,7 @@ static void test_format_and_fixed_families(void **state)
                                            "ztproxy_session_cookie_wrong_device_total",
                                            "ztproxy_bearer_refused_total",
                                            "ztproxy_log_records_dropped_total",
+                                           "ztproxy_loader_raised_total",
                                            "ztproxy_rules",
                                            "ztproxy_rules_loads_total",
                                            "ztproxy_directory_loads_total",
@@ -484,6 +485,7 @@ static void test_events_and_upstream(void **state)
     metrics_count(METRICS_BEARER_REFUSED);
     metrics_add(METRICS_AUDIT_DROPPED, 5);
     metrics_add(METRICS_ACCESS_DROPPED, 7);
+    metrics_count(METRICS_LOADER_RAISED);
     metrics_add(METRICS_ACCESS_DROPPED, 0);
     metrics_add(METRICS_EVENT_COUNT, 9); /* ignored */
     metrics_count(METRICS_EVENT_COUNT);  /* ignored */
@@ -509,6 +511,7 @@ static void test_events_and_upstream(void **state)
     assert_true(get(&d, "ztproxy_bearer_refused_total", "") == 1);
     assert_true(get(&d, "ztproxy_log_records_dropped_total", "log=\"audit\"") == 5);
     assert_true(get(&d, "ztproxy_log_records_dropped_total", "log=\"access\"") == 7);
+    assert_true(get(&d, "ztproxy_loader_raised_total", "") == 1);
     assert_true(get(&d, "ztproxy_tls_handshakes_total", "") == 2);
     assert_true(get(&d, "ztproxy_tls_handshakes_resumed_total", "") == 1);
     assert_true(get(&d, "ztproxy_tls_handshake_failures_total", "reason=\"no_certificate\"") == 1);

@@ -51,8 +51,6 @@ int thread_watchdog(uint64_t now_ms);
 uint64_t thread_now_ms(void);
 /* 1 when loaders run at SCHED_IDLE, 0 when at nice 10 (not permitted). */
 int thread_idle_permitted(void);
-/* How many times thread_watchdog() raised a loader since start. */
-uint64_t thread_promotions(void);
 
 /*
  * A loader: one loader thread (thread_background) that runs the jobs posted

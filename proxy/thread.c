@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -29,7 +28,7 @@
 struct bg_thread {
     const char *what; /* NULL: a free slot */
     pid_t tid;
-    int idle;            /* runs at SCHED_IDLE between promotions */
+    int idle;            /* runs at SCHED_IDLE between jobs */
     int promoted;        /* raised by the watchdog for the current job */
     uint64_t busy_since; /* ms; 0 when between jobs */
     clockid_t cpu_clock; /* the thread's CPU time, readable by the watchdog */
@@ -42,7 +41,6 @@ static struct bg_thread bg[THREAD_BG_MAX];
 static int bg_n;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static int idle_ok;
-static atomic_uint_fast64_t promotions;
 
 static pid_t gettid_(void)
 {
@@ -122,11 +120,6 @@ int thread_idle_permitted(void)
 {
     pthread_once(&probe_once, probe);
     return idle_ok;
-}
-
-uint64_t thread_promotions(void)
-{
-    return atomic_load(&promotions);
 }
 
 struct bg_thread *thread_background(const char *what)
@@ -226,7 +219,6 @@ int thread_watchdog(uint64_t now_ms)
         if (set_policy(t->tid, SCHED_OTHER) == 0) {
             t->promoted = 1;
             raised++;
-            atomic_fetch_add(&promotions, 1);
             metrics_count(METRICS_LOADER_RAISED);
             log_info("%s thread: %llu ms on one job with %llu ms of CPU at idle priority, "
                      "raised to nice %d until it ends",

@@ -96,6 +96,28 @@ static void tl_finish(struct tloader *l)
     pthread_cond_destroy(&l->cond);
 }
 
+/* The thread starts its job (thread_job_begin) and reports back. */
+static void tl_begin_job(struct tloader *l)
+{
+    set_stage(l, 2);
+    wait_stage(l, 3);
+}
+
+/* The thread ends its job (thread_job_end) and reports back. */
+static void tl_end_job(struct tloader *l)
+{
+    set_stage(l, 4);
+    wait_stage(l, 5);
+}
+
+/* One job from start to end, then the thread exits. */
+static void tl_one_job(struct tloader *l)
+{
+    tl_begin_job(l);
+    tl_end_job(l);
+    tl_finish(l);
+}
+
 static int nice_of(pid_t tid)
 {
     errno = 0;
@@ -105,7 +127,7 @@ static int nice_of(pid_t tid)
 static void test_watchdog_raises_a_starved_job(void **state)
 {
     struct tloader l;
-    uint64_t t0, before = thread_promotions();
+    uint64_t t0;
 
     (void)state;
     tl_start(&l);
@@ -115,12 +137,10 @@ static void test_watchdog_raises_a_starved_job(void **state)
         fprintf(stderr, "[thread] SCHED_IDLE not permitted here: checking the nice 10 fallback\n");
         assert_null(l.bt);
         assert_int_equal(sched_getscheduler(l.tid), SCHED_OTHER);
-        set_stage(&l, 2);
-        wait_stage(&l, 3);
+        tl_begin_job(&l);
         assert_int_equal(thread_watchdog(thread_now_ms() + 60000), 0);
         assert_int_equal(sched_getscheduler(l.tid), SCHED_OTHER);
-        set_stage(&l, 4);
-        wait_stage(&l, 5);
+        tl_end_job(&l);
         tl_finish(&l);
         return;
     }
@@ -131,8 +151,7 @@ static void test_watchdog_raises_a_starved_job(void **state)
     assert_int_equal(thread_watchdog(thread_now_ms() + 60000), 0);
     assert_int_equal(sched_getscheduler(l.tid), SCHED_IDLE);
 
-    set_stage(&l, 2);
-    wait_stage(&l, 3);
+    tl_begin_job(&l);
     t0 = thread_now_ms();
     /* A job younger than THREAD_STARVE_MS stays idle. */
     assert_int_equal(thread_watchdog(t0), 0);
@@ -143,11 +162,9 @@ static void test_watchdog_raises_a_starved_job(void **state)
     assert_int_equal(sched_getscheduler(l.tid), SCHED_OTHER);
     assert_int_equal(nice_of(l.tid), 10);
     assert_int_equal(thread_watchdog(t0 + 10 * THREAD_STARVE_MS), 0);
-    assert_true(thread_promotions() == before + 1);
 
     /* The job ends: back to idle for the next one. */
-    set_stage(&l, 4);
-    wait_stage(&l, 5);
+    tl_end_job(&l);
     assert_int_equal(sched_getscheduler(l.tid), SCHED_IDLE);
     assert_int_equal(nice_of(l.tid), 10);
     assert_int_equal(thread_watchdog(thread_now_ms() + 60000), 0);
@@ -163,24 +180,18 @@ static void test_watchdog_leaves_a_running_job(void **state)
     tl_start(&l);
     if (!thread_idle_permitted()) {
         assert_null(l.bt);
-        set_stage(&l, 2);
-        wait_stage(&l, 3);
-        set_stage(&l, 4);
-        wait_stage(&l, 5);
-        tl_finish(&l);
+        tl_one_job(&l);
         return;
     }
     l.spin_ms = 150;
-    set_stage(&l, 2);
-    wait_stage(&l, 3);
+    tl_begin_job(&l);
     /* 150 ms of CPU in a job 260 ms old: more than half a core. */
     assert_int_equal(thread_watchdog(l.job_began + THREAD_STARVE_MS + 60), 0);
     assert_int_equal(sched_getscheduler(l.tid), SCHED_IDLE);
     /* The same 150 ms in a job 1 s old: starved, raised. */
     assert_int_equal(thread_watchdog(l.job_began + 1000), 1);
     assert_int_equal(sched_getscheduler(l.tid), SCHED_OTHER);
-    set_stage(&l, 4);
-    wait_stage(&l, 5);
+    tl_end_job(&l);
     assert_int_equal(sched_getscheduler(l.tid), SCHED_IDLE);
     tl_finish(&l);
 }
@@ -199,11 +210,7 @@ static void test_slots_are_reused(void **state)
             assert_non_null(l.bt);
         else
             assert_null(l.bt);
-        set_stage(&l, 2);
-        wait_stage(&l, 3);
-        set_stage(&l, 4);
-        wait_stage(&l, 5);
-        tl_finish(&l);
+        tl_one_job(&l);
     }
 }
 
@@ -228,11 +235,7 @@ static void test_table_full(void **state)
     assert_int_equal(sched_getscheduler(l[THREAD_BG_MAX].tid), SCHED_OTHER);
     assert_int_equal(nice_of(l[THREAD_BG_MAX].tid), 10);
     for (i = 0; i <= THREAD_BG_MAX; i++) {
-        set_stage(&l[i], 2);
-        wait_stage(&l[i], 3);
-        set_stage(&l[i], 4);
-        wait_stage(&l[i], 5);
-        tl_finish(&l[i]);
+        tl_one_job(&l[i]);
     }
 }
 
@@ -298,6 +301,23 @@ static void q_release(void)
     pthread_mutex_unlock(&q_mtx);
 }
 
+/* A loader with jobs 1..n posted; returns once job 1 runs (and holds). */
+static struct loader *q_start_held(int n)
+{
+    struct loader *l;
+    int i;
+
+    q_ran = q_ndropped = 0;
+    q_hold = 1;
+    l = loader_start("test queue", q_run, q_drop);
+    assert_non_null(l);
+    for (i = 1; i <= n; i++)
+        q_post(l, i);
+    q_wait_ran(1);
+    assert_int_equal(q_order[0], 1);
+    return l;
+}
+
 /* Jobs run one at a time, in order, at idle priority, watched while they run. */
 static void test_loader_runs_in_order(void **state)
 {
@@ -306,14 +326,7 @@ static void test_loader_runs_in_order(void **state)
     int i;
 
     (void)state;
-    q_ran = q_ndropped = 0;
-    q_hold = 1;
-    l = loader_start("test queue", q_run, q_drop);
-    assert_non_null(l);
-    for (i = 1; i <= 5; i++)
-        q_post(l, i);
-    q_wait_ran(1); /* job 1 runs and holds */
-    assert_int_equal(q_order[0], 1);
+    l = q_start_held(5);
     assert_int_equal(q_policy, thread_idle_permitted() ? SCHED_IDLE : SCHED_OTHER);
     assert_int_equal(nice_of(q_tid), 10);
     t0 = thread_now_ms();
@@ -352,13 +365,7 @@ static void test_loader_stop_drops_the_rest(void **state)
     int i;
 
     (void)state;
-    q_ran = q_ndropped = 0;
-    q_hold = 1;
-    stop_me = loader_start("test queue", q_run, q_drop);
-    assert_non_null(stop_me);
-    for (i = 1; i <= 4; i++)
-        q_post(stop_me, i);
-    q_wait_ran(1);
+    stop_me = q_start_held(4);
     assert_int_equal(pthread_create(&th, NULL, stopper, NULL), 0);
     /* loader_stop() sets its flag at once, then waits for job 1. */
     usleep(500 * 1000);

@@ -104,6 +104,10 @@ class RedisDownRevocationTest(test_redis.RedisSharedStateTest):
         cfg = self.replica_config("a", self.port, self.a.admin_port)
         self.a.start(cfg)
         type(self).proxy = self.a.proxy
+        # A fresh process answers 503 to a login until it has the provider's
+        # discovery document: wait for it, so that the answer below is the
+        # revoked session's (a login redirect), whatever the timing.
+        type(self).wait_sso_ready(timeout=30)
         self.assertIn(self.send(self.a, host="app.test", cookies=cookies).status, (302, 401),
                       "an acknowledged revocation was lost by kill -9 while Redis was down")
 

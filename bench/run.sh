@@ -42,6 +42,16 @@ FULL=${BENCH_FULL:-1}
 FULL_ROUNDS=${BENCH_FULL_ROUNDS:-4}
 # Rounds of the alternating A/B pairs of the SSO and policy suites.
 PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-3}
+# Interleaved runs (bench/ab_interleave.py) of the SSO, policy and
+# whole-pipeline suites: every side's load runs in turn, BENCH_AB_SLICE
+# seconds each with BENCH_AB_GAP seconds of nobody between, BENCH_AB_CYCLES
+# times per run, BENCH_AB_RUNS runs (order reversed every other run). The
+# ratios the targets are judged on. 0 skips them.
+AB=${BENCH_AB:-1}
+AB_RUNS=${BENCH_AB_RUNS:-5}
+AB_CYCLES=${BENCH_AB_CYCLES:-10}
+AB_SLICE=${BENCH_AB_SLICE:-0.5}
+AB_GAP=${BENCH_AB_GAP:-0.15}
 FULL_PROXIES=${BENCH_FULL_PROXIES:-"ztproxy-full nginx haproxy nginx-authreq"}
 # Below the ephemeral range (32768+ by default): a load-client socket could
 # otherwise sit on a proxy's port when the proxy is restarted.
@@ -197,18 +207,18 @@ if [[ -z $ZTLOAD ]]; then
     fi
 fi
 
-# Seven consecutive free ports from PORT_BASE on (others may be testing on this machine).
+# Eight consecutive free ports from PORT_BASE on (others may be testing on this machine).
 for ((try = 0; try < 50; try++, PORT_BASE += 10)); do
     all_free=1
-    for ((i = 0; i < 7; i++)); do
+    for ((i = 0; i < 8; i++)); do
         port_free $((PORT_BASE + i)) || { all_free=0; break; }
     done
     ((all_free)) && break
 done
 ((all_free)) || die "no free ports near BENCH_PORT_BASE"
 read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
-if ((PORT_BASE + 6 >= EPH_LO && PORT_BASE <= EPH_HI)); then
-    log "warning: ports $PORT_BASE-$((PORT_BASE + 6)) are in the ephemeral range $EPH_LO-$EPH_HI"
+if ((PORT_BASE + 7 >= EPH_LO && PORT_BASE <= EPH_HI)); then
+    log "warning: ports $PORT_BASE-$((PORT_BASE + 7)) are in the ephemeral range $EPH_LO-$EPH_HI"
 fi
 UP_PORT=$PORT_BASE
 # ztproxy-full (the whole pipeline) takes ztproxy's port: they never run at once.
@@ -216,6 +226,7 @@ PORT=([ztproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_
     [ztproxy-full]=$((PORT_BASE + 1)) [nginx-authreq]=$((PORT_BASE + 5)))
 IDP_PORT=$((PORT_BASE + 4))
 AUTHZ_PORT=$((PORT_BASE + 6)) # nginx + auth_request: the authorization service
+AB_PORT=$((PORT_BASE + 7))    # the policy suite's interleaved runs: ztproxy with the whole pipeline
 
 # Certificates, from the project's scripts.
 CERTS=$TMP/certs
@@ -598,6 +609,62 @@ bench_run() {
 
 URL_OF() { echo "--connect 127.0.0.1:${PORT[$1]}"; }
 
+# ---------------------------------------------------------------- interleaved runs
+
+# json_args ARG...: the arguments as a JSON list (for ab_interleave.py)
+json_args() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
+
+# proxy_pids NAME: the proxy's processes, comma-separated (nginx: master and
+# workers; nginx-authreq: both instances)
+proxy_pids() {
+    local p list=()
+    for p in ${PROXY_PID[$1]:-} ${PROXY_EXTRA_PID[$1]:-}; do
+        list+=("$p")
+        mapfile -t -O "${#list[@]}" list < <(child_pids "$p")
+    done
+    (IFS=,; echo "${list[*]}")
+}
+
+# run_ab W MODE LABEL ORDER CMD [NAME PIDS ARGS_JSON]...: one interleaved run
+# (bench/ab_interleave.py) of the sides given, in ORDER (comma-separated
+# names); CMD is what the report prints as its command line
+run_ab() {
+    local w=$1 mode=$2 label=$3 order=$4 cmd=$5 out status=ok m0 m1 sargs=() pids='' pid
+    shift 5
+    while (($# >= 3)); do
+        sargs+=(--side "$1" "$2" "$3")
+        pids+=" ${2//,/ }"
+        shift 3
+    done
+    m0=$(machine_busy_ticks)
+    out=$(python3 "$ROOT/bench/ab_interleave.py" --ztload "$ZTLOAD" "${sargs[@]}" --order "$order" \
+        --warmup "$WARMUP" --cycles "$AB_CYCLES" --slice "$AB_SLICE" --gap "$AB_GAP" 2>"$TMP/ab.err") ||
+        status=failed
+    m1=$(machine_busy_ticks)
+    [[ -s $TMP/ab.err ]] && sed 's/^/    /' "$TMP/ab.err" | head -n 5 >&2
+    for pid in $pids; do
+        kill -0 "$pid" 2>/dev/null || { status=crashed; log "process $pid DIED during '$label'"; }
+    done
+    record "$out" proxy=ztproxy workers="$w" mode="$mode" label="$label" status="$status" \
+        machine_cpu_us=$(((m1 - m0) * 1000000 / CLK_TCK)) cmd="$cmd"
+    [[ -n $out ]] && python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+for name in r["order"]:
+    s = r["sides"][name]
+    if s["r"] and s["run_s"] and s["r"]["requests"]:
+        n = s["r"]["requests"]
+        print("    %-14s %-14s req/s %9.1f  CPU %5.1f us/req  non2xx %d  errors %d" % (sys.argv[2], name,
+              n / s["run_s"], s["cpu_ticks"] * 1e6 / r["clk_tck"] / n, s["r"]["non_2xx"], s["r"]["errors"]))' \
+        "$out" "$label" >&2
+    [[ $status == ok ]]
+}
+
+# ab_cmd: the interleaving settings, for the report's command lines
+ab_cmd() {
+    echo "ab_interleave.py --cycles $AB_CYCLES --slice $AB_SLICE --gap $AB_GAP --warmup $WARMUP $*"
+}
+
 # idle_rss PROXY W: RSS of the proxy before and while holding IDLE_CONNS idle connections
 idle_rss() {
     local proxy=$1 w=$2 pid=${PROXY_PID[$1]} before during held ready=$TMP/idle.ready lp out cmd status=ok
@@ -850,6 +917,43 @@ policy_suite() {
         record "" proxy=ztproxy workers="$w" mode=policy label=audit status=ok \
             audit_lines="$(wc -l <"$TMP/ztproxy-policy-full-w$w/audit.log")"
     fi
+    if ((AB)); then policy_ab "$w"; fi
+}
+
+# policy_ab W: interleaved runs of the two ztproxy processes of the policy
+# suite, both up at once (the one with the whole pipeline on AB_PORT)
+policy_ab() {
+    local w=$1 dn=$TMP/ztproxy-policy-none-w$1 df=$TMP/ztproxy-policy-full-w$1 pn pf i order na fa
+    [[ -f $dn/ztproxy.json && -f $df/ztproxy.json ]] || return 0
+    sed "s/\"address\": \"127.0.0.1:${PORT[ztproxy]}\"/\"address\": \"127.0.0.1:$AB_PORT\"/" \
+        "$df/ztproxy.json" >"$df/ztproxy-ab.json"
+    "$ZTPROXY" -c "$dn/ztproxy.json" >>"$dn/stdout.log" 2>>"$dn/stderr.log" &
+    pn=$!
+    PIDS+=("$pn")
+    "$ZTPROXY" -c "$df/ztproxy-ab.json" >>"$df/stdout.log" 2>>"$df/stderr.log" &
+    pf=$!
+    PIDS+=("$pf")
+    if ! wait_port "${PORT[ztproxy]}" "$pn" || ! wait_port "$AB_PORT" "$pf"; then
+        log "policy (interleaved, workers=$w): a ztproxy did not start"
+        record "" proxy=ztproxy workers="$w" mode=policy-ab label=start status=failed \
+            error="ztproxy did not start for the interleaved runs"
+    else
+        na=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" --mode keepalive \
+            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        fa=$(json_args --connect "127.0.0.1:$AB_PORT" "${TLSARGS[@]}" --mode keepalive \
+            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        for ((i = 1; i <= AB_RUNS; i++)); do
+            order=none,full
+            if ((i % 2 == 0)); then order=full,none; fi
+            run_ab "$w" policy-ab "policy-ab-$i" "$order" "$(ab_cmd --side none PID_NONE "[--connect \
+127.0.0.1:${PORT[ztproxy]} ...]" --side full PID_FULL "[--connect 127.0.0.1:$AB_PORT ...]" --order $order)" \
+                none "$pn" "$na" full "$pf" "$fa" || true
+        done
+    fi
+    stop_pid "$pn"
+    forget_pid "$pn"
+    stop_pid "$pf"
+    forget_pid "$pf"
 }
 
 # sso_suite W: keep-alive requests on the route without identity and on the
@@ -896,6 +1000,23 @@ sso_suite() {
             --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
         if ((i % 2 == 1)); then sso_run_session "$w" "$i"; fi
     done
+    if ((AB)); then
+        local pids none_args sess_args order
+        pids=$(proxy_pids ztproxy)
+        none_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" --mode keepalive \
+            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        sess_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" --cert "$CERTS/devices/bench-1.crt" \
+            --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" --host "$SSO_HOST" \
+            --header "Cookie: $SSO_COOKIE" --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        for ((i = 1; i <= AB_RUNS; i++)); do
+            order=none,session
+            if ((i % 2 == 0)); then order=session,none; fi
+            run_ab "$w" sso-ab "sso-ab-$i" "$order" "$(ab_cmd --side none PID "[--host $HOST ...]" \
+                --side session PID "[--host $SSO_HOST --header 'Cookie: __Host-zt_session=\$SESSION' ...]" \
+                --order $order)" \
+                none "$pids" "$none_args" session "$pids" "$sess_args" || true
+        done
+    fi
     stop_proxy ztproxy
 }
 
@@ -995,6 +1116,25 @@ full_suite() {
                     FAILED+=("whole pipeline: $p workers=$w run $i failed")
             done
         done
+        if ((AB)) && ((${#up[@]} > 1)); then
+            local sides=() names=()
+            for p in "${up[@]}"; do
+                # shellcheck disable=SC2046 # URL_OF is two words
+                sides+=("$p" "$(proxy_pids "$p")" "$(json_args $(URL_OF "$p") "${FULL_ARGS[@]}" \
+                    --header "$FULL_COOKIE_HDR" --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")")
+                names+=("$p")
+            done
+            for ((i = 1; i <= AB_RUNS; i++)); do
+                order=()
+                for ((j = 0; j < ${#names[@]}; j++)); do
+                    if ((i % 2 == 1)); then order+=("${names[j]}"); else order+=("${names[${#names[@]} - 1 - j]}"); fi
+                done
+                run_ab "$w" full-ab "full-ab-$i" "$(IFS=,; echo "${order[*]}")" \
+                    "$(ab_cmd "--side NAME PIDS '[--connect 127.0.0.1:PORT --host $SSO_HOST --header \
+\"Cookie: __Host-zt_session=\$SESSION\" ...]'" for each of "${names[@]}" --order "$(IFS=,; echo "${order[*]}")")" \
+                    "${sides[@]}" || FAILED+=("whole pipeline: interleaved run $i (workers=$w) failed")
+            done
+        fi
         if [[ $RATE != 0 ]] && proxy_alive ztproxy-full; then
             bench_run ztproxy-full "$w" rate rate $(URL_OF ztproxy-full) "${FULL_ARGS[@]}" \
                 --header "$FULL_COOKIE_HDR" --mode keepalive --rate "$RATE" -c "$RATE_CONNS" -t 1 \
@@ -1282,6 +1422,71 @@ def paired_ratios(rs, base_mode, test_mode):
     return out
 
 
+def ab_side(r, name):
+    """(req/s over the side's running time, proxy CPU µs/req, failed) of
+    one side of an interleaved run, or None."""
+    s = (r["r"].get("sides") or {}).get(name) if ok(r) else None
+    if not s or not s.get("r") or not s.get("run_s") or not s["r"]["requests"]:
+        return None
+    n = s["r"]["requests"]
+    return (n / s["run_s"], s["cpu_ticks"] * 1e6 / r["r"]["clk_tck"] / n,
+            s["r"]["non_2xx"] + s["r"]["errors"])
+
+
+def ab_section(mode, tested, peers, names, targets, issue):
+    """The interleaved runs of MODE: a table per run and side, the ratios
+    tested ÷ each peer per run, and the targets judged on their median.
+    targets: (what, peer, threshold, op) with what "req/s" or "CPU/req"."""
+    rs = [r for r in rows if r["mode"] == mode]
+    if not rs:
+        return
+    sides = [tested] + peers
+    p(f"\n**Interleaved runs (the figures the targets are judged on).** All sides up at once; "
+      f"their loads run in turn, {rs[0]['r']['slice_s'] if ok(rs[0]) else '?'} s each with "
+      f"{rs[0]['r']['gap_s'] if ok(rs[0]) else '?'} s of nobody between, "
+      f"{rs[0]['r']['cycles'] if ok(rs[0]) else '?'} cycles per run, the order reversed every "
+      "other run (`bench/ab_interleave.py`). A slow phase of this shared machine longer than "
+      "a cycle hits every side alike. req/s is requests ÷ the side's own running time; CPU is "
+      "the proxy's utime+stime from the start of its slice to the start of the next side's.\n")
+    hdr = "| workers | run | order |"
+    for x in sides:
+        hdr += f" {names[x]} req/s | {names[x]} CPU µs/req |"
+    hdr += " failed |"
+    p(hdr)
+    p("|---|---|---|" + "---:|---:|" * len(sides) + "---:|")
+    per = {}  # (w, what, peer) -> [ratio per run]
+    for r in rs:
+        if not ok(r):
+            p(f"| {r['workers']} | {r['label']} | {r['status']} |" + " |" * (2 * len(sides) + 1))
+            continue
+        v = {x: ab_side(r, x) for x in sides}
+        line = f"| {r['workers']} | {r['label']} | {' '.join(names[x] for x in r['r']['order'])} |"
+        for x in sides:
+            line += f" {fmt(v[x][0]) if v[x] else '–'} | {fmt(v[x][1], 1) if v[x] else '–'} |"
+        line += f" {sum(v[x][2] for x in sides if v[x])} |"
+        p(line)
+        if r["status"] != "ok" or not v[tested]:
+            continue
+        for x in peers:
+            if v[x]:
+                per.setdefault((r["workers"], "req/s", x), []).append(v[tested][0] / v[x][0])
+                per.setdefault((r["workers"], "CPU/req", x), []).append(v[tested][1] / v[x][1])
+    p("")
+    for w in workers:
+        for what, x, t, op in targets:
+            xs = per.get((w, what, x))
+            if not xs:
+                continue
+            m = median(xs)
+            if t is None:
+                p(f"- workers={w}: {what} {names[tested]} ÷ {names[x]} {m:.2f} (runs: {fmt_list(xs)}) "
+                  "(no target; for reference)")
+                continue
+            met = m >= t if op == ">=" else m <= t
+            p(f"- workers={w}: {what} {names[tested]} ÷ {names[x]} **{m:.2f}** (runs: {fmt_list(xs)}) "
+              f"(target {'≥' if op == '>=' else '≤'} {t:.2f}, {issue}): {'met' if met else '**missed**'}")
+
+
 sso_rows = [r for r in rows if r["mode"] in ("sso-none", "sso-session")]
 sso_start = [r for r in rows if r["mode"] == "sso"]
 if sso_rows or sso_start or sso_skipped:
@@ -1326,6 +1531,9 @@ if sso_rows or sso_start or sso_skipped:
                 p(f"| {w} | {fmt_med(rr)} | {fmt_list(rr)} | {ratio(s_[0], n_[0])} | "
                   f"{fmt_med(cc)} | {fmt_list(cc)} | {ratio(s_[1], n_[1])} |")
 
+ab_section("sso-ab", "session", ["none"], {"session": "session", "none": "no identity"},
+           [("req/s", "none", 0.95, ">="), ("CPU/req", "none", None, None)], "issue #3")
+
 pol_rows = [r for r in rows if r["mode"] in ("policy-none", "policy-full")]
 pol_start = [r for r in rows if r["mode"] == "policy" and r["label"] == "start"]
 pol_audit = {r["workers"]: r.get("audit_lines") for r in rows
@@ -1367,6 +1575,9 @@ if pol_rows or pol_start:
                 rr, cc = pr.get(w, ([], []))
                 p(f"| {w} | {fmt_med(rr)} | {fmt_list(rr)} | {ratio(f_[0], n_[0])} | "
                   f"{fmt_med(cc)} | {fmt_list(cc)} | {ratio(f_[1], n_[1])} | {pol_audit.get(w) or '–'} |")
+
+ab_section("policy-ab", "full", ["none"], {"full": "whole pipeline", "none": "no rules"},
+           [("req/s", "none", 0.9, ">="), ("CPU/req", "none", None, None)], "issue #5")
 
 # The whole pipeline vs the peers (same run, alternating, same ztload arguments).
 full_rows = [r for r in rows if r["mode"] == "full"]
@@ -1524,6 +1735,13 @@ if full_rows or full_start:
                 p(f"\nworkers={w}: the audit log got {int(a['audit_lines']):,} lines, "
                   f"{int(a.get('audit_allow') or 0):,} of them allowed by the route's rule `sso-managed`.")
 
+ab_section("full-ab", "ztproxy-full", [x for x in ("nginx", "haproxy", "nginx-authreq")
+                                       if any(r["proxy"] == x for r in full_rows)],
+           PEER_NAMES if full_rows or full_start else {},
+           [("req/s", "nginx", 1.0, ">="), ("req/s", "haproxy", 1.0, ">="),
+            ("req/s", "nginx-authreq", 2.0, ">="), ("CPU/req", "nginx", 1.0, "<="),
+            ("CPU/req", "haproxy", None, None), ("CPU/req", "nginx-authreq", None, None)], "issue #7")
+
 idle_rows = [r for r in rows if r["mode"] == "idle"]
 if idle_rows:
     p("\n## Memory per idle keep-alive mTLS connection\n")
@@ -1554,8 +1772,8 @@ if noisy:
                f"({', '.join(noisy[:6])}{', ...' if len(noisy) > 6 else ''}): their req/s and "
                "latencies are not comparable; CPU µs/req is the more robust figure.")
 for r in rows:
-    if not ok(r):
-        continue
+    if not ok(r) or "sides" in r["r"]:
+        continue  # the interleaved runs show their failures in their own table
     res = r["r"]
     name = f"{r['proxy']} workers={r['workers']} {r['mode']}"
     if r["mode"] == "resume" and res["handshakes"] and res["resumed_frac"] < 0.9:

@@ -609,6 +609,11 @@ bench_run() {
 
 URL_OF() { echo "--connect 127.0.0.1:${PORT[$1]}"; }
 
+# The keep-alive load of every comparison; the session route's client (set
+# once the bench user has logged in).
+KEEPALIVE_ARGS=(--mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+SSO_ARGS=()
+
 # ---------------------------------------------------------------- interleaved runs
 
 # json_args ARG...: the arguments as a JSON list (for ab_interleave.py)
@@ -629,34 +634,29 @@ proxy_pids() {
 # (bench/ab_interleave.py) of the sides given, in ORDER (comma-separated
 # names); CMD is what the report prints as its command line
 run_ab() {
-    local w=$1 mode=$2 label=$3 order=$4 cmd=$5 out status=ok m0 m1 sargs=() pids='' pid
+    local w=$1 mode=$2 label=$3 order=$4 cmd=$5 out status=ok sargs=() pids='' pid
     shift 5
     while (($# >= 3)); do
         sargs+=(--side "$1" "$2" "$3")
         pids+=" ${2//,/ }"
         shift 3
     done
-    m0=$(machine_busy_ticks)
     out=$(python3 "$ROOT/bench/ab_interleave.py" --ztload "$ZTLOAD" "${sargs[@]}" --order "$order" \
         --warmup "$WARMUP" --cycles "$AB_CYCLES" --slice "$AB_SLICE" --gap "$AB_GAP" 2>"$TMP/ab.err") ||
         status=failed
-    m1=$(machine_busy_ticks)
     [[ -s $TMP/ab.err ]] && sed 's/^/    /' "$TMP/ab.err" | head -n 5 >&2
     for pid in $pids; do
         kill -0 "$pid" 2>/dev/null || { status=crashed; log "process $pid DIED during '$label'"; }
     done
-    record "$out" proxy=ztproxy workers="$w" mode="$mode" label="$label" status="$status" \
-        machine_cpu_us=$(((m1 - m0) * 1000000 / CLK_TCK)) cmd="$cmd"
+    record "$out" proxy=ztproxy workers="$w" mode="$mode" label="$label" status="$status" cmd="$cmd"
     [[ -n $out ]] && python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
 for name in r["order"]:
     s = r["sides"][name]
-    if s["r"] and s["run_s"] and s["r"]["requests"]:
-        n = s["r"]["requests"]
+    if "rps" in s:
         print("    %-14s %-14s req/s %9.1f  CPU %5.1f us/req  non2xx %d  errors %d" % (sys.argv[2], name,
-              n / s["run_s"], s["cpu_ticks"] * 1e6 / r["clk_tck"] / n, s["r"]["non_2xx"], s["r"]["errors"]))' \
-        "$out" "$label" >&2
+              s["rps"], s["cpu_us_per_req"], s["r"]["non_2xx"], s["r"]["errors"]))' "$out" "$label" >&2
     [[ $status == ok ]]
 }
 
@@ -837,14 +837,15 @@ json.dump(inv, open(d + "/inventory.json", "w"))
 EOF
 }
 
-# write_ztproxy_policy_conf W DIR: the bench config plus 100 more routes,
-# device trust, the rules and the audit log
+# write_ztproxy_policy_conf W DIR [PORT [FILE]]: the bench config plus 100
+# more routes, device trust, the rules and the audit log, listening on PORT
+# (ztproxy's), written to DIR/FILE (ztproxy.json)
 write_ztproxy_policy_conf() {
-    local w=$1 d=$2 routes
+    local w=$1 d=$2 port=${3:-${PORT[ztproxy]}} file=${4:-ztproxy.json} routes
     routes=$(python3 -c 'import json,sys; print(",\n".join(json.dumps({"name": "route%d" % i, "host": "r%d.test" % i, "upstream": sys.argv[1]}) for i in range(100)))' "http://127.0.0.1:$UP_PORT")
-    cat >"$d/ztproxy.json" <<EOF
+    cat >"$d/$file" <<EOF
 {
-  "listen": [{ "address": "127.0.0.1:${PORT[ztproxy]}", "backlog": 4096 }],
+  "listen": [{ "address": "127.0.0.1:$port", "backlog": 4096 }],
   "workers": $w,
   "tls": {
     "certificate": "$CERTS/server.crt",
@@ -925,8 +926,7 @@ policy_suite() {
 policy_ab() {
     local w=$1 dn=$TMP/ztproxy-policy-none-w$1 df=$TMP/ztproxy-policy-full-w$1 pn pf i order na fa
     [[ -f $dn/ztproxy.json && -f $df/ztproxy.json ]] || return 0
-    sed "s/\"address\": \"127.0.0.1:${PORT[ztproxy]}\"/\"address\": \"127.0.0.1:$AB_PORT\"/" \
-        "$df/ztproxy.json" >"$df/ztproxy-ab.json"
+    write_ztproxy_policy_conf "$w" "$df" "$AB_PORT" ztproxy-ab.json
     "$ZTPROXY" -c "$dn/ztproxy.json" >>"$dn/stdout.log" 2>>"$dn/stderr.log" &
     pn=$!
     PIDS+=("$pn")
@@ -938,10 +938,8 @@ policy_ab() {
         record "" proxy=ztproxy workers="$w" mode=policy-ab label=start status=failed \
             error="ztproxy did not start for the interleaved runs"
     else
-        na=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" --mode keepalive \
-            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
-        fa=$(json_args --connect "127.0.0.1:$AB_PORT" "${TLSARGS[@]}" --mode keepalive \
-            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        na=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" "${KEEPALIVE_ARGS[@]}")
+        fa=$(json_args --connect "127.0.0.1:$AB_PORT" "${TLSARGS[@]}" "${KEEPALIVE_ARGS[@]}")
         for ((i = 1; i <= AB_RUNS; i++)); do
             order=none,full
             if ((i % 2 == 0)); then order=full,none; fi
@@ -982,6 +980,8 @@ sso_suite() {
         fi
         log "sso: logged in as $FP_USER (session cookie bound to the bench-1 certificate)"
     fi
+    SSO_ARGS=(--cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt"
+        --host "$SSO_HOST" --header "Cookie: $SSO_COOKIE")
     # the cookie must reach the app, not a login redirect
     code=$(curl -sS -o /dev/null -w '%{http_code}' --resolve "$SSO_HOST:${PORT[ztproxy]}:127.0.0.1" \
         --cacert "$CERTS/ca.crt" --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" \
@@ -1003,11 +1003,8 @@ sso_suite() {
     if ((AB)); then
         local pids none_args sess_args order
         pids=$(proxy_pids ztproxy)
-        none_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" --mode keepalive \
-            -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
-        sess_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" --cert "$CERTS/devices/bench-1.crt" \
-            --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" --host "$SSO_HOST" \
-            --header "Cookie: $SSO_COOKIE" --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")
+        none_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${TLSARGS[@]}" "${KEEPALIVE_ARGS[@]}")
+        sess_args=$(json_args --connect "127.0.0.1:${PORT[ztproxy]}" "${SSO_ARGS[@]}" "${KEEPALIVE_ARGS[@]}")
         for ((i = 1; i <= AB_RUNS; i++)); do
             order=none,session
             if ((i % 2 == 0)); then order=session,none; fi
@@ -1022,9 +1019,7 @@ sso_suite() {
 
 sso_run_session() {
     bench_run ztproxy "$1" "sso-session" "sso-session-$2" --connect "127.0.0.1:${PORT[ztproxy]}" \
-        --cert "$CERTS/devices/bench-1.crt" --key "$CERTS/devices/bench-1.key" --ca "$CERTS/ca.crt" \
-        --host "$SSO_HOST" --header "Cookie: $SSO_COOKIE" \
-        --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS" -d "$DURATION" --warmup "$WARMUP" || true
+        "${SSO_ARGS[@]}" "${KEEPALIVE_ARGS[@]}" -d "$DURATION" --warmup "$WARMUP" || true
 }
 
 # ---------------------------------------------------------------- whole pipeline
@@ -1117,11 +1112,11 @@ full_suite() {
             done
         done
         if ((AB)) && ((${#up[@]} > 1)); then
-            local sides=() names=()
+            local sides=() names=() cmd
             for p in "${up[@]}"; do
                 # shellcheck disable=SC2046 # URL_OF is two words
                 sides+=("$p" "$(proxy_pids "$p")" "$(json_args $(URL_OF "$p") "${FULL_ARGS[@]}" \
-                    --header "$FULL_COOKIE_HDR" --mode keepalive -c "$CONNS_KEEPALIVE" -t "$CLIENT_THREADS")")
+                    --header "$FULL_COOKIE_HDR" "${KEEPALIVE_ARGS[@]}")")
                 names+=("$p")
             done
             for ((i = 1; i <= AB_RUNS; i++)); do
@@ -1129,9 +1124,12 @@ full_suite() {
                 for ((j = 0; j < ${#names[@]}; j++)); do
                     if ((i % 2 == 1)); then order+=("${names[j]}"); else order+=("${names[${#names[@]} - 1 - j]}"); fi
                 done
+                cmd=
+                for p in "${names[@]}"; do
+                    cmd+="--side $p PIDS '[--connect 127.0.0.1:${PORT[$p]} --host $SSO_HOST ...]' "
+                done
                 run_ab "$w" full-ab "full-ab-$i" "$(IFS=,; echo "${order[*]}")" \
-                    "$(ab_cmd "--side NAME PIDS '[--connect 127.0.0.1:PORT --host $SSO_HOST --header \
-\"Cookie: __Host-zt_session=\$SESSION\" ...]'" for each of "${names[@]}" --order "$(IFS=,; echo "${order[*]}")")" \
+                    "$(ab_cmd "$cmd--order $(IFS=,; echo "${order[*]}")")" \
                     "${sides[@]}" || FAILED+=("whole pipeline: interleaved run $i (workers=$w) failed")
             done
         fi
@@ -1424,13 +1422,11 @@ def paired_ratios(rs, base_mode, test_mode):
 
 def ab_side(r, name):
     """(req/s over the side's running time, proxy CPU µs/req, failed) of
-    one side of an interleaved run, or None."""
+    one side of an interleaved run (as ab_interleave.py computed them), or None."""
     s = (r["r"].get("sides") or {}).get(name) if ok(r) else None
-    if not s or not s.get("r") or not s.get("run_s") or not s["r"]["requests"]:
+    if not s or "rps" not in s:
         return None
-    n = s["r"]["requests"]
-    return (n / s["run_s"], s["cpu_ticks"] * 1e6 / r["r"]["clk_tck"] / n,
-            s["r"]["non_2xx"] + s["r"]["errors"])
+    return s["rps"], s["cpu_us_per_req"], s["r"]["non_2xx"] + s["r"]["errors"]
 
 
 def ab_section(mode, tested, peers, names, targets, issue):
@@ -1441,10 +1437,11 @@ def ab_section(mode, tested, peers, names, targets, issue):
     if not rs:
         return
     sides = [tested] + peers
+    cfg = next((r["r"] for r in rs if ok(r)), {})
     p(f"\n**Interleaved runs (the figures the targets are judged on).** All sides up at once; "
-      f"their loads run in turn, {rs[0]['r']['slice_s'] if ok(rs[0]) else '?'} s each with "
-      f"{rs[0]['r']['gap_s'] if ok(rs[0]) else '?'} s of nobody between, "
-      f"{rs[0]['r']['cycles'] if ok(rs[0]) else '?'} cycles per run, the order reversed every "
+      f"their loads run in turn, {cfg.get('slice_s', '?')} s each with "
+      f"{cfg.get('gap_s', '?')} s of nobody between, "
+      f"{cfg.get('cycles', '?')} cycles per run, the order reversed every "
       "other run (`bench/ab_interleave.py`). A slow phase of this shared machine longer than "
       "a cycle hits every side alike. req/s is requests ÷ the side's own running time; CPU is "
       "the proxy's utime+stime from the start of its slice to the start of the next side's.\n")

@@ -579,6 +579,15 @@ static void test_escaping(void **state)
 /* A decision with every member the line can have, as the line it was
  * before records (byte for byte), built from a record that no longer
  * depends on the entry: the entry's strings change after the append. */
+static void set_monitor(struct policy_decision *d, size_t i, const char *rule_id,
+                        enum policy_effect effect, int matched, enum policy_effect would)
+{
+    d->monitor[i].rule_id = rule_id;
+    d->monitor[i].rule_effect = effect;
+    d->monitor[i].matched = matched;
+    d->monitor[i].would_decide = would;
+}
+
 static void golden_decision(struct policy_decision *d)
 {
     memset(d, 0, sizeof(*d));
@@ -594,23 +603,11 @@ static void golden_decision(struct policy_decision *d)
     d->nreasons = 2;
     d->reasons_dropped = 3;
     d->nmonitor = 4;
-    d->monitor[0].rule_id = "new-geo";
-    d->monitor[0].rule_effect = POLICY_DENY;
-    d->monitor[0].matched = 1;
-    d->monitor[0].would_decide = POLICY_DENY;
+    set_monitor(d, 0, "new-geo", POLICY_DENY, 1, POLICY_DENY);
     /* Not matched: listed by id only, in order, under monitor_unmatched. */
-    d->monitor[1].rule_id = "quiet \"one\"";
-    d->monitor[1].rule_effect = POLICY_DENY;
-    d->monitor[1].matched = 0;
-    d->monitor[1].would_decide = POLICY_STEP_UP;
-    d->monitor[2].rule_id = "mfa-all";
-    d->monitor[2].rule_effect = POLICY_ALLOW;
-    d->monitor[2].matched = 2;
-    d->monitor[2].would_decide = POLICY_STEP_UP;
-    d->monitor[3].rule_id = "quiet-2";
-    d->monitor[3].rule_effect = POLICY_ALLOW;
-    d->monitor[3].matched = 0;
-    d->monitor[3].would_decide = POLICY_STEP_UP;
+    set_monitor(d, 1, "quiet \"one\"", POLICY_DENY, 0, POLICY_STEP_UP);
+    set_monitor(d, 2, "mfa-all", POLICY_ALLOW, 2, POLICY_STEP_UP);
+    set_monitor(d, 3, "quiet-2", POLICY_ALLOW, 0, POLICY_STEP_UP);
     d->monitor_dropped = 1;
 }
 

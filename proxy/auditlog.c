@@ -598,7 +598,7 @@ struct al_rd {
     int bad;
 };
 
-static void al_rd_get(struct al_rd *r, void *out, size_t n)
+static inline __attribute__((always_inline)) void al_rd_get(struct al_rd *r, void *out, size_t n)
 {
     if (r->bad || (size_t)(r->end - r->p) < n) {
         r->bad = 1;
@@ -618,7 +618,8 @@ static uint8_t al_rd_u8(struct al_rd *r)
 }
 
 /* A string: *s NULL for a null one (or a bad record). */
-static void al_rd_str(struct al_rd *r, const char **s, size_t *n)
+static inline __attribute__((always_inline)) void al_rd_str(struct al_rd *r, const char **s,
+                                                         size_t *n)
 {
     uint16_t l;
 
@@ -641,58 +642,76 @@ static int al_effect_ok(unsigned v)
     return v == POLICY_ALLOW || v == POLICY_DENY || v == POLICY_STEP_UP;
 }
 
-/* The JSON line ("{...}\n", without "prev"/"hash") of a decision record's
- * body (after the header): 0, or -1 when the record is malformed (b then
- * holds nothing usable). */
-static int al_format_decision(struct al_rd *r, struct sbuf *b)
+/*
+ * The text of a run of members, kept with the record bytes it was
+ * formatted from (key: the numbers that go into it, then the raw strings).
+ * Consecutive decisions mostly differ only in time, request id, path and
+ * evaluation time: the members from "user" to "route" (one person, one
+ * device, one route) and from "effect" to "device_failing" (the same
+ * rules, the same device state) are byte for byte those of the line
+ * before. Formatting is a function of these bytes, so a record whose key
+ * equals the memo's gets the memo's text, with no escaping or number
+ * formatting (the checks of the record's structure ran on those same
+ * bytes, and passed, when the text was made). One memo per run, per
+ * batch of records (al_records()).
+ */
+#define AL_MEMO_KEY 2048
+#define AL_MEMO_TEXT 4096
+
+struct al_memo {
+    int valid;
+    size_t klen, tlen;
+    unsigned char key[AL_MEMO_KEY];
+    char text[AL_MEMO_TEXT];
+};
+
+enum { AL_MEMO_WHO, AL_MEMO_DECISION, AL_MEMO_N };
+
+/* 1 (and the text appended to b) when the memo was made from h + raw. */
+static int al_memo_get(const struct al_memo *m, const void *h, size_t hlen,
+                       const unsigned char *raw, size_t rlen, struct sbuf *b)
 {
-    struct al_rec_dec f;
-    const char *s[AL_DEC_NSTR], *blob = NULL, *str, *un[POLICY_MONITOR_MAX];
-    size_t n[AL_DEC_NSTR], bloblen = 0, len, i, k, nun, unlen[POLICY_MONITOR_MAX];
-    uint16_t off[POLICY_REASONS_MAX];
+    if (!m->valid || m->klen != hlen + rlen || memcmp(m->key, h, hlen) != 0 ||
+        memcmp(m->key + hlen, raw, rlen) != 0)
+        return 0;
+    sbuf_add(b, m->text, m->tlen);
+    return 1;
+}
+
+/* Keep text (formatted from h + raw) when it fits. */
+static void al_memo_put(struct al_memo *m, const void *h, size_t hlen, const unsigned char *raw,
+                        size_t rlen, const char *text, size_t tlen)
+{
+    m->valid = 0;
+    if (hlen + rlen > sizeof(m->key) || tlen > sizeof(m->text))
+        return;
+    memcpy(m->key, h, hlen);
+    memcpy(m->key + hlen, raw, rlen);
+    memcpy(m->text, text, tlen);
+    m->klen = hlen + rlen;
+    m->tlen = tlen;
+    m->valid = 1;
+}
+
+/* The numbers that go into the members from "effect" on. */
+struct al_memo_dec {
+    int64_t step_up_max_age;
+    uint64_t reasons_dropped, monitor_dropped;
+    uint8_t has_decision, effect, step_up_mfa, nreasons, nmonitor, nfailing, zero[2];
+};
+
+/* The members from "effect" to "device_failing" of a record whose strings
+ * up to "version" are read (blob, bloblen, off: the reasons): 0, or -1
+ * when the rest of the record is malformed. */
+static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_rec_dec *fp,
+                             const char *const *s, const size_t *n, const char *blob,
+                             size_t bloblen, const uint16_t *off)
+{
+    struct al_rec_dec f = *fp;
+    const char *str, *un[POLICY_MONITOR_MAX];
+    size_t len, i, k, nun, unlen[POLICY_MONITOR_MAX];
     char tmp[160];
 
-    al_rd_get(r, &f, sizeof(f));
-    if (r->bad || f.has_decision > 1 || f.step_up_mfa > 1 || f.path_cut > 1 || f.zero != 0 ||
-        f.nreasons > POLICY_REASONS_MAX || f.nmonitor > POLICY_MONITOR_MAX ||
-        f.nfailing > AUDITLOG_FAILING_MAX || !al_effect_ok(f.effect) ||
-        (!f.has_decision && (f.nreasons != 0 || f.nmonitor != 0)))
-        return -1;
-    for (i = 0; i < AL_DEC_NSTR; i++)
-        al_rd_str(r, &s[i], &n[i]);
-    if (f.has_decision) {
-        al_rd_str(r, &blob, &bloblen);
-        if (blob == NULL)
-            return -1;
-        al_rd_get(r, off, 2 * (size_t)f.nreasons);
-    }
-    if (r->bad)
-        return -1;
-
-    sbuf_lit(b, "{\"time\":\"");
-    al_time(b, f.time_ms);
-    sbuf_lit(b, "\"");
-    AL_STR_N(b, "request_id", s[AL_S_REQUEST_ID], n[AL_S_REQUEST_ID]);
-    AL_STR_N(b, "user", s[AL_S_USER], n[AL_S_USER]);
-    AL_STR_N(b, "email", s[AL_S_EMAIL], n[AL_S_EMAIL]);
-    AL_STR_N(b, "device", s[AL_S_DEVICE], n[AL_S_DEVICE]);
-    AL_STR_N(b, "tier", s[AL_S_TIER], n[AL_S_TIER]);
-    AL_KEY(b, "score");
-    if (f.score >= 0)
-        sbuf_u64(b, (uint64_t)f.score);
-    else
-        sbuf_lit(b, "null");
-    AL_STR_N(b, "client", s[AL_S_CLIENT], n[AL_S_CLIENT]);
-    AL_STR_N(b, "country", s[AL_S_COUNTRY], n[AL_S_COUNTRY]);
-    if (f.asn != 0) {
-        AL_KEY(b, "asn");
-        sbuf_u64(b, (uint64_t)f.asn);
-    }
-    AL_STR_N(b, "route", s[AL_S_ROUTE], n[AL_S_ROUTE]);
-    AL_STR_N(b, "method", s[AL_S_METHOD], n[AL_S_METHOD]);
-    AL_STR_N(b, "path", s[AL_S_PATH], n[AL_S_PATH]);
-    if (f.path_cut)
-        sbuf_add(b, ",\"path_cut\":true", 16);
     if (f.has_decision) {
         AL_STR_N(b, "effect", policy_effect_name((enum policy_effect)f.effect),
                  strlen(policy_effect_name((enum policy_effect)f.effect)));
@@ -788,6 +807,101 @@ static int al_format_decision(struct al_rd *r, struct sbuf *b)
     }
     if (r->p != r->end)
         return -1; /* bytes left over: not a record we wrote */
+    return 0;
+}
+
+/* The JSON line ("{...}\n", without "prev"/"hash") of a decision record's
+ * body (after the header): 0, or -1 when the record is malformed (b then
+ * holds nothing usable). memo: AL_MEMO_N memos of this batch. */
+static int al_format_decision(struct al_rd *r, struct sbuf *b, struct al_memo *memo)
+{
+    struct al_rec_dec f;
+    struct al_memo_dec md;
+    const unsigned char *pos[AL_DEC_NSTR];
+    const char *s[AL_DEC_NSTR], *blob = NULL;
+    size_t n[AL_DEC_NSTR], bloblen = 0, i, start;
+    uint16_t off[POLICY_REASONS_MAX];
+    int32_t who[2];
+    char tmp[8];
+
+    al_rd_get(r, &f, sizeof(f));
+    if (r->bad || f.has_decision > 1 || f.step_up_mfa > 1 || f.path_cut > 1 || f.zero != 0 ||
+        f.nreasons > POLICY_REASONS_MAX || f.nmonitor > POLICY_MONITOR_MAX ||
+        f.nfailing > AUDITLOG_FAILING_MAX || !al_effect_ok(f.effect) ||
+        (!f.has_decision && (f.nreasons != 0 || f.nmonitor != 0)))
+        return -1;
+    for (i = 0; i < AL_DEC_NSTR; i++) {
+        pos[i] = r->p;
+        al_rd_str(r, &s[i], &n[i]);
+    }
+    if (f.has_decision) {
+        al_rd_str(r, &blob, &bloblen);
+        if (blob == NULL)
+            return -1;
+        al_rd_get(r, off, 2 * (size_t)f.nreasons);
+    }
+    if (r->bad)
+        return -1;
+
+    sbuf_lit(b, "{\"time\":\"");
+    al_time(b, f.time_ms);
+    sbuf_lit(b, "\"");
+    AL_STR_N(b, "request_id", s[AL_S_REQUEST_ID], n[AL_S_REQUEST_ID]);
+    /* "user" to "route": the strings user..route as they lie in the record
+     * (contiguous), with the score and the ASN. */
+    who[0] = f.score;
+    memcpy(&who[1], &f.asn, sizeof(f.asn));
+    if (!al_memo_get(&memo[AL_MEMO_WHO], who, sizeof(who), pos[AL_S_USER],
+                     (size_t)(pos[AL_S_METHOD] - pos[AL_S_USER]), b)) {
+        start = b->len;
+        AL_STR_N(b, "user", s[AL_S_USER], n[AL_S_USER]);
+        AL_STR_N(b, "email", s[AL_S_EMAIL], n[AL_S_EMAIL]);
+        AL_STR_N(b, "device", s[AL_S_DEVICE], n[AL_S_DEVICE]);
+        AL_STR_N(b, "tier", s[AL_S_TIER], n[AL_S_TIER]);
+        AL_KEY(b, "score");
+        if (f.score >= 0)
+            sbuf_u64(b, (uint64_t)f.score);
+        else
+            sbuf_lit(b, "null");
+        AL_STR_N(b, "client", s[AL_S_CLIENT], n[AL_S_CLIENT]);
+        AL_STR_N(b, "country", s[AL_S_COUNTRY], n[AL_S_COUNTRY]);
+        if (f.asn != 0) {
+            AL_KEY(b, "asn");
+            sbuf_u64(b, (uint64_t)f.asn);
+        }
+        AL_STR_N(b, "route", s[AL_S_ROUTE], n[AL_S_ROUTE]);
+        if (!b->failed)
+            al_memo_put(&memo[AL_MEMO_WHO], who, sizeof(who), pos[AL_S_USER],
+                        (size_t)(pos[AL_S_METHOD] - pos[AL_S_USER]), b->p + start,
+                        b->len - start);
+    }
+    AL_STR_N(b, "method", s[AL_S_METHOD], n[AL_S_METHOD]);
+    AL_STR_N(b, "path", s[AL_S_PATH], n[AL_S_PATH]);
+    if (f.path_cut)
+        sbuf_add(b, ",\"path_cut\":true", 16);
+    /* "effect" to "device_failing": everything from the rule string to the
+     * end of the record, with the numbers that go into it. */
+    memset(&md, 0, sizeof(md));
+    md.step_up_max_age = f.step_up_max_age;
+    md.reasons_dropped = f.reasons_dropped;
+    md.monitor_dropped = f.monitor_dropped;
+    md.has_decision = f.has_decision;
+    md.effect = f.effect;
+    md.step_up_mfa = f.step_up_mfa;
+    md.nreasons = f.nreasons;
+    md.nmonitor = f.nmonitor;
+    md.nfailing = f.nfailing;
+    if (al_memo_get(&memo[AL_MEMO_DECISION], &md, sizeof(md), pos[AL_S_RULE],
+                    (size_t)(r->end - pos[AL_S_RULE]), b)) {
+        r->p = r->end;
+    } else {
+        start = b->len;
+        if (al_format_verdict(r, b, &f, s, n, blob, bloblen, off) == -1)
+            return -1;
+        if (!b->failed)
+            al_memo_put(&memo[AL_MEMO_DECISION], &md, sizeof(md), pos[AL_S_RULE],
+                        (size_t)(r->end - pos[AL_S_RULE]), b->p + start, b->len - start);
+    }
     sbuf_lit(b, ",\"eval_us\":");
     sbuf_u64(b, f.eval_ns / 1000);
     tmp[0] = '.';
@@ -851,13 +965,13 @@ static size_t al_hdr_len(const unsigned char *h)
 }
 
 /* One record (rec[0..len), its header valid) as a line into b: 0, or -1. */
-static int al_format_rec(const unsigned char *rec, size_t len, struct sbuf *b)
+static int al_format_rec(const unsigned char *rec, size_t len, struct sbuf *b, struct al_memo *memo)
 {
     struct al_rd r = {rec + AL_REC_HDR, rec + len, 0};
 
     switch (rec[2]) {
     case AL_REC_DECISION:
-        return al_format_decision(&r, b);
+        return al_format_decision(&r, b, memo);
     case AL_REC_ADMIN:
         return al_format_admin(&r, b);
     default:
@@ -878,8 +992,11 @@ typedef int (*al_line_fn)(void *arg, const char *line, size_t len);
 static size_t al_records(struct evbuffer *in, al_line_fn fn, void *arg, uint64_t *bad)
 {
     char stack[4096];
+    struct al_memo memo[AL_MEMO_N];
     struct sbuf sb;
     size_t n = 0;
+
+    memo[AL_MEMO_WHO].valid = memo[AL_MEMO_DECISION].valid = 0;
 
     while (evbuffer_get_length(in) > 0) {
         unsigned char h[AL_REC_HDR];
@@ -901,7 +1018,7 @@ static size_t al_records(struct evbuffer *in, al_line_fn fn, void *arg, uint64_t
         else
             rec = evbuffer_pullup(in, (ev_ssize_t)len);
         sbuf_init(&sb, stack, sizeof(stack));
-        if (rec != NULL && al_format_rec(rec, len, &sb) == 0 && !sb.failed &&
+        if (rec != NULL && al_format_rec(rec, len, &sb, memo) == 0 && !sb.failed &&
             fn(arg, sb.p, sb.len - 1) == 0)
             n++;
         else

@@ -2257,18 +2257,35 @@ static void dt_vcache_free(void)
 }
 
 /* The verdict from a slot: the brief part, or all that is in use. */
+/* s with its NUL into o (both arrays of the same size, s terminated). */
+#define DT_STRCPY(o, s) memcpy((o), (s), strnlen((s), sizeof(s) - 1) + 1)
+
+/* A cached verdict to out: the strings up to their NULs only (the whole
+ * struct is ~4 KiB, mostly empty remediation, owner and attribute space;
+ * this runs on every request of a known device). */
 static void dt_vcache_copy(struct devtrust_verdict *out, const struct devtrust_verdict *v,
                            int brief)
 {
-    memcpy(out, v, offsetof(struct devtrust_verdict, failing));
+    size_t i;
+
+    memcpy(out, v, offsetof(struct devtrust_verdict, owner));
+    DT_STRCPY(out->owner, v->owner);
     if (brief) {
         out->nfailing = 0;
         out->nattrs = 0;
         return;
     }
-    memcpy(out->failing, v->failing, v->nfailing * sizeof(v->failing[0]));
+    out->nfailing = v->nfailing;
+    for (i = 0; i < v->nfailing; i++) {
+        DT_STRCPY(out->failing[i].id, v->failing[i].id);
+        DT_STRCPY(out->failing[i].remediation, v->failing[i].remediation);
+        out->failing[i].hard = v->failing[i].hard;
+    }
     out->nattrs = v->nattrs;
-    memcpy(out->attrs, v->attrs, v->nattrs * sizeof(v->attrs[0]));
+    for (i = 0; i < v->nattrs; i++) {
+        DT_STRCPY(out->attrs[i].name, v->attrs[i].name);
+        DT_STRCPY(out->attrs[i].value, v->attrs[i].value);
+    }
 }
 
 static void dt_thread_drop(void)

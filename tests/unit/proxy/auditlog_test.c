@@ -798,13 +798,92 @@ static void test_records_mutated(void **state)
             } else {
                 assert_int_equal(nl, 0);
             }
-            evbuffer_drain(lines, nl);
+            /* The same mutant after the good record in one batch (the
+             * writer's memo holds the good record's members then): the
+             * good line, then exactly what the mutant gave alone. */
+            {
+                char *alone = malloc(nl + 1);
+                uint64_t bad2 = 0;
+                size_t got2, nl2;
+
+                assert_non_null(alone);
+                memcpy(alone, text, nl);
+                evbuffer_drain(lines, nl);
+                evbuffer_add(b, rec, len);
+                evbuffer_add(b, m, len);
+                got2 = auditlog_format(b, lines, &bad2);
+                assert_int_equal(got2, 1 + got);
+                assert_int_equal(bad2, bad);
+                nl2 = evbuffer_get_length(lines);
+                text = (char *)evbuffer_pullup(lines, -1);
+                assert_int_equal(nl2, strlen(want) + nl);
+                assert_memory_equal(text, want, strlen(want));
+                assert_memory_equal(text + strlen(want), alone, nl);
+                evbuffer_drain(lines, nl2);
+                free(alone);
+            }
         }
     }
     free(m);
     free(rec);
     evbuffer_free(b);
     evbuffer_free(lines);
+}
+
+/* Records that share some members and differ in others, in one batch:
+ * each line is the line its record gives alone (the writer reuses the
+ * text of members equal to the record before's, and only those). */
+static void test_batch_same_as_alone(void **state)
+{
+    static const char *users[] = {"alice", "bob", NULL};
+    static const char *paths[] = {"/a", "/b"};
+    struct evbuffer *b = evbuffer_new(), *one = evbuffer_new();
+    char alone[32][2048], got[65536], all[65536];
+    struct policy_decision d;
+    struct auditlog_entry e;
+    const char *failing[] = {"disk", "os"};
+    size_t i, n, pos = 0;
+
+    (void)state;
+    assert_non_null(b);
+    assert_non_null(one);
+    for (i = 0; i < 32; i++) {
+        golden_decision(&d);
+        memset(&e, 0, sizeof(e));
+        e.time_ms = 1770000000000LL + (int64_t)i;
+        e.request_id = "r";
+        e.user = users[i / 2 % 3];
+        e.device = "dev-1";
+        e.score = i % 8 < 6 ? 50 : 51;
+        e.asn = i % 16 < 12 ? 0 : 64500;
+        e.route = "app";
+        e.method = "GET";
+        e.path = paths[i / 3 % 2];
+        e.path_len = 2;
+        if (i % 5 == 4)
+            d.effect = POLICY_DENY;
+        if (i % 7 == 6)
+            d.reason_buf[0] = 'P';
+        if (i % 9 == 8)
+            d.monitor[1].matched = 1;
+        if (i % 11 != 10)
+            e.decision = &d;
+        e.failing = failing;
+        e.nfailing = i % 4 == 3 ? 1 : 2;
+        e.eval_ns = i;
+        auditlog_append(b, &e);
+        auditlog_append(one, &e);
+        format_text(one, alone[i], sizeof(alone[i]), NULL);
+        n = strlen(alone[i]);
+        assert_true(pos + n < sizeof(all));
+        memcpy(all + pos, alone[i], n + 1);
+        pos += n;
+    }
+    n = format_text(b, got, sizeof(got), NULL);
+    assert_int_equal(n, pos);
+    assert_string_equal(got, all);
+    evbuffer_free(b);
+    evbuffer_free(one);
 }
 
 /* An entry whose record would pass AUDITLOG_RECORD_MAX is dropped and
@@ -955,6 +1034,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_golden, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_mutated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_same_as_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_entry, setup, teardown),
     };
 

@@ -2407,7 +2407,7 @@ static void az_ctx_build(const struct az_state *s, int by_name, const struct aut
             if (s->geo != NULL)
                 az_geo_lookup_memo(s, &client, out->country, sizeof(out->country), &out->asn);
             else
-                snprintf(out->country, sizeof(out->country), "unknown");
+                memcpy(out->country, "unknown", sizeof("unknown"));
         }
     }
     /* else: no address, no country: conditions on them are unknown */

@@ -807,7 +807,8 @@ static void test_records_mutated(void **state)
                 size_t got2, nl2;
 
                 assert_non_null(alone);
-                memcpy(alone, text, nl);
+                if (nl > 0) /* text is NULL for an empty buffer */
+                    memcpy(alone, text, nl);
                 evbuffer_drain(lines, nl);
                 evbuffer_add(b, rec, len);
                 evbuffer_add(b, m, len);
@@ -818,7 +819,8 @@ static void test_records_mutated(void **state)
                 text = (char *)evbuffer_pullup(lines, -1);
                 assert_int_equal(nl2, strlen(want) + nl);
                 assert_memory_equal(text, want, strlen(want));
-                assert_memory_equal(text + strlen(want), alone, nl);
+                if (nl > 0)
+                    assert_memory_equal(text + strlen(want), alone, nl);
                 evbuffer_drain(lines, nl2);
                 free(alone);
             }

@@ -619,7 +619,7 @@ static uint8_t al_rd_u8(struct al_rd *r)
 
 /* A string: *s NULL for a null one (or a bad record). */
 static inline __attribute__((always_inline)) void al_rd_str(struct al_rd *r, const char **s,
-                                                         size_t *n)
+                                                            size_t *n)
 {
     uint16_t l;
 
@@ -872,8 +872,7 @@ static int al_format_decision(struct al_rd *r, struct sbuf *b, struct al_memo *m
         AL_STR_N(b, "route", s[AL_S_ROUTE], n[AL_S_ROUTE]);
         if (!b->failed)
             al_memo_put(&memo[AL_MEMO_WHO], who, sizeof(who), pos[AL_S_USER],
-                        (size_t)(pos[AL_S_METHOD] - pos[AL_S_USER]), b->p + start,
-                        b->len - start);
+                        (size_t)(pos[AL_S_METHOD] - pos[AL_S_USER]), b->p + start, b->len - start);
     }
     AL_STR_N(b, "method", s[AL_S_METHOD], n[AL_S_METHOD]);
     AL_STR_N(b, "path", s[AL_S_PATH], n[AL_S_PATH]);

@@ -703,22 +703,21 @@ struct al_memo_dec {
 /* The members from "effect" to "device_failing" of a record whose strings
  * up to "version" are read (blob, bloblen, off: the reasons): 0, or -1
  * when the rest of the record is malformed. */
-static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_rec_dec *fp,
+static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_rec_dec *f,
                              const char *const *s, const size_t *n, const char *blob,
                              size_t bloblen, const uint16_t *off)
 {
-    struct al_rec_dec f = *fp;
     const char *str, *un[POLICY_MONITOR_MAX];
     size_t len, i, k, nun, unlen[POLICY_MONITOR_MAX];
     char tmp[160];
 
-    if (f.has_decision) {
-        AL_STR_N(b, "effect", policy_effect_name((enum policy_effect)f.effect),
-                 strlen(policy_effect_name((enum policy_effect)f.effect)));
+    if (f->has_decision) {
+        AL_STR_N(b, "effect", policy_effect_name((enum policy_effect)f->effect),
+                 strlen(policy_effect_name((enum policy_effect)f->effect)));
         AL_STR_N(b, "rule", s[AL_S_RULE], n[AL_S_RULE]);
         AL_KEY(b, "reasons");
         sbuf_add(b, "[", 1);
-        for (i = 0; i < f.nreasons; i++) {
+        for (i = 0; i < f->nreasons; i++) {
             const char *nul;
 
             if (off[i] >= bloblen || (nul = memchr(blob + off[i], '\0', bloblen - off[i])) == NULL)
@@ -730,13 +729,13 @@ static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_re
             sbuf_add(b, "\"", 1);
         }
         sbuf_add(b, "]", 1);
-        if (f.reasons_dropped > 0) {
-            snprintf(tmp, sizeof(tmp), ",\"reasons_dropped\":%" PRIu64, f.reasons_dropped);
+        if (f->reasons_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"reasons_dropped\":%" PRIu64, f->reasons_dropped);
             sbuf_str(b, tmp);
         }
-        if (f.effect == POLICY_STEP_UP) {
+        if (f->effect == POLICY_STEP_UP) {
             snprintf(tmp, sizeof(tmp), ",\"step_up\":{\"max_age\":%" PRId64 ",\"mfa\":%s}",
-                     f.step_up_max_age, f.step_up_mfa ? "true" : "false");
+                     f->step_up_max_age, f->step_up_mfa ? "true" : "false");
             sbuf_str(b, tmp);
         }
         AL_STR_N(b, "version", s[AL_S_VERSION] != NULL ? s[AL_S_VERSION] : "", n[AL_S_VERSION]);
@@ -749,7 +748,7 @@ static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_re
         AL_KEY(b, "monitor");
         sbuf_add(b, "[", 1);
         nun = 0;
-        for (i = 0, k = 0; i < f.nmonitor; i++) {
+        for (i = 0, k = 0; i < f->nmonitor; i++) {
             uint8_t eff = al_rd_u8(r), matched = al_rd_u8(r), would = al_rd_u8(r);
 
             al_rd_str(r, &str, &len);
@@ -783,17 +782,17 @@ static int al_format_verdict(struct al_rd *r, struct sbuf *b, const struct al_re
             }
             sbuf_add(b, "]", 1);
         }
-        if (f.monitor_dropped > 0) {
-            snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%" PRIu64, f.monitor_dropped);
+        if (f->monitor_dropped > 0) {
+            snprintf(tmp, sizeof(tmp), ",\"monitor_dropped\":%" PRIu64, f->monitor_dropped);
             sbuf_str(b, tmp);
         }
     } else if (s[AL_S_RULE] != NULL || s[AL_S_VERSION] != NULL) {
         return -1;
     }
-    if (f.nfailing > 0) {
+    if (f->nfailing > 0) {
         AL_KEY(b, "device_failing");
         sbuf_add(b, "[", 1);
-        for (i = 0; i < f.nfailing; i++) {
+        for (i = 0; i < f->nfailing; i++) {
             al_rd_str(r, &str, &len);
             if (r->bad || str == NULL)
                 return -1;

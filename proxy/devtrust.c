@@ -2256,13 +2256,13 @@ static void dt_vcache_free(void)
     dt_vc = NULL;
 }
 
-/* The verdict from a slot: the brief part, or all that is in use. */
 /* s with its NUL into o (both arrays of the same size, s terminated). */
 #define DT_STRCPY(o, s) memcpy((o), (s), strnlen((s), sizeof(s) - 1) + 1)
 
-/* A cached verdict to out: the entries in use only, the owner and the
- * remediation texts up to their NULs (the whole struct is ~9.5 KiB, mostly
- * unused; this runs on every request of a known device). */
+/* The verdict from a slot: the brief part, or all that is in use. Runs on
+ * every request of a known device: the owner and each failing check's
+ * remediation (256 bytes each, mostly unused) are copied up to their NULs
+ * only; ids and attributes are short fixed-size copies. */
 static void dt_vcache_copy(struct devtrust_verdict *out, const struct devtrust_verdict *v,
                            int brief)
 {

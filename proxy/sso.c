@@ -143,9 +143,12 @@ struct sso_req {
     /* Per request from here on: sso_req_free() wipes what was used. */
     struct session sess;
     struct sso_login *login; /* a login callback only (its own allocation) */
-    int have;                /* sess holds the identity of this request */
-    int reseal_cached;       /* send cache.reseal as the Set-Cookie of this request */
-    int from_bearer;         /* identity from a bearer token (no cookie) */
+    int have;                /* cur holds the identity of this request */
+    /* The session of this request while have: &sess, or &cache.sess when
+     * the connection's cached session was reused as it is (no copy). */
+    const struct session *cur;
+    int reseal_cached; /* send cache.reseal as the Set-Cookie of this request */
+    int from_bearer;   /* identity from a bearer token (no cookie) */
     /* The large buffers are allocated only by the requests that need them
      * (a re-sealed cookie, a login callback, a bearer token). */
     char *set_cookie[2]; /* SESSION_SET_COOKIE_MAX bytes each */
@@ -544,11 +547,17 @@ static int is_mfa(const struct conf_provider *pv, const struct session *s)
 
     if (pv->mfa_acr[0] != '\0' && strcmp(s->acr, pv->mfa_acr) == 0)
         return 1;
-    for (i = 0; i < s->namr; i++)
-        if (strcmp(s->amr[i], "mfa") == 0 || strcmp(s->amr[i], "otp") == 0 ||
-            strcmp(s->amr[i], "hwk") == 0 || strcmp(s->amr[i], "swk") == 0 ||
-            strcmp(s->amr[i], "sms") == 0)
+    /* RFC 8176 methods that are a second factor or stronger; all three
+     * letters long, so one length test and inlined compares (this runs for
+     * every request of a session). */
+    for (i = 0; i < s->namr; i++) {
+        const char *m = s->amr[i];
+
+        if (m[0] != '\0' && m[1] != '\0' && m[2] != '\0' && m[3] == '\0' &&
+            (memcmp(m, "mfa", 3) == 0 || memcmp(m, "otp", 3) == 0 || memcmp(m, "hwk", 3) == 0 ||
+             memcmp(m, "swk", 3) == 0 || memcmp(m, "sms", 3) == 0))
             return 1;
+    }
     return 0;
 }
 
@@ -1123,7 +1132,23 @@ static enum sso_verdict handle_callback(struct conn *c, const struct http_reques
 
 /* ---- sessions and bearer tokens ---------------------------------------- */
 
-/* Try the session cookie. 1: identity in s->sess. */
+/* Whether two certificate thumbprints are equal: a word at a time with no
+ * early exit. (Not secret, and checked again where it matters; this is the
+ * per-request re-check, where CRYPTO_memcmp's byte loop showed.) */
+static inline int thumbprint_eq(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t x, y, d = 0;
+    size_t i;
+
+    for (i = 0; i < SESSION_THUMBPRINT_LEN; i += sizeof(x)) {
+        memcpy(&x, a + i, sizeof(x));
+        memcpy(&y, b + i, sizeof(y));
+        d |= x ^ y;
+    }
+    return d == 0;
+}
+
+/* Try the session cookie. 1: identity in s->cur. */
 static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
 {
     const struct conf *cf = c->gen->conf;
@@ -1145,10 +1170,9 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
     /* The session this connection opened from the same bytes: only the
      * checks that depend on time, and none if nothing was revoked since. */
     if (sc->have && sc->cookie_len == vlen && memcmp(sc->cookie, v, vlen) == 0 &&
-        sc->rev_gen == rev_gen &&
-        CRYPTO_memcmp(sc->sess.thumbprint, c->peer.thumbprint, SESSION_THUMBPRINT_LEN) == 0 &&
+        sc->rev_gen == rev_gen && thumbprint_eq(sc->sess.thumbprint, c->peer.thumbprint) &&
         session_check_times(&sc->sess, now, &reseal) == SESSION_OK) {
-        memcpy(&s->sess, &sc->sess, sizeof(s->sess));
+        s->cur = &sc->sess;
         goto opened;
     }
     if (sc->have)
@@ -1179,13 +1203,18 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
         sc->serial++;
         sc->have = 1;
     }
+    s->cur = &s->sess;
 opened:
-    if (strcmp(s->sess.provider, cf->providers[pidx].name) != 0)
+    if (strcmp(s->cur->provider, cf->providers[pidx].name) != 0)
         return 0; /* signed in with another provider: this route wants its own */
     if (reseal) {
         char sealed[SESSION_COOKIE_MAX];
+        if (s->cur != &s->sess) {
+            memcpy(&s->sess, s->cur, sizeof(s->sess));
+            s->cur = &s->sess;
+        }
         session_touch(&s->sess, now, (int64_t)(cf->session_idle_ms / 1000));
-        /* sc->have: s->sess is sc->sess (a hit, or just stored). */
+        /* sc->have: s->sess was sc->sess before the touch (a hit, or just stored). */
         if (sc->have && sc->reseal_len > 0 && sc->reseal_serial == sc->serial &&
             sc->reseal_at == now) {
             s->reseal_cached = 1;
@@ -1334,6 +1363,7 @@ static int try_bearer(struct conn *c, const struct http_request *req, int pidx)
         }
     }
     free(cl);
+    s->cur = &s->sess;
     s->have = 1;
     s->from_bearer = 1;
     return 1;
@@ -1375,24 +1405,24 @@ enum sso_verdict sso_authenticate(struct conn *c, const struct http_request *req
 have:
     /* Step-up: the route wants a recent or stronger login. */
     if (r->max_auth_age_ms > 0 &&
-        now_s() - s->sess.auth_time > (int64_t)(r->max_auth_age_ms / 1000)) {
+        now_s() - s->cur->auth_time > (int64_t)(r->max_auth_age_ms / 1000)) {
         if (s->from_bearer || !browser) {
             respond_401(c, "insufficient_user_authentication", "authentication too old");
             return SSO_HANDLED;
         }
         return start_login(c, req, pidx, (long long)(r->max_auth_age_ms / 1000),
-                           r->require_mfa && !is_mfa(&cf->providers[pidx], &s->sess));
+                           r->require_mfa && !is_mfa(&cf->providers[pidx], s->cur));
     }
-    if (r->require_mfa && !is_mfa(&cf->providers[pidx], &s->sess)) {
+    if (r->require_mfa && !is_mfa(&cf->providers[pidx], s->cur)) {
         if (s->from_bearer || !browser) {
             respond_401(c, "insufficient_user_authentication", "multi-factor login required");
             return SSO_HANDLED;
         }
         /* A login that just came back without MFA would come back without
          * it again: say so instead of sending the browser round in a loop. */
-        if (now_s() - s->sess.issued_at < STEPUP_FRESH_S) {
+        if (now_s() - s->cur->issued_at < STEPUP_FRESH_S) {
             audit_identity(c, "step-up refused", "fresh login without multi-factor authentication",
-                           s->sess.email[0] ? s->sess.email : s->sess.subject);
+                           s->cur->email[0] ? s->cur->email : s->cur->subject);
             c->error = "multi-factor authentication required";
             conn_respond_error(c, 403,
                                "This application needs a sign-in with multi-factor "
@@ -1432,7 +1462,8 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     tl = strlen(tier);
     gl = strlen(c->w->groups);
     now = now_s();
-    /* Only a cookie session is kept (s->sess is then sc->sess's copy). */
+    /* Only a cookie session is kept (s->cur is then sc->sess, or a copy of it touched for its
+     * re-seal). */
     cacheable = !s->from_bearer && sc->have && c->gen->signer != NULL;
     if (cacheable && sc->hdr_have && sc->hdr_serial == sc->serial && sc->hdr_route == c->route &&
         hkey_same(sc, tier, tl, c->w->groups, gl) &&
@@ -1442,12 +1473,12 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     }
     start = out->len;
     sbuf_lit(out, "X-ZT-User: ");
-    sbuf_str(out, c->route->user_header == CONF_USER_EMAIL && s->sess.email[0] ? s->sess.email
-                                                                               : s->sess.subject);
+    sbuf_str(out, c->route->user_header == CONF_USER_EMAIL && s->cur->email[0] ? s->cur->email
+                                                                               : s->cur->subject);
     sbuf_lit(out, "\r\n");
-    if (s->sess.email[0]) {
+    if (s->cur->email[0]) {
         sbuf_lit(out, "X-ZT-Email: ");
-        sbuf_str(out, s->sess.email);
+        sbuf_str(out, s->cur->email);
         sbuf_lit(out, "\r\n");
     }
     if (c->gen->signer == NULL)
@@ -1455,8 +1486,8 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     memset(&a, 0, sizeof(a));
     a.iss = cf->assertion_issuer;
     a.aud = c->route->name;
-    a.sub = s->sess.subject;
-    a.email = s->sess.email[0] ? s->sess.email : NULL;
+    a.sub = s->cur->subject;
+    a.email = s->cur->email[0] ? s->cur->email : NULL;
     a.device = c->peer.device_id;
     a.device_tier = tier;
     {
@@ -1531,11 +1562,11 @@ int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *
 
     if (s == NULL || !s->have)
         return 0;
-    *sub = s->sess.subject;
-    *email = s->sess.email;
-    *auth_time = s->sess.auth_time;
+    *sub = s->cur->subject;
+    *email = s->cur->email;
+    *auth_time = s->cur->auth_time;
     *mfa = c->route->auth_provider >= 0 &&
-           is_mfa(&c->gen->conf->providers[c->route->auth_provider], &s->sess);
+           is_mfa(&c->gen->conf->providers[c->route->auth_provider], s->cur);
     return 1;
 }
 
@@ -1545,13 +1576,13 @@ int sso_still_valid(struct conn *c, int64_t now)
 
     if (s == NULL || !s->have)
         return 0;
-    if (!s->from_bearer && now >= s->sess.expires_at) {
-        audit_identity(c, "websocket closed", "session expired", s->sess.subject);
+    if (!s->from_bearer && now >= s->cur->expires_at) {
+        audit_identity(c, "websocket closed", "session expired", s->cur->subject);
         return -1;
     }
     if (proxy_revocations != NULL &&
-        session_revocations_check(proxy_revocations, &s->sess) == SESSION_REVOKED) {
-        audit_identity(c, "websocket closed", "session revoked", s->sess.subject);
+        session_revocations_check(proxy_revocations, s->cur) == SESSION_REVOKED) {
+        audit_identity(c, "websocket closed", "session revoked", s->cur->subject);
         return -1;
     }
     return 0;
@@ -1573,9 +1604,9 @@ enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int
         return SSO_HANDLED;
     }
     /* A login that just came back and still falls short would loop. */
-    if (s != NULL && s->have && now_s() - s->sess.issued_at < STEPUP_FRESH_S &&
-        (mfa ? !is_mfa(&c->gen->conf->providers[pidx], &s->sess)
-             : (max_age >= 0 && now_s() - s->sess.auth_time > max_age)))
+    if (s != NULL && s->have && now_s() - s->cur->issued_at < STEPUP_FRESH_S &&
+        (mfa ? !is_mfa(&c->gen->conf->providers[pidx], s->cur)
+             : (max_age >= 0 && now_s() - s->cur->auth_time > max_age)))
         return SSO_CONTINUE;
     return start_login(c, req, pidx, max_age >= 0 ? (long long)max_age : -1, mfa);
 }
@@ -1605,18 +1636,18 @@ static void whoami(struct conn *c, const struct http_request *req)
         if (try_cookie(c, req, c->route->auth_provider)) {
             json_t *amr = json_array();
             size_t i;
-            for (i = 0; i < s->sess.namr; i++)
-                json_array_append_new(amr, json_string(s->sess.amr[i]));
+            for (i = 0; i < s->cur->namr; i++)
+                json_array_append_new(amr, json_string(s->cur->amr[i]));
             u = json_object();
-            json_object_set_new(u, "subject", json_string(s->sess.subject));
-            json_object_set_new(u, "email", json_string(s->sess.email));
-            json_object_set_new(u, "provider", json_string(s->sess.provider));
-            json_object_set_new(u, "auth_time", json_integer(s->sess.auth_time));
+            json_object_set_new(u, "subject", json_string(s->cur->subject));
+            json_object_set_new(u, "email", json_string(s->cur->email));
+            json_object_set_new(u, "provider", json_string(s->cur->provider));
+            json_object_set_new(u, "auth_time", json_integer(s->cur->auth_time));
             json_object_set_new(u, "session_age_seconds",
-                                json_integer(now_s() - s->sess.issued_at));
-            json_object_set_new(u, "session_expires_at", json_integer(s->sess.expires_at));
+                                json_integer(now_s() - s->cur->issued_at));
+            json_object_set_new(u, "session_expires_at", json_integer(s->cur->expires_at));
             json_object_set_new(u, "amr", amr);
-            json_object_set_new(u, "acr", json_string(s->sess.acr));
+            json_object_set_new(u, "acr", json_string(s->cur->acr));
         }
     }
     {
@@ -1798,8 +1829,8 @@ static enum sso_verdict logout(struct conn *c, const struct http_request *req)
     s->have = 0;
     if (try_cookie(c, req, pidx)) {
         audit_identity(c, "logout", "session revoked",
-                       s->sess.email[0] ? s->sess.email : s->sess.subject);
-        return revoke_async(c, 0, NULL, s->sess.id, 2);
+                       s->cur->email[0] ? s->cur->email : s->cur->subject);
+        return revoke_async(c, 0, NULL, s->cur->id, 2);
     }
     logout_respond(c);
     return SSO_HANDLED;

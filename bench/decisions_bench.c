@@ -3,10 +3,8 @@
  * (decisions_record(), called by decide.c on every request) adds per
  * request, on one core and with two workers recording at once.
  *
- * Build and run (from the repository root, after building build/):
- *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/decisions_bench.c build/libztcore.a \
- *       $(pkg-config --libs openssl libevent libevent_openssl libevent_pthreads jansson \
- *       cjose libcurl libmaxminddb) -lpthread -lm -o /tmp/decisions_bench && /tmp/decisions_bench
+ * Built by CMake with everything else (from the repository root):
+ *   cmake --build build --target decisions_bench && build/decisions_bench
  *
  * A realistic decision: a signed-in user, a device with 8 attributes, a
  * 40-byte path with a query, 3 groups, 2 reasons, 1 monitor result. The

@@ -3,10 +3,8 @@
  * index, how long a lookup by device id takes, and what one score_eval()
  * costs. The target is a load in <= 1 s (docs/device-trust.md).
  *
- * Build and run from the repository root:
- *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/inventory_bench.c device/inventory.c \
- *       device/posture.c device/score.c -ljansson -lcrypto -lm -o /tmp/inventory_bench
- *   /tmp/inventory_bench [records]
+ * Built by CMake with everything else (from the repository root):
+ *   cmake --build build --target inventory_bench && build/inventory_bench [records]
  *
  * The feed is generated in memory (JSON array and NDJSON); each load is
  * timed separately and the best and median of 7 runs are reported.

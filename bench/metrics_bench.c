@@ -1,10 +1,8 @@
 /*
  * metrics_bench.c - what the /metrics hooks add to a request, on one core.
  *
- * Build and run (from the repository root, after building build/):
- *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/metrics_bench.c build/libztcore.a \
- *       $(pkg-config --libs openssl libevent libevent_openssl libevent_pthreads jansson \
- *         cjose libcurl libmaxminddb) -lpthread -lm -o /tmp/metrics_bench && /tmp/metrics_bench
+ * Built by CMake with everything else (from the repository root):
+ *   cmake --build build --target metrics_bench && build/metrics_bench
  *
  * Times, in thread CPU time, batches of simulated requests doing exactly
  * the hook calls the proxy makes:

@@ -1,9 +1,8 @@
 /*
  * policy_bench.c - micro-benchmark of policy_eval() on one core.
  *
- * Build and run (from the repository root):
- *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/policy_bench.c policy/[a-z]*.c -ljansson \
- *       -o /tmp/policy_bench && /tmp/policy_bench
+ * Built by CMake with everything else (from the repository root):
+ *   cmake --build build --target policy_bench && build/policy_bench
  *
  * Generates 1,000 rules over 100 routes (10 scoped rules per route, mixed
  * allow/deny; 5 unscoped deny rules and 5 unscoped monitor rules on top; the

@@ -2,9 +2,8 @@
  * session_bench.c - median time to open and check a session cookie (the
  * per-request hot path: session_cookie_open() + session_revocations_check()).
  *
- *   gcc -O2 -std=c11 -D_GNU_SOURCE -Iinclude bench/session_bench.c proxy/session.c \
- *       proxy/log.c -lcrypto -ljansson -lpthread -o /tmp/session_bench
- *   /tmp/session_bench [batches]
+ * Built by CMake with everything else (from the repository root):
+ *   cmake --build build --target session_bench && build/session_bench [batches]
  *
  * Times batches of 1000 opens with CLOCK_MONOTONIC and prints the median,
  * 10th and 90th percentile per-open time over the batches.

@@ -143,9 +143,9 @@ struct sso_req {
     /* Per request from here on: sso_req_free() wipes what was used. */
     struct session sess;
     struct sso_login *login; /* a login callback only (its own allocation) */
-    int have;                /* cur holds the identity of this request */
-    /* The session of this request while have: &sess, or &cache.sess when
-     * the connection's cached session was reused as it is (no copy). */
+    /* The identity of this request, NULL while there is none: &sess, or
+     * &cache.sess when the connection's cached session is reused as it is
+     * (no copy). */
     const struct session *cur;
     int reseal_cached; /* send cache.reseal as the Set-Cookie of this request */
     int from_bearer;   /* identity from a bearer token (no cookie) */
@@ -353,7 +353,7 @@ static void sso_req_end(struct sso_req *s)
     }
     /* s->sess is not wiped here: it holds no secret (the cookie does), and
      * the connection keeps the same session in cache.sess anyway. */
-    memset(&s->have, 0, sizeof(*s) - offsetof(struct sso_req, have));
+    memset(&s->cur, 0, sizeof(*s) - offsetof(struct sso_req, cur));
     s->provider = -1;
 }
 
@@ -1148,8 +1148,8 @@ static inline int thumbprint_eq(const uint8_t *a, const uint8_t *b)
     return d == 0;
 }
 
-/* Try the session cookie. 1: identity in s->cur. */
-static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
+/* Try the session cookie: the session found (also in s->cur), or NULL. */
+static const struct session *try_cookie(struct conn *c, const struct http_request *req, int pidx)
 {
     const struct conf *cf = c->gen->conf;
     struct sso_req *s = c->sso;
@@ -1160,11 +1160,12 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
     int64_t now = now_s();
     uint64_t rev_gen = 0;
     enum session_result r;
+    const struct session *cur = &s->sess;
 
     if (sc->cname[0] == '\0')
         snprintf(sc->cname, sizeof(sc->cname), "__Host-%s", cf->session_cookie_name);
     if (find_cookie(req, sc->cname, &v, &vlen) == -1)
-        return 0;
+        return NULL;
     if (proxy_revocations != NULL)
         rev_gen = session_revocations_generation(proxy_revocations);
     /* The session this connection opened from the same bytes: only the
@@ -1172,7 +1173,7 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
     if (sc->have && sc->cookie_len == vlen && memcmp(sc->cookie, v, vlen) == 0 &&
         sc->rev_gen == rev_gen && thumbprint_eq(sc->sess.thumbprint, c->peer.thumbprint) &&
         session_check_times(&sc->sess, now, &reseal) == SESSION_OK) {
-        s->cur = &sc->sess;
+        cur = &sc->sess;
         goto opened;
     }
     if (sc->have)
@@ -1187,13 +1188,13 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
                   s->sess.email[0] ? s->sess.email : s->sess.subject, c->peer.device_id, c->client,
                   c->reqid);
         metrics_count(METRICS_COOKIE_WRONG_DEVICE);
-        return 0;
+        return NULL;
     }
     if (r != SESSION_OK) {
         audit_identity(c, "session refused", session_result_str(r),
                        s->sess.subject[0] ? s->sess.subject : NULL);
         memset(&s->sess, 0, sizeof(s->sess));
-        return 0;
+        return NULL;
     }
     if (cache_room(&sc->cookie, &sc->cookie_cap, vlen) == 0) {
         memcpy(sc->cookie, v, vlen);
@@ -1203,15 +1204,15 @@ static int try_cookie(struct conn *c, const struct http_request *req, int pidx)
         sc->serial++;
         sc->have = 1;
     }
-    s->cur = &s->sess;
 opened:
-    if (strcmp(s->cur->provider, cf->providers[pidx].name) != 0)
-        return 0; /* signed in with another provider: this route wants its own */
+    if (strcmp(cur->provider, cf->providers[pidx].name) != 0)
+        return NULL; /* signed in with another provider: this route wants its own */
     if (reseal) {
         char sealed[SESSION_COOKIE_MAX];
-        if (s->cur != &s->sess) {
-            memcpy(&s->sess, s->cur, sizeof(s->sess));
-            s->cur = &s->sess;
+
+        if (cur != &s->sess) { /* the cached session stays as its cookie has it */
+            memcpy(&s->sess, cur, sizeof(s->sess));
+            cur = &s->sess;
         }
         session_touch(&s->sess, now, (int64_t)(cf->session_idle_ms / 1000));
         /* sc->have: s->sess was sc->sess before the touch (a hit, or just stored). */
@@ -1238,8 +1239,8 @@ opened:
         }
         OPENSSL_cleanse(sealed, sizeof(sealed));
     }
-    s->have = 1;
-    return 1;
+    s->cur = cur;
+    return cur;
 }
 
 static void jwks_for_bearer_cb(const struct httpc_response *r, void *arg)
@@ -1364,7 +1365,6 @@ static int try_bearer(struct conn *c, const struct http_request *req, int pidx)
     }
     free(cl);
     s->cur = &s->sess;
-    s->have = 1;
     s->from_bearer = 1;
     return 1;
 }
@@ -1385,7 +1385,7 @@ enum sso_verdict sso_authenticate(struct conn *c, const struct http_request *req
         conn_respond_error(c, 500, "Internal error.");
         return SSO_HANDLED;
     }
-    s->have = 0;
+    s->cur = NULL;
     s->nset = 0;
     if (r->auth_mode == CONF_AUTH_BEARER || r->auth_mode == CONF_AUTH_ANY) {
         rc = try_bearer(c, req, pidx);
@@ -1455,7 +1455,7 @@ void sso_upstream_headers(struct conn *c, struct sbuf *out)
     int64_t now, iat = 0;
     int lifetime = (int)(cf->assertion_lifetime_ms / 1000), cacheable;
 
-    if (s == NULL || !s->have)
+    if (s == NULL || s->cur == NULL)
         return;
     sc = &s->cache;
     tier = c->w->tier_name[0] ? c->w->tier_name : "untrusted";
@@ -1560,7 +1560,7 @@ int sso_identity(struct conn *c, const char **sub, const char **email, int64_t *
 {
     struct sso_req *s = c->sso;
 
-    if (s == NULL || !s->have)
+    if (s == NULL || s->cur == NULL)
         return 0;
     *sub = s->cur->subject;
     *email = s->cur->email;
@@ -1574,7 +1574,7 @@ int sso_still_valid(struct conn *c, int64_t now)
 {
     struct sso_req *s = c->sso;
 
-    if (s == NULL || !s->have)
+    if (s == NULL || s->cur == NULL)
         return 0;
     if (!s->from_bearer && now >= s->cur->expires_at) {
         audit_identity(c, "websocket closed", "session expired", s->cur->subject);
@@ -1598,13 +1598,13 @@ enum sso_verdict sso_step_up(struct conn *c, const struct http_request *req, int
 
     if (pidx < 0)
         return SSO_CONTINUE; /* no provider: the caller denies */
-    if (s != NULL && s->have && (s->from_bearer || !browser)) {
+    if (s != NULL && s->cur != NULL && (s->from_bearer || !browser)) {
         respond_401(c, "insufficient_user_authentication",
                     mfa ? "multi-factor login required" : "authentication too old");
         return SSO_HANDLED;
     }
     /* A login that just came back and still falls short would loop. */
-    if (s != NULL && s->have && now_s() - s->cur->issued_at < STEPUP_FRESH_S &&
+    if (s != NULL && s->cur != NULL && now_s() - s->cur->issued_at < STEPUP_FRESH_S &&
         (mfa ? !is_mfa(&c->gen->conf->providers[pidx], s->cur)
              : (max_age >= 0 && now_s() - s->cur->auth_time > max_age)))
         return SSO_CONTINUE;
@@ -1621,7 +1621,7 @@ int sso_is_builtin(const char *path, size_t len)
 static void whoami(struct conn *c, const struct http_request *req)
 {
     json_t *o = json_object(), *u = json_null(), *d = json_object();
-    struct sso_req *s = c->sso;
+    const struct session *me;
     char tp[65];
     char *txt;
 
@@ -1631,23 +1631,21 @@ static void whoami(struct conn *c, const struct http_request *req)
     json_object_set_new(d, "tls_resumed", json_boolean(c->peer.resumed));
     if (c->route->auth_mode != CONF_AUTH_NONE && c->route->auth_provider >= 0 &&
         sso_req_get(c) != NULL) {
-        s = c->sso;
-        s->have = 0;
-        if (try_cookie(c, req, c->route->auth_provider)) {
+        c->sso->cur = NULL;
+        if ((me = try_cookie(c, req, c->route->auth_provider)) != NULL) {
             json_t *amr = json_array();
             size_t i;
-            for (i = 0; i < s->cur->namr; i++)
-                json_array_append_new(amr, json_string(s->cur->amr[i]));
+            for (i = 0; i < me->namr; i++)
+                json_array_append_new(amr, json_string(me->amr[i]));
             u = json_object();
-            json_object_set_new(u, "subject", json_string(s->cur->subject));
-            json_object_set_new(u, "email", json_string(s->cur->email));
-            json_object_set_new(u, "provider", json_string(s->cur->provider));
-            json_object_set_new(u, "auth_time", json_integer(s->cur->auth_time));
-            json_object_set_new(u, "session_age_seconds",
-                                json_integer(now_s() - s->cur->issued_at));
-            json_object_set_new(u, "session_expires_at", json_integer(s->cur->expires_at));
+            json_object_set_new(u, "subject", json_string(me->subject));
+            json_object_set_new(u, "email", json_string(me->email));
+            json_object_set_new(u, "provider", json_string(me->provider));
+            json_object_set_new(u, "auth_time", json_integer(me->auth_time));
+            json_object_set_new(u, "session_age_seconds", json_integer(now_s() - me->issued_at));
+            json_object_set_new(u, "session_expires_at", json_integer(me->expires_at));
             json_object_set_new(u, "amr", amr);
-            json_object_set_new(u, "acr", json_string(s->cur->acr));
+            json_object_set_new(u, "acr", json_string(me->acr));
         }
     }
     {
@@ -1821,16 +1819,16 @@ static enum sso_verdict logout(struct conn *c, const struct http_request *req)
 {
     struct sso_req *s = sso_req_get(c);
     int pidx = c->route->auth_provider;
+    const struct session *me;
 
     if (s == NULL || pidx < 0) {
         conn_respond_error(c, 404, "Sign-in is not configured here.");
         return SSO_HANDLED;
     }
-    s->have = 0;
-    if (try_cookie(c, req, pidx)) {
-        audit_identity(c, "logout", "session revoked",
-                       s->cur->email[0] ? s->cur->email : s->cur->subject);
-        return revoke_async(c, 0, NULL, s->cur->id, 2);
+    s->cur = NULL;
+    if ((me = try_cookie(c, req, pidx)) != NULL) {
+        audit_identity(c, "logout", "session revoked", me->email[0] ? me->email : me->subject);
+        return revoke_async(c, 0, NULL, me->id, 2);
     }
     logout_respond(c);
     return SSO_HANDLED;

@@ -101,7 +101,7 @@ class Stub:
         ctx.load_cert_chain(pki.server_crt, pki.server_key)
         ctx.load_verify_locations(pki.ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", ztlib.free_port()), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]

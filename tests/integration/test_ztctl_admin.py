@@ -404,7 +404,7 @@ class ZtctlAdminTest(ztlib.ProxyTestCase):
 
         # a token file others can read is refused before any network call
         lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
+        lsock.bind(("127.0.0.1", ztlib.free_port()))
         lsock.listen(1)
         lsock.setblocking(False)
         self.addCleanup(lsock.close)

@@ -1317,7 +1317,10 @@ class FeedServer:
             daemon_threads = True
             allow_reuse_address = True
 
-        self._httpd = Server(("127.0.0.1", self.port or 0), Handler)
+        # free_port(), not 0: the kernel's pick could be a port free_port()
+        # already handed to someone who has not bound it yet (a proxy's
+        # admin listener), and both would then want it.
+        self._httpd = Server(("127.0.0.1", self.port or free_port()), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
